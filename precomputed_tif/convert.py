@@ -1,0 +1,91 @@
+"""``convert``: TIFF planes in, a complete precomputed pyramid out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Sequence
+
+from tqdm import tqdm
+
+from . import destination
+from .errors import PrecomputedTifError
+from .executor import make_executor
+from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
+from .info import build_info, write_info
+from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, run_task, tasks_of
+from .source import open_stack
+from .stores import store_class
+
+log = logging.getLogger(__name__)
+
+
+def convert(
+    source: str | Sequence[str],
+    dest: str,
+    levels: int | None = None,
+    voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE_UM,
+    format: str = "tiff",
+    chunk_size: Sequence[int] = DEFAULT_CHUNK_SIZE,
+    segmentation: bool = False,
+    n_cores: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> dict:
+    """Convert a stack of TIFF planes into a precomputed pyramid at ``dest``; returns its ``info``.
+
+    ``source`` is a glob (planes sorted by name, plane i is z = i), a list of
+    files, or one multi-page TIFF. ``voxel_size`` is in microns (x, y, z),
+    ``chunk_size`` in voxels (x, y, z). ``levels`` defaults to enough levels
+    that the coarsest fits in one chunk in x and y. ``n_cores`` worker
+    processes (default: all cores). ``block_bytes`` bounds the voxels one
+    worker holds at once.
+
+    Raises :class:`~precomputed_tif.PrecomputedTifError` for anything wrong
+    with the input or ``dest``, before writing anything. ``info`` is written
+    last: a ``dest`` without it is unfinished, and running the same call
+    again finishes it.
+    """
+    store_cls = store_class(format)
+    check_triple(tuple(voxel_size), "voxel size", integer=False)
+    check_triple(tuple(chunk_size), "chunk size", integer=True)
+    if n_cores is not None and n_cores < 1:
+        raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
+    started = time.perf_counter()
+    stack = open_stack(source, segmentation=segmentation, progress=progress)
+    z, y, x = stack.shape
+    geometry = Geometry((x, y, z), chunk_size, voxel_size, levels)
+    info = build_info(geometry, stack.dtype, segmentation)
+    job = {
+        "format": format,
+        "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
+                   "planes": stack.n_planes},
+        "info": info,
+    }
+    log.info("%d planes of %dx%d %s -> %s, %d levels, %s format",
+             z, x, y, stack.dtype.name, dest, len(geometry.levels), format)
+    destination.prepare(dest, job, overwrite)
+    store = store_cls(dest, info)
+    store.create()
+
+    passes = plan_passes(geometry, stack.dtype.itemsize, block_bytes)
+    total = sum(count_chunks(p, geometry) for p in passes)
+    executor = make_executor(n_cores)
+    try:
+        with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress, smoothing=0.1) as bar:
+            for p in passes:
+                log.debug("levels %d-%d in blocks of %s voxels", p.first, p.last, p.block)
+                tasks = tasks_of(p, geometry, store, stack, segmentation)
+                for n in executor.imap_unordered(run_task, tasks):
+                    bar.update(n)
+    except (PrecomputedTifError, OSError) as exc:
+        raise PrecomputedTifError(
+            f"{exc}; {dest} is unfinished (it has no info file): fix this and run the same command again"
+        ) from None
+    finally:
+        executor.close()
+    write_info(dest, info)
+    log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
+    return info

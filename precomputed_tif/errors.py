@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can make."""
+
+
+class PrecomputedTifError(Exception):
+    """A problem with the user's input or environment, not a bug.
+
+    The message is one line that says what is wrong and what to do about it;
+    command-line tools print it without a traceback and exit with status 2.
+    """

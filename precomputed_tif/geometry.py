@@ -1,0 +1,288 @@
+"""Geometry of a precomputed pyramid: levels, their sizes and chunk grids, chunk names.
+
+This is the only module that knows how a level's size follows from the one
+before it, where chunk boundaries fall and how a chunk is named. Everything
+else asks it.
+
+Conventions, used throughout the project:
+
+* Sizes, offsets, chunk sizes, factors and voxel sizes given as triples are in
+  **x, y, z** order (as in Neuroglancer's ``info`` and in chunk names).
+* Arrays in memory are **(z, y, x)**, C-ordered.
+* Ranges are half-open: ``x0 <= x < x1``.
+* Levels are numbered from 1 (full resolution).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from .errors import PrecomputedTifError
+
+DEFAULT_CHUNK_SIZE = (64, 64, 64)
+DEFAULT_VOXEL_SIZE_UM = (1.8, 1.8, 2.0)
+
+# An axis is halved while its voxels are at most this many times the finest
+# axis' voxels; coarser axes wait until the finer ones catch up. With 2 the
+# usual light-sheet sizes (1.8, 1.8, 2.0) give the familiar 2_2_2, 4_4_4 keys.
+ANISOTROPY_THRESHOLD = 2.0
+
+_CHUNK_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box of voxels, half-open on every axis, in the coordinates of one level."""
+
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    z0: int
+    z1: int
+
+    @property
+    def name(self) -> str:
+        """Chunk name as precomputed uses it: ``x0-x1_y0-y1_z0-z1``."""
+        return f"{self.x0}-{self.x1}_{self.y0}-{self.y1}_{self.z0}-{self.z1}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Box":
+        """Inverse of :attr:`name`; raises ``ValueError`` for anything else."""
+        m = _CHUNK_NAME.match(name)
+        if m is None:
+            raise ValueError(f"not a chunk name: {name!r}")
+        return cls(*(int(v) for v in m.groups()))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(z, y, x) shape of the box."""
+        return (self.z1 - self.z0, self.y1 - self.y0, self.x1 - self.x0)
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        """(z, y, x) slices that cut this box out of a level-sized array."""
+        return (slice(self.z0, self.z1), slice(self.y0, self.y1), slice(self.x0, self.x1))
+
+    def relative_to(self, outer: "Box") -> tuple[slice, slice, slice]:
+        """(z, y, x) slices of this box inside an array that holds ``outer``."""
+        return (
+            slice(self.z0 - outer.z0, self.z1 - outer.z0),
+            slice(self.y0 - outer.y0, self.y1 - outer.y0),
+            slice(self.x0 - outer.x0, self.x1 - outer.x0),
+        )
+
+    def intersect(self, other: "Box") -> "Box | None":
+        """The common part of two boxes, or None when they do not overlap."""
+        b = Box(
+            max(self.x0, other.x0), min(self.x1, other.x1),
+            max(self.y0, other.y0), min(self.y1, other.y1),
+            max(self.z0, other.z0), min(self.z1, other.z1),
+        )
+        if b.x0 >= b.x1 or b.y0 >= b.y1 or b.z0 >= b.z1:
+            return None
+        return b
+
+    def scaled_down(self, factor: Sequence[int]) -> "Box":
+        """The box one level down that this box's voxels shrink into (x, y, z factors)."""
+        fx, fy, fz = factor
+        return Box(
+            self.x0 // fx, -(-self.x1 // fx),
+            self.y0 // fy, -(-self.y1 // fy),
+            self.z0 // fz, -(-self.z1 // fz),
+        )
+
+
+@dataclass(frozen=True)
+class Level:
+    """One resolution level of the pyramid.
+
+    ``step`` is how this level was made from the previous one (x, y, z factors of
+    1 or 2; all 1 for level 1); ``factor`` is the product of all steps so far,
+    relative to level 1. ``size`` is in voxels of this level, ``resolution`` in
+    nanometres per voxel.
+    """
+
+    number: int
+    step: tuple[int, int, int]
+    factor: tuple[int, int, int]
+    size: tuple[int, int, int]
+    resolution: tuple[float, float, float]
+
+    @property
+    def key(self) -> str:
+        """Scale key and directory name, e.g. ``1_1_1``, ``2_2_1``."""
+        return "_".join(str(f) for f in self.factor)
+
+    @property
+    def bounds(self) -> Box:
+        """The whole level as a box."""
+        x, y, z = self.size
+        return Box(0, x, 0, y, 0, z)
+
+
+def _level_steps(voxel_size: Sequence[float], n: int) -> list[tuple[int, int, int]]:
+    """Downsampling steps (x, y, z) for levels 2..n+1: halve the finer axes first."""
+    res = list(voxel_size)
+    steps = []
+    for _ in range(n):
+        finest = min(res)
+        step = tuple(2 if r <= finest * ANISOTROPY_THRESHOLD else 1 for r in res)
+        res = [r * s for r, s in zip(res, step)]
+        steps.append(step)
+    return steps
+
+
+class Geometry:
+    """Sizes and chunk grids of every level of one pyramid.
+
+    ``shape_xyz`` is the full-resolution size in voxels, ``chunk_size`` the
+    chunk size in voxels (the same at every level), ``voxel_size`` in microns.
+    """
+
+    def __init__(
+        self,
+        shape_xyz: Sequence[int],
+        chunk_size: Sequence[int] = DEFAULT_CHUNK_SIZE,
+        voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE_UM,
+        n_levels: int | None = None,
+    ):
+        self.shape_xyz = tuple(int(v) for v in shape_xyz)
+        self.chunk_size = tuple(int(v) for v in chunk_size)
+        self.voxel_size = tuple(float(v) for v in voxel_size)
+        if len(self.shape_xyz) != 3 or min(self.shape_xyz) < 1:
+            raise PrecomputedTifError(f"volume size must be three positive numbers, got {shape_xyz}")
+        check_triple(self.chunk_size, "chunk size", integer=True)
+        check_triple(self.voxel_size, "voxel size", integer=False)
+        limit = self.max_levels()
+        if n_levels is None:
+            n_levels = self.default_levels()
+        elif n_levels < 1:
+            raise PrecomputedTifError(f"--levels must be at least 1, got {n_levels}")
+        elif n_levels > limit:
+            raise PrecomputedTifError(
+                f"--levels {n_levels} is too many for a {self.shape_xyz[0]}x{self.shape_xyz[1]}x"
+                f"{self.shape_xyz[2]} volume with {self.chunk_size[0]}x{self.chunk_size[1]}x"
+                f"{self.chunk_size[2]} chunks: at most {limit} (level {limit} already fits in one chunk)"
+            )
+        self.levels = self._make_levels(n_levels)
+
+    def _make_levels(self, n: int) -> list[Level]:
+        levels = []
+        size = self.shape_xyz
+        factor = (1, 1, 1)
+        steps = [(1, 1, 1)] + _level_steps(self.voxel_size, n - 1)
+        for number, step in enumerate(steps, start=1):
+            factor = tuple(f * s for f, s in zip(factor, step))
+            size = tuple(-(-v // s) for v, s in zip(size, step))
+            resolution = tuple(round(v * 1000.0 * f, 6) for v, f in zip(self.voxel_size, factor))
+            levels.append(Level(number, step, factor, size, resolution))
+        return levels
+
+    def _levels_until(self, fits) -> int:
+        """Number of levels until ``fits(size)`` holds for the coarsest one."""
+        size = self.shape_xyz
+        n = 1
+        for step in _level_steps(self.voxel_size, 64):
+            if fits(size):
+                return n
+            size = tuple(-(-v // s) for v, s in zip(size, step))
+            n += 1
+        return n
+
+    def default_levels(self) -> int:
+        """Enough levels that the coarsest fits in one chunk in x and y."""
+        cx, cy, _ = self.chunk_size
+        return self._levels_until(lambda s: s[0] <= cx and s[1] <= cy)
+
+    def max_levels(self) -> int:
+        """Levels until the coarsest fits in one chunk on every axis; more make no sense."""
+        return max(
+            self.default_levels(),
+            self._levels_until(lambda s: all(v <= c for v, c in zip(s, self.chunk_size))),
+        )
+
+    def level(self, number: int) -> Level:
+        """Level by its 1-based number."""
+        return self.levels[number - 1]
+
+    def level_by_key(self, key: str) -> Level | None:
+        for level in self.levels:
+            if level.key == key:
+                return level
+        return None
+
+    def grid(self, level: int) -> tuple[int, int, int]:
+        """Number of chunks along x, y, z at a level."""
+        return tuple(-(-s // c) for s, c in zip(self.level(level).size, self.chunk_size))
+
+    def chunk_box(self, level: int, index: Sequence[int]) -> Box:
+        """Box of the chunk with grid index (ix, iy, iz), truncated at the volume edge."""
+        (cx, cy, cz), (sx, sy, sz) = self.chunk_size, self.level(level).size
+        ix, iy, iz = index
+        return Box(
+            ix * cx, min((ix + 1) * cx, sx),
+            iy * cy, min((iy + 1) * cy, sy),
+            iz * cz, min((iz + 1) * cz, sz),
+        )
+
+    def chunk_boxes(self, level: int, within: Box | None = None) -> Iterator[Box]:
+        """Boxes of the chunks of a level that overlap ``within`` (default: all), z slowest."""
+        within = within or self.level(level).bounds
+        cx, cy, cz = self.chunk_size
+        gx, gy, gz = self.grid(level)
+        for iz in range(within.z0 // cz, min(gz, -(-within.z1 // cz))):
+            for iy in range(within.y0 // cy, min(gy, -(-within.y1 // cy))):
+                for ix in range(within.x0 // cx, min(gx, -(-within.x1 // cx))):
+                    yield self.chunk_box(level, (ix, iy, iz))
+
+    def n_chunks(self, level: int) -> int:
+        gx, gy, gz = self.grid(level)
+        return gx * gy * gz
+
+    def is_chunk(self, level: int, box: Box) -> bool:
+        """True when ``box`` is exactly one chunk of the level (aligned, truncated at the edge)."""
+        cx, cy, cz = self.chunk_size
+        if box.x0 % cx or box.y0 % cy or box.z0 % cz:
+            return False
+        index = (box.x0 // cx, box.y0 // cy, box.z0 // cz)
+        if any(i >= g for i, g in zip(index, self.grid(level))):
+            return False
+        return self.chunk_box(level, index) == box
+
+    def level_region(self, level: int, region: Box, source_level: int) -> Box:
+        """The box of ``level`` that ``region`` (a box of ``source_level``) shrinks into."""
+        src, dst = self.level(source_level), self.level(level)
+        factor = tuple(d // s for d, s in zip(dst.factor, src.factor))
+        box = region.scaled_down(factor)
+        return box.intersect(dst.bounds)
+
+
+def check_triple(values: Sequence, what: str, integer: bool) -> None:
+    """Raise a user error unless ``values`` are three positive finite numbers."""
+    ok = len(values) == 3 and all(
+        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values
+    )
+    if ok and integer:
+        ok = all(float(v).is_integer() for v in values)
+    if not ok:
+        kind = "positive whole numbers" if integer else "positive numbers"
+        raise PrecomputedTifError(f"{what} must be three {kind} x,y,z, got {tuple(values)}")
+
+
+def parse_triple(text: str, what: str, integer: bool) -> tuple:
+    """Parse ``"X,Y,Z"`` from the command line into a checked triple."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(int(p) if integer else float(p) for p in parts)
+    except ValueError:
+        kind = "whole numbers" if integer else "numbers"
+        raise PrecomputedTifError(
+            f"{what} must be three {kind} separated by commas, like "
+            f"{'64,64,64' if integer else '1.8,1.8,2.0'}; got {text!r}"
+        ) from None
+    check_triple(values, what, integer)
+    return values

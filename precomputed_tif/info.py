@@ -1,0 +1,67 @@
+"""The Neuroglancer ``info`` file: built from a geometry, written atomically, read back."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .atomic import write_atomic
+from .errors import PrecomputedTifError
+from .geometry import Geometry
+
+INFO = "info"
+
+
+def build_info(geometry: Geometry, dtype: np.dtype, segmentation: bool) -> dict:
+    """``info`` for a single-channel volume with raw encoding (precomputed ``volume.md``).
+
+    No ``mesh`` key: this project writes no meshes, and Neuroglancer would ask
+    for ``mesh/info`` if there were one.
+    """
+    return {
+        "@type": "neuroglancer_multiscale_volume",
+        "type": "segmentation" if segmentation else "image",
+        "data_type": np.dtype(dtype).name,
+        "num_channels": 1,
+        "scales": [
+            {
+                "key": level.key,
+                "size": list(level.size),
+                "resolution": list(level.resolution),
+                "voxel_offset": [0, 0, 0],
+                "chunk_sizes": [list(geometry.chunk_size)],
+                "encoding": "raw",
+            }
+            for level in geometry.levels
+        ],
+    }
+
+
+def write_info(directory: str, info: dict) -> None:
+    """Write ``directory/info`` atomically, so a reader sees the old file or the whole new one."""
+    write_atomic(os.path.join(directory, INFO), json.dumps(info, indent=2).encode() + b"\n")
+
+
+def read_info(directory: str) -> dict:
+    """Parse ``directory/info``; a user error when it is missing or not a volume ``info``."""
+    path = os.path.join(directory, INFO)
+    try:
+        with open(path, "rb") as f:
+            info = json.loads(f.read())
+    except FileNotFoundError:
+        raise PrecomputedTifError(f"{directory} holds no precomputed dataset (no info file)") from None
+    except (OSError, ValueError) as exc:
+        raise PrecomputedTifError(f"{path} is not a readable info file ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("scales"), list) or not info["scales"]:
+        raise PrecomputedTifError(f"{path} is not the info file of a precomputed volume")
+    return info
+
+
+def scale(info: dict, key: str) -> dict | None:
+    """The scale entry with this key, or None."""
+    for s in info["scales"]:
+        if s.get("key") == key:
+            return s
+    return None

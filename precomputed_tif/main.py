@@ -1,0 +1,73 @@
+"""``precomputed-tif``: the command line of :func:`precomputed_tif.convert`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli_support import add_log_argument, run_main, setup_logging
+from .convert import convert
+from .executor import default_workers
+from .geometry import parse_triple
+from .stores import STORES
+
+EPILOG = """\
+examples:
+  precomputed-tif --source "/data/img_*.tif" --dest /data/precomputed
+  precomputed-tif --source stack.tif --dest out --format zarr --voxel-size 0.4,0.4,2.0
+  precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation
+
+Then serve the result and open it in Neuroglancer:
+  precomputed-webserver --directory /data/precomputed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="precomputed-tif",
+        description="Convert a stack of TIFF planes (one file per z plane, or one multi-page TIFF) "
+                    "into a multi-resolution Neuroglancer precomputed volume.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", required=True, metavar="GLOB",
+                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it); sorted by file name, "
+                        "the first file is z = 0. A single multi-page TIFF is read page by page.")
+    p.add_argument("--dest", required=True, metavar="DIR",
+                   help="output directory; created if missing, must be empty or hold this same conversion")
+    p.add_argument("--levels", type=int, default=None, metavar="N",
+                   help="number of resolution levels, level 1 being full resolution "
+                        "(default: until the coarsest fits in one chunk in x and y)")
+    p.add_argument("--voxel-size", default="1.8,1.8,2.0", metavar="X,Y,Z",
+                   help="voxel size in microns (default: 1.8,1.8,2.0)")
+    p.add_argument("--format", default="tiff", metavar="FORMAT",
+                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff)")
+    p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
+                   help="chunk size in voxels (default: 64,64,64)")
+    p.add_argument("--segmentation", action="store_true",
+                   help="the planes are integer labels: coarser levels take the most frequent label "
+                        "instead of the mean, and Neuroglancer shows them as a segmentation")
+    p.add_argument("--n-cores", type=int, default=None, metavar="N",
+                   help=f"worker processes (default: all cores, here {default_workers()})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a different precomputed dataset already in --dest")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    add_log_argument(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+
+    def body():
+        voxel_size = parse_triple(args.voxel_size, "--voxel-size", integer=False)
+        chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
+        convert(args.source, args.dest, levels=args.levels, voxel_size=voxel_size, format=args.format,
+                chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
+                overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty())
+
+    return run_main("precomputed-tif", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Plans a pyramid as independent tasks and runs them.
+
+A task takes one block of some level (level 1 comes from the TIFF planes, a
+coarser level from the store), writes that level's chunks inside the block if
+they are not written yet, and then downsamples the block in memory level after
+level, writing each level's chunks as it goes. Blocks are aligned so that every
+chunk a task writes lies wholly inside its block, so tasks never write the same
+chunk and need no coordination.
+
+How many levels one task makes is limited by the block's size in memory
+(``block_bytes``). The levels a pass cannot reach are made by a further pass
+that reads the last level written back from the store; it is 8 (or 4) times
+smaller per level, so re-reading it is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .downsample import downsample
+from .geometry import Box, Geometry
+from .source import PlaneStack
+from .stores.base import ChunkStore
+
+log = logging.getLogger(__name__)
+
+# Largest block a task holds in memory, in bytes of the level it reads. With the
+# default 64^3 chunks a 256^3 uint16 block (32 MiB) makes three levels at once.
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Levels made in one sweep over blocks of level ``first``, up to ``last``.
+
+    The first pass reads level 1 from the planes and writes it too; later
+    passes read level ``first`` back from the store and write the levels after it.
+    """
+
+    first: int
+    last: int
+    block: tuple[int, int, int]  # (x, y, z) block size in voxels of level ``first``
+    from_source: bool
+
+    @property
+    def written(self) -> range:
+        """Numbers of the levels this pass writes."""
+        return range(self.first if self.from_source else self.first + 1, self.last + 1)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything one worker needs, and nothing global: picklable, runs anywhere."""
+
+    geometry: Geometry
+    store: ChunkStore
+    source: PlaneStack | None
+    segmentation: bool
+    first: int
+    last: int
+    block: Box  # in coordinates of level ``first``
+    from_source: bool
+
+
+def plan_passes(geometry: Geometry, itemsize: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> list[Pass]:
+    """Split levels 1..n into passes whose blocks fit in ``block_bytes``.
+
+    Each pass makes at least one new level, however small the budget.
+    """
+    passes = []
+    n = len(geometry.levels)
+    first, last = 1, 1
+    from_source = True
+    while True:
+        start = geometry.level(first)
+        # Grow the pass while the block that makes its coarsest level still fits.
+        while last < n:
+            block = _block_size(geometry, first, last + 1)
+            voxels = np.prod([min(b, s) for b, s in zip(block, start.size)])
+            writes_a_level = from_source or last > first
+            if voxels * itemsize > block_bytes and writes_a_level:
+                break
+            last += 1
+        passes.append(Pass(first, last, _block_size(geometry, first, last), from_source))
+        if last == n:
+            return passes
+        first, from_source = last, False
+
+
+def _block_size(geometry: Geometry, first: int, last: int) -> tuple[int, int, int]:
+    """Block (x, y, z) of level ``first`` that shrinks to whole chunks at every level to ``last``."""
+    a, b = geometry.level(first).factor, geometry.level(last).factor
+    return tuple(c * (fb // fa) for c, fa, fb in zip(geometry.chunk_size, a, b))
+
+
+def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: PlaneStack,
+             segmentation: bool) -> Iterator[Task]:
+    """Tasks of one pass, generated lazily in z, y, x order (neighbours read the same planes)."""
+    sx, sy, sz = geometry.level(p.first).size
+    bx, by, bz = p.block
+    for z0 in range(0, sz, bz):
+        z1 = min(z0 + bz, sz)
+        sub = source.subset(z0, z1) if p.from_source else None
+        for y0 in range(0, sy, by):
+            for x0 in range(0, sx, bx):
+                box = Box(x0, min(x0 + bx, sx), y0, min(y0 + by, sy), z0, z1)
+                yield Task(geometry, store, sub, segmentation, p.first, p.last, box, p.from_source)
+
+
+def count_chunks(p: Pass, geometry: Geometry) -> int:
+    """How many chunks a pass writes."""
+    return sum(geometry.n_chunks(lv) for lv in p.written)
+
+
+def run_task(task: Task) -> int:
+    """Make one block's levels; returns the number of chunks written."""
+    g, store = task.geometry, task.store
+    region = task.block
+    if task.from_source:
+        data = task.source.read(region)
+        written = _write_level(store, g, 1, region, data)
+    else:
+        data = store.read_region(g.level(task.first).key, region)
+        written = 0
+    for number in range(task.first + 1, task.last + 1):
+        level = g.level(number)
+        data = downsample(data, level.step, task.segmentation)
+        region = region.scaled_down(level.step)
+        assert data.shape == region.shape, (data.shape, region.shape)
+        written += _write_level(store, g, number, region, data)
+    store.finish()
+    return written
+
+
+def _write_level(store: ChunkStore, g: Geometry, number: int, region: Box, data: np.ndarray) -> int:
+    key = g.level(number).key
+    n = 0
+    for box in g.chunk_boxes(number, region):
+        store.write_chunk(key, box, data[box.relative_to(region)])
+        n += 1
+    return n

@@ -1,0 +1,41 @@
+"""Chunk stores, one per on-disk format, behind one interface (:class:`ChunkStore`)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import PrecomputedTifError
+from .base import ChunkStore
+from .tiff import TiffStore
+from .zarr import ZarrStore
+
+STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore}
+
+
+def store_class(format: str) -> type[ChunkStore]:
+    """The store class for a format name, or a user error listing the formats there are."""
+    try:
+        return STORES[format]
+    except KeyError:
+        raise PrecomputedTifError(
+            f"unknown format {format!r}; choose one of: {', '.join(sorted(STORES))}"
+        ) from None
+
+
+def open_store(root: str, info: dict, format: str | None = None) -> ChunkStore:
+    """The store of an existing dataset; the format is detected when not given."""
+    if format is None:
+        format = detect_format(root, info)
+    return store_class(format)(root, info)
+
+
+def detect_format(root: str, info: dict) -> str:
+    """Which format the first scale's directory holds, or a user error."""
+    level_dir = os.path.join(root, info["scales"][0]["key"])
+    if os.path.isdir(level_dir):
+        for name, cls in STORES.items():
+            if cls.holds(level_dir):
+                return name
+    raise PrecomputedTifError(
+        f"cannot tell the format of {root}: {level_dir} holds no tiff, zarr or blockfs chunks"
+    )

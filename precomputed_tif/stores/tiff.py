@@ -1,0 +1,52 @@
+"""One compressed 3-D TIFF file per chunk: ``<key>/x0-x1_y0-y1_z0-z1.tiff``."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import tifffile
+
+from ..atomic import write_atomic
+from ..errors import PrecomputedTifError
+from ..geometry import Box
+from .base import ChunkStore
+
+# Deflate ("zlib", TIFF compression 8) is the compression every TIFF reader
+# opens. Level 1 is much faster than higher levels and the files are only a
+# little larger on noisy microscope data (benchmarks/convert.py).
+ZLIB_LEVEL = 1
+
+
+class TiffStore(ChunkStore):
+    """Chunks as multi-page TIFF files, one page per z plane of the chunk."""
+
+    format = "tiff"
+
+    @classmethod
+    def holds(cls, level_dir: str) -> bool:
+        with os.scandir(level_dir) as it:
+            return any(e.name.endswith(".tiff") and not e.name.startswith(".") for e in it)
+
+    def chunk_path(self, key: str, box: Box) -> str:
+        return os.path.join(self.level_dir(key), box.name + ".tiff")
+
+    def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, array, compression="zlib", compressionargs={"level": ZLIB_LEVEL},
+                         photometric="minisblack", metadata=None)
+        write_atomic(self.chunk_path(key, box), buf.getbuffer())
+
+    def read_chunk(self, key: str, box: Box) -> np.ndarray:
+        path = self.chunk_path(key, box)
+        try:
+            array = tifffile.imread(path)
+        except FileNotFoundError:
+            return np.zeros(box.shape, self.dtype)
+        except Exception as exc:
+            raise PrecomputedTifError(f"{path} is not a readable chunk ({exc})") from None
+        if array.size != np.prod(box.shape):
+            raise PrecomputedTifError(f"{path} holds {array.shape} voxels, expected {box.shape}")
+        # A chunk one plane thick reads back as 2-D.
+        return array.reshape(box.shape).astype(self.dtype, copy=False)

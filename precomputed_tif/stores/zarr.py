@@ -1,0 +1,139 @@
+"""Each scale a Zarr v2 array ``<key>/`` with ``/`` separated chunk keys, shape (z, y, x).
+
+The array metadata (``.zarray``) is made by zarr-python, so it is exactly what
+Zarr readers expect. Chunks are encoded and written here with the array's own
+numcodecs compressor: a whole chunk at a time, through a temporary file and a
+rename, which is both faster than going through zarr-python for every chunk
+and safe against crashes. Reading uses whatever compressor, order and fill
+value the array's ``.zarray`` records, so datasets written by other tools and
+settings serve too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numcodecs
+import numpy as np
+
+from ..atomic import write_atomic
+from ..errors import PrecomputedTifError
+from ..geometry import Box
+from .base import ChunkStore
+
+# lz4 with byte shuffle encodes a 64^3 uint16 chunk in about 0.5 ms, zstd at
+# level 1 takes about four times as long for 15% smaller files (measured with
+# benchmarks/convert.py); conversion speed wins.
+COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0}
+
+
+class ZarrStore(ChunkStore):
+    format = "zarr"
+
+    def __init__(self, root: str, info: dict):
+        super().__init__(root, info)
+        self._meta = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_meta"] = {}
+        return state
+
+    @classmethod
+    def holds(cls, level_dir: str) -> bool:
+        return os.path.exists(os.path.join(level_dir, ".zarray"))
+
+    def create(self) -> None:
+        import zarr
+
+        # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
+        version = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+        for s in self.info["scales"]:
+            x, y, z = s["size"]
+            cx, cy, cz = s["chunk_sizes"][0]
+            zarr.open_array(
+                self.level_dir(s["key"]), mode="w", shape=(z, y, x), chunks=(cz, cy, cx),
+                dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
+                dimension_separator="/", **version,
+            )
+
+    def _array_meta(self, key: str) -> dict:
+        meta = self._meta.get(key)
+        if meta is None:
+            path = os.path.join(self.level_dir(key), ".zarray")
+            try:
+                with open(path, "rb") as f:
+                    zarray = json.loads(f.read())
+                meta = {
+                    "chunks": tuple(zarray["chunks"]),
+                    "dtype": np.dtype(zarray["dtype"]),
+                    "order": zarray.get("order", "C"),
+                    "fill": zarray.get("fill_value") or 0,
+                    "sep": zarray.get("dimension_separator", "."),
+                    "codec": numcodecs.get_codec(zarray["compressor"]) if zarray.get("compressor") else None,
+                    "filters": [numcodecs.get_codec(f) for f in zarray.get("filters") or []],
+                }
+            except FileNotFoundError:
+                raise PrecomputedTifError(f"{self.level_dir(key)} is not a Zarr array (no .zarray)") from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise PrecomputedTifError(f"{path} is not readable Zarr metadata ({exc})") from None
+            self._meta[key] = meta
+        return meta
+
+    def _chunk_path(self, key: str, index: tuple[int, int, int]) -> str:
+        parts = [str(i) for i in index]
+        sep = self._array_meta(key)["sep"]
+        name = os.path.join(*parts) if sep == "/" else sep.join(parts)
+        return os.path.join(self.level_dir(key), name)
+
+    def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
+        meta = self._array_meta(key)
+        chunks = meta["chunks"]
+        index = (box.z0 // chunks[0], box.y0 // chunks[1], box.x0 // chunks[2])
+        if array.shape != chunks:
+            # Zarr stores edge chunks at full size, padded with the fill value.
+            full = np.full(chunks, meta["fill"], meta["dtype"])
+            full[tuple(slice(0, n) for n in array.shape)] = array
+            array = full
+        data = np.ascontiguousarray(array, dtype=meta["dtype"])
+        for f in meta["filters"]:
+            data = f.encode(data)
+        if meta["codec"] is not None:
+            data = meta["codec"].encode(data)
+        path = self._chunk_path(key, index)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, data)
+
+    def _read_zarr_chunk(self, key: str, index: tuple[int, int, int]) -> np.ndarray | None:
+        meta = self._array_meta(key)
+        path = self._chunk_path(key, index)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            if meta["codec"] is not None:
+                data = meta["codec"].decode(data)
+            for f in reversed(meta["filters"]):
+                data = f.decode(data)
+            return np.frombuffer(data, meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
+        except Exception as exc:
+            raise PrecomputedTifError(f"{path} is not a readable Zarr chunk ({exc})") from None
+
+    def read_chunk(self, key: str, box: Box) -> np.ndarray:
+        meta = self._array_meta(key)
+        cz, cy, cx = meta["chunks"]
+        out = np.empty(box.shape, self.dtype)
+        for iz in range(box.z0 // cz, -(-box.z1 // cz)):
+            for iy in range(box.y0 // cy, -(-box.y1 // cy)):
+                for ix in range(box.x0 // cx, -(-box.x1 // cx)):
+                    zchunk = Box(ix * cx, (ix + 1) * cx, iy * cy, (iy + 1) * cy, iz * cz, (iz + 1) * cz)
+                    part = zchunk.intersect(box)
+                    data = self._read_zarr_chunk(key, (iz, iy, ix))
+                    if data is None:
+                        out[part.relative_to(box)] = meta["fill"]
+                    else:
+                        out[part.relative_to(box)] = data[part.relative_to(zchunk)]
+        return out

@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="precomputed-tif",
+    version="2.0.0",
+    description="Convert TIFF z-stacks into multi-resolution Neuroglancer precomputed volumes and serve them",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["precomputed_tif", "precomputed_tif.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23",
+        "tifffile>=2023.3.15",
+        "imagecodecs>=2023.1.23",
+        "zarr>=2.16",
+        "numcodecs>=0.11",
+        "scikit-image>=0.20",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9"],
+    },
+    entry_points={
+        "console_scripts": [
+            "precomputed-tif=precomputed_tif.main:main",
+        ],
+    },
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
+)

@@ -1,0 +1,54 @@
+"""Reading converted datasets back without the project's stores, for comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import tifffile
+
+
+def expected_chunk_names(size_xyz, chunk_xyz) -> set[str]:
+    names = set()
+    (sx, sy, sz), (cx, cy, cz) = size_xyz, chunk_xyz
+    for z in range(0, sz, cz):
+        for y in range(0, sy, cy):
+            for x in range(0, sx, cx):
+                names.add(f"{x}-{min(x + cx, sx)}_{y}-{min(y + cy, sy)}_{z}-{min(z + cz, sz)}")
+    return names
+
+
+def read_tiff_level(level_dir: str, size_xyz, chunk_xyz, dtype) -> np.ndarray:
+    """Assemble a level from its chunk files, checking that exactly the expected files exist."""
+    files = [f for f in os.listdir(level_dir) if not f.startswith(".")]
+    assert all(f.endswith(".tiff") for f in files), files
+    names = {f[: -len(".tiff")] for f in files}
+    assert names == expected_chunk_names(size_xyz, chunk_xyz)
+    sx, sy, sz = size_xyz
+    out = np.zeros((sz, sy, sx), dtype)
+    for name in names:
+        x0, x1, y0, y1, z0, z1 = map(int, re.split("[-_]", name))
+        chunk = tifffile.imread(os.path.join(level_dir, name + ".tiff"))
+        assert chunk.dtype == np.dtype(dtype)
+        out[z0:z1, y0:y1, x0:x1] = chunk.reshape(z1 - z0, y1 - y0, x1 - x0)
+    return out
+
+
+def read_zarr_level(level_dir: str) -> np.ndarray:
+    import zarr
+
+    with open(os.path.join(level_dir, ".zarray")) as f:
+        meta = json.load(f)
+    assert meta["zarr_format"] == 2 and meta["dimension_separator"] == "/"
+    return zarr.open_array(level_dir, mode="r")[:]
+
+
+def read_level(dest: str, fmt: str, scale: dict, dtype) -> np.ndarray:
+    level_dir = os.path.join(dest, scale["key"])
+    if fmt == "tiff":
+        return read_tiff_level(level_dir, scale["size"], scale["chunk_sizes"][0], dtype)
+    if fmt == "zarr":
+        return read_zarr_level(level_dir)
+    raise ValueError(fmt)
