@@ -9,6 +9,7 @@ requested region needs.
 
 from __future__ import annotations
 
+import dataclasses
 import glob as globmod
 import logging
 import os
@@ -62,6 +63,11 @@ class PlaneStack:
     n_planes: int
     first_plane: int = 0
     bool_value: int = 255
+    # Where each plane's pixels start when they are stored uncompressed in one
+    # piece (-1 otherwise), and the files' byte order: such planes are read
+    # with one seek and one read, without parsing the TIFF again.
+    offsets: tuple[int, ...] = ()
+    byteorder: str = "<"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -76,26 +82,23 @@ class PlaneStack:
 
     def subset(self, z0: int, z1: int) -> "PlaneStack":
         """The same stack holding only planes z0 <= z < z1 (z stays absolute)."""
-        if self.multipage:
-            return PlaneStack(self.files, self.plane_shape, self.stored_dtype, True,
-                              self.n_planes, self.first_plane, self.bool_value)
-        files = self.files[z0 - self.first_plane:z1 - self.first_plane]
-        return PlaneStack(files, self.plane_shape, self.stored_dtype, False,
-                          self.n_planes, z0, self.bool_value)
+        cut = slice(z0 - self.first_plane, z1 - self.first_plane)
+        files = self.files if self.multipage else self.files[cut]
+        return dataclasses.replace(self, files=files, first_plane=z0, offsets=self.offsets[cut])
 
     def read(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` (absolute coordinates) as a (z, y, x) array of :attr:`dtype`."""
         out = np.empty(box.shape, self.dtype)
-        if self.multipage:
-            path = self.files[0]
-            with _open(path) as tif:
-                for z in range(box.z0, box.z1):
-                    _read_page(tif, tif.pages[z], path, box, out[z - box.z0])
-        else:
-            for z in range(box.z0, box.z1):
-                path = self.files[z - self.first_plane]
+        dtype = np.dtype(self.stored_dtype).newbyteorder(self.byteorder)
+        for z in range(box.z0, box.z1):
+            i = z - self.first_plane
+            path = self.files[0] if self.multipage else self.files[i]
+            if self.offsets[i] >= 0:
+                with open(path, "rb") as f:
+                    _read_rows(f, self.offsets[i], dtype, self.plane_shape[1], box, out[z - box.z0], path)
+            else:
                 with _open(path) as tif:
-                    _read_page(tif, tif.pages[0], path, box, out[z - box.z0])
+                    _read_page(tif, tif.pages[z if self.multipage else 0], path, box, out[z - box.z0])
         if np.dtype(self.stored_dtype) == np.bool_:
             out *= self.bool_value
         return out
@@ -111,37 +114,25 @@ def _open(path: str) -> tifffile.TiffFile:
 
 
 def _read_page(tif: tifffile.TiffFile, page, path: str, box: Box, out: np.ndarray) -> None:
-    """Fill ``out`` (y, x) with rows y0:y1 and columns x0:x1 of one page.
-
-    Uncompressed contiguous pages are read row-range by row-range; compressed
-    ones decode only the strips or tiles that overlap the region.
-    """
+    """Fill ``out`` (y, x) with rows y0:y1 and columns x0:x1 of one page, decoding only
+    the strips or tiles that overlap the region."""
     try:
-        if page.is_contiguous and page.compression == 1 and not page.is_tiled:
-            _read_contiguous(tif, page, box, out)
-        else:
-            _read_segments(tif, page, box, out)
+        _read_segments(tif, page, box, out)
     except PrecomputedTifError:
         raise
     except Exception as exc:
         raise PrecomputedTifError(f"{path}: cannot decode plane data ({exc}); the file may be corrupt") from None
 
 
-def _read_contiguous(tif, page, box: Box, out: np.ndarray) -> None:
-    offset = page.dataoffsets[0]
-    height, width = page.shape[:2]
-    dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
-    if dtype == np.bool_:
-        raise ValueError("bilevel data is not stored contiguously")
+def _read_rows(f, offset: int, dtype: np.dtype, width: int, box: Box, out: np.ndarray, path: str) -> None:
+    """Fill ``out`` from rows y0:y1 of an uncompressed plane stored at ``offset``."""
     row_bytes = width * dtype.itemsize
-    fh = tif.filehandle
-    fh.seek(offset + box.y0 * row_bytes)
+    f.seek(offset + box.y0 * row_bytes)
     nbytes = (box.y1 - box.y0) * row_bytes
-    data = fh.read(nbytes)
+    data = f.read(nbytes)
     if len(data) != nbytes:
-        raise ValueError("file is shorter than its header says")
-    rows = np.frombuffer(data, dtype).reshape(box.y1 - box.y0, width)
-    out[...] = rows[:, box.x0:box.x1]
+        raise PrecomputedTifError(f"{path} is shorter than its header says; the file may be truncated")
+    out[...] = np.frombuffer(data, dtype).reshape(box.y1 - box.y0, width)[:, box.x0:box.x1]
 
 
 def _read_segments(tif, page, box: Box, out: np.ndarray) -> None:
@@ -178,6 +169,13 @@ def _plane_info(page, path: str) -> tuple[tuple[int, int], np.dtype]:
     return tuple(page.shape), np.dtype(page.dtype)
 
 
+def _contiguous_offset(page) -> int:
+    """Byte offset of the pixels of an uncompressed, unsplit, byte-aligned page; else -1."""
+    if page.is_contiguous and page.compression == 1 and not page.is_tiled and page.dtype != np.bool_:
+        return int(page.dataoffsets[0])
+    return -1
+
+
 def _check_complete(page, path: str, size: int) -> None:
     ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
     if ends and max(ends) > size:
@@ -209,8 +207,7 @@ def open_stack(source: str | Sequence[str], segmentation: bool = False, progress
     else:
         stack = _open_planes(files, progress)
     supported_dtype(stack.stored_dtype, segmentation)
-    return PlaneStack(stack.files, stack.plane_shape, stack.stored_dtype, stack.multipage,
-                      stack.n_planes, 0, 1 if segmentation else 255)
+    return dataclasses.replace(stack, bool_value=1 if segmentation else 255)
 
 
 def _open_multipage(path: str, progress: bool) -> PlaneStack:
@@ -228,13 +225,16 @@ def _open_multipage(path: str, progress: bool) -> PlaneStack:
                     f"{path}: page {i} is {s[1]}x{s[0]} {d.name}, but page 0 is {shape[1]}x{shape[0]} {dtype.name}"
                 )
             _check_complete(page, path, size)
-    return PlaneStack((path,), shape, dtype.name, True, len(pages))
+        offsets = tuple(_contiguous_offset(page) for page in pages)
+        byteorder = tif.byteorder
+    return PlaneStack((path,), shape, dtype.name, True, len(pages), offsets=offsets, byteorder=byteorder)
 
 
 def _open_planes(files: list[str], progress: bool) -> PlaneStack:
     from tqdm import tqdm
 
-    shape = dtype = None
+    shape = dtype = byteorder = None
+    offsets = []
     for path in tqdm(files, desc="checking planes", unit="plane", disable=not progress, leave=False):
         with _open(path) as tif:
             try:
@@ -248,6 +248,11 @@ def _open_planes(files: list[str], progress: bool) -> PlaneStack:
                 )
             s, d = _plane_info(page, path)
             _check_complete(page, path, os.path.getsize(path))
+            offset = _contiguous_offset(page)
+            if byteorder is None:
+                byteorder = tif.byteorder
+            # Planes of mixed byte order are rare enough to just read through tifffile.
+            offsets.append(offset if tif.byteorder == byteorder else -1)
         if shape is None:
             shape, dtype, first = s, d, path
         elif (s, d) != (shape, dtype):
@@ -255,4 +260,5 @@ def _open_planes(files: list[str], progress: bool) -> PlaneStack:
                 f"{path} is {s[1]}x{s[0]} {d.name}, but {first} is {shape[1]}x{shape[0]} {dtype.name}; "
                 "all planes must have the same size and type"
             )
-    return PlaneStack(tuple(files), shape, dtype.name, False, len(files))
+    return PlaneStack(tuple(files), shape, dtype.name, False, len(files), offsets=tuple(offsets),
+                      byteorder=byteorder)

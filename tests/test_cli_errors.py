@@ -1,0 +1,174 @@
+"""Every mistake a user can make: one line on stderr, exit 2, no traceback, nothing half-written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from precomputed_tif.main import main
+from stacks import make_volume, write_planes
+
+SHAPE = (6, 20, 30)
+
+
+@pytest.fixture
+def planes(tmp_path):
+    return write_planes(tmp_path / "src", make_volume(SHAPE, "uint16"))
+
+
+def run(capsys, *argv):
+    code = main(["--no-progress", "--n-cores", "1", "--chunk-size", "8,8,8", *map(str, argv)])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_user_error(code, err, *words):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("precomputed-tif: error: ")
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_empty_glob(tmp_path, capsys):
+    code, err = run(capsys, "--source", tmp_path / "nothing_*.tif", "--dest", tmp_path / "out")
+    assert_user_error(code, err, "no files match", "nothing_*.tif")
+    assert not (tmp_path / "out").exists()
+
+
+def test_planes_of_different_shape_name_the_file(tmp_path, capsys, planes):
+    tifffile.imwrite(tmp_path / "src" / "img_0003.tif", np.zeros((21, 30), np.uint16))
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(code, err, "img_0003.tif", "30x21", "30x20")
+    assert not (tmp_path / "out").exists()
+
+
+def test_planes_of_different_dtype_name_the_file(tmp_path, capsys, planes):
+    tifffile.imwrite(tmp_path / "src" / "img_0004.tif", np.zeros((20, 30), np.uint8))
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(code, err, "img_0004.tif", "uint8", "uint16")
+
+
+def test_not_a_tiff(tmp_path, capsys, planes):
+    (tmp_path / "src" / "img_0002.tif").write_bytes(b"this is not an image")
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(code, err, "img_0002.tif", "not a readable TIFF")
+
+
+def test_truncated_tiff(tmp_path, capsys, planes):
+    path = tmp_path / "src" / "img_0001.tif"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(code, err, "img_0001.tif")
+
+
+def test_corrupt_compressed_data_found_while_converting(tmp_path, capsys):
+    glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16"), compression="zlib")
+    path = tmp_path / "src" / "img_0005.tif"
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset:offset + count] = b"\xff" * count  # headers intact, pixels garbage
+    path.write_bytes(bytes(data))
+    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out")
+    assert_user_error(code, err, "img_0005.tif", "unfinished")
+    assert not (tmp_path / "out" / "info").exists()
+
+
+@pytest.mark.parametrize("value", ["1.8,1.8", "a,b,c", "0,1.8,2", "-1,1,1", "nan,1,1"])
+def test_bad_voxel_size(tmp_path, capsys, planes, value):
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out", f"--voxel-size={value}")
+    assert_user_error(code, err, "--voxel-size")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["64,64", "64,64,0", "1.5,64,64"])
+def test_bad_chunk_size(tmp_path, capsys, planes, value):
+    code = main(["--source", planes, "--dest", str(tmp_path / "out"), "--chunk-size", value])
+    assert_user_error(code, capsys.readouterr().err, "--chunk-size")
+
+
+@pytest.mark.parametrize("dtype,words", [("int16", ["int16", "uint16"]), ("float64", ["float64", "float32"]),
+                                         ("int8", ["int8"])])
+def test_unsupported_dtype(tmp_path, capsys, dtype, words):
+    glob = write_planes(tmp_path / "src", np.zeros(SHAPE, dtype))
+    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out")
+    assert_user_error(code, err, *words)
+
+
+def test_float_segmentation_is_refused(tmp_path, capsys):
+    glob = write_planes(tmp_path / "src", np.zeros(SHAPE, np.float32))
+    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out", "--segmentation")
+    assert_user_error(code, err, "float32", "segmentation")
+
+
+def test_rgb_planes(tmp_path, capsys):
+    for z in range(3):
+        tifffile.imwrite(tmp_path / f"rgb_{z}.tif", np.zeros((20, 30, 3), np.uint8), photometric="rgb")
+    code, err = run(capsys, "--source", tmp_path / "rgb_*.tif", "--dest", tmp_path / "out")
+    assert_user_error(code, err, "colour")
+
+
+def test_unknown_format(tmp_path, capsys, planes):
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out", "--format", "hdf5")
+    assert_user_error(code, err, "hdf5", "tiff", "zarr")
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_many_levels(tmp_path, capsys, planes):
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out", "--levels", "9")
+    assert_user_error(code, err, "--levels 9", "at most")
+
+
+def test_dest_is_a_file(tmp_path, capsys, planes):
+    (tmp_path / "out").write_text("precious")
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(code, err, "is a file")
+    assert (tmp_path / "out").read_text() == "precious"
+
+
+def test_dest_with_other_files_is_never_touched(tmp_path, capsys, planes):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("precious")
+    for extra in ([], ["--overwrite"]):
+        code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out", *extra)
+        assert_user_error(code, err, "not empty")
+    assert os.listdir(tmp_path / "out") == ["notes.txt"]
+
+
+def test_dest_with_another_dataset_needs_overwrite(tmp_path, capsys, planes):
+    assert run(capsys, "--source", planes, "--dest", tmp_path / "out")[0] == 0
+    before = (tmp_path / "out" / "info").read_text()
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out", "--voxel-size", "1,1,1")
+    assert_user_error(code, err, "different", "--overwrite")
+    assert (tmp_path / "out" / "info").read_text() == before
+    code, err = run(capsys, "--source", planes, "--dest", tmp_path / "out", "--voxel-size", "1,1,1",
+                    "--format", "zarr", "--overwrite")
+    assert code == 0, err
+    info = json.loads((tmp_path / "out" / "info").read_text())
+    assert info["scales"][0]["resolution"] == [1000.0, 1000.0, 1000.0]
+    assert not list((tmp_path / "out" / "1_1_1").glob("*.tiff"))
+
+
+def test_real_console_script_reports_one_line(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
+    proc = subprocess.run([exe, "--source", str(tmp_path / "none*.tif"), "--dest", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("precomputed-tif: error: no files match")
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_explains_the_options():
+    proc = subprocess.run([sys.executable, "-m", "precomputed_tif.main", "-h"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for word in ("--source", "--dest", "--levels", "--voxel-size", "microns", "--format", "zarr",
+                 "--chunk-size", "--segmentation", "--n-cores", "--log", "examples"):
+        assert word in proc.stdout
