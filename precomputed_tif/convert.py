@@ -68,12 +68,11 @@ def convert(
              z, x, y, stack.dtype.name, dest, len(geometry.levels), format)
     destination.prepare(dest, job, overwrite)
     store = store_cls(dest, info)
-    store.create()
-
     passes = plan_passes(geometry, stack.dtype.itemsize, block_bytes)
     total = sum(count_chunks(p, geometry) for p in passes)
     executor = make_executor(n_cores)
     try:
+        store.create(n_writers=executor.n)
         with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress, smoothing=0.1) as bar:
             for p in passes:
                 log.debug("levels %d-%d in blocks of %s voxels", p.first, p.last, p.block)

@@ -25,6 +25,8 @@ def default_workers() -> int:
 class SerialExecutor:
     """Runs every task here, one after the other (``--n-cores 1``; easy to debug)."""
 
+    n = 1
+
     def imap_unordered(self, fn: Callable, tasks: Iterable) -> Iterator:
         for task in tasks:
             yield fn(task)

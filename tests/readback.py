@@ -51,4 +51,8 @@ def read_level(dest: str, fmt: str, scale: dict, dtype) -> np.ndarray:
         return read_tiff_level(level_dir, scale["size"], scale["chunk_sizes"][0], dtype)
     if fmt == "zarr":
         return read_zarr_level(level_dir)
+    if fmt == "blockfs":
+        from blockfs_reader import read_blockfs
+
+        return read_blockfs(os.path.join(level_dir, "precomputed.blockfs"))
     raise ValueError(fmt)

@@ -15,6 +15,7 @@ from stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides 32
 CHUNK = (32, 32, 32)
+FORMATS = ["tiff", "zarr", "blockfs"]
 
 
 def check_dataset(dest, fmt, volume, voxel_size=(1.8, 1.8, 2.0), segmentation=False, chunk=CHUNK, levels=None):
@@ -46,7 +47,7 @@ def check_dataset(dest, fmt, volume, voxel_size=(1.8, 1.8, 2.0), segmentation=Fa
     return info
 
 
-@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "float32"])
 def test_image_every_dtype(tmp_path, fmt, dtype):
     volume = make_volume(SHAPE, dtype, seed=1)
@@ -55,7 +56,7 @@ def test_image_every_dtype(tmp_path, fmt, dtype):
     check_dataset(tmp_path / "out", fmt, volume)
 
 
-@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64"])
 def test_segmentation_every_dtype(tmp_path, fmt, dtype):
     volume = make_volume(SHAPE, dtype, segmentation=True, seed=2)
@@ -64,7 +65,7 @@ def test_segmentation_every_dtype(tmp_path, fmt, dtype):
     check_dataset(tmp_path / "out", fmt, volume, segmentation=True)
 
 
-@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_anisotropic(tmp_path, fmt):
     volume = make_volume((13, 150, 133), "uint16", seed=3)
     glob = write_planes(tmp_path / "src", volume)
@@ -74,7 +75,7 @@ def test_anisotropic(tmp_path, fmt):
     assert [s["key"] for s in info["scales"]] == ["1_1_1", "2_2_1", "4_4_1", "8_8_2", "16_16_4"]
 
 
-@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_small_blocks_and_worker_pool_give_the_same_pyramid(tmp_path, fmt):
     """Many blocks and several passes (tiny memory budget) on two processes: same result."""
     volume = make_volume(SHAPE, "uint16", seed=4)

@@ -6,10 +6,11 @@ import os
 
 from ..errors import PrecomputedTifError
 from .base import ChunkStore
+from .blockfs import BlockfsStore
 from .tiff import TiffStore
 from .zarr import ZarrStore
 
-STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore}
+STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore, "blockfs": BlockfsStore}
 
 
 def store_class(format: str) -> type[ChunkStore]:

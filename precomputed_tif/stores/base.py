@@ -50,8 +50,11 @@ class ChunkStore(ABC):
         """True when a level directory looks like it was written in this format."""
         return False
 
-    def create(self) -> None:
-        """Make what writers need before any chunk is written (called once, by one process)."""
+    def create(self, n_writers: int = 1) -> None:
+        """Make what writers need before any chunk is written (called once, by one process).
+
+        ``n_writers`` is how many processes will write at once.
+        """
         for s in self.info["scales"]:
             os.makedirs(self.level_dir(s["key"]), exist_ok=True)
 

@@ -44,8 +44,10 @@ class ZarrStore(ChunkStore):
     def holds(cls, level_dir: str) -> bool:
         return os.path.exists(os.path.join(level_dir, ".zarray"))
 
-    def create(self) -> None:
+    def create(self, n_writers: int = 1) -> None:
         import zarr
+
+        super().create(n_writers)
 
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
         version = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
