@@ -27,6 +27,8 @@ setup(
     entry_points={
         "console_scripts": [
             "precomputed-tif=precomputed_tif.main:main",
+            "blockfs-info=precomputed_tif.blockfs.cli:info_main",
+            "blockfs2tif=precomputed_tif.blockfs.cli:tif_main",
         ],
     },
     classifiers=[
