@@ -22,17 +22,17 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9"],
+        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21"],
     },
     entry_points={
         "console_scripts": [
             "precomputed-tif=precomputed_tif.main:main",
+            "precomputed-webserver=precomputed_tif.cors_webserver:main",
             "blockfs-info=precomputed_tif.blockfs.cli:info_main",
             "blockfs2tif=precomputed_tif.blockfs.cli:tif_main",
         ],
     },
     classifiers=[
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Image Processing",
     ],

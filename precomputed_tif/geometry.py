@@ -245,13 +245,7 @@ class Geometry:
 
     def is_chunk(self, level: int, box: Box) -> bool:
         """True when ``box`` is exactly one chunk of the level (aligned, truncated at the edge)."""
-        cx, cy, cz = self.chunk_size
-        if box.x0 % cx or box.y0 % cy or box.z0 % cz:
-            return False
-        index = (box.x0 // cx, box.y0 // cy, box.z0 // cz)
-        if any(i >= g for i, g in zip(index, self.grid(level))):
-            return False
-        return self.chunk_box(level, index) == box
+        return is_chunk(box, self.level(level).size, self.chunk_size)
 
     def level_region(self, level: int, region: Box, source_level: int) -> Box:
         """The box of ``level`` that ``region`` (a box of ``source_level``) shrinks into."""
@@ -259,6 +253,22 @@ class Geometry:
         factor = tuple(d // s for d, s in zip(dst.factor, src.factor))
         box = region.scaled_down(factor)
         return box.intersect(dst.bounds)
+
+
+def is_chunk(box: Box, size: Sequence[int], chunk_size: Sequence[int],
+             offset: Sequence[int] = (0, 0, 0)) -> bool:
+    """True when ``box`` is exactly one chunk of a scale of ``size`` voxels starting at ``offset``.
+
+    All triples are (x, y, z). A chunk is aligned to the chunk grid (which starts
+    at ``offset``) and truncated where the scale ends.
+    """
+    lo = (box.x0, box.y0, box.z0)
+    hi = (box.x1, box.y1, box.z1)
+    for a, b, n, c, o in zip(lo, hi, size, chunk_size, offset):
+        a, b = a - o, b - o
+        if a < 0 or a >= n or a % c or b != min(a + c, n):
+            return False
+    return True
 
 
 def check_triple(values: Sequence, what: str, integer: bool) -> None:

@@ -27,7 +27,12 @@ def open_store(root: str, info: dict, format: str | None = None) -> ChunkStore:
     """The store of an existing dataset; the format is detected when not given."""
     if format is None:
         format = detect_format(root, info)
-    return store_class(format)(root, info)
+    cls = store_class(format)
+    level_dir = os.path.join(root, info["scales"][0]["key"])
+    if not (os.path.isdir(level_dir) and cls.holds(level_dir)):
+        found = detect_format(root, info)
+        raise PrecomputedTifError(f"{root} holds {found} chunks, not {format}; leave out the format to detect it")
+    return cls(root, info)
 
 
 def detect_format(root: str, info: dict) -> str:

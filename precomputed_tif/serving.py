@@ -1,0 +1,387 @@
+"""From a request path to a response: the translation both web servers share.
+
+Nothing here speaks HTTP on a socket. A front door (``cors_webserver`` or
+``wsgi_webserver``) hands :func:`handle` the method, the decoded path and the
+request headers it cares about, and sends back the :class:`Response`.
+
+What a path means, for a dataset served at ``/<name>/`` (or at ``/`` when the
+server serves one directory):
+
+* ``info`` -- the dataset's ``info`` JSON;
+* ``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`` -- one chunk of the scale ``key``
+  as Neuroglancer's raw encoding: little-endian, x fastest; a chunk that was
+  never stored reads as zeros; a name that is not a chunk of that scale is 404;
+* anything else -- a static file under the dataset's directory (annotation
+  layers, sharded data, a ``raw`` dataset's chunks), with byte ranges.
+
+Only regular files inside the dataset's directory are ever read: no path
+segment may be empty-dotted (``.``, ``..``, hidden names), and the resolved
+path, symlinks followed, must stay inside the directory. Responses never carry
+a traceback or a local path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import logging
+import mimetypes
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import PrecomputedTifError
+from .geometry import Box, is_chunk
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("tiff", "zarr", "blockfs", "raw")
+ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+CORS = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", "Content-Length, Content-Range, Content-Encoding, Accept-Ranges"),
+]
+STREAM_BLOCK = 1 << 20
+
+
+@dataclass
+class Response:
+    """Status, headers (CORS included) and body; ``body`` is bytes or an iterable of bytes."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | Iterable[bytes] = b""
+    length: int = 0
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Request", 404: "Not Found",
+           405: "Method Not Allowed", 416: "Range Not Satisfiable", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+
+
+def _text(status: int, message: str | None = None, extra=()) -> Response:
+    body = f"{status} {message or REASONS.get(status, '')}\n".encode()
+    headers = CORS + [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    return Response(status, headers + list(extra), body, len(body))
+
+
+def _bytes(body: bytes, content_type: str, extra=()) -> Response:
+    headers = CORS + [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    return Response(200, headers + list(extra), body, len(body))
+
+
+class Dataset:
+    """One served directory. Its store is opened on first use and reused by every request;
+    it is reopened when the ``info`` file changes (a conversion writes ``info`` last)."""
+
+    def __init__(self, name: str, directory: str, format: str | None = None, gzip: bool = False):
+        if format is not None and format not in FORMATS:
+            raise PrecomputedTifError(f"source {name!r}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        self.name = name
+        self.directory = os.path.abspath(directory)
+        self.root = os.path.realpath(self.directory)
+        self.format = format
+        self.gzip = gzip
+        self._lock = threading.Lock()
+        self._volume: Volume | None = None
+        self._info_bytes = b""
+        self._stamp = None
+
+    def __repr__(self):
+        return f"Dataset({self.name!r}, {self.directory!r}, {self.format!r})"
+
+    def same_as(self, other: "Dataset") -> bool:
+        return (self.name, self.directory, self.format, self.gzip) == (other.name, other.directory, other.format,
+                                                                       other.gzip)
+
+    @property
+    def serves_raw(self) -> bool:
+        return self.format == "raw"
+
+    def volume(self) -> tuple[Volume, bytes]:
+        """The open volume and its ``info`` as sent; a user error if the directory holds no dataset."""
+        try:
+            st = os.stat(os.path.join(self.directory, "info"))
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            stamp = None
+        with self._lock:
+            if self._volume is None or stamp != self._stamp:
+                if self._volume is not None:
+                    self._volume.store.finish()
+                    self._volume = None
+                volume = Volume(self.directory, self.format)
+                self._info_bytes = json.dumps(volume.info).encode()
+                self._volume, self._stamp = volume, stamp
+            return self._volume, self._info_bytes
+
+    def close(self) -> None:
+        with self._lock:
+            if self._volume is not None:
+                self._volume.store.finish()
+                self._volume = None
+
+
+@dataclass
+class Catalog:
+    """The datasets a server serves. With ``single`` one dataset is served at ``/``."""
+
+    datasets: list[Dataset] = field(default_factory=list)
+    single: bool = False
+
+    def route(self, segments: list[str]) -> tuple[Dataset | None, list[str]]:
+        """The dataset whose name is the longest match of leading path segments, and the rest."""
+        if self.single:
+            return self.datasets[0], segments
+        best, best_len = None, 0
+        for d in self.datasets:
+            parts = d.name.split("/")
+            if len(parts) > best_len and segments[: len(parts)] == parts:
+                best, best_len = d, len(parts)
+        return best, segments[best_len:]
+
+
+def _safe_segments(path: str) -> list[str] | None:
+    """Path segments, or None when any segment could lead outside or to a hidden file."""
+    segments = [s for s in path.split("/") if s != ""]
+    for s in segments:
+        if s.startswith(".") or "\\" in s or "\0" in s:
+            return None
+    return segments
+
+
+def handle(catalog: Catalog, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
+    """Answer one request. ``path`` is already percent-decoded, without the query string;
+    ``headers`` has lower-case names (``range``, ``accept-encoding``)."""
+    headers = headers or {}
+    if method == "OPTIONS":
+        return Response(204, CORS + [
+            ("Access-Control-Allow-Methods", ALLOWED_METHODS),
+            ("Access-Control-Allow-Headers", headers.get("access-control-request-headers")
+             or "Range, Accept-Encoding, Content-Type"),
+            ("Access-Control-Max-Age", "86400"),
+            ("Allow", ALLOWED_METHODS),
+            ("Content-Length", "0"),
+        ])
+    if method not in ("GET", "HEAD"):
+        return _text(405, extra=[("Allow", ALLOWED_METHODS)])
+    try:
+        response = _get(catalog, path, headers)
+    except Exception:
+        log.exception("error answering %s %s", method, path)
+        response = _text(500)
+    if method == "HEAD":
+        response.body = b""
+    return response
+
+
+def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
+    segments = _safe_segments(path)
+    if segments is None:
+        return _text(404)
+    if not segments and not catalog.single:
+        return _index(catalog)
+    dataset, rest = catalog.route(segments)
+    if dataset is None:
+        return _text(404)
+    if not rest:
+        return _dataset_index(dataset)
+    if dataset.serves_raw:
+        return _static(dataset, rest, headers)
+    try:
+        volume, info_bytes = dataset.volume()
+    except PrecomputedTifError as exc:
+        log.warning("source %s: %s", dataset.name, exc)
+        return _text(404)
+    if rest == ["info"]:
+        return _bytes(info_bytes, "application/json")
+    if len(rest) == 2 and rest[0] in volume.keys:
+        return _chunk(dataset, volume, rest[0], rest[1], headers)
+    return _static(dataset, rest, headers)
+
+
+def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response:
+    try:
+        box = Box.parse(name)
+    except ValueError:
+        return _text(404)
+    scale = volume.store.scale(key)
+    if not is_chunk(box, scale["size"], scale["chunk_sizes"][0], scale.get("voxel_offset", (0, 0, 0))):
+        return _text(404)
+    x, y, z = scale.get("voxel_offset", (0, 0, 0))
+    local = Box(box.x0 - x, box.x1 - x, box.y0 - y, box.y1 - y, box.z0 - z, box.z1 - z)
+    array = volume.store.read_chunk(key, local)
+    body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+    extra = []
+    if dataset.gzip:
+        extra.append(("Vary", "Accept-Encoding"))
+        if "gzip" in headers.get("accept-encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            extra.append(("Content-Encoding", "gzip"))
+    return _bytes(body, "application/octet-stream", extra)
+
+
+def _index(catalog: Catalog) -> Response:
+    items = "\n".join(
+        f'<li><a href="{html.escape(d.name)}/info">{html.escape(d.name)}</a></li>' for d in catalog.datasets
+    )
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>precomputed sources</title></head>"
+            f"<body><h1>precomputed sources</h1>\n<ul>\n{items}\n</ul>\n"
+            "<p>Open one in Neuroglancer as <code>precomputed://</code> followed by its address, "
+            "without <code>/info</code>.</p></body></html>\n")
+    return _bytes(page.encode(), "text/html; charset=utf-8")
+
+
+def _dataset_index(dataset: Dataset) -> Response:
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(dataset.name)}</title>"
+            f"</head><body><p>A Neuroglancer precomputed source: <a href=\"info\">info</a>. Open it in "
+            "Neuroglancer as <code>precomputed://</code> followed by this page's address.</p></body></html>\n")
+    return _bytes(page.encode(), "text/html; charset=utf-8")
+
+
+def _static(dataset: Dataset, rest: list[str], headers) -> Response:
+    path = os.path.realpath(os.path.join(dataset.root, *rest))
+    if not path.startswith(dataset.root + os.sep):
+        return _text(404)
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return _text(404)
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        return _text(404)
+    size = st.st_size
+    ctype = "application/json" if rest[-1] == "info" or rest[-1].endswith(".json") else (
+        mimetypes.guess_type(rest[-1])[0] or "application/octet-stream")
+    base = CORS + [("Content-Type", ctype), ("Accept-Ranges", "bytes")]
+    wanted = _parse_range(headers.get("range"), size)
+    if wanted == "bad":
+        f.close()
+        return _text(416, extra=[("Content-Range", f"bytes */{size}")])
+    if wanted is None:
+        return Response(200, base + [("Content-Length", str(size))], _read_file(f, 0, size), size)
+    start, end = wanted
+    return Response(206, base + [("Content-Length", str(end - start)),
+                                 ("Content-Range", f"bytes {start}-{end - 1}/{size}")],
+                    _read_file(f, start, end), end - start)
+
+
+def _parse_range(value: str | None, size: int):
+    """(start, end) half-open for one satisfiable ``bytes=`` range, None to send everything,
+    ``"bad"`` when unsatisfiable. Several ranges are answered with the whole file."""
+    if not value:
+        return None
+    value = value.strip()
+    if not value.startswith("bytes=") or "," in value:
+        return None
+    first, _, last = value[len("bytes="):].partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return "bad"
+            return (max(0, size - n), size) if size else "bad"
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end <= start:
+        return "bad"
+    return start, min(end, size)
+
+
+def _read_file(f, start: int, end: int) -> Iterator[bytes]:
+    """The bytes [start, end) of an open file, a block at a time; closes the file."""
+    try:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            data = f.read(min(STREAM_BLOCK, left))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+    finally:
+        f.close()
+
+
+def load_config(path: str) -> list[Dataset]:
+    """Datasets from a sources.json: a list of ``{"name", "directory", "format", "gzip"?}``.
+
+    ``format`` may be left out (detected from the files). Raises a user error
+    naming what is wrong.
+    """
+    try:
+        with open(path, "rb") as f:
+            entries = json.loads(f.read())
+    except FileNotFoundError:
+        raise PrecomputedTifError(f"config file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise PrecomputedTifError(f"config file {path} is not valid JSON ({exc})") from None
+    if not isinstance(entries, list):
+        raise PrecomputedTifError(f"config file {path} must hold a JSON list of sources")
+    datasets, names = [], set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("directory"), str):
+            raise PrecomputedTifError(f"config file {path}: source {i + 1} needs a \"name\" and a \"directory\"")
+        name = e["name"].strip("/")
+        if not name or _safe_segments(name) != name.split("/"):
+            raise PrecomputedTifError(f"config file {path}: source name {e['name']!r} is not usable in a URL")
+        if name in names:
+            raise PrecomputedTifError(f"config file {path}: two sources are named {name!r}")
+        names.add(name)
+        datasets.append(Dataset(name, e["directory"], e.get("format"), bool(e.get("gzip", False))))
+    return datasets
+
+
+class ConfigCatalog:
+    """A catalog read from a sources.json, re-read when the file changes.
+
+    A broken edit is logged and the last good configuration keeps serving.
+    Datasets whose entry did not change keep their open stores.
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._lock = threading.Lock()
+        self._stamp = None
+        self._catalog: Catalog | None = None
+        self.current()
+
+    def current(self) -> Catalog:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self._stamp and self._catalog is not None:
+            return self._catalog
+        with self._lock:
+            if stamp != self._stamp or self._catalog is None:
+                try:
+                    fresh = load_config(self.path)
+                except PrecomputedTifError as exc:
+                    if self._catalog is None:
+                        raise
+                    log.error("%s; still serving the previous configuration", exc)
+                    self._stamp = stamp
+                    return self._catalog
+                old = {d.name: d for d in (self._catalog.datasets if self._catalog else [])}
+                merged = [old[d.name] if d.name in old and old[d.name].same_as(d) else d for d in fresh]
+                self._catalog = Catalog(merged)
+                self._stamp = stamp
+                log.info("serving %d sources from %s", len(merged), self.path)
+            return self._catalog

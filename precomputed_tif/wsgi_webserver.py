@@ -1,0 +1,61 @@
+"""``serve_precomputed``: the WSGI front door, for Apache mod_wsgi, gunicorn and friends.
+
+A WSGI script (``precomputed.wsgi``)::
+
+    from precomputed_tif.wsgi_webserver import serve_precomputed
+
+    CONFIG_FILE = "/etc/sources.json"
+
+    def application(environ, start_response):
+        return serve_precomputed(environ, start_response, CONFIG_FILE)
+
+Each process keeps one catalog per config file, so stores are opened once and
+reused; edits to the config file take effect on the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .errors import PrecomputedTifError
+from .serving import REASONS, ConfigCatalog, _text, handle
+
+log = logging.getLogger(__name__)
+
+_catalogs: dict[str, ConfigCatalog] = {}
+_catalogs_lock = threading.Lock()
+
+
+def _catalog(config_file: str):
+    with _catalogs_lock:
+        catalog = _catalogs.get(config_file)
+        if catalog is None:
+            catalog = ConfigCatalog(config_file)
+            _catalogs[config_file] = catalog
+    return catalog.current()
+
+
+def serve_precomputed(environ, start_response, config_file: str):
+    """Answer one WSGI request for the sources listed in ``config_file`` (a sources.json)."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    # PEP 3333 hands the decoded path over as latin-1 characters; undo that to get UTF-8 names.
+    path = environ.get("PATH_INFO", "")
+    try:
+        path = path.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        path = "/.invalid"
+    headers = {
+        "range": environ.get("HTTP_RANGE", ""),
+        "accept-encoding": environ.get("HTTP_ACCEPT_ENCODING", ""),
+        "access-control-request-headers": environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", ""),
+    }
+    try:
+        response = handle(_catalog(config_file), method, path, headers)
+    except PrecomputedTifError as exc:
+        log.error("%s", exc)
+        response = _text(503, "server configuration is broken; see the server log")
+    start_response(f"{response.status} {REASONS.get(response.status, '')}", response.headers)
+    if isinstance(response.body, (bytes, bytearray)):
+        return [response.body]
+    return response.body

@@ -1,0 +1,154 @@
+"""Starting the project's servers for real, on 127.0.0.1, and talking HTTP to them."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+class Server:
+    """A running server process and the base URL path its sources hang under."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, prefix: str = ""):
+        self.proc, self.port, self.prefix = proc, port, prefix
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+    def request(self, path: str, method: str = "GET", headers: dict | None = None):
+        """(status, headers dict with lower-case names, body). ``path`` is sent exactly as given."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, self.prefix + path if path.startswith("/") else path, headers=headers or {})
+            r = conn.getresponse()
+            body = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_webserver(*args: str) -> Server:
+    """``precomputed-webserver`` with ``--port 0``; the port is read from the URL it prints."""
+    proc = subprocess.Popen([os.path.join(BIN, "precomputed-webserver"), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("precomputed-webserver exited: " + "".join(lines))
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    m = re.search(r"precomputed://http://[^:]+:(\d+)", "".join(lines))
+    server = Server(proc, int(m.group(1)))
+    server.printed = lines
+    return server
+
+
+WSGI_SCRIPT = '''from precomputed_tif.wsgi_webserver import serve_precomputed
+
+CONFIG_FILE = "{config}"
+
+def application(environ, start_response):
+    return serve_precomputed(environ, start_response, CONFIG_FILE)
+'''
+
+
+def write_wsgi_script(directory, config_file, name="precomputed.wsgi") -> str:
+    """The README's WSGI script, as written there, pointing at ``config_file``."""
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        f.write(WSGI_SCRIPT.format(config=config_file))
+    return path
+
+
+def start_gunicorn(directory, config_file, workers: int = 2) -> Server:
+    write_wsgi_script(directory, config_file, "precomputed_app.py")
+    port = free_port()
+    proc = subprocess.Popen([os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--threads", "4",
+                             "--bind", f"127.0.0.1:{port}", "--chdir", str(directory), "--log-level", "warning",
+                             "precomputed_app:application"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_port(port, proc)
+    return Server(proc, port)
+
+
+def mod_wsgi_express() -> str | None:
+    exe = os.path.join(BIN, "mod_wsgi-express")
+    return exe if os.path.exists(exe) else shutil.which("mod_wsgi-express")
+
+
+def unreachable_for_others(path: str) -> str | None:
+    """The first directory above ``path`` that other users cannot enter, or None."""
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def apache_problem() -> str | None:
+    """Why Apache cannot run the tests here, or None when it can."""
+    if mod_wsgi_express() is None:
+        return ("mod_wsgi-express is not installed: needs Debian's apache2 and apache2-dev, "
+                "then pip install mod_wsgi (make test does when apxs is there)")
+    if os.geteuid() == 0:
+        for path in (sys.base_prefix, sys.prefix):
+            blocked = unreachable_for_others(path)
+            if blocked:
+                return (f"Apache's workers run as nobody and cannot enter {blocked} to reach Python "
+                        f"({path}); chmod o+x {blocked} (.ci/run does)")
+    return None
+
+
+def start_apache(directory, config_file, mount="/precomputed", processes: int = 2) -> Server:
+    """Apache httpd with mod_wsgi, through ``mod_wsgi-express``, serving the README's script."""
+    script = write_wsgi_script(directory, config_file)
+    port = free_port()
+    args = [mod_wsgi_express(), "start-server", script, "--host", "127.0.0.1", "--port", str(port),
+            "--mount-point", mount, "--server-root", os.path.join(directory, "apache"),
+            "--processes", str(processes), "--threads", "4", "--log-to-terminal"]
+    if os.geteuid() == 0:
+        args += ["--user", "nobody", "--group", "nogroup"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_port(port, proc, timeout=60)
+    return Server(proc, port, mount)
