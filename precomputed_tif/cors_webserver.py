@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import signal
 import socket
 import sys
 import urllib.parse
@@ -16,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
+from .executor import default_workers
 from .serving import FORMATS, Catalog, ConfigCatalog, Dataset, handle
 
 access_log = logging.getLogger("precomputed_tif.access")
@@ -101,6 +104,45 @@ def make_server(bind: str, port: int, directory: str | None = None, format: str 
         raise PrecomputedTifError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
 
 
+def serve(server: PrecomputedServer, workers: int) -> None:
+    """Serve until interrupted, in ``workers`` processes sharing the listening socket.
+
+    Each process answers with its own threads; several processes let chunk
+    decoding use every core, which one Python process cannot. Stopping the
+    first process (Ctrl-C, SIGTERM) stops them all.
+    """
+    children = []
+    if workers > 1:
+        # Nothing is open yet that a child could share by accident: stores open on first use.
+        for d in server.catalog().datasets:
+            d.close()
+        for _ in range(workers - 1):
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                try:
+                    server.serve_forever()
+                finally:
+                    os._exit(0)
+            children.append(pid)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            os.waitpid(pid, 0)
+        server.server_close()
+
+
 def urls(server: PrecomputedServer) -> list[str]:
     """The precomputed:// URLs to paste into Neuroglancer."""
     host, port = server.server_address[:2]
@@ -141,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="SOURCES_JSON",
                    help="serve every source of a sources.json under /<name>/ instead of one --directory")
     p.add_argument("--gzip", action="store_true", help="gzip chunk bodies for clients that accept it")
+    p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                   help=f"server processes (default: one per core, here {default_workers()})")
     add_log_argument(p)
     return p
 
@@ -150,6 +194,10 @@ def main(argv=None) -> int:
     setup_logging(args.log)
 
     def body():
+        # Chunk decoders release the GIL many times per request (once per TIFF
+        # strip); a short switch interval keeps request threads from queueing
+        # behind each other for the default 5 ms at every release.
+        sys.setswitchinterval(0.0005)
         server = make_server(args.bind, args.port, args.directory, args.format, args.config, args.gzip)
         if not is_loopback(args.bind):
             print(f"warning: listening on {args.bind}: anyone who can reach this machine on port "
@@ -158,10 +206,7 @@ def main(argv=None) -> int:
         for url in urls(server):
             print(f"  {url}")
         print("Press Ctrl-C to stop.", flush=True)
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
+        serve(server, args.workers)
 
     return run_main("precomputed-webserver", body)
 

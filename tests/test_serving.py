@@ -245,6 +245,18 @@ def test_raw_format_serves_files_as_they_are(data, tmp_path):
         server.stop()
 
 
+def test_several_worker_processes_stop_together(data):
+    import psutil
+
+    server = start_webserver("--directory", data.dirs["zarr"], "--workers", "3")
+    children = psutil.Process(server.proc.pid).children()
+    assert len(children) == 2
+    assert server.request("/info")[0] == 200
+    server.stop()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
 def test_config_mode_prefix_names_and_index(data):
     server = start_webserver("--config", data.config)
     try:
@@ -305,7 +317,7 @@ def wait_for_status(server, path, status, timeout=10):
 
 
 def test_config_edits_take_effect_without_restart(data):
-    server = start_webserver("--config", data.config)
+    server = start_webserver("--config", data.config, "--workers", "1")
     try:
         check_config_reload(server, data)
     finally:

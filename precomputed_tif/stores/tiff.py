@@ -12,6 +12,7 @@ from ..atomic import write_atomic
 from ..errors import PrecomputedTifError
 from ..geometry import Box
 from .base import ChunkStore
+from .tiff_chunk import decode_chunk
 
 # Deflate ("zlib", TIFF compression 8) is the compression every TIFF reader
 # opens. Level 1 is much faster than higher levels and the files are only a
@@ -41,9 +42,15 @@ class TiffStore(ChunkStore):
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         path = self.chunk_path(key, box)
         try:
-            array = tifffile.imread(path)
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return np.zeros(box.shape, self.dtype)
+        array = decode_chunk(data, box.shape, self.dtype)
+        if array is not None:
+            return array
+        try:
+            array = tifffile.imread(io.BytesIO(data))
         except Exception as exc:
             raise PrecomputedTifError(f"{path} is not a readable chunk ({exc})") from None
         if array.size != np.prod(box.shape):
