@@ -1,29 +1,54 @@
-"""``python -m precomputed_tif.demo``: make a sample stack, convert it, say what to do next.
+"""``python -m precomputed_tif.demo``: make a sample stack, convert it, serve it to Neuroglancer.
 
 The sample is a synthetic light-sheet-like stack (bright blobs on a dim,
 smoothly varying background, with camera noise) written as one TIFF per plane,
-exactly the input the converter is for.
+exactly the input the converter is for. The demo converts it, then serves the
+result until Ctrl-C and prints the links to open.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+import urllib.parse
 
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
+from .cors_webserver import make_server, serve, urls
 from .synthetic import write_synthetic_planes
 
 SHAPE = (160, 448, 512)  # z, y, x
-VOXEL_SIZE = (1.8, 1.8, 2.0)
+VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns
+NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com"
+
+
+def neuroglancer_link(source: str, shape_zyx, voxel_size_um, name: str = "demo") -> str:
+    """A Neuroglancer link whose state shows ``source`` as an image layer, centred."""
+    z, y, x = shape_zyx
+    state = {
+        "dimensions": {axis: [v * 1e-6, "m"] for axis, v in zip("xyz", voxel_size_um)},
+        "position": [x / 2, y / 2, z / 2],
+        "crossSectionScale": 1,
+        "projectionScale": max(shape_zyx) * 2,
+        "layers": [{"type": "image", "source": source, "name": name,
+                    "shader": "#uicontrol invlerp normalized(range=[0, 3000])\n"
+                              "void main() { emitGrayscale(normalized()); }"}],
+        "selectedLayer": {"layer": name},
+        "layout": "4panel",
+    }
+    return f"{NEUROGLANCER_APP}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="precomputed-tif-demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="precomputed-tif-demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="demo", help="where the sample planes and the dataset go (default: demo)")
     p.add_argument("--format", default="tiff", help="chunk format of the dataset (default: tiff)")
+    p.add_argument("--port", type=int, default=9000, help="port to serve on (default: 9000; 0 picks a free one)")
+    p.add_argument("--no-serve", action="store_true", help="stop after converting")
     add_log_argument(p)
     args = p.parse_args(argv)
     setup_logging(args.log)
@@ -32,20 +57,27 @@ def main(argv=None) -> int:
         planes = os.path.join(args.dir, "planes")
         dest = os.path.join(args.dir, "precomputed")
         pattern = os.path.join(planes, "img_*.tif")
-        if not os.path.isdir(planes):
-            print(f"writing a {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} uint16 sample stack to {planes}/ ...")
+        if len([f for f in os.listdir(planes) if f.endswith(".tif")] if os.path.isdir(planes) else []) != SHAPE[0]:
+            print(f"writing a {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} uint16 sample stack to {planes}/ ...", flush=True)
             write_synthetic_planes(planes, SHAPE)
-        print(f"converting: precomputed-tif --source \"{pattern}\" --dest {dest} --format {args.format}")
+        print(f"converting: precomputed-tif --source \"{pattern}\" --dest {dest} --format {args.format}", flush=True)
         t = time.perf_counter()
         info = convert(pattern, dest, format=args.format, voxel_size=VOXEL_SIZE, overwrite=True,
                        progress=sys.stderr.isatty())
         keys = ", ".join(s["key"] for s in info["scales"])
         print(f"done in {time.perf_counter() - t:.1f} s: {len(info['scales'])} levels ({keys}) in {dest}/")
+        if args.no_serve:
+            print(f"to view it: precomputed-webserver --directory {dest}")
+            return
+        server = make_server("127.0.0.1", args.port, directory=dest)
+        source = urls(server)[0]
         print()
-        print("Next, serve it to Neuroglancer:")
-        print(f"  {sys.prefix}/bin/precomputed-webserver --directory {dest} --port 9000")
-        print("and open this source in Neuroglancer (https://neuroglancer-demo.appspot.com, or any other):")
-        print("  precomputed://http://127.0.0.1:9000")
+        print(f"Serving {dest} (the same as: precomputed-webserver --directory {dest}).")
+        print(f"Neuroglancer source: {source}")
+        print("Open this link in a browser on this machine to see it:")
+        print(f"  {neuroglancer_link(source, SHAPE, VOXEL_SIZE)}")
+        print("Press Ctrl-C to stop.", flush=True)
+        serve(server, workers=1)
 
     return run_main("demo", body)
 

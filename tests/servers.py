@@ -98,10 +98,10 @@ def write_wsgi_script(directory, config_file, name="precomputed.wsgi") -> str:
     return path
 
 
-def start_gunicorn(directory, config_file, workers: int = 2) -> Server:
+def start_gunicorn(directory, config_file, workers: int = 2, threads: int = 4) -> Server:
     write_wsgi_script(directory, config_file, "precomputed_app.py")
     port = free_port()
-    proc = subprocess.Popen([os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--threads", "4",
+    proc = subprocess.Popen([os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--threads", str(threads),
                              "--bind", f"127.0.0.1:{port}", "--chdir", str(directory), "--log-level", "warning",
                              "precomputed_app:application"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -388,3 +388,20 @@ def test_warns_when_listening_beyond_loopback(data):
         assert any("anyone who can reach" in line for line in server.printed)
     finally:
         server.stop()
+
+
+def test_running_server_sees_a_rewritten_dataset(tmp_path):
+    """Stores are kept open between requests, and reopened when the dataset is rewritten."""
+    first, second = make_volume((20, 30, 40), "uint16", seed=31), make_volume((20, 30, 40), "uint16", seed=32)
+    dest = str(tmp_path / "out")
+    convert(write_planes(tmp_path / "a", first), dest, format="blockfs", chunk_size=(16, 16, 16), n_cores=1)
+    server = start_webserver("--directory", dest, "--workers", "1")
+    try:
+        _, _, body = server.request("/1_1_1/0-16_0-16_0-16")
+        assert body == first[:16, :16, :16].astype("<u2").tobytes()
+        convert(write_planes(tmp_path / "b", second), dest, format="blockfs", chunk_size=(16, 16, 16),
+                n_cores=1, overwrite=True)
+        _, _, body = server.request("/1_1_1/0-16_0-16_0-16")
+        assert body == second[:16, :16, :16].astype("<u2").tobytes()
+    finally:
+        server.stop()

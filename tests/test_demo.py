@@ -1,0 +1,40 @@
+"""`make demo`'s program: converts its sample, serves it, prints links that point at it."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+
+def test_demo_converts_serves_and_prints_links(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "precomputed_tif.demo", "--dir", str(tmp_path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        out = "".join(lines)
+        source = re.search(r"Neuroglancer source: (precomputed://(http://127\.0\.0\.1:\d+))", out)
+        assert source, out
+        link = re.search(r"(https://neuroglancer-demo\.appspot\.com/#!\S+)", out).group(1)
+        state = json.loads(urllib.parse.unquote(link.split("#!", 1)[1]))
+        assert state["layers"][0]["source"] == source.group(1)
+        assert state["dimensions"]["x"] == [1.8e-6, "m"]
+        with urllib.request.urlopen(source.group(2) + "/info") as r:
+            info = json.load(r)
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert info["scales"][0]["size"] == [512, 448, 160]
+        with urllib.request.urlopen(source.group(2) + "/1_1_1/192-256_192-256_64-128") as r:
+            chunk = np.frombuffer(r.read(), "<u2")
+        assert chunk.size == 64 ** 3 and chunk.max() > 1000 and chunk.min() < 200  # blobs on a background
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert len(os.listdir(tmp_path / "planes")) == 160
