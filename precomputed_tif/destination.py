@@ -73,6 +73,13 @@ def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
     _remove_dataset(dest, info, record)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _remove_dataset(dest: str, info, record) -> None:
     """Remove a dataset's ``info`` (first, so it stops looking complete), scale directories and record."""
     keys = set()
@@ -80,17 +87,10 @@ def _remove_dataset(dest: str, info, record) -> None:
         for s in (source or {}).get("scales", []) if isinstance(source, dict) else []:
             if isinstance(s, dict) and _SCALE_DIR.match(str(s.get("key", ""))):
                 keys.add(s["key"])
-    for name in (INFO,):
-        try:
-            os.unlink(os.path.join(dest, name))
-        except FileNotFoundError:
-            pass
+    _unlink(os.path.join(dest, INFO))
     for key in sorted(keys):
         shutil.rmtree(os.path.join(dest, key), ignore_errors=True)
-    try:
-        os.unlink(os.path.join(dest, JOB_RECORD))
-    except FileNotFoundError:
-        pass
+    _unlink(os.path.join(dest, JOB_RECORD))
     left = [e for e in os.listdir(dest) if not e.startswith(".")]
     if left:
         raise PrecomputedTifError(
