@@ -19,42 +19,14 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 
-import psutil
+from measure import PeakRSS
 
 from precomputed_tif import convert
+from precomputed_tif.geometry import Geometry
 from precomputed_tif.stores import STORES
 from precomputed_tif.synthetic import write_synthetic_planes
-
-
-class PeakRSS:
-    """Peak of the summed RSS of this process and all its children, sampled in a thread."""
-
-    def __init__(self, interval=0.01):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def _sample(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me] + me.children(recursive=True):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def du(path):
@@ -100,12 +72,13 @@ def main(argv=None):
         shutil.rmtree(data_dir, ignore_errors=True)
         write_synthetic_planes(data_dir, shape)
     files = sorted(glob.glob(os.path.join(data_dir, "*.tif")))
+    levels = min(args.levels, Geometry((shape[2], shape[1], shape[0])).max_levels())
     workdir = tempfile.mkdtemp(prefix="pt-bench-", dir=args.data)
     try:
         read_s, write_s, nbytes = io_floor(files, workdir)
         read_s, write_s, nbytes = io_floor(files, workdir)  # second time: warm cache
         mb = nbytes / 1e6
-        print(f"stack {shape[2]}x{shape[1]}x{shape[0]} uint16 ({mb:.0f} MB), {args.levels} levels, "
+        print(f"stack {shape[2]}x{shape[1]}x{shape[0]} uint16 ({mb:.0f} MB), {levels} levels, "
               f"64^3 chunks, {args.n_cores or os.cpu_count()} cores")
         print(f"I/O floor: read planes {read_s:.2f} s + write same bytes {write_s:.2f} s = {read_s + write_s:.2f} s")
         print(f"{'format':8} {'wall s':>7} {'MB/s':>7} {'peak RSS MiB':>13} {'output MB':>10}")
@@ -116,7 +89,7 @@ def main(argv=None):
                 shutil.rmtree(dest, ignore_errors=True)
                 with PeakRSS() as rss:
                     t = time.perf_counter()
-                    convert(files, dest, levels=args.levels, format=fmt, n_cores=args.n_cores)
+                    convert(files, dest, levels=levels, format=fmt, n_cores=args.n_cores)
                     wall = time.perf_counter() - t
                 if best is None or wall < best[0]:
                     best = (wall, rss.peak, du(dest))

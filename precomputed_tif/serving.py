@@ -82,6 +82,15 @@ def _bytes(body: bytes, content_type: str, extra=()) -> Response:
     return Response(200, headers + list(extra), body, len(body))
 
 
+def _is_annotation_layer(directory: str) -> bool:
+    try:
+        with open(os.path.join(directory, "info"), "rb") as f:
+            info = json.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("@type") == "neuroglancer_annotations_v1"
+
+
 class Dataset:
     """One served directory. Its store is opened on first use and reused by every request;
     it is reopened when the ``info`` file changes (a conversion writes ``info`` last)."""
@@ -96,6 +105,7 @@ class Dataset:
         self.gzip = gzip
         self._lock = threading.Lock()
         self._volume: Volume | None = None
+        self._plain_files = False
         self._info_bytes = b""
         self._stamp = None
 
@@ -110,21 +120,25 @@ class Dataset:
     def serves_raw(self) -> bool:
         return self.format == "raw"
 
-    def volume(self) -> tuple[Volume, bytes]:
-        """The open volume and its ``info`` as sent; a user error if the directory holds no dataset."""
+    def volume(self) -> tuple[Volume | None, bytes]:
+        """The open volume and its ``info`` as sent, or (None, b"") for a directory that is served
+        as plain files (an annotation layer); a user error if the directory holds neither."""
         try:
             st = os.stat(os.path.join(self.directory, "info"))
             stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         except OSError:
             stamp = None
         with self._lock:
-            if self._volume is None or stamp != self._stamp:
+            if stamp != self._stamp or (self._volume is None and not self._plain_files):
                 if self._volume is not None:
                     self._volume.store.finish()
                     self._volume = None
-                volume = Volume(self.directory, self.format)
-                self._info_bytes = json.dumps(volume.info).encode()
-                self._volume, self._stamp = volume, stamp
+                self._plain_files = self.format is None and _is_annotation_layer(self.directory)
+                if not self._plain_files:
+                    volume = Volume(self.directory, self.format)
+                    self._info_bytes = json.dumps(volume.info).encode()
+                    self._volume = volume
+                self._stamp = stamp
             return self._volume, self._info_bytes
 
     def close(self) -> None:
@@ -205,6 +219,8 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     except PrecomputedTifError as exc:
         log.warning("source %s: %s", dataset.name, exc)
         return _text(404)
+    if volume is None:
+        return _static(dataset, rest, headers)
     if rest == ["info"]:
         return _bytes(info_bytes, "application/json")
     if len(rest) == 2 and rest[0] in volume.keys:

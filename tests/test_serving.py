@@ -64,6 +64,12 @@ class Data:
                            "key": "1_1_1", "size": [100, 70, 45], "resolution": [1800, 1800, 2000],
                            "voxel_offset": [0, 0, 0], "chunk_sizes": [[32, 32, 32]], "encoding": "raw"}]}, f)
         self.fixture_expected = np.load(os.path.join(self.fixture, "1_1_1", "expected_zyx.npy"))
+        # A point annotation layer, served as plain files.
+        from precomputed_tif.annotations import PointSet, write_points
+
+        pts = np.random.default_rng(5).random((500, 3)) * [100, 70, 45]
+        write_points(PointSet(pts, np.zeros(3), np.array([100.0, 70.0, 45.0])), os.path.join(root, "points"),
+                     (1.8, 1.8, 2.0), sharded=True, limit=50)
         self.config = os.path.join(root, "sources.json")
         self.write_config()
         for base, dirs, files in os.walk(root):
@@ -77,7 +83,8 @@ class Data:
                 {"name": "expt1-dapi", "directory": os.path.join(self.root, "other"), "format": "zarr"},
                 {"name": "blockfs", "directory": self.dirs["blockfs"]},
                 {"name": "zarr", "directory": self.dirs["zarr"], "gzip": True},
-                {"name": "fixture", "directory": self.fixture, "format": "blockfs"}]
+                {"name": "fixture", "directory": self.fixture, "format": "blockfs"},
+                {"name": "points", "directory": os.path.join(self.root, "points")}]
 
     def write_config(self, sources=None):
         tmp = self.config + ".tmp"
@@ -290,6 +297,12 @@ def check_config_catalog(server, data):
             status, _, body = server.request(f"/{name}{path}")
             assert status in (400, 404), (name, path)
             assert b"do not serve" not in body and data.root.encode() not in body
+    status, headers, body = server.request("/points/info")
+    assert status == 200 and json.loads(body)["@type"] == "neuroglancer_annotations_v1"
+    shard = os.path.join(data.root, "points", "spatial1", "0.shard")
+    status, headers, body = server.request("/points/spatial1/0.shard", headers={"Range": "bytes=16-31"})
+    assert status == 206 and body == open(shard, "rb").read()[16:32]
+    assert headers["access-control-allow-origin"] == "*"
     assert server.request("/expt2/info")[0] == 404
     assert server.request("/expt1-da/info")[0] == 404
 

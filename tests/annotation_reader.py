@@ -1,0 +1,124 @@
+"""A reader for precomputed point annotations written from annotations.md and sharded.md alone,
+to check the project's writer (it shares no code with it)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import struct
+
+import numpy as np
+
+SIZES = {"uint32": 4, "int32": 4, "float32": 4, "uint16": 2, "int16": 2, "uint8": 1, "int8": 1}
+
+
+def record_layout(info):
+    """(record size, [(id, numpy type, byte offset)]) per the single-annotation encoding."""
+    offset = 12
+    layout = []
+    for size in (4, 2, 1):  # the spec's order: 4-byte types, then 2-byte, then 1-byte
+        for p in info["properties"]:
+            if SIZES[p["type"]] == size:
+                layout.append((p["id"], np.dtype(p["type"]).newbyteorder("<"), offset))
+                offset += size
+    return offset + (-offset % 4), layout
+
+
+def decode_record(info, raw: bytes):
+    size, layout = record_layout(info)
+    assert len(raw) >= size
+    point = struct.unpack_from("<3f", raw, 0)
+    props = {pid: np.frombuffer(raw, t, 1, off)[0].item() for pid, t, off in layout}
+    assert raw[size - (-(12 + sum(t.itemsize for _, t, _ in layout)) % 4):size] == b"\0" * (
+        -(12 + sum(t.itemsize for _, t, _ in layout)) % 4)
+    return point, props
+
+
+def decode_list(info, data: bytes):
+    """[(id, (x, y, z), properties)] from the multiple-annotation encoding."""
+    (count,) = struct.unpack_from("<Q", data, 0)
+    size, _ = record_layout(info)
+    assert len(data) == 8 + count * (size + 8), "length does not match count"
+    out = []
+    for i in range(count):
+        point, props = decode_record(info, data[8 + i * size:8 + (i + 1) * size])
+        (aid,) = struct.unpack_from("<Q", data, 8 + count * size + 8 * i)
+        out.append((aid, point, props))
+    return out
+
+
+def read_shards(directory: str, spec: dict) -> dict[int, bytes]:
+    """Every key and value of a sharded index, checking that each key sits in the shard and
+    minishard its hash says."""
+    assert spec["@type"] == "neuroglancer_uint64_sharded_v1" and spec["hash"] == "identity"
+    mb, sb, pre = spec["minishard_bits"], spec["shard_bits"], spec["preshift_bits"]
+    digits = math.ceil(sb / 4)
+    out = {}
+    for name in os.listdir(directory):
+        shard = int(name.split(".")[0], 16)
+        assert name == f"{shard:0{digits}x}.shard" or (digits == 0 and name == "0.shard"), name
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        index_end = 16 * 2**mb
+        for m in range(2**mb):
+            start, end = struct.unpack_from("<QQ", data, 16 * m)
+            if start == end:
+                continue
+            raw = data[index_end + start:index_end + end]
+            if spec.get("minishard_index_encoding") == "gzip":
+                raw = gzip.decompress(raw)
+            table = np.frombuffer(raw, "<u8").reshape(3, -1)
+            keys = np.cumsum(table[0])
+            pos = index_end
+            for k, delta, size in zip(keys, table[1], table[2]):
+                pos += int(delta)
+                value = data[pos:pos + int(size)]
+                pos += int(size)
+                hashed = int(k) >> pre
+                assert hashed & (2**mb - 1) == m and (hashed >> mb) & (2**sb - 1) == shard
+                assert int(k) not in out
+                out[int(k)] = value
+    return out
+
+
+def morton_decode(code: int, grid_shape):
+    bits = [math.ceil(math.log2(g)) if g > 1 else 0 for g in grid_shape]
+    cell = [0] * len(grid_shape)
+    j = 0
+    for i in range(max(bits, default=0)):
+        for d in range(len(grid_shape)):
+            if i < bits[d]:
+                cell[d] |= ((code >> j) & 1) << i
+                j += 1
+    return tuple(cell)
+
+
+def read_layer(directory: str):
+    """(info, levels: [{cell: [(id, point, props)]}], by_id: {id: (point, props)} or None)."""
+    with open(os.path.join(directory, "info")) as f:
+        info = json.load(f)
+    levels = []
+    for level in info["spatial"]:
+        path = os.path.join(directory, level["key"])
+        cells = {}
+        if "sharding" in level:
+            for code, value in read_shards(path, level["sharding"]).items():
+                cells[morton_decode(code, level["grid_shape"])] = decode_list(info, value)
+        else:
+            for name in os.listdir(path):
+                cells[tuple(int(v) for v in name.split("_"))] = decode_list(info, open(os.path.join(path, name), "rb").read())
+        levels.append(cells)
+    by_id = None
+    if "by_id" in info:
+        path = os.path.join(directory, info["by_id"]["key"])
+        if "sharding" in info["by_id"]:
+            raw = read_shards(path, info["by_id"]["sharding"])
+        else:
+            raw = {int(n): open(os.path.join(path, n), "rb").read() for n in os.listdir(path)}
+        by_id = {k: decode_record(info, v) for k, v in raw.items()}
+        by_id_raw = raw
+    else:
+        by_id_raw = None
+    return info, levels, by_id, by_id_raw
