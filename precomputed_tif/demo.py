@@ -15,28 +15,39 @@ import sys
 import time
 import urllib.parse
 
+import shutil
+
+import numpy as np
+
+from .annotations import PointSet, write_points
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
-from .cors_webserver import make_server, serve, urls
-from .synthetic import write_synthetic_planes
+from .cors_webserver import PrecomputedServer, serve, urls
+from .errors import PrecomputedTifError
+from .serving import Catalog, Dataset
+from .synthetic import blob_centres, write_synthetic_planes
 
 SHAPE = (160, 448, 512)  # z, y, x
 VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com"
 
 
-def neuroglancer_link(source: str, shape_zyx, voxel_size_um, name: str = "demo") -> str:
-    """A Neuroglancer link whose state shows ``source`` as an image layer, centred."""
+def neuroglancer_link(image: str, points: str | None, shape_zyx, voxel_size_um) -> str:
+    """A Neuroglancer link whose state shows the image (and the points over it), centred."""
     z, y, x = shape_zyx
+    layers = [{"type": "image", "source": image, "name": "image",
+               "shader": "#uicontrol invlerp normalized(range=[0, 3000])\n"
+                         "void main() { emitGrayscale(normalized()); }"}]
+    if points:
+        layers.append({"type": "annotation", "source": points, "name": "cell centres",
+                       "annotationColor": "#ff00ff"})
     state = {
         "dimensions": {axis: [v * 1e-6, "m"] for axis, v in zip("xyz", voxel_size_um)},
         "position": [x / 2, y / 2, z / 2],
         "crossSectionScale": 1,
         "projectionScale": max(shape_zyx) * 2,
-        "layers": [{"type": "image", "source": source, "name": name,
-                    "shader": "#uicontrol invlerp normalized(range=[0, 3000])\n"
-                              "void main() { emitGrayscale(normalized()); }"}],
-        "selectedLayer": {"layer": name},
+        "layers": layers,
+        "selectedLayer": {"layer": "image"},
         "layout": "4panel",
     }
     return f"{NEUROGLANCER_APP}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
@@ -66,16 +77,27 @@ def main(argv=None) -> int:
                        progress=sys.stderr.isatty())
         keys = ", ".join(s["key"] for s in info["scales"])
         print(f"done in {time.perf_counter() - t:.1f} s: {len(info['scales'])} levels ({keys}) in {dest}/")
+        points_dir = os.path.join(args.dir, "points")
+        shutil.rmtree(points_dir, ignore_errors=True)
+        centres = blob_centres(SHAPE)
+        write_points(PointSet(centres, np.zeros(3), np.array(SHAPE[::-1], np.float64)), points_dir, VOXEL_SIZE)
+        print(f"wrote {len(centres)} blob centres as a point layer in {points_dir}/ "
+              f"(precomputed-write-points does this from a JSON or CSV file)")
         if args.no_serve:
             print(f"to view it: precomputed-webserver --directory {dest}")
             return
-        server = make_server("127.0.0.1", args.port, directory=dest)
-        source = urls(server)[0]
+        catalog = Catalog([Dataset("image", dest), Dataset("points", points_dir)])
+        try:
+            server = PrecomputedServer(("127.0.0.1", args.port), catalog)
+        except OSError as exc:
+            raise PrecomputedTifError(f"cannot listen on port {args.port}: {exc.strerror}; try --port 0") from None
+        image, points = urls(server)
         print()
-        print(f"Serving {dest} (the same as: precomputed-webserver --directory {dest}).")
-        print(f"Neuroglancer source: {source}")
-        print("Open this link in a browser on this machine to see it:")
-        print(f"  {neuroglancer_link(source, SHAPE, VOXEL_SIZE)}")
+        print(f"Serving {dest} and {points_dir}.")
+        print(f"Neuroglancer source: {image}")
+        print(f"Points source: {points}")
+        print("Open this link in a browser on this machine to see both:")
+        print(f"  {neuroglancer_link(image, points, SHAPE, VOXEL_SIZE)}")
         print("Press Ctrl-C to stop.", flush=True)
         serve(server, workers=1)
 

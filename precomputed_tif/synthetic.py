@@ -33,6 +33,17 @@ def synthetic_planes(shape_zyx, seed: int = 0, blob_length: int = 128) -> Iterat
         yield np.clip(plane, 0, 65535).astype(np.uint16)
 
 
+def blob_centres(shape_zyx, seed: int = 0, blob_length: int = 128) -> np.ndarray:
+    """(n, 3) x, y, z voxel centres of the blobs :func:`synthetic_planes` draws, in stack voxels."""
+    from skimage.data import binary_blobs
+    from skimage.measure import label, regionprops
+
+    blobs = binary_blobs(blob_length, blob_size_fraction=0.08, n_dim=3, volume_fraction=0.15, rng=seed)
+    scale = np.array(shape_zyx, np.float64) / blob_length
+    centres = np.array([r.centroid for r in regionprops(label(blobs)) if r.area >= 8])
+    return ((centres + 0.5) * scale)[:, ::-1]
+
+
 def write_synthetic_planes(directory: str, shape_zyx, seed: int = 0, prefix: str = "img_") -> str:
     """Write a synthetic stack as one uncompressed TIFF per plane; returns the glob for it."""
     os.makedirs(directory, exist_ok=True)

@@ -21,11 +21,15 @@ def test_demo_converts_serves_and_prints_links(tmp_path):
             if line.startswith("Press Ctrl-C"):
                 break
         out = "".join(lines)
-        source = re.search(r"Neuroglancer source: (precomputed://(http://127\.0\.0\.1:\d+))", out)
+        source = re.search(r"Neuroglancer source: (precomputed://(http://127\.0\.0\.1:\d+/image))", out)
+        points = re.search(r"Points source: (precomputed://(http://127\.0\.0\.1:\d+/points))", out)
         assert source, out
         link = re.search(r"(https://neuroglancer-demo\.appspot\.com/#!\S+)", out).group(1)
         state = json.loads(urllib.parse.unquote(link.split("#!", 1)[1]))
         assert state["layers"][0]["source"] == source.group(1)
+        assert state["layers"][1]["source"] == points.group(1) and state["layers"][1]["type"] == "annotation"
+        with urllib.request.urlopen(points.group(2) + "/info") as r:
+            assert json.load(r)["@type"] == "neuroglancer_annotations_v1"
         assert state["dimensions"]["x"] == [1.8e-6, "m"]
         with urllib.request.urlopen(source.group(2) + "/info") as r:
             info = json.load(r)
