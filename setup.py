@@ -22,13 +22,16 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38"],
+        "view": ["neuroglancer>=2.38", "selenium>=4.10"],
+        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38",
+                 "selenium>=4.10"],
     },
     entry_points={
         "console_scripts": [
             "precomputed-tif=precomputed_tif.main:main",
             "precomputed-webserver=precomputed_tif.cors_webserver:main",
             "precomputed-write-points=precomputed_tif.write_points:main",
+            "precomputed-screenshot=precomputed_tif.screenshot:main",
             "blockfs-info=precomputed_tif.blockfs.cli:info_main",
             "blockfs2tif=precomputed_tif.blockfs.cli:tif_main",
         ],

@@ -32,6 +32,7 @@ DEFAULT_LIMIT = 10_000
 # axis; whatever remains there is emitted at once, over the limit if need be
 # (only many points at almost the same spot do that).
 MIN_CELL_VOXELS = 1.0
+MAX_EMPTY_CELL_FILES = 65_536  # unsharded levels with at most this many cells get files for empty cells too
 SHARD_ABOVE = 100_000  # points: above this the indexes are sharded unless asked otherwise
 
 PROPERTY_TYPES = ("uint32", "int32", "float32", "uint16", "int16", "uint8", "int8")
@@ -203,6 +204,13 @@ def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None 
             os.makedirs(path, exist_ok=True)
             for cell, value in zip(cells, values):
                 write_atomic(os.path.join(path, "_".join(map(str, cell))), value)
+            if np.prod(level.grid_shape) <= MAX_EMPTY_CELL_FILES:
+                # Empty cells get a file too, so a viewer's requests for them succeed
+                # instead of ending in 404s (which Neuroglancer also takes as empty).
+                empty = encode_list(records[:0], np.zeros(0, np.uint64))
+                for cell in np.ndindex(*level.grid_shape):
+                    if cell not in level.cells:
+                        write_atomic(os.path.join(path, "_".join(map(str, cell))), empty)
     if by_id:
         path = os.path.join(directory, "by_id")
         raw = records.view(np.uint8).reshape(len(records), -1)

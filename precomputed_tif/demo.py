@@ -44,13 +44,29 @@ def neuroglancer_link(image: str, points: str | None, shape_zyx, voxel_size_um) 
     state = {
         "dimensions": {axis: [v * 1e-6, "m"] for axis, v in zip("xyz", voxel_size_um)},
         "position": [x / 2, y / 2, z / 2],
-        "crossSectionScale": 1,
-        "projectionScale": max(shape_zyx) * 2,
+        "crossSectionScale": 1.3,
+        "projectionScale": max(shape_zyx) * 1.5,
         "layers": layers,
         "selectedLayer": {"layer": "image"},
         "layout": "4panel",
     }
     return f"{NEUROGLANCER_APP}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
+
+
+def local_viewer(link: str) -> str | None:
+    """The URL of a Neuroglancer viewer served by this process (the ``neuroglancer`` package's
+    own client) showing the link's state, or None when that package is not installed."""
+    try:
+        import neuroglancer
+    except ImportError:
+        return None
+    from .screenshot import state_from_url
+
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    viewer = neuroglancer.Viewer()
+    viewer.set_state(neuroglancer.ViewerState(state_from_url(link)))
+    local_viewer.viewer = viewer  # keep it alive while serving
+    return viewer.get_viewer_url()
 
 
 def main(argv=None) -> int:
@@ -92,12 +108,18 @@ def main(argv=None) -> int:
         except OSError as exc:
             raise PrecomputedTifError(f"cannot listen on port {args.port}: {exc.strerror}; try --port 0") from None
         image, points = urls(server)
+        link = neuroglancer_link(image, points, SHAPE, VOXEL_SIZE)
         print()
         print(f"Serving {dest} and {points_dir}.")
         print(f"Neuroglancer source: {image}")
         print(f"Points source: {points}")
-        print("Open this link in a browser on this machine to see both:")
-        print(f"  {neuroglancer_link(image, points, SHAPE, VOXEL_SIZE)}")
+        print("Open this link in a browser on this machine to see both (Neuroglancer's public app):")
+        print(f"  {link}")
+        local = local_viewer(link)
+        if local:
+            print("or this one, Neuroglancer's own client served from here, which needs no internet:")
+            print(f"  {local}")
+        print(f"A picture of the view: precomputed-screenshot '{link}' --out view.png")
         print("Press Ctrl-C to stop.", flush=True)
         serve(server, workers=1)
 

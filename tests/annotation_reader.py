@@ -108,7 +108,9 @@ def read_layer(directory: str):
                 cells[morton_decode(code, level["grid_shape"])] = decode_list(info, value)
         else:
             for name in os.listdir(path):
-                cells[tuple(int(v) for v in name.split("_"))] = decode_list(info, open(os.path.join(path, name), "rb").read())
+                entries = decode_list(info, open(os.path.join(path, name), "rb").read())
+                if entries:  # an empty cell may have a file or none
+                    cells[tuple(int(v) for v in name.split("_"))] = entries
         levels.append(cells)
     by_id = None
     if "by_id" in info:

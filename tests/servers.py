@@ -54,6 +54,19 @@ class Server:
         finally:
             conn.close()
 
+    def collect_log(self) -> list[str]:
+        """Keep reading what the server prints, in a thread; returns the growing list of lines."""
+        import threading
+
+        lines = self.log = getattr(self, "log", [])
+
+        def read():
+            for line in self.proc.stdout:
+                lines.append(line.rstrip("\n"))
+
+        threading.Thread(target=read, daemon=True).start()
+        return lines
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -98,10 +111,11 @@ def write_wsgi_script(directory, config_file, name="precomputed.wsgi") -> str:
     return path
 
 
-def start_gunicorn(directory, config_file, workers: int = 2, threads: int = 4) -> Server:
+def start_gunicorn(directory, config_file, workers: int = 2, threads: int = 4, access_log: bool = False) -> Server:
     write_wsgi_script(directory, config_file, "precomputed_app.py")
     port = free_port()
-    proc = subprocess.Popen([os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--threads", str(threads),
+    log = ["--access-logfile", "-", "--access-logformat", '%(h)s "%(r)s" %(s)s %(B)s'] if access_log else []
+    proc = subprocess.Popen([os.path.join(BIN, "gunicorn"), *log, "--workers", str(workers), "--threads", str(threads),
                              "--bind", f"127.0.0.1:{port}", "--chdir", str(directory), "--log-level", "warning",
                              "precomputed_app:application"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -31,6 +31,10 @@ def test_demo_converts_serves_and_prints_links(tmp_path):
         with urllib.request.urlopen(points.group(2) + "/info") as r:
             assert json.load(r)["@type"] == "neuroglancer_annotations_v1"
         assert state["dimensions"]["x"] == [1.8e-6, "m"]
+        local = re.search(r"(http://127\.0\.0\.1:\d+/v/\S+)", out)
+        assert local, out  # the neuroglancer package's own client, served by the demo
+        with urllib.request.urlopen(local.group(1)) as r:
+            assert b"neuroglancer" in r.read().lower()
         with urllib.request.urlopen(source.group(2) + "/info") as r:
             info = json.load(r)
             assert r.headers["Access-Control-Allow-Origin"] == "*"
