@@ -12,7 +12,7 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# mod_wsgi compiles against Apache (Debian: apache2-dev); without it the Apache test is skipped.
+	@# mod_wsgi compiles against Apache (Debian: apache2-dev); without it the Apache test is skipped.
 	if command -v apxs >/dev/null 2>&1; then $(BIN)/python -m pip install --quiet mod_wsgi; fi
 	touch $(STAMP)
 
