@@ -7,13 +7,15 @@ import os
 import time
 from typing import Sequence
 
+import numpy as np
 from tqdm import tqdm
 
-from . import destination
+from . import destination, memory
 from .errors import PrecomputedTifError
-from .executor import make_executor
+from .executor import default_workers, make_executor
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import build_info, write_info
+from .progress import DoneLog
 from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, run_task, tasks_of
 from .source import open_stack
 from .stores import store_class
@@ -32,6 +34,8 @@ def convert(
     n_cores: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    memory_limit: int | None = None,
+    dask_scheduler: str | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> dict:
     """Convert a stack of TIFF planes into a precomputed pyramid at ``dest``; returns its ``info``.
@@ -40,13 +44,16 @@ def convert(
     files, or one multi-page TIFF. ``voxel_size`` is in microns (x, y, z),
     ``chunk_size`` in voxels (x, y, z). ``levels`` defaults to enough levels
     that the coarsest fits in one chunk in x and y. ``n_cores`` worker
-    processes (default: all cores). ``block_bytes`` bounds the voxels one
-    worker holds at once.
+    processes (default: all cores). ``memory_limit`` (bytes, default half the
+    machine's memory) bounds the peak memory of all processes together: it
+    sets how large a block each worker holds (at most ``block_bytes``) and,
+    if need be, lowers the number of workers. ``dask_scheduler`` runs the
+    same tasks on a Dask distributed cluster instead of local processes.
 
     Raises :class:`~precomputed_tif.PrecomputedTifError` for anything wrong
     with the input or ``dest``, before writing anything. ``info`` is written
     last: a ``dest`` without it is unfinished, and running the same call
-    again finishes it.
+    again resumes it, skipping the blocks that were finished.
     """
     store_cls = store_class(format)
     check_triple(tuple(voxel_size), "voxel size", integer=False)
@@ -68,23 +75,57 @@ def convert(
              z, x, y, stack.dtype.name, dest, len(geometry.levels), format)
     destination.prepare(dest, job, overwrite)
     store = store_cls(dest, info)
+    n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
     passes = plan_passes(geometry, stack.dtype.itemsize, block_bytes)
     total = sum(count_chunks(p, geometry) for p in passes)
-    executor = make_executor(n_cores)
+    done_log = DoneLog(dest)
+    done = done_log.load()
+    executor = make_executor(n_workers, dask_scheduler)
     try:
         store.create(n_writers=executor.n)
         with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress, smoothing=0.1) as bar:
             for p in passes:
                 log.debug("levels %d-%d in blocks of %s voxels", p.first, p.last, p.block)
-                tasks = tasks_of(p, geometry, store, stack, segmentation)
-                for n in executor.imap_unordered(run_task, tasks):
+                tasks = _not_done(tasks_of(p, geometry, store, stack, segmentation), done, bar)
+                for task_id, n in executor.imap_unordered(run_task, tasks):
+                    done_log.record(task_id)
                     bar.update(n)
     except (PrecomputedTifError, OSError) as exc:
         raise PrecomputedTifError(
             f"{exc}; {dest} is unfinished (it has no info file): fix this and run the same command again"
         ) from None
     finally:
+        done_log.close()
         executor.close()
     write_info(dest, info)
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info
+
+
+def _not_done(tasks, done: set[str], bar):
+    """The tasks an earlier run did not finish; the finished ones only move the progress bar."""
+    skipped = 0
+    for task in tasks:
+        if task.id in done:
+            skipped += 1
+            bar.update(task.n_chunks())
+        else:
+            yield task
+    if skipped:
+        log.info("skipped %d blocks finished by an earlier run", skipped)
+
+
+def _fit_memory(limit, n_cores, dask_scheduler, geometry, stack, block_bytes) -> tuple[int | None, int]:
+    """Workers and block size under the memory limit (for local processes; a Dask cluster's
+    workers have their own limits, and get the default block size)."""
+    if dask_scheduler:
+        return None, block_bytes
+    limit = memory.default_limit() if limit is None else int(limit)
+    wanted = n_cores or default_workers()
+    min_block = int(np.prod(geometry.chunk_size)) * stack.dtype.itemsize
+    n, block = memory.plan(limit, wanted, block_bytes, min_block)
+    if n < wanted:
+        log.warning("using %d worker processes instead of %d to stay under the memory limit of %.0f MiB",
+                    n, wanted, limit / 2**20)
+    log.debug("memory limit %.0f MiB: %d workers, blocks of up to %.0f MiB", limit / 2**20, n, block / 2**20)
+    return n, block

@@ -16,6 +16,7 @@ import shutil
 from .atomic import write_atomic
 from .errors import PrecomputedTifError
 from .info import INFO
+from .progress import DONE_LOG
 
 JOB_RECORD = ".precomputed-tif.json"
 _SCALE_DIR = re.compile(r"^\d+_\d+_\d+$")
@@ -35,8 +36,8 @@ def prepare(dest: str, job: dict, overwrite: bool) -> None:
     """Make ``dest`` ready for ``job``, or raise a user error and change nothing.
 
     Allowed without ``overwrite``: a new or empty directory, or one holding the
-    same job (finished or not). With ``overwrite`` a different precomputed
-    dataset there is removed first. A directory holding other files is never
+    same job (finished or not: the run resumes). With ``overwrite`` the
+    precomputed dataset there, different or not, is removed first. A directory holding other files is never
     written into, with or without ``overwrite``: it is not ours to delete.
     """
     if os.path.exists(dest) and not os.path.isdir(dest):
@@ -63,7 +64,8 @@ def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
             f"--dest {dest} is not empty and holds no precomputed dataset; "
             "choose a new or empty directory"
         )
-    if record == job:
+    if record == job and not overwrite:
+        _remove_temporaries(dest)
         return
     if not overwrite:
         what = "a different precomputed dataset" if info is not None else "an unfinished conversion of different input or settings"
@@ -71,6 +73,17 @@ def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
             f"--dest {dest} already holds {what}; choose another directory or add --overwrite to replace it"
         )
     _remove_dataset(dest, info, record)
+
+
+_TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
+def _remove_temporaries(dest: str) -> None:
+    """Files a killed run left half written under temporary names (see :mod:`.atomic`)."""
+    for base, _, files in os.walk(dest):
+        for name in files:
+            if _TEMPORARY.match(name):
+                _unlink(os.path.join(base, name))
 
 
 def _unlink(path: str) -> None:
@@ -91,6 +104,7 @@ def _remove_dataset(dest: str, info, record) -> None:
     for key in sorted(keys):
         shutil.rmtree(os.path.join(dest, key), ignore_errors=True)
     _unlink(os.path.join(dest, JOB_RECORD))
+    _unlink(os.path.join(dest, DONE_LOG))
     left = [e for e in os.listdir(dest) if not e.startswith(".")]
     if left:
         raise PrecomputedTifError(

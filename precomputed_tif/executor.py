@@ -1,4 +1,4 @@
-"""Where tasks run: in this process, or on a pool of worker processes.
+"""Where tasks run: in this process, on a pool of worker processes, or on a Dask cluster.
 
 An executor has one method, ``imap_unordered(fn, tasks)``, that yields
 ``fn(task)`` for every task as results arrive. Tasks are taken from the
@@ -9,9 +9,12 @@ memory at once.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import multiprocessing
 import os
 from typing import Callable, Iterable, Iterator
+
+from .errors import PrecomputedTifError
 
 
 def default_workers() -> int:
@@ -70,7 +73,56 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(n_workers: int | None):
-    """A serial executor for one worker, else a process pool."""
+class DaskExecutor:
+    """Tasks run on an existing Dask distributed cluster (``--dask-scheduler``).
+
+    The same task objects as locally; workers read the planes and write the
+    destination on a filesystem they share with this machine.
+    """
+
+    def __init__(self, address: str):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise PrecomputedTifError(
+                "--dask-scheduler needs the distributed package: pip install 'precomputed-tif[dask]'") from None
+        try:
+            self.client = Client(address, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise PrecomputedTifError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+        threads = self.client.nthreads()
+        if not threads:
+            self.client.close()
+            raise PrecomputedTifError(f"the Dask cluster at {address} has no workers")
+        self.n = sum(threads.values())
+
+    def imap_unordered(self, fn: Callable, tasks: Iterable) -> Iterator:
+        from distributed import as_completed
+
+        tasks = iter(tasks)
+        window = 2 * self.n
+        first = [self.client.submit(fn, t, pure=False) for t in itertools.islice(tasks, window)]
+        if not first:
+            return
+        running = as_completed(first, loop=self.client.loop)
+        try:
+            for future in running:
+                result = future.result()
+                future.release()
+                for task in itertools.islice(tasks, 1):
+                    running.add(self.client.submit(fn, task, pure=False))
+                yield result
+        finally:
+            for future in list(running.futures):
+                future.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_executor(n_workers: int | None, dask_scheduler: str | None = None):
+    """Dask when a scheduler is given, else a serial executor for one worker or a process pool."""
+    if dask_scheduler:
+        return DaskExecutor(dask_scheduler)
     n = n_workers or default_workers()
     return SerialExecutor() if n <= 1 else ProcessExecutor(n)

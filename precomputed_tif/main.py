@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import memory
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .executor import default_workers
@@ -48,8 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of the mean, and Neuroglancer shows them as a segmentation")
     p.add_argument("--n-cores", type=int, default=None, metavar="N",
                    help=f"worker processes (default: all cores, here {default_workers()})")
+    p.add_argument("--memory-limit", metavar="SIZE", default=None,
+                   help="peak memory of the whole conversion, all workers together, e.g. 8G or 500M "
+                        f"(default: half of this machine's memory, here {memory.default_limit() / 2**30:.1f}G)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS", default=None,
+                   help="run on an existing Dask distributed cluster, e.g. tcp://10.0.0.5:8786, instead of "
+                        "local processes; its workers must see --source and --dest at the same paths")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a different precomputed dataset already in --dest")
+                   help="replace the precomputed dataset already in --dest (by default a rerun of the same "
+                        "command resumes, and a different one is refused)")
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     add_log_argument(p)
     return p
@@ -62,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         voxel_size = parse_triple(args.voxel_size, "--voxel-size", integer=False)
         chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
+        limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
         convert(args.source, args.dest, levels=args.levels, voxel_size=voxel_size, format=args.format,
                 chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
-                overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty())
+                overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+                memory_limit=limit, dask_scheduler=args.dask_scheduler)
 
     return run_main("precomputed-tif", body)
 

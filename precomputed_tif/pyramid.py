@@ -65,6 +65,25 @@ class Task:
     block: Box  # in coordinates of level ``first``
     from_source: bool
 
+    @property
+    def id(self) -> str:
+        """Names the task across runs: the same command plans the same ids."""
+        return f"{self.first}-{self.last}/{self.block.name}"
+
+    @property
+    def written(self) -> range:
+        return range(self.first if self.from_source else self.first + 1, self.last + 1)
+
+    def n_chunks(self) -> int:
+        """How many chunks this task writes."""
+        n, region = 0, self.block
+        for number in range(self.first, self.last + 1):
+            if number > self.first:
+                region = region.scaled_down(self.geometry.level(number).step)
+            if number in self.written:
+                n += sum(1 for _ in self.geometry.chunk_boxes(number, region))
+        return n
+
 
 def plan_passes(geometry: Geometry, itemsize: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> list[Pass]:
     """Split levels 1..n into passes whose blocks fit in ``block_bytes``.
@@ -116,8 +135,8 @@ def count_chunks(p: Pass, geometry: Geometry) -> int:
     return sum(geometry.n_chunks(lv) for lv in p.written)
 
 
-def run_task(task: Task) -> int:
-    """Make one block's levels; returns the number of chunks written."""
+def run_task(task: Task) -> tuple[str, int]:
+    """Make one block's levels; returns the task's id and the number of chunks written."""
     g, store = task.geometry, task.store
     region = task.block
     if task.from_source:
@@ -133,7 +152,7 @@ def run_task(task: Task) -> int:
         assert data.shape == region.shape, (data.shape, region.shape)
         written += _write_level(store, g, number, region, data)
     store.finish()
-    return written
+    return task.id, written
 
 
 def _write_level(store: ChunkStore, g: Geometry, number: int, region: Box, data: np.ndarray) -> int:

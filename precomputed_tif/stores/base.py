@@ -53,7 +53,8 @@ class ChunkStore(ABC):
     def create(self, n_writers: int = 1) -> None:
         """Make what writers need before any chunk is written (called once, by one process).
 
-        ``n_writers`` is how many processes will write at once.
+        ``n_writers`` is how many processes will write at once. What an earlier
+        run of the same conversion made is kept, so a rerun resumes.
         """
         for s in self.info["scales"]:
             os.makedirs(self.level_dir(s["key"]), exist_ok=True)

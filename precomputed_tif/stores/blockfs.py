@@ -43,6 +43,8 @@ class BlockfsStore(ChunkStore):
     def create(self, n_writers: int = 1) -> None:
         super().create(n_writers)
         for s in self.info["scales"]:
+            if self.holds(self.level_dir(s["key"])):
+                continue  # made by an earlier run of the same conversion; its blocks stay
             create(self.directory_path(s["key"]), s["size"], s["chunk_sizes"][0], self.dtype,
                    n_files=max(1, n_writers), compression=COMPRESSION,
                    compression_level=COMPRESSION_LEVEL).close()

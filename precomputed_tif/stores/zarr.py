@@ -52,6 +52,8 @@ class ZarrStore(ChunkStore):
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
         version = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
         for s in self.info["scales"]:
+            if self.holds(self.level_dir(s["key"])):
+                continue  # made by an earlier run of the same conversion
             x, y, z = s["size"]
             cx, cy, cz = s["chunk_sizes"][0]
             zarr.open_array(
