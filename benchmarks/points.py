@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from measure import PeakRSS
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from peak_rss import PeakRSS  # noqa: E402
 
 
 def make_points(n: int, seed: int = 0) -> np.ndarray:

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from precomputed_tif import PrecomputedTifError, convert, open_volume
 from precomputed_tif import memory
 from precomputed_tif.main import main
 from precomputed_tif.progress import DONE_LOG
+from peak_rss import PeakRSS
 from stacks import make_volume, write_planes
 
 SHAPE = (48, 90, 110)
@@ -118,33 +118,6 @@ def test_a_different_command_on_an_unfinished_dest_is_refused(tmp_path, capsys):
     assert open_volume(dest).info["scales"][0]["chunk_sizes"] == [[16, 16, 16]]
 
 
-class PeakTree:
-    """Peak summed RSS of this process and its children, sampled while the block runs."""
-
-    def __enter__(self):
-        self.peak, self._stop = 0, threading.Event()
-
-        def sample():
-            me = psutil.Process()
-            while not self._stop.is_set():
-                total = 0
-                for p in [me] + me.children(recursive=True):
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak = max(self.peak, total)
-                self._stop.wait(0.005)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def test_memory_limit_holds_for_large_planes(tmp_path):
     """Planes of 2048 x 2048 (8 MiB each, 256 MiB in all) under a 320 MiB limit with two workers."""
     rng = np.random.default_rng(44)
@@ -157,7 +130,7 @@ def test_memory_limit_holds_for_large_planes(tmp_path):
         tifffile.imwrite(src / f"p{z:03d}.tif", np.roll(base, z, axis=1))
     limit = 320 * 2**20
     baseline = psutil.Process().memory_info().rss
-    with PeakTree() as peak:
+    with PeakRSS(interval=0.005) as peak:
         convert(str(src / "*.tif"), str(tmp_path / "out"), format="blockfs", n_cores=2, memory_limit=limit,
                 levels=3)
     # The test process itself is bigger than a plain command's (pytest, tensorstore ...):

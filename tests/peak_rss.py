@@ -1,4 +1,4 @@
-"""What the benchmarks share: peak memory of a process tree."""
+"""Peak memory of a process tree, for the tests and the benchmarks."""
 
 from __future__ import annotations
 
