@@ -209,12 +209,6 @@ class Geometry:
         """Level by its 1-based number."""
         return self.levels[number - 1]
 
-    def level_by_key(self, key: str) -> Level | None:
-        for level in self.levels:
-            if level.key == key:
-                return level
-        return None
-
     def grid(self, level: int) -> tuple[int, int, int]:
         """Number of chunks along x, y, z at a level."""
         return tuple(-(-s // c) for s, c in zip(self.level(level).size, self.chunk_size))
@@ -244,6 +238,11 @@ class Geometry:
         return gx * gy * gz
 
     def is_chunk(self, level: int, box: Box) -> bool:
+        """True when ``box`` is exactly one chunk of the level (aligned, truncated at the edge)."""
+        return is_chunk(box, self.level(level).size, self.chunk_size)
+
+
+def is_chunk(self, level: int, box: Box) -> bool:
         """True when ``box`` is exactly one chunk of the level (aligned, truncated at the edge)."""
         return is_chunk(box, self.level(level).size, self.chunk_size)
 

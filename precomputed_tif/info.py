@@ -57,11 +57,3 @@ def read_info(directory: str) -> dict:
     if not isinstance(info, dict) or not isinstance(info.get("scales"), list) or not info["scales"]:
         raise PrecomputedTifError(f"{path} is not the info file of a precomputed volume")
     return info
-
-
-def scale(info: dict, key: str) -> dict | None:
-    """The scale entry with this key, or None."""
-    for s in info["scales"]:
-        if s.get("key") == key:
-            return s
-    return None
