@@ -242,18 +242,6 @@ class Geometry:
         return is_chunk(box, self.level(level).size, self.chunk_size)
 
 
-def is_chunk(self, level: int, box: Box) -> bool:
-        """True when ``box`` is exactly one chunk of the level (aligned, truncated at the edge)."""
-        return is_chunk(box, self.level(level).size, self.chunk_size)
-
-    def level_region(self, level: int, region: Box, source_level: int) -> Box:
-        """The box of ``level`` that ``region`` (a box of ``source_level``) shrinks into."""
-        src, dst = self.level(source_level), self.level(level)
-        factor = tuple(d // s for d, s in zip(dst.factor, src.factor))
-        box = region.scaled_down(factor)
-        return box.intersect(dst.bounds)
-
-
 def is_chunk(box: Box, size: Sequence[int], chunk_size: Sequence[int],
              offset: Sequence[int] = (0, 0, 0)) -> bool:
     """True when ``box`` is exactly one chunk of a scale of ``size`` voxels starting at ``offset``.
