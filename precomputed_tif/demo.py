@@ -121,7 +121,10 @@ def main(argv=None) -> int:
             print(f"  {local}")
         print(f"A picture of the view: precomputed-screenshot '{link}' --out view.png")
         print("Press Ctrl-C to stop.", flush=True)
-        serve(server, workers=1)
+        try:
+            serve(server, workers=1)
+        except KeyboardInterrupt:
+            print("\nstopped; the dataset stays in", dest)
 
     return run_main("demo", body)
 
