@@ -256,13 +256,15 @@ def test_several_worker_processes_stop_together(data):
     import psutil
 
     server = start_webserver("--directory", data.dirs["zarr"], "--workers", "3")
-    deadline = time.monotonic() + 10
-    while len(psutil.Process(server.proc.pid).children()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    children = psutil.Process(server.proc.pid).children()
-    assert len(children) == 2
-    assert server.request("/info")[0] == 200
-    server.stop()
+    try:
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(server.proc.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children = psutil.Process(server.proc.pid).children()
+        assert len(children) == 2
+        assert server.request("/info")[0] == 200
+    finally:
+        server.stop()
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
 
