@@ -126,7 +126,7 @@ def spatial_levels(ps: PointSet, voxel_size, limit: int = DEFAULT_LIMIT, seed: i
         starts = np.flatnonzero(np.r_[True, flat_sorted[1:] != flat_sorted[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
         max_count = counts.max()
-        last = not _can_refine(chunk, voxel_size)
+        last = not bool((chunk > MIN_CELL_VOXELS).any())  # cells cannot get any smaller
         take = counts if (max_count <= limit or last) else -(-counts * limit // max_count)
         rank = np.arange(len(order)) - np.repeat(starts, counts)
         emitted = rank < np.repeat(take, counts)
@@ -141,10 +141,6 @@ def spatial_levels(ps: PointSet, voxel_size, limit: int = DEFAULT_LIMIT, seed: i
         remaining = np.sort(remaining[order[~emitted]])
         grid = grid * _refine_step(chunk, voxel_size)
     return levels
-
-
-def _can_refine(chunk: np.ndarray, voxel_size: np.ndarray) -> bool:
-    return bool((chunk > MIN_CELL_VOXELS).any())
 
 
 def _refine_step(chunk: np.ndarray, voxel_size: np.ndarray) -> np.ndarray:

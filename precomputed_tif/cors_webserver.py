@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
 from .executor import default_workers
-from .serving import FORMATS, Catalog, ConfigCatalog, Dataset, handle
+from .serving import FORMATS, Catalog, ConfigCatalog, Dataset, handle, text_response
 
 access_log = logging.getLogger("precomputed_tif.access")
 
@@ -34,13 +34,13 @@ class Handler(BaseHTTPRequestHandler):
         raw_path = self.path.split("?", 1)[0].split("#", 1)[0]
         if raw_path.startswith(("http://", "https://")):  # absolute-form request target
             raw_path = urllib.parse.urlsplit(raw_path).path
-        path = urllib.parse.unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
         headers = {k.lower(): v for k, v in self.headers.items()
                    if k.lower() in ("range", "accept-encoding", "access-control-request-headers")}
         try:
+            path = urllib.parse.unquote(raw_path, errors="strict")
             response = handle(self.server.catalog(), method, path, headers)
-        except UnicodeDecodeError:
-            response = handle(Catalog([], False), method, "/.invalid", headers)
+        except UnicodeDecodeError:  # percent-escapes that are not UTF-8: no such name can exist
+            response = text_response(404)
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)

@@ -60,27 +60,21 @@ class Task:
     store: ChunkStore
     source: PlaneStack | None
     segmentation: bool
-    first: int
-    last: int
-    block: Box  # in coordinates of level ``first``
-    from_source: bool
+    plan: Pass
+    block: Box  # in coordinates of level ``plan.first``
 
     @property
     def id(self) -> str:
         """Names the task across runs: the same command plans the same ids."""
-        return f"{self.first}-{self.last}/{self.block.name}"
-
-    @property
-    def written(self) -> range:
-        return range(self.first if self.from_source else self.first + 1, self.last + 1)
+        return f"{self.plan.first}-{self.plan.last}/{self.block.name}"
 
     def n_chunks(self) -> int:
         """How many chunks this task writes."""
         n, region = 0, self.block
-        for number in range(self.first, self.last + 1):
-            if number > self.first:
+        for number in range(self.plan.first, self.plan.last + 1):
+            if number > self.plan.first:
                 region = region.scaled_down(self.geometry.level(number).step)
-            if number in self.written:
+            if number in self.plan.written:
                 n += sum(1 for _ in self.geometry.chunk_boxes(number, region))
         return n
 
@@ -127,7 +121,7 @@ def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: PlaneStack,
         for y0 in range(0, sy, by):
             for x0 in range(0, sx, bx):
                 box = Box(x0, min(x0 + bx, sx), y0, min(y0 + by, sy), z0, z1)
-                yield Task(geometry, store, sub, segmentation, p.first, p.last, box, p.from_source)
+                yield Task(geometry, store, sub, segmentation, p, box)
 
 
 def count_chunks(p: Pass, geometry: Geometry) -> int:
@@ -139,13 +133,14 @@ def run_task(task: Task) -> tuple[str, int]:
     """Make one block's levels; returns the task's id and the number of chunks written."""
     g, store = task.geometry, task.store
     region = task.block
-    if task.from_source:
+    plan = task.plan
+    if plan.from_source:
         data = task.source.read(region)
         written = _write_level(store, g, 1, region, data)
     else:
-        data = store.read_region(g.level(task.first).key, region)
+        data = store.read_region(g.level(plan.first).key, region)
         written = 0
-    for number in range(task.first + 1, task.last + 1):
+    for number in range(plan.first + 1, plan.last + 1):
         level = g.level(number)
         data = downsample(data, level.step, task.segmentation)
         region = region.scaled_down(level.step)

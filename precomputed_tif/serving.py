@@ -71,7 +71,8 @@ REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Reque
            503: "Service Unavailable"}
 
 
-def _text(status: int, message: str | None = None, extra=()) -> Response:
+def text_response(status: int, message: str | None = None, extra=()) -> Response:
+    """A short plain-text answer (errors), with CORS like every other response."""
     body = f"{status} {message or REASONS.get(status, '')}\n".encode()
     headers = CORS + [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
     return Response(status, headers + list(extra), body, len(body))
@@ -190,12 +191,12 @@ def handle(catalog: Catalog, method: str, path: str, headers: dict[str, str] | N
             ("Content-Length", "0"),
         ])
     if method not in ("GET", "HEAD"):
-        return _text(405, extra=[("Allow", ALLOWED_METHODS)])
+        return text_response(405, extra=[("Allow", ALLOWED_METHODS)])
     try:
         response = _get(catalog, path, headers)
     except Exception:
         log.exception("error answering %s %s", method, path)
-        response = _text(500)
+        response = text_response(500)
     if method == "HEAD":
         response.body = b""
     return response
@@ -204,12 +205,12 @@ def handle(catalog: Catalog, method: str, path: str, headers: dict[str, str] | N
 def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     segments = _safe_segments(path)
     if segments is None:
-        return _text(404)
+        return text_response(404)
     if not segments and not catalog.single:
         return _index(catalog)
     dataset, rest = catalog.route(segments)
     if dataset is None:
-        return _text(404)
+        return text_response(404)
     if not rest:
         return _dataset_index(dataset)
     if dataset.serves_raw:
@@ -218,7 +219,7 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
         volume, info_bytes = dataset.volume()
     except PrecomputedTifError as exc:
         log.warning("source %s: %s", dataset.name, exc)
-        return _text(404)
+        return text_response(404)
     if volume is None:
         return _static(dataset, rest, headers)
     if rest == ["info"]:
@@ -232,10 +233,10 @@ def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Re
     try:
         box = Box.parse(name)
     except ValueError:
-        return _text(404)
+        return text_response(404)
     scale = volume.store.scale(key)
     if not is_chunk(box, scale["size"], scale["chunk_sizes"][0], scale.get("voxel_offset", (0, 0, 0))):
-        return _text(404)
+        return text_response(404)
     x, y, z = scale.get("voxel_offset", (0, 0, 0))
     local = Box(box.x0 - x, box.x1 - x, box.y0 - y, box.y1 - y, box.z0 - z, box.z1 - z)
     array = volume.store.read_chunk(key, local)
@@ -270,15 +271,15 @@ def _dataset_index(dataset: Dataset) -> Response:
 def _static(dataset: Dataset, rest: list[str], headers) -> Response:
     path = os.path.realpath(os.path.join(dataset.root, *rest))
     if not path.startswith(dataset.root + os.sep):
-        return _text(404)
+        return text_response(404)
     try:
         f = open(path, "rb")
     except OSError:
-        return _text(404)
+        return text_response(404)
     st = os.fstat(f.fileno())
     if not stat.S_ISREG(st.st_mode):
         f.close()
-        return _text(404)
+        return text_response(404)
     size = st.st_size
     ctype = "application/json" if rest[-1] == "info" or rest[-1].endswith(".json") else (
         mimetypes.guess_type(rest[-1])[0] or "application/octet-stream")
@@ -286,7 +287,7 @@ def _static(dataset: Dataset, rest: list[str], headers) -> Response:
     wanted = _parse_range(headers.get("range"), size)
     if wanted == "bad":
         f.close()
-        return _text(416, extra=[("Content-Range", f"bytes */{size}")])
+        return text_response(416, extra=[("Content-Range", f"bytes */{size}")])
     if wanted is None:
         return Response(200, base + [("Content-Length", str(size))], _read_file(f, 0, size), size)
     start, end = wanted

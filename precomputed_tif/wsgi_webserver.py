@@ -19,7 +19,7 @@ import logging
 import threading
 
 from .errors import PrecomputedTifError
-from .serving import REASONS, ConfigCatalog, _text, handle
+from .serving import REASONS, ConfigCatalog, handle, text_response
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +40,19 @@ def serve_precomputed(environ, start_response, config_file: str):
     """Answer one WSGI request for the sources listed in ``config_file`` (a sources.json)."""
     method = environ.get("REQUEST_METHOD", "GET")
     # PEP 3333 hands the decoded path over as latin-1 characters; undo that to get UTF-8 names.
-    path = environ.get("PATH_INFO", "")
-    try:
-        path = path.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        path = "/.invalid"
     headers = {
         "range": environ.get("HTTP_RANGE", ""),
         "accept-encoding": environ.get("HTTP_ACCEPT_ENCODING", ""),
         "access-control-request-headers": environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", ""),
     }
     try:
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
         response = handle(_catalog(config_file), method, path, headers)
+    except (UnicodeEncodeError, UnicodeDecodeError):  # no such name can exist
+        response = text_response(404)
     except PrecomputedTifError as exc:
         log.error("%s", exc)
-        response = _text(503, "server configuration is broken; see the server log")
+        response = text_response(503, "server configuration is broken; see the server log")
     start_response(f"{response.status} {REASONS.get(response.status, '')}", response.headers)
     if isinstance(response.body, (bytes, bytearray)):
         return [response.body]

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import struct
+import threading
 from typing import Sequence
 
 import numcodecs
@@ -98,11 +99,17 @@ class Directory:
         self.codec = numcodecs.Blosc(cname=m["Compression"], clevel=m["CompressionLvl"],
                                      shuffle=numcodecs.Blosc.SHUFFLE)
         self._fds: dict = {}
+        self._fds_lock = threading.Lock()  # a server's threads share one open volume
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_fds"] = {}
+        del state["_fds_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fds_lock = threading.Lock()
 
     def _locate(self, name: str) -> str:
         """A block file's path: as recorded, or beside the directory file if the volume moved."""
@@ -133,6 +140,13 @@ class Directory:
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
+        if fd is not None:
+            return fd
+        with self._fds_lock:
+            return self._open(path)
+
+    def _open(self, path: str) -> int:
+        fd = self._fds.get(path)
         if fd is None:
             if not self.writable:
                 flags = os.O_RDONLY
@@ -148,9 +162,10 @@ class Directory:
         return fd
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        with self._fds_lock:
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
             os.close(fd)
-        self._fds = {}
 
     # -- entries --------------------------------------------------------------
 
