@@ -9,11 +9,9 @@ result until Ctrl-C and prints the links to open.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-import urllib.parse
 
 import shutil
 
@@ -24,33 +22,12 @@ from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .cors_webserver import PrecomputedServer, serve, urls
 from .errors import PrecomputedTifError
+from .links import layer, neuroglancer_link, viewer_state
 from .serving import Catalog, Dataset
 from .synthetic import blob_centres, write_synthetic_planes
 
 SHAPE = (160, 448, 512)  # z, y, x
 VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns
-NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com"
-
-
-def neuroglancer_link(image: str, points: str | None, shape_zyx, voxel_size_um) -> str:
-    """A Neuroglancer link whose state shows the image (and the points over it), centred."""
-    z, y, x = shape_zyx
-    layers = [{"type": "image", "source": image, "name": "image",
-               "shader": "#uicontrol invlerp normalized(range=[0, 3000])\n"
-                         "void main() { emitGrayscale(normalized()); }"}]
-    if points:
-        layers.append({"type": "annotation", "source": points, "name": "cell centres",
-                       "annotationColor": "#ff00ff"})
-    state = {
-        "dimensions": {axis: [v * 1e-6, "m"] for axis, v in zip("xyz", voxel_size_um)},
-        "position": [x / 2, y / 2, z / 2],
-        "crossSectionScale": 1.3,
-        "projectionScale": max(shape_zyx) * 1.5,
-        "layers": layers,
-        "selectedLayer": {"layer": "image"},
-        "layout": "4panel",
-    }
-    return f"{NEUROGLANCER_APP}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
 
 
 def local_viewer(link: str) -> str | None:
@@ -108,7 +85,9 @@ def main(argv=None) -> int:
         except OSError as exc:
             raise PrecomputedTifError(f"cannot listen on port {args.port}: {exc.strerror}; try --port 0") from None
         image, points = urls(server)
-        link = neuroglancer_link(image, points, SHAPE, VOXEL_SIZE)
+        layers = [layer(image, info, "image"),
+                  {"type": "annotation", "source": points, "name": "cell centres", "annotationColor": "#ff00ff"}]
+        link = neuroglancer_link(viewer_state(layers, info))
         print()
         print(f"Serving {dest} and {points_dir}.")
         print(f"Neuroglancer source: {image}")

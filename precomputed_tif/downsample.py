@@ -1,7 +1,8 @@
 """Pure numpy downsampling by 2 (or 1) per axis.
 
 Both functions take a (z, y, x) array and a step in **x, y, z** order, each 1 or
-2, and return an array of shape ``ceil(n / step)`` per axis. Where an axis has
+2, and return an array of shape ``ceil(n / step)`` per axis; :func:`downsample`
+also takes (c, z, y, x) arrays and downsamples each channel. Where an axis has
 odd length the last output voxel along it is made only from the voxels that
 exist (the array is never padded with zeros).
 """
@@ -13,6 +14,9 @@ from typing import Sequence
 import numpy as np
 
 _SUM_DTYPE = {
+    np.dtype(np.int8): np.int16,
+    np.dtype(np.int16): np.int32,
+    np.dtype(np.int32): np.int64,
     np.dtype(np.uint8): np.uint16,
     np.dtype(np.uint16): np.uint32,
     np.dtype(np.uint32): np.uint64,
@@ -51,7 +55,8 @@ def _pairs(arr: np.ndarray, steps_zyx: Sequence[int]) -> list[np.ndarray]:
 
 
 def downsample_mean(arr: np.ndarray, step: Sequence[int]) -> np.ndarray:
-    """Mean of each block of in-bounds voxels; integers rounded to nearest, half up.
+    """Mean of each block of in-bounds voxels; integers rounded to nearest, half up (towards
+    +infinity, also for negative values: -2.5 becomes -2).
 
     Sums are accumulated in a wider type so nothing overflows; the result has
     the input's dtype.
@@ -97,5 +102,7 @@ def downsample_mode(arr: np.ndarray, step: Sequence[int]) -> np.ndarray:
 
 
 def downsample(arr: np.ndarray, step: Sequence[int], segmentation: bool) -> np.ndarray:
-    """Mode for segmentations, mean for images."""
+    """Mode for segmentations, mean for images; a (c, z, y, x) array channel by channel."""
+    if arr.ndim == 4:
+        return np.stack([downsample(channel, step, segmentation) for channel in arr])
     return downsample_mode(arr, step) if segmentation else downsample_mean(arr, step)

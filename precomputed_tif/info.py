@@ -14,8 +14,13 @@ from .geometry import Geometry
 INFO = "info"
 
 
-def build_info(geometry: Geometry, dtype: np.dtype, segmentation: bool) -> dict:
-    """``info`` for a single-channel volume with raw encoding (precomputed ``volume.md``).
+# The key under which this project keeps what Neuroglancer's info has no place for
+# (how to display the data); readers of the format ignore keys they do not know.
+EXTRA = "precomputed_tif"
+
+
+def build_info(geometry: Geometry, dtype: np.dtype, segmentation: bool, channels: int = 1) -> dict:
+    """``info`` for a volume of ``channels`` channels with raw encoding (precomputed ``volume.md``).
 
     No ``mesh`` key: this project writes no meshes, and Neuroglancer would ask
     for ``mesh/info`` if there were one.
@@ -24,7 +29,7 @@ def build_info(geometry: Geometry, dtype: np.dtype, segmentation: bool) -> dict:
         "@type": "neuroglancer_multiscale_volume",
         "type": "segmentation" if segmentation else "image",
         "data_type": np.dtype(dtype).name,
-        "num_channels": 1,
+        "num_channels": int(channels),
         "scales": [
             {
                 "key": level.key,

@@ -8,6 +8,8 @@ import sys
 from . import memory
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
+from .errors import PrecomputedTifError
+from .info import EXTRA
 from .executor import default_workers
 from .geometry import parse_triple
 from .stores import STORES
@@ -17,6 +19,8 @@ examples:
   precomputed-tif --source "/data/img_*.tif" --dest /data/precomputed
   precomputed-tif --source stack.tif --dest out --format zarr --voxel-size 0.4,0.4,2.0
   precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation
+  precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
+  precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
@@ -31,15 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--source", required=True, metavar="GLOB",
-                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it); sorted by file name, "
-                        "the first file is z = 0. A single multi-page TIFF is read page by page.")
+                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it); sorted by the numbers in "
+                        "their names (img_2 before img_10), the first file is z = 0. A single multi-page TIFF "
+                        "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
+                        "channels, time points. A path that exists is taken as it is, brackets and all.")
     p.add_argument("--dest", required=True, metavar="DIR",
                    help="output directory; created if missing, must be empty or hold this same conversion")
     p.add_argument("--levels", type=int, default=None, metavar="N",
                    help="number of resolution levels, level 1 being full resolution "
                         "(default: until the coarsest fits in one chunk in x and y)")
-    p.add_argument("--voxel-size", default="1.8,1.8,2.0", metavar="X,Y,Z",
-                   help="voxel size in microns (default: 1.8,1.8,2.0)")
+    p.add_argument("--voxel-size", default=None, metavar="X,Y,Z",
+                   help="voxel size in microns (default: what the files' OME or ImageJ metadata records, "
+                        "else 1.8,1.8,2.0)")
+    p.add_argument("--channel", type=int, default=None, metavar="N",
+                   help="convert only channel N (0 is the first) of a multi-channel or colour input "
+                        "(default: all channels, in one dataset)")
+    p.add_argument("--timepoint", type=int, default=None, metavar="N",
+                   help="convert time point N (0 is the first) of a time series; required when the "
+                        "input has several")
     p.add_argument("--format", default="tiff", metavar="FORMAT",
                    help=f"how chunks are stored: {', '.join(STORES)} (default: tiff)")
     p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
@@ -63,18 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def summary(dest: str, info: dict) -> str:
+    """One line saying what was written, for the user to check at a glance."""
+    top = info["scales"][0]
+    x, y, z = top["size"]
+    n = info.get("num_channels", 1)
+    voxel = ",".join(f"{r / 1000:g}" for r in top["resolution"])
+    origin = (info.get(EXTRA) or {}).get("voxel_size_from", "")
+    origin = {"given": "as given", "default": "the default"}.get(origin, "from the " + origin if origin else "")
+    channels = f", {n} channels" if n > 1 else ""
+    shown = (info.get(EXTRA) or {}).get("display_range")
+    contrast = f", contrast {' '.join(f'{lo:g}-{hi:g}' for lo, hi in shown)}" if shown else ""
+    return (f"wrote {dest}: {x}x{y}x{z} {info['data_type']} {info['type']}{channels}, {len(info['scales'])} "
+            f"levels, voxel size {voxel} µm ({origin}){contrast}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
 
     def body():
-        voxel_size = parse_triple(args.voxel_size, "--voxel-size", integer=False)
+        voxel_size = None if args.voxel_size is None else parse_triple(args.voxel_size, "--voxel-size",
+                                                                       integer=False)
         chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
         limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
-        convert(args.source, args.dest, levels=args.levels, voxel_size=voxel_size, format=args.format,
-                chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
-                overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
-                memory_limit=limit, dask_scheduler=args.dask_scheduler)
+        for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
+            if value is not None and value < 0:
+                raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
+        info = convert(args.source, args.dest, levels=args.levels, voxel_size=voxel_size, format=args.format,
+                       chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
+                       overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+                       memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
+                       timepoint=args.timepoint)
+        print(summary(args.dest, info))
 
     return run_main("precomputed-tif", body)
 

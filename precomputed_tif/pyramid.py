@@ -144,7 +144,7 @@ def run_task(task: Task) -> tuple[str, int]:
         level = g.level(number)
         data = downsample(data, level.step, task.segmentation)
         region = region.scaled_down(level.step)
-        assert data.shape == region.shape, (data.shape, region.shape)
+        assert data.shape[-3:] == region.shape, (data.shape, region.shape)
         written += _write_level(store, g, number, region, data)
     store.finish()
     return task.id, written
@@ -154,6 +154,6 @@ def _write_level(store: ChunkStore, g: Geometry, number: int, region: Box, data:
     key = g.level(number).key
     n = 0
     for box in g.chunk_boxes(number, region):
-        store.write_chunk(key, box, data[box.relative_to(region)])
+        store.write_chunk(key, box, data[(..., *box.relative_to(region))])
         n += 1
     return n

@@ -95,11 +95,15 @@ def test_bad_chunk_size(tmp_path, capsys, planes, value):
     assert_user_error(code, capsys.readouterr().err, "--chunk-size")
 
 
-@pytest.mark.parametrize("dtype,words", [("int16", ["int16", "uint16"]), ("float64", ["float64", "float32"]),
-                                         ("int8", ["int8"])])
-def test_unsupported_dtype(tmp_path, capsys, dtype, words):
+@pytest.mark.parametrize("dtype,flags,words", [
+    ("uint64", [], ["uint64", "--segmentation", "uint32"]),
+    ("int64", [], ["int64", "int32"]),
+    ("int16", ["--segmentation"], ["int16", "unsigned", "uint16"]),
+    ("complex64", [], ["complex64"]),
+])
+def test_unsupported_dtype(tmp_path, capsys, dtype, flags, words):
     glob = write_planes(tmp_path / "src", np.zeros(SHAPE, dtype))
-    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out")
+    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out", *flags)
     assert_user_error(code, err, *words)
 
 
@@ -109,11 +113,18 @@ def test_float_segmentation_is_refused(tmp_path, capsys):
     assert_user_error(code, err, "float32", "segmentation")
 
 
-def test_rgb_planes(tmp_path, capsys):
+def test_rgb_segmentation_is_refused(tmp_path, capsys):
     for z in range(3):
         tifffile.imwrite(tmp_path / f"rgb_{z}.tif", np.zeros((20, 30, 3), np.uint8), photometric="rgb")
-    code, err = run(capsys, "--source", tmp_path / "rgb_*.tif", "--dest", tmp_path / "out")
-    assert_user_error(code, err, "colour")
+    code, err = run(capsys, "--source", tmp_path / "rgb_*.tif", "--dest", tmp_path / "out", "--segmentation")
+    assert_user_error(code, err, "3 channels", "--channel")
+
+
+def test_channel_out_of_range(tmp_path, capsys):
+    for z in range(3):
+        tifffile.imwrite(tmp_path / f"rgb_{z}.tif", np.zeros((20, 30, 3), np.uint8), photometric="rgb")
+    code, err = run(capsys, "--source", tmp_path / "rgb_*.tif", "--dest", tmp_path / "out", "--channel", "3")
+    assert_user_error(code, err, "--channel 3", "3 channels")
 
 
 def test_unknown_format(tmp_path, capsys, planes):

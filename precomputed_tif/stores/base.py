@@ -17,7 +17,8 @@ class ChunkStore(ABC):
     A store is built from the dataset directory and its ``info`` dict (the
     scales' keys, sizes and chunk sizes and the data type come from there). It
     is small and picklable: workers receive it as an argument. Boxes are in
-    the coordinates of the scale they name; arrays are (z, y, x).
+    the coordinates of the scale they name; arrays are (z, y, x), or
+    (c, z, y, x) when the volume has several channels (``num_channels`` > 1).
     """
 
     format: str = ""
@@ -27,6 +28,11 @@ class ChunkStore(ABC):
         self.info = info
         self.dtype = np.dtype(info["data_type"])
         self._scales = {s["key"]: s for s in info["scales"]}
+        self.channels = int(info.get("num_channels", 1))
+
+    def array_shape(self, box: Box) -> tuple[int, ...]:
+        """Shape of the array that holds ``box``: (z, y, x), or (c, z, y, x) with channels."""
+        return box.shape if self.channels == 1 else (self.channels, *box.shape)
 
     def scale(self, key: str) -> dict:
         try:
@@ -61,23 +67,23 @@ class ChunkStore(ABC):
 
     @abstractmethod
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
-        """Store one chunk (``array`` has ``box.shape``); atomic: never seen half written."""
+        """Store one chunk (``array`` has :meth:`array_shape`); atomic: never seen half written."""
 
     @abstractmethod
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
-        """One chunk as a (z, y, x) array of the volume's dtype; zeros where never written."""
+        """One chunk as an :meth:`array_shape` array of the volume's dtype; zeros where never written."""
 
     def read_region(self, key: str, box: Box) -> np.ndarray:
         """Any box of a scale, assembled from the chunks it overlaps."""
         cx, cy, cz = self.chunk_size(key)
         sx, sy, sz = self.size(key)
-        out = np.empty(box.shape, self.dtype)
+        out = np.empty(self.array_shape(box), self.dtype)
         for z0 in range(box.z0 // cz * cz, box.z1, cz):
             for y0 in range(box.y0 // cy * cy, box.y1, cy):
                 for x0 in range(box.x0 // cx * cx, box.x1, cx):
                     chunk = Box(x0, min(x0 + cx, sx), y0, min(y0 + cy, sy), z0, min(z0 + cz, sz))
                     part = chunk.intersect(box)
-                    out[part.relative_to(box)] = self.read_chunk(key, chunk)[part.relative_to(chunk)]
+                    out[(..., *part.relative_to(box))] = self.read_chunk(key, chunk)[(..., *part.relative_to(chunk))]
         return out
 
     def finish(self) -> None:

@@ -1,6 +1,9 @@
 """Each scale a blockfs volume: ``<key>/precomputed.blockfs`` plus block files ``.0``, ``.1``, ...
 
-One block is one chunk. Any number of processes write one level at once (see
+One block is one chunk. A volume with several channels has one blockfs volume
+per channel: channel 0 in ``precomputed.blockfs`` (so tools that know one
+channel still read it) and channel c in ``precomputed_c<c>.blockfs``.
+Any number of processes write one level at once (see
 :mod:`precomputed_tif.blockfs.directory` for how). The number of block files
 follows the number of writers, so writers rarely wait for each other's lock.
 """
@@ -26,7 +29,7 @@ class BlockfsStore(ChunkStore):
 
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
-        self._dirs: dict[str, Directory] = {}
+        self._dirs: dict[tuple[str, int], Directory] = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -37,32 +40,39 @@ class BlockfsStore(ChunkStore):
     def holds(cls, level_dir: str) -> bool:
         return os.path.exists(os.path.join(level_dir, BLOCKFS_SUFFIX))
 
-    def directory_path(self, key: str) -> str:
-        return os.path.join(self.level_dir(key), BLOCKFS_SUFFIX)
+    def directory_path(self, key: str, channel: int = 0) -> str:
+        name = BLOCKFS_SUFFIX if channel == 0 else BLOCKFS_SUFFIX.replace(".", f"_c{channel}.", 1)
+        return os.path.join(self.level_dir(key), name)
 
     def create(self, n_writers: int = 1) -> None:
         super().create(n_writers)
         for s in self.info["scales"]:
-            if self.holds(self.level_dir(s["key"])):
-                continue  # made by an earlier run of the same conversion; its blocks stay
-            create(self.directory_path(s["key"]), s["size"], s["chunk_sizes"][0], self.dtype,
-                   n_files=max(1, n_writers), compression=COMPRESSION,
-                   compression_level=COMPRESSION_LEVEL).close()
+            for c in range(self.channels):
+                path = self.directory_path(s["key"], c)
+                if os.path.exists(path):
+                    continue  # made by an earlier run of the same conversion; its blocks stay
+                create(path, s["size"], s["chunk_sizes"][0], self.dtype, n_files=max(1, n_writers),
+                       compression=COMPRESSION, compression_level=COMPRESSION_LEVEL).close()
 
-    def _directory(self, key: str, writable: bool) -> Directory:
-        d = self._dirs.get(key)
+    def _directory(self, key: str, channel: int, writable: bool) -> Directory:
+        d = self._dirs.get((key, channel))
         if d is None or (writable and not d.writable):
             if d is not None:
                 d.close()
-            d = Directory(self.directory_path(key), writable=writable)
-            self._dirs[key] = d
+            d = Directory(self.directory_path(key, channel), writable=writable)
+            self._dirs[key, channel] = d
         return d
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
-        self._directory(key, writable=True).write_block(box.x0, box.y0, box.z0, array)
+        for c, channel in enumerate(array.reshape(-1, *box.shape)):
+            self._directory(key, c, writable=True).write_block(box.x0, box.y0, box.z0, channel)
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
-        d = self._directory(key, writable=False)
+        channels = [self._read_channel(key, c, box) for c in range(self.channels)]
+        return channels[0] if self.channels == 1 else np.stack(channels)
+
+    def _read_channel(self, key: str, channel: int, box: Box) -> np.ndarray:
+        d = self._directory(key, channel, writable=False)
         if d.block_size == self.chunk_size(key) and d.block_shape(box.x0, box.y0, box.z0) == box.shape:
             return d.read_block(box.x0, box.y0, box.z0)
         return d.read(box.x0, box.x1, box.y0, box.y1, box.z0, box.z1)

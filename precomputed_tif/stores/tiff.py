@@ -35,7 +35,8 @@ class TiffStore(ChunkStore):
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         buf = io.BytesIO()
-        tifffile.imwrite(buf, array, compression="zlib", compressionargs={"level": ZLIB_LEVEL},
+        # Channels follow each other: the pages are channel 0's z planes, then channel 1's.
+        tifffile.imwrite(buf, array.reshape(-1, *box.shape[1:]), compression="zlib", compressionargs={"level": ZLIB_LEVEL},
                          photometric="minisblack", metadata=None)
         write_atomic(self.chunk_path(key, box), buf.getbuffer())
 
@@ -45,15 +46,17 @@ class TiffStore(ChunkStore):
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            return np.zeros(box.shape, self.dtype)
-        array = decode_chunk(data, box.shape, self.dtype)
+            return np.zeros(self.array_shape(box), self.dtype)
+        shape = self.array_shape(box)
+        pages = (int(np.prod(shape[:-2])), *shape[-2:])
+        array = decode_chunk(data, pages, self.dtype)
         if array is not None:
-            return array
+            return array.reshape(shape)
         try:
             array = tifffile.imread(io.BytesIO(data))
         except Exception as exc:
             raise PrecomputedTifError(f"{path} is not a readable chunk ({exc})") from None
-        if array.size != np.prod(box.shape):
-            raise PrecomputedTifError(f"{path} holds {array.shape} voxels, expected {box.shape}")
+        if array.size != np.prod(shape):
+            raise PrecomputedTifError(f"{path} holds {array.shape} voxels, expected {shape}")
         # A chunk one plane thick reads back as 2-D.
-        return array.reshape(box.shape).astype(self.dtype, copy=False)
+        return array.reshape(shape).astype(self.dtype, copy=False)

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - imagecodecs is a dependency
     _inflate = None
 
 _TYPE_SIZE = {3: 2, 4: 4}
-_SAMPLE_FORMAT = {"u": 1, "f": 3}
+_SAMPLE_FORMAT = {"u": 1, "i": 2, "f": 3}
 
 
 def _inflate_strip(data: bytes, size: int) -> bytes:

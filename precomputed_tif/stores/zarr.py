@@ -1,4 +1,5 @@
-"""Each scale a Zarr v2 array ``<key>/`` with ``/`` separated chunk keys, shape (z, y, x).
+"""Each scale a Zarr v2 array ``<key>/`` with ``/`` separated chunk keys, shape (z, y, x),
+or (c, z, y, x) with every channel in each chunk when the volume has several channels.
 
 The array metadata (``.zarray``) is made by zarr-python, so it is exactly what
 Zarr readers expect. Chunks are encoded and written here with the array's own
@@ -56,8 +57,9 @@ class ZarrStore(ChunkStore):
                 continue  # made by an earlier run of the same conversion
             x, y, z = s["size"]
             cx, cy, cz = s["chunk_sizes"][0]
+            lead = (self.channels,) if self.channels > 1 else ()
             zarr.open_array(
-                self.level_dir(s["key"]), mode="w", shape=(z, y, x), chunks=(cz, cy, cx),
+                self.level_dir(s["key"]), mode="w", shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
                 dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
                 dimension_separator="/", **version,
             )
@@ -85,7 +87,7 @@ class ZarrStore(ChunkStore):
             self._meta[key] = meta
         return meta
 
-    def _chunk_path(self, key: str, index: tuple[int, int, int]) -> str:
+    def _chunk_path(self, key: str, index: tuple[int, ...]) -> str:
         parts = [str(i) for i in index]
         sep = self._array_meta(key)["sep"]
         name = os.path.join(*parts) if sep == "/" else sep.join(parts)
@@ -94,7 +96,8 @@ class ZarrStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         meta = self._array_meta(key)
         chunks = meta["chunks"]
-        index = (box.z0 // chunks[0], box.y0 // chunks[1], box.x0 // chunks[2])
+        cz, cy, cx = chunks[-3:]
+        index = (0,) * (len(chunks) - 3) + (box.z0 // cz, box.y0 // cy, box.x0 // cx)
         if array.shape != chunks:
             # Zarr stores edge chunks at full size, padded with the fill value.
             full = np.full(chunks, meta["fill"], meta["dtype"])
@@ -109,7 +112,7 @@ class ZarrStore(ChunkStore):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, data)
 
-    def _read_zarr_chunk(self, key: str, index: tuple[int, int, int]) -> np.ndarray | None:
+    def _read_zarr_chunk(self, key: str, index: tuple[int, ...]) -> np.ndarray | None:
         meta = self._array_meta(key)
         path = self._chunk_path(key, index)
         try:
@@ -128,16 +131,17 @@ class ZarrStore(ChunkStore):
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         meta = self._array_meta(key)
-        cz, cy, cx = meta["chunks"]
-        out = np.empty(box.shape, self.dtype)
+        cz, cy, cx = meta["chunks"][-3:]
+        lead = (0,) * (len(meta["chunks"]) - 3)
+        out = np.empty(self.array_shape(box), self.dtype)
         for iz in range(box.z0 // cz, -(-box.z1 // cz)):
             for iy in range(box.y0 // cy, -(-box.y1 // cy)):
                 for ix in range(box.x0 // cx, -(-box.x1 // cx)):
                     zchunk = Box(ix * cx, (ix + 1) * cx, iy * cy, (iy + 1) * cy, iz * cz, (iz + 1) * cz)
                     part = zchunk.intersect(box)
-                    data = self._read_zarr_chunk(key, (iz, iy, ix))
+                    data = self._read_zarr_chunk(key, (*lead, iz, iy, ix))
                     if data is None:
-                        out[part.relative_to(box)] = meta["fill"]
+                        out[(..., *part.relative_to(box))] = meta["fill"]
                     else:
-                        out[part.relative_to(box)] = data[part.relative_to(zchunk)]
+                        out[(..., *part.relative_to(box))] = data[(..., *part.relative_to(zchunk))]
         return out

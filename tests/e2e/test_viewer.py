@@ -78,8 +78,8 @@ def site():
         web.collect_log()
         wsgi = start_gunicorn(root, config, workers=1, access_log=True)
         wsgi.collect_log()
-        yield {"volume": volume, "keys": [s["key"] for s in info["scales"]], "servers": {"webserver": web,
-                                                                                         "gunicorn": wsgi}}
+        yield {"volume": volume, "keys": [s["key"] for s in info["scales"]], "info": info,
+               "servers": {"webserver": web, "gunicorn": wsgi}}
         web.stop()
         wsgi.stop()
     finally:
@@ -168,11 +168,13 @@ def test_screenshot_command_renders_a_link(site, tmp_path):
     problem = browser_problem()
     if problem:
         (pytest.fail if os.environ.get("REQUIRE_BROWSER") else pytest.skip)(problem)
-    from precomputed_tif.demo import neuroglancer_link
+    from precomputed_tif.links import layer, neuroglancer_link, viewer_state
 
     port = site["servers"]["webserver"].port
-    link = neuroglancer_link(f"precomputed://http://127.0.0.1:{port}/blockfs",
-                             f"precomputed://http://127.0.0.1:{port}/points-blockfs", SHAPE, VOXEL)
+    layers = [layer(f"precomputed://http://127.0.0.1:{port}/blockfs", site["info"], "image"),
+              {"type": "annotation", "source": f"precomputed://http://127.0.0.1:{port}/points-blockfs",
+               "name": "points", "annotationColor": "#ff00ff"}]
+    link = neuroglancer_link(viewer_state(layers, site["info"]))
     exe = os.path.join(os.path.dirname(sys.executable), "precomputed-screenshot")
     proc = subprocess.run([exe, link, "--out", str(tmp_path / "v.png"), "--size", "640x480"],
                           capture_output=True, text=True, timeout=180)
@@ -184,3 +186,95 @@ def test_screenshot_command_renders_a_link(site, tmp_path):
     assert magenta.sum() > 20, "the point layer is not drawn"
     bad = subprocess.run([exe, "not a link", "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- what the conversion's own link shows: channels in colour, signed data -----------------
+
+
+def _plane_correlation(png: bytes, plane: np.ndarray, scale: float, rgb_index: int) -> float:
+    """Correlation of one colour component of the screenshot with the source plane."""
+    from PIL import Image
+
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
+    h, w = shot.shape[:2]
+    ny, nx = plane.shape
+    rows = (np.arange(h) + 0.5 - h / 2) * scale + ny / 2
+    cols = (np.arange(w) + 0.5 - w / 2) * scale + nx / 2
+    inside_r = (rows >= 2) & (rows < ny - 2)
+    inside_c = (cols >= 2) & (cols < nx - 2)
+    sub = shot[np.ix_(inside_r, inside_c)][..., rgb_index]
+    src = plane[np.ix_(rows[inside_r].astype(int), cols[inside_c].astype(int))].astype(float)
+    return float(np.corrcoef(sub.ravel(), src.ravel())[0, 1])
+
+
+@pytest.fixture(scope="module")
+def typed_site():
+    """A 2-channel OME-TIFF and an int16 stack with negative values, converted and served."""
+    import tifffile
+
+    from precomputed_tif.synthetic import synthetic_planes
+
+    root = tempfile.mkdtemp(prefix="pt-e2e-typed-")
+    try:
+        green = np.stack(list(synthetic_planes(SHAPE, seed=1)))
+        magenta = np.stack(list(synthetic_planes(SHAPE, seed=2)))
+        two = np.stack([green, magenta], axis=1)  # z, c, y, x
+        tifffile.imwrite(os.path.join(root, "two.ome.tif"), two, ome=True,
+                         metadata={"axes": "ZCYX", "PhysicalSizeX": VOXEL[0], "PhysicalSizeY": VOXEL[1],
+                                   "PhysicalSizeZ": VOXEL[2]})
+        signed = (green.astype(np.int32) - 1200).astype(np.int16)  # background and dim parts negative
+        tifffile.imwrite(os.path.join(root, "signed.tif"), signed)
+        infos = {}
+        for name, source in (("two", "two.ome.tif"), ("signed", "signed.tif")):
+            infos[name] = convert(os.path.join(root, source), os.path.join(root, name), format="zarr",
+                                  chunk_size=CHUNK, n_cores=1,
+                                  voxel_size=None if name == "two" else VOXEL)
+        config = os.path.join(root, "sources.json")
+        with open(config, "w") as f:
+            json.dump([{"name": n, "directory": os.path.join(root, n)} for n in infos], f)
+        web = start_webserver("--config", config, "--log", "INFO", "--workers", "1")
+        web.collect_log()
+        yield {"two": two, "signed": signed, "infos": infos, "server": web}
+        web.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_printed_link_shows_two_channels_in_two_colours(browser, typed_site):
+    from precomputed_tif.links import dataset_link
+    from precomputed_tif.screenshot import state_from_url
+
+    info = typed_site["infos"]["two"]
+    assert info["num_channels"] == 2
+    assert info["scales"][0]["resolution"] == [v * 1000 for v in VOXEL]  # from the OME-XML
+    server = typed_site["server"]
+    state = state_from_url(dataset_link(f"precomputed://{server.url}/two", info))
+    state["crossSectionScale"], state["layout"] = 0.5, "xy"
+    state["position"][2] = SHAPE[0] // 2 + 0.5
+    browser.show(state)
+    png = browser.screenshot(*SIZE)
+    z = SHAPE[0] // 2
+    green, magenta = typed_site["two"][z, 0], typed_site["two"][z, 1]
+    # Green shows channel 0, red (half of magenta) channel 1, and not the other way round.
+    assert _plane_correlation(png, green, 0.5, 1) > 0.6
+    assert _plane_correlation(png, magenta, 0.5, 0) > 0.6
+    assert _plane_correlation(png, magenta, 0.5, 1) < 0.3
+    assert _plane_correlation(png, green, 0.5, 0) < 0.3
+
+
+def test_the_printed_link_shows_negative_values(browser, typed_site):
+    from precomputed_tif.links import dataset_link
+    from precomputed_tif.screenshot import state_from_url
+
+    info = typed_site["infos"]["signed"]
+    assert info["data_type"] == "int16"
+    lo, hi = info["precomputed_tif"]["display_range"][0]
+    assert lo < 0 < hi
+    server = typed_site["server"]
+    state = state_from_url(dataset_link(f"precomputed://{server.url}/signed", info))
+    state["crossSectionScale"], state["layout"] = 0.5, "xy"
+    state["position"][2] = SHAPE[0] // 2 + 0.5
+    browser.show(state)
+    png = browser.screenshot(*SIZE)
+    plane = typed_site["signed"][SHAPE[0] // 2]
+    assert _plane_correlation(png, plane, 0.5, 1) > 0.6

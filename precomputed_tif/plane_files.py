@@ -1,0 +1,74 @@
+"""Which files a ``--source`` names, and in what z order.
+
+A glob's matches are sorted *naturally*: runs of digits compare as numbers, so
+``img_2.tif`` comes before ``img_10.tif`` whether or not the numbers are
+zero-padded. A path that exists is taken literally even when it holds glob
+characters (a folder named ``run[1]``). A list of files given from Python keeps
+the caller's order.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import logging
+import os
+import re
+from typing import Sequence
+
+from .errors import PrecomputedTifError
+
+log = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key in which digit runs compare by value (``a2`` < ``a10``), then as text."""
+    parts = _DIGITS.split(name)
+    return tuple((0, int(p), p) if i % 2 else (1, 0, p) for i, p in enumerate(parts))
+
+
+def _glob(pattern: str) -> list[str]:
+    """Matches of ``pattern``; where a leading part of it names an existing folder literally
+    (brackets and all), that part is not read as a glob."""
+    if os.path.exists(pattern):
+        return [pattern]
+    matches = globmod.glob(pattern)
+    if matches:
+        return matches
+    head, tail = os.path.split(pattern)
+    while head and not os.path.isdir(head):
+        head = os.path.dirname(head)
+    if head and globmod.has_magic(head):
+        rest = os.path.relpath(pattern, head)
+        return globmod.glob(os.path.join(globmod.escape(head), rest))
+    return []
+
+
+def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
+    """The plane files of a source, in z order; a user error when there are none."""
+    if isinstance(source, (str, os.PathLike)):
+        pattern = os.path.expanduser(str(source))
+        files = sorted(_glob(pattern), key=natural_key)
+        if not files:
+            raise PrecomputedTifError(f"no files match --source {pattern!r}; check the path and quote the glob")
+        _warn_unpadded(files)
+    else:
+        files = [str(f) for f in source]
+        if not files:
+            raise PrecomputedTifError("no source files given")
+    planes = [f for f in files if not os.path.isdir(f)]
+    if not planes:
+        raise PrecomputedTifError(f"--source {source!r} matches only directories; use a glob like 'dir/*.tif'")
+    return planes
+
+
+def _warn_unpadded(files: list[str]) -> None:
+    alphabetical = sorted(files)
+    for natural, plain in zip(files, alphabetical):
+        if natural != plain:
+            log.warning(
+                "plane numbers in the file names are not zero-padded: planes are ordered by number "
+                "(%s before %s), not alphabetically", os.path.basename(natural), os.path.basename(plain),
+            )
+            return
