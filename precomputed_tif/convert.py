@@ -87,7 +87,7 @@ def convert(
     destination.prepare(dest, job, overwrite)
     store = store_cls(dest, info)
     n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
-    passes = plan_passes(geometry, stack.dtype.itemsize * stack.n_channels, block_bytes)
+    passes = plan_passes(geometry, stack.dtype.itemsize * stack.n_channels, block_bytes, stack.whole_rows)
     total = sum(count_chunks(p, geometry) for p in passes)
     done_log = DoneLog(dest)
     done = done_log.load()

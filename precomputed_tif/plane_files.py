@@ -29,20 +29,19 @@ def natural_key(name: str) -> tuple:
 
 
 def _glob(pattern: str) -> list[str]:
-    """Matches of ``pattern``; where a leading part of it names an existing folder literally
-    (brackets and all), that part is not read as a glob."""
+    """Matches of ``pattern``. Where a leading part of it names an existing folder literally
+    (``run[1]``), that part is not read as a glob: the folder the user named wins over
+    folders its brackets would match (``run1``)."""
     if os.path.exists(pattern):
         return [pattern]
-    matches = globmod.glob(pattern)
-    if matches:
-        return matches
-    head, tail = os.path.split(pattern)
+    head = os.path.dirname(pattern)
     while head and not os.path.isdir(head):
         head = os.path.dirname(head)
     if head and globmod.has_magic(head):
-        rest = os.path.relpath(pattern, head)
-        return globmod.glob(os.path.join(globmod.escape(head), rest))
-    return []
+        literal = globmod.glob(os.path.join(globmod.escape(head), os.path.relpath(pattern, head)))
+        if literal:
+            return literal
+    return globmod.glob(pattern)
 
 
 def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:

@@ -79,10 +79,15 @@ class Task:
         return n
 
 
-def plan_passes(geometry: Geometry, itemsize: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> list[Pass]:
+def plan_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                whole_rows: bool = False) -> list[Pass]:
     """Split levels 1..n into passes whose blocks fit in ``block_bytes``.
 
-    Each pass makes at least one new level, however small the budget.
+    ``voxel_bytes`` is the size of one voxel, all channels. Each pass makes at
+    least one new level, however small the budget. With ``whole_rows`` (the
+    planes are stored in compressed strips as wide as the plane, so reading any
+    columns decodes whole rows) the first pass takes blocks as wide as the
+    volume, so each strip is decoded once, when that still fits.
     """
     passes = []
     n = len(geometry.levels)
@@ -90,18 +95,29 @@ def plan_passes(geometry: Geometry, itemsize: int, block_bytes: int = DEFAULT_BL
     from_source = True
     while True:
         start = geometry.level(first)
+        wide = whole_rows and from_source and _fits(geometry, 1, 1, voxel_bytes, block_bytes, wide=True)
         # Grow the pass while the block that makes its coarsest level still fits.
         while last < n:
-            block = _block_size(geometry, first, last + 1)
-            voxels = np.prod([min(b, s) for b, s in zip(block, start.size)])
             writes_a_level = from_source or last > first
-            if voxels * itemsize > block_bytes and writes_a_level:
+            if writes_a_level and not _fits(geometry, first, last + 1, voxel_bytes, block_bytes, wide):
                 break
             last += 1
-        passes.append(Pass(first, last, _block_size(geometry, first, last), from_source))
+        block = _block_size(geometry, first, last)
+        if wide:
+            block = (max(block[0], start.size[0]), *block[1:])
+        passes.append(Pass(first, last, block, from_source))
         if last == n:
             return passes
         first, from_source = last, False
+
+
+def _fits(geometry: Geometry, first: int, last: int, voxel_bytes: int, block_bytes: int, wide: bool) -> bool:
+    """Whether the block that makes levels ``first``..``last`` fits in ``block_bytes``."""
+    size = geometry.level(first).size
+    block = [min(b, s) for b, s in zip(_block_size(geometry, first, last), size)]
+    if wide:
+        block[0] = size[0]
+    return int(np.prod(block)) * voxel_bytes <= block_bytes
 
 
 def _block_size(geometry: Geometry, first: int, last: int) -> tuple[int, int, int]:

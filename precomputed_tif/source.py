@@ -108,6 +108,8 @@ class PlaneStack:
     rgb: bool = False
     voxel_size: tuple = (None, None, None)
     voxel_size_origin: str = ""
+    # Pixels are in compressed strips as wide as the plane: any columns cost whole rows.
+    whole_rows: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -281,6 +283,7 @@ class _FileLayout:
     rgb: bool
     voxel_size: tuple
     voxel_size_origin: str
+    whole_rows: bool
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
@@ -312,10 +315,11 @@ def open_stack(source: str | Sequence[str], segmentation: bool = False, progress
 
 
 def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
-    layout = _file_layout(path, channel, timepoint)
+    layout = _file_layout(path, channel, timepoint, trust_plane_count=True)
     return PlaneStack((path,), layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
                       tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
-                      voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}")
+                      voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
+                      whole_rows=layout.whole_rows)
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -346,7 +350,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
                     _fmt_size(first.voxel_size))
     origin = first.voxel_size_origin and f"{first.voxel_size_origin} of {files[0]}"
     return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
-                      rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin)
+                      rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
+                      whole_rows=first.whole_rows)
 
 
 def _describe(layout: _FileLayout) -> str:
@@ -358,32 +363,41 @@ def _fmt_size(size) -> str:
     return ",".join("?" if v is None else f"{v:g}" for v in size)
 
 
-def _file_layout(path: str, channel: int | None, timepoint: int | None) -> _FileLayout:
-    """Read one file's page headers and metadata; which page (and sample) holds each (z, c)."""
+def _file_layout(path: str, channel: int | None, timepoint: int | None,
+                 trust_plane_count: bool = False) -> _FileLayout:
+    """Read one file's page headers and metadata; which page (and sample) holds each (z, c).
+
+    With ``trust_plane_count`` the number of planes the metadata declares must
+    be there. Files of one plane each are not held to it: tools that split a
+    stack (tiffsplit) copy the whole stack's description into every file.
+    """
     size = os.path.getsize(path) if os.path.exists(path) else 0
     with _tifffile_quiet(), _open(path) as tif:
+        n_headers, chain_ok = _walk_chain(tif, size)
+        declared = _declared_planes(tif) if trust_plane_count else None
+        if not chain_ok:
+            expected = f"{declared}" if declared is not None else f"more than {n_headers}"
+            raise PrecomputedTifError(
+                f"{path} is truncated or damaged: it should hold {expected} planes, but only {n_headers} "
+                "are readable; copy the file again from its original"
+            )
         try:
             n_pages = len(tif.pages)
-            last = tif.pages[n_pages - 1]
-            chain_ok = _next_ifd(tif, last.offset) == 0
             series = tif.series[0]
         except PrecomputedTifError:
             raise
         except Exception as exc:
             raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
-        declared = _declared_planes(tif)
         axes, shape = series.axes, tuple(series.shape)
         page0 = series.keyframe
         height, width = page0.imagelength, page0.imagewidth
         samples = shape[axes.index("S")] if "S" in axes else 1
         dims = [(a, n) for a, n in zip(axes, shape) if a not in "YXS"]
         n_planes = math.prod(n for _, n in dims)
-        if not chain_ok or (declared is not None and declared != n_planes):
-            expected = f"{declared}" if declared is not None else "more than " + str(n_pages)
-            readable = n_planes if chain_ok else n_pages
+        if declared is not None and declared != n_planes:
             raise PrecomputedTifError(
-                f"{path} is truncated or damaged: it should hold {expected} planes, but only {readable} "
-                "are readable; copy the file again from its original"
+                f"{path} is truncated or damaged: its metadata says it holds {declared} planes, but "
+                f"{n_planes} are readable ({n_pages} page headers); copy the file again from its original"
             )
         if page0.imagedepth != 1:
             raise PrecomputedTifError(f"{path}: pages that are volumes themselves (ImageDepth) are not supported")
@@ -398,6 +412,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None) -> _File
         _warn_other_series(tif, path, series)
         locate = _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size)
         voxel_size, origin = tiff_metadata.voxel_size_of(tif)
+        whole_rows = not page0.is_tiled and page0.compression != 1
 
     kinds = _axis_kinds(dims, path)
     n_t, n_z, n_c = (math.prod(n for (_, n), k in zip(dims, kinds) if k == want) for want in "TZC")
@@ -429,7 +444,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None) -> _File
                 [n for _, n in dims]) if dims else 0
             refs.append(locate(int(index), c if samples > 1 else 0))
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin)
+                       voxel_size, origin, whole_rows)
 
 
 def _axis_kinds(dims, path) -> list[str]:
@@ -505,21 +520,27 @@ def _contiguous(page) -> int:
     return int(offsets[0]) if offsets else -1
 
 
-def _next_ifd(tif, ifd: int) -> int:
-    """The 'next page' pointer stored after the page header at ``ifd`` (0 ends the chain;
-    -1 when the file ends before it)."""
+def _walk_chain(tif, size: int) -> tuple[int, bool]:
+    """(number of page headers, whether the chain of them ends properly): follow the 'next
+    page' pointers from the file header until one is 0, or points outside the file, back
+    to a page already seen, or to a header that does not fit in the file."""
     t = tif.tiff
     fh = tif.filehandle
-    fh.seek(ifd)
-    raw = fh.read(t.tagnosize)
-    if len(raw) != t.tagnosize:
-        return -1
-    (n,) = struct.unpack(t.tagnoformat, raw)
-    fh.seek(ifd + t.tagnosize + n * t.tagsize)
-    raw = fh.read(t.offsetsize)
-    if len(raw) != t.offsetsize:
-        return -1
-    return struct.unpack(t.offsetformat, raw)[0]
+    fh.seek(8 if t.is_bigtiff else 4)
+    (ifd,) = struct.unpack(t.offsetformat, fh.read(t.offsetsize))
+    seen = set()
+    while ifd:
+        if ifd in seen or ifd < 8 or ifd + t.tagnosize > size:
+            return len(seen), False
+        seen.add(ifd)
+        fh.seek(ifd)
+        (n,) = struct.unpack(t.tagnoformat, fh.read(t.tagnosize))
+        end = ifd + t.tagnosize + n * t.tagsize
+        if n == 0 or end + t.offsetsize > size:
+            return len(seen) - 1, False
+        fh.seek(end)
+        (ifd,) = struct.unpack(t.offsetformat, fh.read(t.offsetsize))
+    return len(seen), True
 
 
 def _declared_planes(tif) -> int | None:

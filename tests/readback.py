@@ -20,20 +20,21 @@ def expected_chunk_names(size_xyz, chunk_xyz) -> set[str]:
     return names
 
 
-def read_tiff_level(level_dir: str, size_xyz, chunk_xyz, dtype) -> np.ndarray:
-    """Assemble a level from its chunk files, checking that exactly the expected files exist."""
+def read_tiff_level(level_dir: str, size_xyz, chunk_xyz, dtype, channels: int = 1) -> np.ndarray:
+    """Assemble a level from its chunk files, checking that exactly the expected files exist;
+    (c, z, y, x) with several channels (each file holds channel 0's planes, then channel 1's...)."""
     files = [f for f in os.listdir(level_dir) if not f.startswith(".")]
     assert all(f.endswith(".tiff") for f in files), files
     names = {f[: -len(".tiff")] for f in files}
     assert names == expected_chunk_names(size_xyz, chunk_xyz)
     sx, sy, sz = size_xyz
-    out = np.zeros((sz, sy, sx), dtype)
+    out = np.zeros((channels, sz, sy, sx), dtype)
     for name in names:
         x0, x1, y0, y1, z0, z1 = map(int, re.split("[-_]", name))
         chunk = tifffile.imread(os.path.join(level_dir, name + ".tiff"))
         assert chunk.dtype == np.dtype(dtype)
-        out[z0:z1, y0:y1, x0:x1] = chunk.reshape(z1 - z0, y1 - y0, x1 - x0)
-    return out
+        out[:, z0:z1, y0:y1, x0:x1] = chunk.reshape(channels, z1 - z0, y1 - y0, x1 - x0)
+    return out if channels > 1 else out[0]
 
 
 def read_zarr_level(level_dir: str) -> np.ndarray:
@@ -45,14 +46,17 @@ def read_zarr_level(level_dir: str) -> np.ndarray:
     return zarr.open_array(level_dir, mode="r")[:]
 
 
-def read_level(dest: str, fmt: str, scale: dict, dtype) -> np.ndarray:
+def read_level(dest: str, fmt: str, scale: dict, dtype, channels: int = 1) -> np.ndarray:
+    """A level as (z, y, x), or (c, z, y, x) with several channels, read without the project's stores."""
     level_dir = os.path.join(dest, scale["key"])
     if fmt == "tiff":
-        return read_tiff_level(level_dir, scale["size"], scale["chunk_sizes"][0], dtype)
+        return read_tiff_level(level_dir, scale["size"], scale["chunk_sizes"][0], dtype, channels)
     if fmt == "zarr":
         return read_zarr_level(level_dir)
     if fmt == "blockfs":
         from blockfs_reader import read_blockfs
 
-        return read_blockfs(os.path.join(level_dir, "precomputed.blockfs"))
+        names = ["precomputed.blockfs"] + [f"precomputed_c{c}.blockfs" for c in range(1, channels)]
+        levels = [read_blockfs(os.path.join(level_dir, n)) for n in names]
+        return levels[0] if channels == 1 else np.stack(levels)
     raise ValueError(fmt)

@@ -18,27 +18,33 @@ CHUNK = (32, 32, 32)
 FORMATS = ["tiff", "zarr", "blockfs"]
 
 
-def check_dataset(dest, fmt, volume, voxel_size=(1.8, 1.8, 2.0), segmentation=False, chunk=CHUNK, levels=None):
+def check_dataset(dest, fmt, volume, voxel_size=(1.8, 1.8, 2.0), segmentation=False, chunk=CHUNK, levels=None,
+                  channels=1):
+    """Every level equals the reference pyramid; ``volume`` is (c, z, y, x) with channels."""
     with open(os.path.join(dest, "info")) as f:
         info = json.load(f)
-    z, y, x = volume.shape
+    if channels == 1:
+        volume = volume[None]
+    z, y, x = volume.shape[1:]
     g = Geometry((x, y, z), chunk, voxel_size, levels)
     assert info["type"] == ("segmentation" if segmentation else "image")
     assert info["data_type"] == volume.dtype.name
-    assert info["num_channels"] == 1
+    assert info["num_channels"] == channels
     assert "mesh" not in info
     assert [s["key"] for s in info["scales"]] == [lv.key for lv in g.levels]
-    refs = reference_pyramid(volume, [lv.step for lv in g.levels], segmentation)
+    per_channel = [reference_pyramid(v, [lv.step for lv in g.levels], segmentation) for v in volume]
+    refs = [np.stack(levels) for levels in zip(*per_channel)]
     vol = open_volume(dest)
     assert vol.format == fmt
     for scale, level, ref in zip(info["scales"], g.levels, refs):
-        assert scale["size"] == [ref.shape[2], ref.shape[1], ref.shape[0]]
+        assert scale["size"] == [ref.shape[3], ref.shape[2], ref.shape[1]]
         assert scale["resolution"] == pytest.approx([v * 1000 * f for v, f in zip(voxel_size, level.factor)])
         assert scale["voxel_offset"] == [0, 0, 0]
         assert scale["chunk_sizes"] == [list(chunk)]
         assert scale["encoding"] == "raw"
-        independent = read_level(dest, fmt, scale, volume.dtype)
-        through_store = vol.read(scale["key"])
+        independent = read_level(dest, fmt, scale, volume.dtype, channels).reshape(ref.shape)
+        through_store = vol.read(scale["key"]).reshape(ref.shape)
+        assert vol.read(scale["key"]).ndim == (3 if channels == 1 else 4)
         for got in (independent, through_store):
             if volume.dtype.kind == "f":
                 np.testing.assert_allclose(got, ref, rtol=1e-6, err_msg=scale["key"])
@@ -63,6 +69,32 @@ def test_segmentation_every_dtype(tmp_path, fmt, dtype):
     glob = write_planes(tmp_path / "src", volume)
     convert(glob, str(tmp_path / "out"), format=fmt, chunk_size=CHUNK, segmentation=True, n_cores=1)
     check_dataset(tmp_path / "out", fmt, volume, segmentation=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32"])
+def test_signed_images_are_stored_as_they_are(tmp_path, fmt, dtype):
+    """Negative values survive, and the mean pyramid rounds them half up like any integer."""
+    info = np.iinfo(dtype)
+    volume = np.random.default_rng(11).integers(info.min, info.max, SHAPE, dtype=dtype, endpoint=True)
+    volume[:, :4] = info.min  # sums of minima must not overflow either
+    volume[:, 4:8] = info.max
+    glob = write_planes(tmp_path / "src", volume)
+    convert(glob, str(tmp_path / "out"), format=fmt, chunk_size=CHUNK, n_cores=1)
+    check_dataset(tmp_path / "out", fmt, volume)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_channels_make_one_dataset(tmp_path, fmt):
+    """A 3-channel OME-TIFF (z, c, y, x pages) becomes one 3-channel dataset, each channel's pyramid its own."""
+    volume = np.stack([make_volume(SHAPE, "uint16", seed=s) for s in (20, 21, 22)])  # c, z, y, x
+    path = tmp_path / "three.ome.tif"
+    tifffile.imwrite(path, volume.transpose(1, 0, 2, 3), ome=True, metadata={"axes": "ZCYX"})
+    convert(str(path), str(tmp_path / "out"), format=fmt, chunk_size=CHUNK, n_cores=2, block_bytes=32**3 * 6)
+    info = check_dataset(tmp_path / "out", fmt, volume, channels=3)
+    assert len(info["precomputed_tif"]["display_range"]) == 3
+    convert(str(path), str(tmp_path / "one"), format=fmt, chunk_size=CHUNK, n_cores=1, channel=2)
+    check_dataset(tmp_path / "one", fmt, volume[2])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -92,14 +124,18 @@ def test_segmentation_in_small_blocks(tmp_path):
     check_dataset(tmp_path / "out", "zarr", volume, segmentation=True, chunk=(8, 8, 8))
 
 
-@pytest.mark.parametrize("compression,tile", [("zlib", None), ("lzw", (32, 48)), ("zstd", None), ("packbits", None)])
-def test_compressed_and_tiled_planes(tmp_path, compression, tile):
+@pytest.mark.parametrize("compression,tile,budget", [
+    ("zlib", None, 32 * 32 * 32 * 2), ("lzw", (32, 48), 32 * 32 * 32 * 2), ("zstd", None, 32 * 32 * 32 * 2),
+    ("packbits", None, 32 * 32 * 32 * 2), ("lzw", None, 16 * 16 * 16 * 2),
+])
+def test_compressed_and_tiled_planes(tmp_path, compression, tile, budget):
     volume = make_volume(SHAPE, "uint16", seed=6)
     glob = write_planes(tmp_path / "src", volume, compression=compression,
                         tile=tile and (32, 48), rowsperstrip=None if tile else 8)
-    # Blocks narrower than a plane make every task read only part of each strip or tile.
+    # Strips as wide as the plane are read by blocks as wide as the plane where the budget allows
+    # (all but the last case); tiles, and strips under the smallest budget, by narrower blocks.
     convert(glob, str(tmp_path / "out"), format="zarr", chunk_size=(16, 16, 16), n_cores=1,
-            block_bytes=32 * 32 * 32 * 2)
+            block_bytes=budget)
     check_dataset(tmp_path / "out", "zarr", volume, chunk=(16, 16, 16))
 
 
@@ -161,3 +197,19 @@ def test_output_files_are_readable_by_others(tmp_path):
 def test_python_api_is_exported():
     assert precomputed_tif.convert is convert
     assert callable(precomputed_tif.open_volume)
+
+
+def test_planes_in_whole_width_strips_are_read_by_whole_width_blocks():
+    """Each compressed strip is then decoded once per pass, not once per block it crosses."""
+    from precomputed_tif.pyramid import plan_passes
+
+    g = Geometry((1000, 300, 200), (64, 64, 64))
+    budget = 64 * 2**20
+    narrow = plan_passes(g, 2, budget)
+    wide = plan_passes(g, 2, budget, whole_rows=True)
+    assert narrow[0].block[0] < 1000 <= wide[0].block[0]
+    bx, by, bz = wide[0].block
+    assert 1000 * min(by, 300) * min(bz, 200) * 2 <= budget
+    assert wide[-1].last == narrow[-1].last == len(g.levels)
+    # When not even one chunk-high row of blocks fits, blocks stay narrow.
+    assert plan_passes(g, 2, 64 * 64 * 999 * 2, whole_rows=True)[0].block[0] == 64
