@@ -24,7 +24,7 @@ setup(
     extras_require={
         "view": ["neuroglancer>=2.38", "selenium>=4.10"],
         "dask": ["distributed>=2023.1"],
-        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38",
+        "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38", "Pillow>=9",
                  "selenium>=4.10", "distributed>=2023.1"],
     },
     entry_points={
