@@ -379,7 +379,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
             expected = f"{declared}" if declared is not None else f"more than {n_headers}"
             raise PrecomputedTifError(
                 f"{path} is truncated or damaged: it should hold {expected} planes, but only {n_headers} "
-                "are readable; copy the file again from its original"
+                f"can be read; copy the file again from its original"
             )
         try:
             n_pages = len(tif.pages)
@@ -397,7 +397,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         if declared is not None and declared != n_planes:
             raise PrecomputedTifError(
                 f"{path} is truncated or damaged: its metadata says it holds {declared} planes, but "
-                f"{n_planes} are readable ({n_pages} page headers); copy the file again from its original"
+                f"{n_planes} can be read ({n_pages} page headers); copy the file again from its original"
             )
         if page0.imagedepth != 1:
             raise PrecomputedTifError(f"{path}: pages that are volumes themselves (ImageDepth) are not supported")
@@ -498,12 +498,12 @@ def _page_locator(tif, path, series, pages, n_planes, height, width, samples, dt
     if series.dataoffset is None or not raw or not contiguous_samples:
         raise PrecomputedTifError(
             f"{path} is truncated or damaged: it should hold {n_planes} planes, but only {len(pages)} "
-            "are readable")
+            "can be read")
     end = series.dataoffset + n_planes * plane_bytes
     if end > size:
         readable = max(0, (size - series.dataoffset) // plane_bytes)
         raise PrecomputedTifError(
-            f"{path} is truncated: it should hold {n_planes} planes, but only {readable} are readable "
+            f"{path} is truncated: it should hold {n_planes} planes, but only {readable} can be read "
             f"(the file has {size} of {end} bytes)")
 
     def locate_contiguous(index, sample):
