@@ -101,6 +101,10 @@ def _remove_dataset(dest: str, info, record) -> None:
             if isinstance(s, dict) and _SCALE_DIR.match(str(s.get("key", ""))):
                 keys.add(s["key"])
     _unlink(os.path.join(dest, INFO))
+    # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
+    for name in ("mesh", "segment_properties", ".mesh-work"):
+        if name == ".mesh-work" or (isinstance(info, dict) and info.get(name) == name):
+            shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
     for key in sorted(keys):
         shutil.rmtree(os.path.join(dest, key), ignore_errors=True)
     _unlink(os.path.join(dest, JOB_RECORD))
