@@ -60,7 +60,7 @@ def zorder(positions: np.ndarray) -> np.ndarray:
     """Z-curve (Morton) codes of (n, 3) x, y, z grid positions, x in the lowest bit."""
     p = np.asarray(positions, np.uint64).reshape(-1, 3)
     code = np.zeros(len(p), np.uint64)
-    for bit in range(21):
+    for bit in range(int(p.max(initial=0)).bit_length()):
         for axis in range(3):
             code |= ((p[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
     return code
