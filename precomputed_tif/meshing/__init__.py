@@ -98,11 +98,14 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
             for task_id in executor.imap_unordered(run_block, todo):
                 done_log.record(task_id)
                 bar.update(1)
+        log.info("meshed %d blocks in %.1f s", len(tasks), time.perf_counter() - started)
         counts, n_segments, total_bytes = _gather([t.path for t in tasks])
         spec, groups = plan_groups(n_segments, total_bytes, sharded)
         os.makedirs(out, exist_ok=True)
         merges = [MergeTask(tuple(t.path for t in tasks), os.path.abspath(out), spec, groups, g, num_lods, node)
                   for g in range(groups)]
+        log.info("%d segments, %.1f MiB of fragments, written in %d %s", n_segments, total_bytes / 2**20, groups,
+                 "shards" if spec else "groups")
         todo = [m for m in merges if m.id not in done]
         with tqdm(total=len(merges), initial=len(merges) - len(todo), desc="writing meshes", unit="group",
                   disable=not progress) as bar:
