@@ -270,3 +270,38 @@ def test_user_mistakes(datasets, labels, tmp_path, capsys):
     proc = subprocess.run([exe, "--dataset", str(image)], capture_output=True, text=True)
     assert proc.returncode == 2
     one_line_error(proc.stderr, "precomputed-mesh", "not a segmentation")
+
+
+def test_a_dask_cluster_writes_the_same_meshes(datasets, tmp_path):
+    import shutil
+
+    distributed = pytest.importorskip("distributed")
+    dest = tmp_path / "dask"
+    shutil.copytree(datasets["blockfs"], dest)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  scheduler_port=0, silence_logs=40) as cluster:
+        mesh_dataset(str(dest), dask_scheduler=cluster.scheduler_address, node=NODE, sharded=True)
+    for name in os.listdir(os.path.join(datasets["blockfs"], "mesh")):
+        assert (dest / "mesh" / name).read_bytes() == open(os.path.join(datasets["blockfs"], "mesh", name),
+                                                           "rb").read()
+
+
+def test_meshing_stays_under_the_memory_limit(tmp_path):
+    """Two workers and the main process, all together, under --memory-limit (RSS summed, so
+    shared libraries count once per process: stricter than the limit needs)."""
+    from peak_rss import PeakRSS
+
+    labels = cell_volume().repeat(3, 0).repeat(3, 1).repeat(3, 2)  # 207 x 153 x 111
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    convert(str(tmp_path / "labels.tif"), str(tmp_path / "cells"), segmentation=True, n_cores=1)
+    import psutil
+
+    limit = 330 * 2**20
+    here = psutil.Process().memory_info().rss  # this test process, not part of the command
+    with PeakRSS() as peak:
+        code = subprocess.run([os.path.join(os.path.dirname(sys.executable), "precomputed-mesh"), "--dataset",
+                               str(tmp_path / "cells"), "--memory-limit", str(limit), "--n-cores", "2"],
+                              capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    assert "instead of 2" not in code.stderr  # two workers fit
+    assert peak.peak - here < limit, f"{(peak.peak - here) / 2**20:.0f} MiB"

@@ -55,12 +55,11 @@ class LodData:
         self.volume = volume
         self.size = lod_size(volume.size(volume.keys[0]), lod)
         want = 2**lod
-        best = 0
-        for i, f in enumerate(scale_factors(volume.info)):
-            if all(want % a == 0 for a in f) and np.prod(f) > np.prod(scale_factors(volume.info)[best]):
-                best = i
+        factors = scale_factors(volume.info)
+        usable = [i for i, f in enumerate(factors) if all(want % a == 0 for a in f)]
+        best = max(usable, key=lambda i: np.prod(factors[i]))  # scale 0 (factors 1) always qualifies
         self.key = volume.keys[best]
-        self.ratio = tuple(want // a for a in scale_factors(volume.info)[best])
+        self.ratio = tuple(want // a for a in factors[best])
         self.stored_size = volume.size(self.key)
 
     def read(self, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
@@ -140,57 +139,55 @@ def run_block(task: BlockTask) -> str:
     """Mesh one block; writes its work file and returns the task's id."""
     import zmesh
 
-    volume = open_volume(task.dataset)
-    data = LodData(volume, task.lod)
     B = task.node
     lo_u = tuple(k * B for k in task.lo)
-    hi_u = tuple(k * B for k in task.hi)
-    block = data.padded(lo_u, hi_u)  # (z, y, x), u from lo_u to hi_u inclusive
-    part = B if task.lod == 0 else B // 2
+    block = LodData(open_volume(task.dataset), task.lod).padded(lo_u, tuple(k * B for k in task.hi))
     mesher = zmesh.Mesher((1, 1, 1))
     index, blobs = [], []
     for nz in range(task.lo[2], task.hi[2]):
         for ny in range(task.lo[1], task.hi[1]):
             for nx in range(task.lo[0], task.hi[0]):
-                pieces: dict[int, list] = {}
-                node_u = (nx * B, ny * B, nz * B)
-                steps = 1 if task.lod == 0 else 2
-                for cz in range(steps):
-                    for cy in range(steps):
-                        for cx in range(steps):
-                            origin = (node_u[0] + cx * part, node_u[1] + cy * part, node_u[2] + cz * part)
-                            rel = [o - l for o, l in zip(origin, lo_u)]
-                            sub = block[rel[2]:rel[2] + part + 1, rel[1]:rel[1] + part + 1,
-                                        rel[0]:rel[0] + part + 1]
-                            if sub.size == 0 or min(sub.shape) < 2 or not sub.any():
-                                continue
-                            mesher.mesh(np.asfortranarray(sub.T))
-                            for label in mesher.ids():
-                                m = mesher.get(label, normals=False)
-                                if len(m.faces) == 0:
-                                    continue
-                                pieces.setdefault(int(label), []).append(
-                                    (m.vertices.astype(np.float64) + origin, m.faces))
-                            mesher.clear()
-                for label, parts_ in pieces.items():
-                    verts, faces, base = [], [], 0
-                    for v, f in parts_:
-                        verts.append(v)
-                        faces.append(f.astype(np.uint32) + base)
-                        base += len(v)
-                    q = quantize(np.concatenate(verts), (nx, ny, nz), B)
-                    blob = encode_fragment(q, np.concatenate(faces))
+                for label, vertices, faces in _mesh_node(mesher, block, lo_u, (nx, ny, nz), B, task.lod):
+                    blob = encode_fragment(quantize(vertices, (nx, ny, nz), B), faces)
                     index.append((label, task.lod, nx, ny, nz, len(blob)))
                     blobs.append(blob)
     counts = np.zeros((0, 2), np.uint64)
     if task.lod == 0:
-        # Each node owns the voxels with u in [kB, (k+1)B): those are counted once over all tasks.
-        own = block[:-1, :-1, :-1] if block.size else block
-        labels, n = np.unique(own, return_counts=True)
+        # Each node owns the voxels with u in [kB, (k+1)B): each voxel is counted by one task.
+        labels, n = np.unique(block[:-1, :-1, :-1], return_counts=True)
         keep = labels != 0
         counts = np.stack([labels[keep].astype(np.uint64), n[keep].astype(np.uint64)], axis=1)
     write_work_file(task.path, np.array(index, np.uint64).reshape(-1, 6), counts, blobs)
     return task.id
+
+
+def _mesh_node(mesher, block: np.ndarray, lo_u, position, node: int, lod: int):
+    """(label, vertices in u, faces) of every segment in one octree node of ``block``.
+
+    Above lod 0 each octant is meshed on its own, so that no triangle crosses the middle of the
+    node (Neuroglancer draws a coarse node's octants separately where finer ones are missing).
+    """
+    part = node if lod == 0 else node // 2
+    steps = range(1 if lod == 0 else 2)
+    pieces: dict[int, list] = {}
+    for cz in steps:
+        for cy in steps:
+            for cx in steps:
+                origin = [p * node + c * part for p, c in zip(position, (cx, cy, cz))]
+                x, y, z = (o - lo for o, lo in zip(origin, lo_u))
+                sub = block[z:z + part + 1, y:y + part + 1, x:x + part + 1]  # voxels u in [origin, origin + part]
+                if not sub.any():
+                    continue
+                mesher.mesh(np.asfortranarray(sub.T))  # zmesh wants x, y, z
+                for label in mesher.ids():
+                    m = mesher.get(label, normals=False)
+                    if len(m.faces):
+                        pieces.setdefault(int(label), []).append((m.vertices.astype(np.float64) + origin, m.faces))
+                mesher.clear()
+    for label, parts in pieces.items():
+        starts = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
+        yield (label, np.concatenate([v for v, _ in parts]),
+               np.concatenate([f.astype(np.uint32) + np.uint32(s) for (_, f), s in zip(parts, starts)]))
 
 
 def write_work_file(path: str, index: np.ndarray, counts: np.ndarray, blobs: list[bytes]) -> None:
