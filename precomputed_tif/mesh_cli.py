@@ -28,8 +28,9 @@ selected segments in its 3-D view and lists every segment with its voxel count.
 def add_mesh_arguments(p: argparse.ArgumentParser) -> None:
     """The options meshing adds to a command (shared with ``precomputed-tif --mesh``)."""
     p.add_argument("--properties", metavar="CSV", default=None,
-                   help="segment names, tags and other columns for Neuroglancer's segment list "
-                        "(a CSV file with an id column; see the examples)")
+                   help="segment names, tags and other columns for Neuroglancer's segment list: a CSV "
+                        "file with a header and an id column, and name, tags (separated by ;), description "
+                        "or other columns (precomputed-mesh -h shows an example)")
     p.add_argument("--sharded", choices=("auto", "yes", "no"), default="auto",
                    help="store meshes in a few shard files (yes) or two files per segment (no); "
                         "default: sharded above 256 segments")
