@@ -99,6 +99,8 @@ def timed(commands, parallel=1):
                 _, err = p.communicate()
                 if p.returncode:
                     raise SystemExit(f"{' '.join(argv)} failed:\n{err[-2000:]}")
+            print(f"  {' '.join(os.path.basename(a) for a in argv[:3])} (x{copies}): "
+                  f"{time.perf_counter() - t:.1f} s so far", flush=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -152,7 +154,7 @@ def main(argv=None):
     shutil.rmtree(layer, ignore_errors=True)
     shutil.rmtree(queue, ignore_errors=True)
     info = CloudVolume.create_new_info(num_channels=1, layer_type="segmentation", data_type="uint32",
-                                       encoding="raw", resolution=[1, 1, 1], voxel_offset=[0, 0, 0],
+                                       encoding="raw", resolution=[1000, 1000, 1000], voxel_offset=[0, 0, 0],
                                        chunk_size=[64, 64, 64], volume_size=list(shape[::-1]))
     cv = CloudVolume(f"file://{os.path.abspath(layer)}", info=info, progress=False)
     cv.commit_info()
