@@ -20,6 +20,7 @@ setup(
         "numcodecs>=0.11",
         "scikit-image>=0.20",
         "tqdm>=4.60",
+        "compressed-segmentation>=2.2",
     ],
     extras_require={
         "view": ["neuroglancer>=2.38", "selenium>=4.10"],

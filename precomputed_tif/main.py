@@ -21,6 +21,10 @@ examples:
   precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation
   precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
   precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
+  precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
+        (Neuroglancer's own files: any static web server or bucket serves them)
+  precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
+        (store an existing dataset again, in another format, without its TIFF planes)
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
@@ -35,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--source", required=True, metavar="GLOB",
-                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it); sorted by the numbers in "
+                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it), or the directory of an "
+                        "existing dataset to store again in another --format; planes are sorted by the numbers in "
                         "their names (img_2 before img_10), the first file is z = 0. A single multi-page TIFF "
                         "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
                         "channels, time points. A path that exists is taken as it is, brackets and all.")
@@ -54,7 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
     p.add_argument("--format", default="tiff", metavar="FORMAT",
-                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff)")
+                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff). tiff, zarr and blockfs "
+                        "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
+                        "is Neuroglancer's own format, which any static web server or bucket serves")
+    p.add_argument("--encoding", default=None, metavar="NAME",
+                   help="with --format precomputed: raw (default for images), png (lossless; uint8, or "
+                        "one-channel uint16), jpeg (lossy; uint8 with 1 or 3 channels) or "
+                        "compressed_segmentation (default for --segmentation)")
+    p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
+                   help="with --encoding jpeg: 1-100 (default 90); coarser levels are still made from the "
+                        "lossless data")
+    shard = p.add_mutually_exclusive_group()
+    shard.add_argument("--sharded", dest="sharded", action="store_const", const=True, default=None,
+                       help="with --format precomputed: store every scale that can be in a few shard files "
+                            "(default: the scales of more than 64 chunks)")
+    shard.add_argument("--unsharded", dest="sharded", action="store_const", const=False,
+                       help="with --format precomputed: one file per chunk at every scale")
     p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
                    help="chunk size in voxels (default: 64,64,64)")
     p.add_argument("--segmentation", action="store_true",
@@ -107,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                        chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
                        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
                        memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
-                       timepoint=args.timepoint)
+                       timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
+                       sharded=args.sharded)
         print(summary(args.dest, info))
 
     return run_main("precomputed-tif", body)

@@ -12,7 +12,7 @@ server serves one directory):
   as Neuroglancer's raw encoding: little-endian, x fastest; a chunk that was
   never stored reads as zeros; a name that is not a chunk of that scale is 404;
 * anything else -- a static file under the dataset's directory (annotation
-  layers, sharded data, a ``raw`` dataset's chunks), with byte ranges.
+  layers, a native precomputed dataset's chunk and shard files), with byte ranges.
 
 Only regular files inside the dataset's directory are ever read: no path
 segment may be empty-dotted (``.``, ``..``, hidden names), and the resolved
@@ -36,12 +36,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import PrecomputedTifError
-from .geometry import Box, is_chunk
+from .geometry import Scale
 from .volume import Volume
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "zarr", "blockfs", "raw")
+# "raw" is the name older configurations use for "precomputed" (Neuroglancer's own files).
+FORMATS = ("tiff", "zarr", "blockfs", "precomputed", "raw")
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 CORS = [
     ("Access-Control-Allow-Origin", "*"),
@@ -119,7 +120,8 @@ class Dataset:
 
     @property
     def serves_raw(self) -> bool:
-        return self.format == "raw"
+        """Whether the files are already what Neuroglancer asks for, to be sent as they are."""
+        return self.format in ("raw", "precomputed")
 
     def volume(self) -> tuple[Volume | None, bytes]:
         """The open volume and its ``info`` as sent, or (None, b"") for a directory that is served
@@ -220,7 +222,7 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     except PrecomputedTifError as exc:
         log.warning("source %s: %s", dataset.name, exc)
         return text_response(404)
-    if volume is None:
+    if volume is None or volume.format == "precomputed":
         return _static(dataset, rest, headers)
     if rest == ["info"]:
         return _bytes(info_bytes, "application/json")
@@ -230,15 +232,9 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
 
 
 def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response:
-    try:
-        box = Box.parse(name)
-    except ValueError:
+    local = Scale.from_info(volume.store.scale(key)).parse(name)
+    if local is None:
         return text_response(404)
-    scale = volume.store.scale(key)
-    if not is_chunk(box, scale["size"], scale["chunk_sizes"][0], scale.get("voxel_offset", (0, 0, 0))):
-        return text_response(404)
-    x, y, z = scale.get("voxel_offset", (0, 0, 0))
-    local = Box(box.x0 - x, box.x1 - x, box.y0 - y, box.y1 - y, box.z0 - z, box.z1 - z)
     array = volume.store.read_chunk(key, local)
     body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
     extra = []

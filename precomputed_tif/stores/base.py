@@ -22,6 +22,8 @@ class ChunkStore(ABC):
     """
 
     format: str = ""
+    # Scales whose chunks are also kept losslessly, to be read back (see the precomputed store).
+    lossless_copies: frozenset = frozenset()
 
     def __init__(self, root: str, info: dict):
         self.root = os.path.abspath(root)
@@ -88,3 +90,28 @@ class ChunkStore(ABC):
 
     def finish(self) -> None:
         """Flush and close whatever a writer holds open; the store stays usable."""
+
+    def drop_lossless_copies(self) -> None:
+        """Remove the lossless copies kept for reading back, once nothing needs them."""
+
+    def writer(self) -> "DirectWriter":
+        """What one task writes through; its ``finish`` is called when the task's chunks are all
+        written, ``abort`` when the task fails. Layouts whose files hold many chunks (shards)
+        collect them here."""
+        return DirectWriter(self)
+
+
+class DirectWriter:
+    """Writes every chunk straight into the store."""
+
+    def __init__(self, store: ChunkStore):
+        self.store = store
+
+    def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
+        self.store.write_chunk(key, box, array)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
