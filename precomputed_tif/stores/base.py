@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..errors import PrecomputedTifError
+from ..atomic import sync_files
+from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box
 
 
@@ -24,9 +26,16 @@ class ChunkStore(ABC):
 
     def __init__(self, root: str, info: dict):
         self.root = os.path.abspath(root)
+        self.real_root = os.path.realpath(self.root)
         self.info = info
         self.dtype = np.dtype(info["data_type"])
         self._scales = {s["key"]: s for s in info["scales"]}
+        self._unsynced: list[str] = []  # chunk files written since the last finish()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_unsynced"] = []
+        return state
 
     def scale(self, key: str) -> dict:
         try:
@@ -81,4 +90,43 @@ class ChunkStore(ABC):
         return out
 
     def finish(self) -> None:
-        """Flush and close whatever a writer holds open; the store stays usable."""
+        """Make every chunk written so far durable (flushed to disk, data before names), and
+        close whatever a writer holds open; the store stays usable. A conversion records a
+        task as done only after its store's ``finish`` returned."""
+        paths, self._unsynced = self._unsynced, []
+        if paths:
+            sync_files(paths, self.root)
+
+    def inside(self, path: str) -> bool:
+        """True when ``path``, symlinks followed, lies inside the dataset's directory."""
+        return os.path.realpath(path).startswith(self.real_root + os.sep)
+
+    def read_file(self, path: str) -> bytes | None:
+        """The bytes of one stored file, or None when there is none.
+
+        Only a regular file inside the dataset's directory is read: a FIFO (which
+        would block the reader forever), a device or a symlink leading out of the
+        dataset is damage, not data.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DamagedData(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DamagedData(f"{path} is not a regular file")
+            if not self.inside(path):
+                raise DamagedData(f"{path} leads out of {self.root} through a symlink")
+            parts, left = [], st.st_size
+            while True:
+                block = os.read(fd, max(left, 1 << 16))
+                if not block:
+                    break
+                parts.append(block)
+                left -= len(block)
+            return b"".join(parts)
+        finally:
+            os.close(fd)

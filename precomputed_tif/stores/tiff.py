@@ -9,7 +9,7 @@ import numpy as np
 import tifffile
 
 from ..atomic import write_atomic
-from ..errors import PrecomputedTifError
+from ..errors import DamagedData
 from ..geometry import Box
 from .base import ChunkStore
 from .tiff_chunk import decode_chunk
@@ -37,14 +37,14 @@ class TiffStore(ChunkStore):
         buf = io.BytesIO()
         tifffile.imwrite(buf, array, compression="zlib", compressionargs={"level": ZLIB_LEVEL},
                          photometric="minisblack", metadata=None)
-        write_atomic(self.chunk_path(key, box), buf.getbuffer())
+        path = self.chunk_path(key, box)
+        write_atomic(path, buf.getbuffer(), durable=False)
+        self._unsynced.append(path)
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         path = self.chunk_path(key, box)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
+        data = self.read_file(path)
+        if data is None:
             return np.zeros(box.shape, self.dtype)
         array = decode_chunk(data, box.shape, self.dtype)
         if array is not None:
@@ -52,8 +52,10 @@ class TiffStore(ChunkStore):
         try:
             array = tifffile.imread(io.BytesIO(data))
         except Exception as exc:
-            raise PrecomputedTifError(f"{path} is not a readable chunk ({exc})") from None
-        if array.size != np.prod(box.shape):
-            raise PrecomputedTifError(f"{path} holds {array.shape} voxels, expected {box.shape}")
-        # A chunk one plane thick reads back as 2-D.
+            raise DamagedData(f"{path} is not a readable chunk ({exc})") from None
+        # Only the shape's axes of length 1 may differ (a chunk one plane thick reads back as 2-D).
+        if [n for n in array.shape if n != 1] != [n for n in box.shape if n != 1]:
+            raise DamagedData(f"{path} holds {array.shape} voxels, expected {box.shape}")
+        if array.dtype.kind != self.dtype.kind or array.dtype.itemsize != self.dtype.itemsize:
+            raise DamagedData(f"{path} holds {array.dtype.name} voxels in a {self.dtype.name} dataset")
         return array.reshape(box.shape).astype(self.dtype, copy=False)
