@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..atomic import sync_files
+from ..atomic import sync_directory, sync_files
 from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box
 
@@ -67,6 +67,20 @@ class ChunkStore(ABC):
         """
         for s in self.info["scales"]:
             os.makedirs(self.level_dir(s["key"]), exist_ok=True)
+        if type(self).create is ChunkStore.create:
+            self.sync_created()
+
+    def sync_created(self) -> None:
+        """Flush what :meth:`create` made (level directories and the files directly in them) to
+        disk, so no chunk recorded later depends on metadata that could still be lost."""
+        paths = []
+        for s in self.info["scales"]:
+            with os.scandir(self.level_dir(s["key"])) as it:
+                paths += [e.path for e in it if e.is_file(follow_symlinks=False) and not _is_chunk_name(e.name)]
+        sync_files(paths, self.root)
+        for s in self.info["scales"]:
+            sync_directory(self.level_dir(s["key"]))
+        sync_directory(self.root)
 
     @abstractmethod
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
@@ -130,3 +144,8 @@ class ChunkStore(ABC):
             return b"".join(parts)
         finally:
             os.close(fd)
+
+
+def _is_chunk_name(name: str) -> bool:
+    """Chunk files are written (and flushed) by tasks; create() flushes only metadata."""
+    return not name.startswith(".") and name.endswith(".tiff")

@@ -55,6 +55,7 @@ class BlockfsStore(ChunkStore):
             create(self.directory_path(s["key"]), s["size"], s["chunk_sizes"][0], self.dtype,
                    n_files=max(1, n_writers), compression=COMPRESSION,
                    compression_level=COMPRESSION_LEVEL).close()
+        self.sync_created()
 
     def _directory(self, key: str, writable: bool) -> Directory:
         d = self._dirs.get(key)

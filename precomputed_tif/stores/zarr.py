@@ -62,6 +62,7 @@ class ZarrStore(ChunkStore):
                 dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
                 dimension_separator="/", **version,
             )
+        self.sync_created()
 
     def _array_meta(self, key: str) -> dict:
         meta = self._meta.get(key)
