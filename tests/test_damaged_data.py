@@ -61,6 +61,11 @@ def site(tmp_path_factory):
     truncate(f"{z}/1_1_1/0/0/0", 16)
     truncate(f"{z}/1_1_1/0/0/1", 100)
     truncate(f"{z}/1_1_1/0/1/0", os.path.getsize(f"{z}/1_1_1/0/1/0") // 2)
+    # 16 bytes flipped inside a zarr chunk and inside a TIFF chunk.
+    zf = damaged("zarr-flipped", "zarr")
+    flip(f"{zf}/1_1_1/0/0/0", os.path.getsize(f"{zf}/1_1_1/0/0/0") // 2)
+    tfl = damaged("tiff-flipped", "tiff")
+    flip(f"{tfl}/1_1_1/0-32_0-32_0-32.tiff", os.path.getsize(f"{tfl}/1_1_1/0-32_0-32_0-32.tiff") // 2)
     # blockfs: one entry claims fewer bytes than its frame, one more than its block file holds,
     # and one block has 16 bytes flipped.
     b = damaged("blockfs-damaged", "blockfs")
@@ -89,6 +94,7 @@ def site(tmp_path_factory):
     import tifffile
 
     tf = damaged("tiff-mismatch", "tiff")
+    os.unlink(f"{tf}/1_1_1/.precomputed-tif-crc32")  # as written by another tool: no checksums
     tifffile.imwrite(f"{tf}/1_1_1/0-32_0-32_0-32.tiff", (volume[:32, :32, :32] % 256).astype(np.uint8))
     tifffile.imwrite(f"{tf}/1_1_1/32-64_0-32_0-32.tiff", volume[:32, :32, :32].reshape(16, 64, 32))
     config = root / "sources.json"
@@ -148,6 +154,14 @@ def test_truncated_zarr_chunk_is_an_error_not_heap_bytes(server, site, chunk, fi
     assert hits and len(hits) <= 2  # once per worker process at most
     status, _, body = server.request("/zarr-truncated/1_1_1/32-64_32-64_0-32")
     assert status == 200 and body == chunk_bytes(site["volume"], 32, 64, 32, 64, 0, 32)
+
+
+@pytest.mark.parametrize("name", ["zarr-flipped", "tiff-flipped"])
+def test_flipped_bytes_are_detected_not_served(server, site, name):
+    assert_damaged(server, site, f"/{name}/1_1_1/0-32_0-32_0-32")
+    assert logged(server, f"{name}/1_1_1/0") and logged(server, "checksum mismatch")
+    status, _, body = server.request(f"/{name}/1_1_1/32-64_32-64_32-40")
+    assert status == 200 and body == chunk_bytes(site["volume"], 32, 64, 32, 64, 32, 40)
 
 
 def test_damaged_blockfs_entries_and_blocks(server, site):

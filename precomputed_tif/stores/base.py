@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
+import zlib
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -31,10 +33,11 @@ class ChunkStore(ABC):
         self.dtype = np.dtype(info["data_type"])
         self._scales = {s["key"]: s for s in info["scales"]}
         self._unsynced: list[str] = []  # chunk files written since the last finish()
+        self._sums: dict[str, dict[int, tuple[int, int]]] = {}  # key -> slot -> (size, crc), for finish()
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_unsynced"] = []
+        state["_unsynced"], state["_sums"] = [], {}
         return state
 
     def scale(self, key: str) -> dict:
@@ -68,6 +71,7 @@ class ChunkStore(ABC):
         for s in self.info["scales"]:
             os.makedirs(self.level_dir(s["key"]), exist_ok=True)
         if type(self).create is ChunkStore.create:
+            self.create_checksums()
             self.sync_created()
 
     def sync_created(self) -> None:
@@ -104,12 +108,80 @@ class ChunkStore(ABC):
         return out
 
     def finish(self) -> None:
-        """Make every chunk written so far durable (flushed to disk, data before names), and
-        close whatever a writer holds open; the store stays usable. A conversion records a
-        task as done only after its store's ``finish`` returned."""
+        """Make every chunk written so far durable (flushed to disk, data before names, then
+        their checksums), and close whatever a writer holds open; the store stays usable. A
+        conversion records a task as done only after its store's ``finish`` returned."""
         paths, self._unsynced = self._unsynced, []
+        sums, self._sums = self._sums, {}
         if paths:
             sync_files(paths, self.root)
+        for key, entries in sums.items():
+            try:
+                fd = os.open(self.checksum_path(key), os.O_WRONLY)
+            except FileNotFoundError:
+                continue  # a level made before checksums existed
+            try:
+                for slot, (size, crc) in sorted(entries.items()):
+                    os.pwrite(fd, struct.pack("<II", size, crc), 8 * slot)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # -- checksums of file-per-chunk stores ---------------------------------------------------
+    #
+    # Beside the chunk files, each level directory of a tiff or zarr store written by this
+    # project holds CHECKSUMS: for chunk (ix, iy, iz) of the level's grid, at offset
+    # 8 * ((iz * gy + iy) * gx + ix), the stored file's size and CRC-32 (two little-endian
+    # uint32). Size 0: no checksum recorded (the chunk was never written, or was written by
+    # another tool). Writers fill their chunks' entries when a task ends, after the chunk
+    # files are on disk; readers check a chunk file against its entry before decoding it.
+
+    def checksum_path(self, key: str) -> str:
+        return os.path.join(self.level_dir(key), CHECKSUMS)
+
+    def _grid(self, key: str) -> tuple[int, int, int]:
+        """Chunks along (x, y, z) of a scale."""
+        return tuple(-(-n // c) for n, c in zip(self.size(key), self.chunk_size(key)))
+
+    def _slot(self, key: str, index_zyx: tuple[int, int, int]) -> int:
+        gx, gy, _ = self._grid(key)
+        iz, iy, ix = index_zyx
+        return (iz * gy + iy) * gx + ix
+
+    def create_checksums(self) -> None:
+        """An empty checksum file in every level directory that has none (called by ``create``)."""
+        for s in self.info["scales"]:
+            path = self.checksum_path(s["key"])
+            if not os.path.exists(path):
+                gx, gy, gz = self._grid(s["key"])
+                with open(path, "wb") as f:
+                    f.truncate(8 * gx * gy * gz)
+
+    def record_checksum(self, key: str, index_zyx: tuple[int, int, int], data) -> None:
+        """Remember a written chunk file's checksum; :meth:`finish` records it."""
+        self._sums.setdefault(key, {})[self._slot(key, index_zyx)] = (len(data), zlib.crc32(data))
+
+    def verify_checksum(self, key: str, index_zyx: tuple[int, int, int], data: bytes, path: str) -> None:
+        """Raise :class:`DamagedData` if a chunk file's bytes differ from those recorded."""
+        try:
+            fd = os.open(self.checksum_path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DamagedData(f"{self.checksum_path(key)} is not a regular file")
+            raw = os.pread(fd, 8, 8 * self._slot(key, index_zyx))
+        finally:
+            os.close(fd)
+        if len(raw) < 8:
+            raise DamagedData(f"{self.checksum_path(key)} is truncated")
+        size, crc = struct.unpack("<II", raw)
+        if size == 0:
+            return
+        if size != len(data):
+            raise DamagedData(f"{path} holds {len(data)} bytes, {size} were written; the chunk is damaged")
+        if zlib.crc32(data) != crc:
+            raise DamagedData(f"{path}: checksum mismatch, the stored chunk is corrupt")
 
     def inside(self, path: str) -> bool:
         """True when ``path``, symlinks followed, lies inside the dataset's directory."""
@@ -144,6 +216,9 @@ class ChunkStore(ABC):
             return b"".join(parts)
         finally:
             os.close(fd)
+
+
+CHECKSUMS = ".precomputed-tif-crc32"
 
 
 def _is_chunk_name(name: str) -> bool:

@@ -33,6 +33,10 @@ class TiffStore(ChunkStore):
     def chunk_path(self, key: str, box: Box) -> str:
         return os.path.join(self.level_dir(key), box.name + ".tiff")
 
+    def _index(self, key: str, box: Box) -> tuple[int, int, int]:
+        cx, cy, cz = self.chunk_size(key)
+        return box.z0 // cz, box.y0 // cy, box.x0 // cx
+
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         buf = io.BytesIO()
         tifffile.imwrite(buf, array, compression="zlib", compressionargs={"level": ZLIB_LEVEL},
@@ -40,12 +44,14 @@ class TiffStore(ChunkStore):
         path = self.chunk_path(key, box)
         write_atomic(path, buf.getbuffer(), durable=False)
         self._unsynced.append(path)
+        self.record_checksum(key, self._index(key, box), buf.getbuffer())
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         path = self.chunk_path(key, box)
         data = self.read_file(path)
         if data is None:
             return np.zeros(box.shape, self.dtype)
+        self.verify_checksum(key, self._index(key, box), data, path)
         array = decode_chunk(data, box.shape, self.dtype)
         if array is not None:
             return array

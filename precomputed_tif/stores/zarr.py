@@ -62,6 +62,7 @@ class ZarrStore(ChunkStore):
                 dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
                 dimension_separator="/", **version,
             )
+        self.create_checksums()
         self.sync_created()
 
     def _array_meta(self, key: str) -> dict:
@@ -113,6 +114,7 @@ class ZarrStore(ChunkStore):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, data, durable=False)
         self._unsynced.append(path)
+        self.record_checksum(key, index, data)
 
     def _read_zarr_chunk(self, key: str, index: tuple[int, int, int]) -> np.ndarray | None:
         meta = self._array_meta(key)
@@ -120,6 +122,8 @@ class ZarrStore(ChunkStore):
         data = self.read_file(path)
         if data is None:
             return None
+        if meta["chunks"] == tuple(reversed(self.chunk_size(key))):
+            self.verify_checksum(key, index, data, path)
         expected = int(np.prod(meta["chunks"])) * meta["dtype"].itemsize
         codec = meta["codec"]
         if codec is not None and codec.codec_id == "blosc":
