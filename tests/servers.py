@@ -181,6 +181,8 @@ NGINX_SITE = '''
         keepalive_timeout 20s;
         send_timeout 60s;
         client_max_body_size 1k;
+        proxy_hide_header Access-Control-Allow-Origin;
+        add_header Access-Control-Allow-Origin "*" always;
         location / {{
             proxy_pass http://precomputed;
             proxy_http_version 1.1;

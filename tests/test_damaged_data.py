@@ -113,7 +113,9 @@ def web(site):
 @pytest.fixture(scope="module")
 def proxied(site):
     if nginx() is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx)")
+        # CI sets REQUIRE_NGINX: there a missing nginx is a failure, not a skip.
+        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)(
+            "nginx is not installed (Debian: apt-get install nginx)")
     app = start_gunicorn(site["root"], site["config"], workers=2, threads=4)
     app.collect_log()
     front = start_nginx(site["root"], app.port)
