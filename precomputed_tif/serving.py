@@ -187,7 +187,11 @@ class Dataset:
                 if self.format is None and _is_annotation_layer(self.directory):
                     opened = _Opened(None, b"")
                 else:
-                    volume = Volume(self.directory, self.format)
+                    try:
+                        volume = Volume(self.directory, self.format)
+                    except RecursionError:
+                        raise PrecomputedTifError(f"{self.directory}/info is nested too deeply to be an "
+                                                  "info file") from None
                     opened = _Opened(volume, json.dumps(volume.info).encode())
                 self._opened, self._stamp = opened, stamp
             self._opened.users += 1

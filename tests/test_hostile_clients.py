@@ -383,11 +383,21 @@ def test_a_deeply_nested_config_keeps_the_last_good_one(site, tmp_path):
     good = json.dumps([{"name": "zarr", "directory": site["dirs"]["zarr"]}])
     config.write_text(good)
     server = start_webserver("--config", str(config), "--workers", "1")
+    server.collect_log()
     try:
         assert server.request("/zarr/info")[0] == 200
         config.write_text("[" * 100000 + "]" * 100000)
         time.sleep(0.05)
         assert server.request("/zarr/info")[0] == 200
         assert server.request("/")[0] == 200
+        nested = tmp_path / "nested"
+        nested.mkdir()
+        (nested / "info").write_text("[" * 100000 + "]" * 100000)
+        config.write_text(json.dumps([{"name": "zarr", "directory": site["dirs"]["zarr"]},
+                                      {"name": "nested", "directory": str(nested)}]))
+        time.sleep(0.05)
+        assert server.request("/nested/info")[0] == 404
+        assert server.request("/zarr/info")[0] == 200
+        assert "Traceback" not in "\n".join(server.log)
     finally:
         server.stop()
