@@ -124,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (400, 414, 431, 501, ...), with CORS like every answer."""
         self.close_connection = True
-        self._send(text_response(code, REASONS.get(code)), "GET")
+        self._send(text_response(code, REASONS.get(code)), "HEAD" if self.command == "HEAD" else "GET")
 
     def _send(self, response: Response, method: str) -> None:
         """Status line, headers and (the start of) the body in one write."""
@@ -227,9 +227,6 @@ class PrecomputedServer(ThreadingHTTPServer):
         except BaseException:
             self._slots.release()
             raise
-
-    def verify_request(self, request, client_address) -> bool:
-        return True
 
     def shutdown_request(self, request) -> None:
         try:
