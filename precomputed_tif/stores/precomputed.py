@@ -47,6 +47,13 @@ class PrecomputedStore(ChunkStore):
         with os.scandir(level_dir) as it:
             return any(e.name.endswith(".shard") or _CHUNK_FILE.match(e.name) for e in it)
 
+    def create(self, n_writers: int = 1) -> None:
+        # No checksum files: the format has no place for them, and these files are published as
+        # they are. Sharded and unsharded files alike are flushed before their task is recorded.
+        for s in self.info["scales"]:
+            os.makedirs(self.level_dir(s["key"]), exist_ok=True)
+        self.sync_created()
+
     def sharding(self, key: str) -> dict | None:
         return self.scale(key).get("sharding")
 
@@ -57,14 +64,17 @@ class PrecomputedStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         if self.sharding(key):
             raise PrecomputedTifError(f"scale {key} is sharded: its chunks are written a whole shard at a time")
-        write_atomic(os.path.join(self.level_dir(key), self._grids[key].name(box)), self.encode(key, box, array))
+        path = os.path.join(self.level_dir(key), self._grids[key].name(box))
+        write_atomic(path, self.encode(key, box, array), durable=False)
+        self._unsynced.append(path)
         self.keep_lossless(key, box, array)
 
     def keep_lossless(self, key: str, box: Box, array: np.ndarray) -> None:
         if key in self.lossless_copies:
             path = os.path.join(self.level_dir(key), LOSSLESS_DIR, self._grids[key].name(box))
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_atomic(path, Raw().encode(array.astype(self.dtype, copy=False)))
+            write_atomic(path, Raw().encode(array.astype(self.dtype, copy=False)), durable=False)
+            self._unsynced.append(path)
 
     def drop_lossless_copies(self) -> None:
         for s in self.info["scales"]:
@@ -136,6 +146,7 @@ class TaskWriter:
     def finish(self) -> None:
         for _, w in self._shards.values():
             w.finish()
+            self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
         self._shards = {}
 
     def abort(self) -> None:
