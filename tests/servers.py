@@ -203,13 +203,52 @@ def nginx() -> str | None:
 
 def start_nginx(directory, upstream_port: int) -> Server:
     """nginx in front of a server on ``upstream_port``, configured as the README says."""
+    port = free_port()
+    return _run_nginx(directory, NGINX_SITE.format(upstream=upstream_port, port=port), port)
+
+
+# The static site of the README ("publish with nginx"): plain files, CORS, byte ranges.
+NGINX_STATIC_SITE = '''
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        access_log {log} combined;
+        location / {{
+            add_header Access-Control-Allow-Origin "*" always;
+            add_header Access-Control-Expose-Headers "Content-Range, Content-Length, Content-Encoding" always;
+            if ($request_method = OPTIONS) {{
+                add_header Access-Control-Allow-Origin "*";
+                add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS";
+                add_header Access-Control-Allow-Headers "Range";
+                add_header Access-Control-Max-Age 86400;
+                return 204;
+            }}
+        }}
+    }}
+'''
+
+
+def start_static_nginx(directory, root) -> Server:
+    """nginx serving ``root`` as plain static files (no Python), logging requests to
+    ``<directory>/nginx/access.log``."""
+    port = free_port()
+    log = os.path.join(str(directory), "nginx", "access.log")
+    site = NGINX_STATIC_SITE.format(port=port, root=os.path.abspath(root), log=log)
+    server = _run_nginx(directory, site, port)
+    server.access_log = log
+    return server
+
+
+def _run_nginx(directory, site: str, port: int) -> Server:
     root = os.path.join(str(directory), "nginx")
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
-    port = free_port()
     conf = os.path.join(root, "nginx.conf")
     with open(conf, "w") as f:
+        # Run as root, nginx's workers would become nobody, who cannot read pytest's private
+        # temporary directories; a test's nginx keeps the user that started it.
+        user = "user root;\n" if os.geteuid() == 0 else ""
         f.write(f"""daemon off;
-worker_processes 1;
+{user}worker_processes 1;
 pid {root}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 1024; }}
@@ -220,7 +259,7 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
-{NGINX_SITE.format(upstream=upstream_port, port=port)}
+{site}
 }}
 """)
     proc = subprocess.Popen([nginx(), "-p", root, "-c", conf, "-e", "stderr"],
