@@ -40,6 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
 from .executor import default_workers
+from .info import read_info
+from .links import dataset_link
 from .serving import FORMATS, REASONS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
 
 access_log = logging.getLogger("precomputed_tif.access")
@@ -357,6 +359,19 @@ def urls(server: PrecomputedServer) -> list[str]:
     return [f"{base}/{url_path(d.name)}" for d in catalog.datasets]
 
 
+def viewer_links(server: PrecomputedServer) -> list[tuple[str, str]]:
+    """(name, Neuroglancer link) for every served volume whose ``info`` can be read now."""
+    out = []
+    for url, dataset in zip(urls(server), server.catalog().datasets):
+        try:
+            info = read_info(dataset.directory)
+        except PrecomputedTifError:
+            continue  # an annotation layer, or a dataset still being written
+        if info.get("@type", "neuroglancer_multiscale_volume") == "neuroglancer_multiscale_volume":
+            out.append((dataset.name, dataset_link(url, info, dataset.name)))
+    return out
+
+
 def is_loopback(bind: str) -> bool:
     try:
         return ipaddress.ip_address(socket.gethostbyname(bind)).is_loopback
@@ -416,6 +431,11 @@ def main(argv=None) -> int:
         print("Serving. In Neuroglancer, add a layer with source:")
         for url in urls(server):
             print(f"  {url}")
+        links = viewer_links(server)
+        if links:
+            print("or open a link that shows it with its contrast and channel colours:")
+            for name, link in links:
+                print(f"  {name}: {link}")
         print("Press Ctrl-C to stop.", flush=True)
         serve(server, args.workers)
 
