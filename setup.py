@@ -21,18 +21,21 @@ setup(
         "scikit-image>=0.20",
         "tqdm>=4.60",
         "compressed-segmentation>=2.2",
+        "zmesh>=1.7",
+        "DracoPy>=1.3",
     ],
     extras_require={
         "view": ["neuroglancer>=2.38", "selenium>=4.10"],
         "dask": ["distributed>=2023.1"],
         "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38", "Pillow>=9",
-                 "selenium>=4.10", "distributed>=2023.1"],
+                 "selenium>=4.10", "distributed>=2023.1", "cloud-volume>=8"],
     },
     entry_points={
         "console_scripts": [
             "precomputed-tif=precomputed_tif.main:main",
             "precomputed-webserver=precomputed_tif.cors_webserver:main",
             "precomputed-write-points=precomputed_tif.write_points:main",
+            "precomputed-mesh=precomputed_tif.mesh_cli:main",
             "precomputed-screenshot=precomputed_tif.screenshot:main",
             "blockfs-info=precomputed_tif.blockfs.cli:info_main",
             "blockfs2tif=precomputed_tif.blockfs.cli:tif_main",

@@ -2,8 +2,10 @@
 
 The sample is a synthetic light-sheet-like stack (bright blobs on a dim,
 smoothly varying background, with camera noise) written as one TIFF per plane,
-exactly the input the converter is for. The demo converts it, then serves the
-result until Ctrl-C and prints the links to open.
+exactly the input the converter is for, and a segmentation of its blobs (one
+label per blob, at half the resolution) with a CSV file naming them. The demo
+converts both, meshes the segmentation, then serves the results until Ctrl-C and
+prints the links to open: the blobs show as cells in the 3-D view.
 """
 
 from __future__ import annotations
@@ -24,10 +26,41 @@ from .cors_webserver import PrecomputedServer, serve, urls
 from .errors import PrecomputedTifError
 from .links import layer, neuroglancer_link, viewer_state
 from .serving import Catalog, Dataset
-from .synthetic import blob_centres, write_synthetic_planes
+from .synthetic import blob_centres, blob_labels, write_synthetic_planes
 
 SHAPE = (160, 448, 512)  # z, y, x
 VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns
+LABEL_SHAPE = tuple(n // 2 for n in SHAPE)  # the segmentation, at half the resolution
+LABEL_VOXEL_SIZE = tuple(2 * v for v in VOXEL_SIZE)
+
+
+def make_cells(directory: str, fmt: str) -> tuple[str, dict, list[int]]:
+    """Write the blobs' labels and a CSV naming them, convert with --segmentation and mesh them;
+    returns the dataset, its info and the segment ids."""
+    import csv
+
+    import tifffile
+
+    from .meshing import mesh_dataset
+
+    labels = blob_labels(LABEL_SHAPE)
+    source = os.path.join(directory, "cell_labels.tif")
+    tifffile.imwrite(source, labels)
+    ids, counts = np.unique(labels, return_counts=True)
+    ids, counts = ids[1:], counts[1:]
+    table = os.path.join(directory, "cells.csv")
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "name", "tags"])
+        for i, n in zip(ids, counts):
+            w.writerow([int(i), f"cell {i}", "large" if n >= np.median(counts) else "small"])
+    dest = os.path.join(directory, "cells")
+    print(f"converting and meshing: precomputed-tif --source {source} --dest {dest} --segmentation --mesh "
+          f"--properties {table}", flush=True)
+    convert(source, dest, format=fmt, voxel_size=LABEL_VOXEL_SIZE, segmentation=True, overwrite=True,
+            progress=sys.stderr.isatty())
+    info = mesh_dataset(dest, properties=table, progress=sys.stderr.isatty())
+    return dest, info, [int(i) for i in ids]
 
 
 def local_viewer(link: str) -> str | None:
@@ -76,23 +109,29 @@ def main(argv=None) -> int:
         write_points(PointSet(centres, np.zeros(3), np.array(SHAPE[::-1], np.float64)), points_dir, VOXEL_SIZE)
         print(f"wrote {len(centres)} blob centres as a point layer in {points_dir}/ "
               f"(precomputed-write-points does this from a JSON or CSV file)")
+        t = time.perf_counter()
+        cells_dir, cells_info, cell_ids = make_cells(args.dir, args.format)
+        print(f"done in {time.perf_counter() - t:.1f} s: {len(cell_ids)} cells with meshes and names in {cells_dir}/")
         if args.no_serve:
             print(f"to view it: precomputed-webserver --directory {dest}")
             return
-        catalog = Catalog([Dataset("image", dest), Dataset("points", points_dir)])
+        catalog = Catalog([Dataset("image", dest), Dataset("points", points_dir), Dataset("cells", cells_dir)])
         try:
             server = PrecomputedServer(("127.0.0.1", args.port), catalog)
         except OSError as exc:
             raise PrecomputedTifError(f"cannot listen on port {args.port}: {exc.strerror}; try --port 0") from None
-        image, points = urls(server)
+        image, points, cells = urls(server)
+        cell_layer = dict(layer(cells, cells_info, "cells"), segments=[str(i) for i in cell_ids])
         layers = [layer(image, info, "image"),
-                  {"type": "annotation", "source": points, "name": "cell centres", "annotationColor": "#ff00ff"}]
+                  {"type": "annotation", "source": points, "name": "cell centres", "annotationColor": "#ff00ff"},
+                  cell_layer]
         link = neuroglancer_link(viewer_state(layers, info))
         print()
-        print(f"Serving {dest} and {points_dir}.")
+        print(f"Serving {dest}, {points_dir} and {cells_dir}.")
         print(f"Neuroglancer source: {image}")
         print(f"Points source: {points}")
-        print("Open this link in a browser on this machine to see both (Neuroglancer's public app):")
+        print(f"Segmentation source (with meshes): {cells}")
+        print("Open this link in a browser on this machine to see them all (Neuroglancer's public app):")
         print(f"  {link}")
         local = local_viewer(link)
         if local:

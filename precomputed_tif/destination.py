@@ -113,6 +113,9 @@ def _dataset_entries(dest: str, info, record) -> list[str]:
     ``info`` first (so the directory stops looking complete), the job record last."""
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
     names = [INFO] + sorted(keys) + [DONE_LOG]
+    # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
+    names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
+    names.append(".mesh-work")
     names += [n for n in sorted(os.listdir(dest)) if _TEMPORARY.match(n)]
     return [n for n in names + [JOB_RECORD] if os.path.lexists(os.path.join(dest, n))]
 

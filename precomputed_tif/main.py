@@ -10,6 +10,8 @@ from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
 from .info import EXTRA
+from .mesh_cli import add_mesh_arguments, sharded_value
+from .mesh_cli import summary as mesh_summary
 from .executor import default_workers
 from .geometry import parse_triple
 from .stores import STORES
@@ -19,6 +21,7 @@ examples:
   precomputed-tif --source "/data/img_*.tif" --dest /data/precomputed
   precomputed-tif --source stack.tif --dest out --format zarr --voxel-size 0.4,0.4,2.0
   precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation
+  precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation --mesh --properties cells.csv
   precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
   precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
@@ -80,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmentation", action="store_true",
                    help="the planes are integer labels: coarser levels take the most frequent label "
                         "instead of the mean, and Neuroglancer shows them as a segmentation")
+    p.add_argument("--mesh", action="store_true",
+                   help="with --segmentation: also make 3-D meshes and segment properties (voxel counts) "
+                        "for Neuroglancer, as precomputed-mesh does")
+    add_mesh_arguments(p, sharded_flag="--mesh-sharded")
     p.add_argument("--n-cores", type=int, default=None, metavar="N",
                    help=f"worker processes (default: all cores, here {default_workers()})")
     p.add_argument("--memory-limit", metavar="SIZE", default=None,
@@ -120,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
                                                                        integer=False)
         chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
         limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
+        if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
+            raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
+                                      "made from labels")
+        if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
+            raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
+        if args.properties:
+            from .segment_properties import read_properties_csv
+
+            read_properties_csv(args.properties)  # a mistake in it is found before converting
         for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
             if value is not None and value < 0:
                 raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
@@ -130,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                        timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
                        sharded=args.sharded)
         print(summary(args.dest, info))
+        if args.mesh:
+            from .meshing import mesh_dataset
+
+            info = mesh_dataset(args.dest, n_cores=args.n_cores, memory_limit=limit,
+                                dask_scheduler=args.dask_scheduler, properties=args.properties,
+                                sharded=sharded_value(args.mesh_sharded),
+                                progress=not args.no_progress and sys.stderr.isatty())
+            print(mesh_summary(args.dest, info))
 
     return run_main("precomputed-tif", body)
 

@@ -54,10 +54,14 @@ def shard_file_name(spec: dict, shard: int) -> str:
     return f"{shard:0{digits}x}.shard" if digits else "0.shard"
 
 
-def write_sharded(directory: str, spec: dict, keys: Sequence[int], values: Sequence[bytes]) -> list[str]:
+def write_sharded(directory: str, spec: dict, keys: Sequence[int], values: Sequence[bytes],
+                  prefixes: Sequence[bytes] | None = None) -> list[str]:
     """Write every (key, value) into the shard files of ``directory``; returns the file names.
 
-    Keys must be distinct. Each shard file is written atomically.
+    Keys must be distinct. Each shard file is written atomically. With
+    ``prefixes``, each value is stored right after its prefix, which the index
+    does not cover: a multi-resolution mesh keeps its fragments just before
+    its manifest this way (``meshes.md``).
     """
     if spec["hash"] != "identity" or spec.get("data_encoding", "raw") != "raw":
         raise ValueError("only identity hashing and raw data are written here")
@@ -76,18 +80,24 @@ def write_sharded(directory: str, spec: dict, keys: Sequence[int], values: Seque
             continue
         name = shard_file_name(spec, s)
         write_atomic(os.path.join(directory, name),
-                     _shard_bytes(mb, keys[members], minishard[members], [values[i] for i in members]))
+                     _shard_bytes(mb, keys[members], minishard[members], [values[i] for i in members],
+                                  None if prefixes is None else [prefixes[i] for i in members]))
         names.append(name)
     return names
 
 
-def _shard_bytes(minishard_bits: int, keys: np.ndarray, minishards: np.ndarray, values: list[bytes]) -> bytes:
-    """One shard file: shard index, then all values, then the minishard indices."""
+def _shard_bytes(minishard_bits: int, keys: np.ndarray, minishards: np.ndarray, values: list[bytes],
+                 prefixes: list[bytes] | None = None) -> bytes:
+    """One shard file: shard index, then all (prefixes and) values, then the minishard indices."""
     n_mini = 2**minishard_bits
-    index_end = 16 * n_mini
-    data = b"".join(values)
     sizes = np.array([len(v) for v in values], np.uint64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)  # relative to index_end
+    if prefixes is None:
+        data = b"".join(values)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)  # relative to index_end
+    else:
+        data = b"".join(b for pair in zip(prefixes, values) for b in pair)
+        ends = np.cumsum(np.array([len(p) + len(v) for p, v in zip(prefixes, values)], np.uint64))
+        starts = (ends - sizes).astype(np.uint64)
     shard_index = np.zeros((n_mini, 2), np.uint64)
     tail = []
     pos = len(data)

@@ -50,3 +50,15 @@ def write_synthetic_planes(directory: str, shape_zyx, seed: int = 0, prefix: str
     for k, plane in enumerate(synthetic_planes(shape_zyx, seed)):
         tifffile.imwrite(os.path.join(directory, f"{prefix}{k:05d}.tif"), plane, photometric="minisblack")
     return os.path.join(directory, f"{prefix}*.tif")
+
+
+def blob_labels(shape_zyx, seed: int = 0, blob_length: int = 128) -> np.ndarray:
+    """(z, y, x) uint32 labels of the blobs :func:`synthetic_planes` draws (each connected blob a
+    segment, 1, 2, ...), sampled on a grid of ``shape_zyx`` over the same extent."""
+    from skimage.data import binary_blobs
+    from skimage.measure import label
+
+    blobs = binary_blobs(blob_length, blob_size_fraction=0.08, n_dim=3, volume_fraction=0.15, rng=seed)
+    labels = label(blobs).astype(np.uint32)
+    index = [np.arange(n) * blob_length // n for n in shape_zyx]
+    return labels[np.ix_(*index)]

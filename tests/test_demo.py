@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
+import pytest
 
 
 def test_demo_converts_serves_and_prints_links(tmp_path):
@@ -30,7 +31,15 @@ def test_demo_converts_serves_and_prints_links(tmp_path):
         assert state["layers"][1]["source"] == points.group(1) and state["layers"][1]["type"] == "annotation"
         with urllib.request.urlopen(points.group(2) + "/info") as r:
             assert json.load(r)["@type"] == "neuroglancer_annotations_v1"
-        assert state["dimensions"]["x"] == [1.8e-6, "m"]
+        assert state["dimensions"]["x"] == [pytest.approx(1.8e-6), "m"]
+        cells = re.search(r"Segmentation source \(with meshes\): precomputed://(http://127\.0\.0\.1:\d+/cells)", out)
+        assert cells and state["layers"][2]["source"] == "precomputed://" + cells.group(1), out
+        assert state["layers"][2]["type"] == "segmentation" and len(state["layers"][2]["segments"]) > 100
+        with urllib.request.urlopen(cells.group(1) + "/info") as r:
+            assert json.load(r)["mesh"] == "mesh"
+        with urllib.request.urlopen(cells.group(1) + "/segment_properties/info") as r:
+            names = {p["id"]: p for p in json.load(r)["inline"]["properties"]}["name"]["values"]
+            assert names[0].startswith("cell ")
         local = re.search(r"(http://127\.0\.0\.1:\d+/v/\S+)", out)
         assert local, out  # the neuroglancer package's own client, served by the demo
         with urllib.request.urlopen(local.group(1)) as r:

@@ -1,0 +1,198 @@
+"""Meshes and segment properties for a segmentation dataset: ``mesh_dataset``.
+
+Two passes over a finished segmentation, on the same executors as a conversion:
+
+1. block tasks (:mod:`.blocks`): every level of detail is cut into blocks of
+   octree nodes; each task meshes its nodes and writes their Draco fragments
+   and (at full resolution) voxel counts to a work file in ``.mesh-work``;
+2. merge tasks (:mod:`.merge`): each owns a group of segments (a shard file when
+   sharded) and writes their manifests and fragment data.
+
+Then ``mesh/info``, ``segment_properties/info`` and the dataset's ``info``
+(``"mesh"`` and ``"segment_properties"``) are written. Finished tasks are
+recorded in ``.mesh-work``, so running the same command again after an
+interruption resumes; the work directory is removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import memory
+from ..atomic import write_atomic
+from ..errors import PrecomputedTifError
+from ..executor import default_workers, make_executor
+from ..info import read_info, write_info
+from ..progress import DoneLog
+from ..segment_properties import PROPERTIES_DIR, build_properties, read_properties_csv, write_properties
+from ..volume import open_volume
+from .blocks import WorkFile, lod_size, plan_blocks, run_block
+from .merge import MergeTask, group_of, plan_groups, run_merge
+from .multires import MESH_DIR, mesh_info
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".mesh-work"
+JOB = "job.json"
+DEFAULT_NODE = 64  # voxels per axis of a full-resolution octree node
+MAX_BLOCK_BYTES = 64 * 2**20
+
+
+def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | None = None,
+                 dask_scheduler: str | None = None, properties: str | None = None,
+                 sharded: bool | None = None, node: int = DEFAULT_NODE, progress: bool = False,
+                 max_block_bytes: int = MAX_BLOCK_BYTES) -> dict:
+    """Write multi-resolution meshes and segment properties for the segmentation at ``dataset``.
+
+    ``properties`` is an optional CSV file (header row with an ``id`` column; ``name``,
+    ``tags`` separated by ``;``, ``description`` and any other columns). ``sharded``:
+    True, False or None (sharded when there are more than a few hundred segments).
+    ``n_cores``, ``memory_limit`` (bytes) and ``dask_scheduler`` as for
+    :func:`precomputed_tif.convert`. Returns the dataset's new ``info``.
+    """
+    started = time.perf_counter()
+    if n_cores is not None and n_cores < 1:
+        raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
+    if node < 2 or node % 2:
+        raise PrecomputedTifError(f"the octree node size must be an even number of voxels, got {node}")
+    volume = open_volume(dataset)
+    info = volume.info
+    if info.get("type") != "segmentation":
+        raise PrecomputedTifError(
+            f"{dataset} is an image, not a segmentation: meshes are made from labels "
+            "(convert the label planes with --segmentation)")
+    if int(info.get("num_channels", 1)) != 1:
+        raise PrecomputedTifError(f"{dataset} has {info['num_channels']} channels; a segmentation has one")
+    if np.dtype(info["data_type"]).kind not in "ui":
+        raise PrecomputedTifError(f"{dataset} holds {info['data_type']} values; segment labels are integers")
+    user = read_properties_csv(properties) if properties else None
+    size = tuple(volume.size(volume.keys[0]))
+    num_lods = 1
+    while max(lod_size(size, num_lods - 1)) >= node and num_lods < 12:
+        num_lods += 1
+    itemsize = np.dtype(info["data_type"]).itemsize
+    n_workers, nodes_per_task = _fit_memory(memory_limit, n_cores, dask_scheduler, node, itemsize, max_block_bytes)
+
+    work = os.path.join(dataset, WORK_DIR)
+    job = {"scales": info["scales"], "data_type": info["data_type"], "node": node, "lods": num_lods,
+           "nodes_per_task": nodes_per_task, "sharded": sharded}
+    _prepare(dataset, info, work, job)
+    tasks = plan_blocks(os.path.abspath(dataset), os.path.abspath(work), size, num_lods, node, nodes_per_task)
+    done_log = DoneLog(work)
+    done = done_log.load()
+    executor = make_executor(n_workers, dask_scheduler)
+    out = os.path.join(dataset, MESH_DIR)
+    try:
+        todo = [t for t in tasks if t.id not in done]
+        if len(todo) < len(tasks):
+            log.info("skipped %d blocks finished by an earlier run", len(tasks) - len(todo))
+        with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="meshing blocks", unit="block",
+                  disable=not progress) as bar:
+            for task_id in executor.imap_unordered(run_block, todo):
+                done_log.record(task_id)
+                bar.update(1)
+        log.info("meshed %d blocks in %.1f s", len(tasks), time.perf_counter() - started)
+        counts, n_segments, total_bytes = _gather([t.path for t in tasks])
+        spec, groups = plan_groups(n_segments, total_bytes, sharded)
+        os.makedirs(out, exist_ok=True)
+        merges = [MergeTask(tuple(t.path for t in tasks), os.path.abspath(out), spec, groups, g, num_lods, node)
+                  for g in range(groups)]
+        log.info("%d segments, %.1f MiB of fragments, written in %d %s", n_segments, total_bytes / 2**20, groups,
+                 "shards" if spec else "groups")
+        todo = [m for m in merges if m.id not in done]
+        with tqdm(total=len(merges), initial=len(merges) - len(todo), desc="writing meshes", unit="group",
+                  disable=not progress) as bar:
+            for task_id in executor.imap_unordered(run_merge, todo):
+                done_log.record(task_id)
+                bar.update(1)
+    except OSError as exc:
+        raise PrecomputedTifError(f"{exc}; meshing {dataset} is unfinished: fix this and run the same command "
+                                  "again") from None
+    finally:
+        done_log.close()
+        executor.close()
+    scale = info["scales"][0]
+    write_atomic(os.path.join(out, "info"),
+                 json.dumps(mesh_info(scale["resolution"], scale.get("voxel_offset", [0, 0, 0]), spec),
+                            indent=2).encode() + b"\n")
+    voxel_um3 = float(np.prod(scale["resolution"])) / 1e9
+    write_properties(dataset, build_properties(counts, voxel_um3, user))
+    if user:
+        unknown = len(set(user["ids"]) - set(counts))
+        if unknown:
+            log.warning("%d segments of %s are not in the segmentation (listed with 0 voxels)", unknown, properties)
+    info = dict(read_info(dataset))
+    info["mesh"] = MESH_DIR
+    info["segment_properties"] = PROPERTIES_DIR
+    write_info(dataset, info)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("meshed %d segments in %d levels of detail in %.1f s", len(counts), num_lods,
+             time.perf_counter() - started)
+    return info
+
+
+def _info_stamp(dataset: str) -> list[int]:
+    st = os.stat(os.path.join(dataset, "info"))
+    return [st.st_mtime_ns, st.st_size]
+
+
+def _prepare(dataset: str, info: dict, work: str, job: dict) -> None:
+    """Resume when the work directory holds this same job on this same dataset (its ``info``
+    not rewritten since: a new conversion rewrites it), else start afresh: the old meshes and
+    properties stop being announced in ``info`` first, then are removed."""
+    try:
+        with open(os.path.join(work, JOB)) as f:
+            if json.load(f) == dict(job, info=_info_stamp(dataset)):
+                return
+    except (OSError, ValueError):
+        pass
+    if not os.access(dataset, os.W_OK):
+        raise PrecomputedTifError(f"{dataset} is not writable")
+    if "mesh" in info or "segment_properties" in info:
+        fresh = {k: v for k, v in info.items() if k not in ("mesh", "segment_properties")}
+        write_info(dataset, fresh)
+    for name in (MESH_DIR, PROPERTIES_DIR, WORK_DIR):
+        shutil.rmtree(os.path.join(dataset, name), ignore_errors=True)
+    os.makedirs(work)
+    write_atomic(os.path.join(work, JOB), json.dumps(dict(job, info=_info_stamp(dataset))).encode())
+
+
+def _gather(paths: list[str]) -> tuple[dict[int, int], int, int]:
+    """Voxel counts per segment, number of segments with meshes, bytes of all fragments."""
+    counts: dict[int, int] = {}
+    meshed = set()
+    total = 0
+    for path in paths:
+        w = WorkFile(path)
+        for seg, n in w.counts:
+            counts[int(seg)] = counts.get(int(seg), 0) + int(n)
+        if len(w.index):
+            meshed.update(np.unique(w.index[:, 0]).tolist())
+            total += int(w.index[:, 5].sum())
+    return counts, len(meshed), total
+
+
+def _fit_memory(limit, n_cores, dask_scheduler, node, itemsize, max_block_bytes) -> tuple[int | None, int]:
+    """Workers and nodes per task (per axis) under the memory limit."""
+    def nodes_for(block_bytes):
+        k = 1
+        while ((k + 1) * node + 1) ** 3 * itemsize <= block_bytes:
+            k += 1
+        return k
+
+    if dask_scheduler:
+        return None, nodes_for(max_block_bytes)
+    limit = memory.default_limit() if limit is None else int(limit)
+    wanted = n_cores or default_workers()
+    n, block = memory.plan(limit, wanted, max_block_bytes, (node + 1) ** 3 * itemsize)
+    if n < wanted:
+        log.warning("using %d worker processes instead of %d to stay under the memory limit of %.0f MiB",
+                    n, wanted, limit / 2**20)
+    return n, nodes_for(block)

@@ -1,0 +1,105 @@
+"""End to end: real Neuroglancer in headless Chromium draws the meshes of a segmentation.
+
+A label volume is converted with --segmentation and meshed (sharded), then served by
+both front doors. The 3-D panel shows selected segments: it changes when the layer is
+hidden, every request the viewer makes (mesh info, shard ranges, segment properties)
+succeeds, and the segment properties are fetched.
+"""
+
+import io
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+import tifffile
+
+from label_cells import cell_volume
+from precomputed_tif import convert
+from precomputed_tif.meshing import mesh_dataset
+from servers import start_gunicorn, start_webserver
+from test_viewer import browser_problem, requests_seen
+
+SIZE = (360, 300)
+SEGMENTS = ["5", "9", "16", "23", "4000000001"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    problem = browser_problem()
+    if problem:
+        (pytest.fail if os.environ.get("REQUIRE_BROWSER") else pytest.skip)(problem)
+    from precomputed_tif.screenshot import Browser
+
+    b = Browser(*SIZE)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def meshed_site():
+    root = tempfile.mkdtemp(prefix="pt-e2e-mesh-")
+    try:
+        tifffile.imwrite(os.path.join(root, "labels.tif"), cell_volume())
+        dest = os.path.join(root, "cells")
+        info = convert(os.path.join(root, "labels.tif"), dest, segmentation=True, chunk_size=(32, 32, 32),
+                       voxel_size=(0.5, 0.5, 1.0), n_cores=1)
+        mesh_dataset(dest, n_cores=1, node=16, sharded=True)
+        config = os.path.join(root, "sources.json")
+        # One name per front door: the viewer caches what it fetched by URL.
+        with open(config, "w") as f:
+            json.dump([{"name": f"cells-{front}", "directory": dest} for front in ("webserver", "gunicorn")], f)
+        web = start_webserver("--config", config, "--log", "INFO", "--workers", "1")
+        web.collect_log()
+        wsgi = start_gunicorn(root, config, workers=1, access_log=True)
+        wsgi.collect_log()
+        yield {"info": info, "servers": {"webserver": web, "gunicorn": wsgi}}
+        web.stop()
+        wsgi.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def state(base, front, visible):
+    return {
+        "dimensions": {"x": [0.5e-6, "m"], "y": [0.5e-6, "m"], "z": [1e-6, "m"]},
+        "position": [34.5, 25.5, 18.5],
+        "projectionScale": 90,
+        "projectionOrientation": [0.3, -0.2, 0.1, 0.92],
+        "layers": [{"type": "segmentation", "source": f"precomputed://{base}/cells-{front}", "name": "cells",
+                    "segments": SEGMENTS, "visible": visible}],
+        "layout": "3d",
+        "showAxisLines": False,
+    }
+
+
+@pytest.mark.parametrize("front", ["webserver", "gunicorn"])
+def test_neuroglancer_draws_the_selected_segments_in_3d(browser, meshed_site, front, tmp_path):
+    from PIL import Image
+
+    server = meshed_site["servers"][front]
+    base = f"http://127.0.0.1:{server.port}"
+    before = len(server.log)
+    browser.show(state(base, front, True))
+    shown = browser.screenshot(*SIZE)
+    browser.show(state(base, front, False))
+    hidden = browser.screenshot(*SIZE)
+    (tmp_path / "shown.png").write_bytes(shown)
+
+    a = np.asarray(Image.open(io.BytesIO(shown)).convert("RGB")).astype(int)
+    b = np.asarray(Image.open(io.BytesIO(hidden)).convert("RGB")).astype(int)
+    changed = (np.abs(a - b).sum(-1) > 60).mean()
+    assert changed > 0.03, f"the 3-D view hardly changes when the segments are hidden ({changed:.1%} of pixels)"
+    # Each selected segment has its own colour: several distinct saturated colours are drawn.
+    colours = {tuple(c // 32) for c in a.reshape(-1, 3)[(a.reshape(-1, 3).max(1) - a.reshape(-1, 3).min(1)) > 60]}
+    assert len(colours) >= 3
+
+    seen = requests_seen(server.log[before:])
+    failed = [(p, s) for p, s in seen if s >= 400]
+    assert not failed, failed
+    paths = [p for p, _ in seen]
+    assert f"/cells-{front}/mesh/info" in paths, paths[:30]
+    assert any(p.startswith(f"/cells-{front}/mesh/") and p.endswith(".shard") for p in paths), paths[:30]
+    assert f"/cells-{front}/segment_properties/info" in paths, paths[:30]
