@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import temporary_name
 from .errors import PrecomputedTifError
-from .sharding import compressed_morton_codes, morton_bits, shard_file_name
+from .sharding import compressed_morton_codes, minishard_indexes, morton_bits, shard_file_name
 
 # Chunks per minishard: what a viewer reads to find one chunk is the minishard's index,
 # 24 bytes per chunk before gzip.
@@ -113,36 +113,19 @@ class ShardWriter:
         """Write the shard under its own name; ``durable(f)`` (if given) is called on the finished
         file before it is renamed into place."""
         entries = sorted(self._entries)
-        n_mini = 1 << self.spec["minishard_bits"]
         sizes = np.array([e[3] for e in entries], np.uint64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if entries else sizes
-        data_bytes = int(sizes.sum()) if entries else 0
-        shard_index = np.zeros((n_mini, 2), np.uint64)
-        tail, pos = [], data_bytes
-        minishards = np.array([e[0] for e in entries], np.int64)
-        keys = np.array([e[1] for e in entries], np.uint64)
-        bounds = np.searchsorted(minishards, np.arange(n_mini + 1))
-        for m in range(n_mini):
-            lo, hi = bounds[m], bounds[m + 1]
-            if lo == hi:
-                shard_index[m] = (pos, pos)
-                continue
-            table = np.empty((3, hi - lo), np.uint64)
-            table[0, 0], table[0, 1:] = keys[lo], np.diff(keys[lo:hi])
-            table[1, 0], table[1, 1:] = starts[lo], starts[lo + 1:hi] - (starts[lo:hi - 1] + sizes[lo:hi - 1])
-            table[2] = sizes[lo:hi]
-            encoded = gzip.compress(table.astype("<u8").tobytes(), compresslevel=6, mtime=0)
-            shard_index[m] = (pos, pos + len(encoded))
-            pos += len(encoded)
-            tail.append(encoded)
+        shard_index, tail = minishard_indexes(
+            1 << self.spec["minishard_bits"], np.array([e[0] for e in entries], np.int64),
+            np.array([e[1] for e in entries], np.uint64), starts, sizes, int(sizes.sum()) if entries else 0)
         tmp = temporary_name(self.path)
         try:
             with open(tmp, "xb") as out:
-                out.write(shard_index.astype("<u8").tobytes())
+                out.write(shard_index)
                 for _, _, offset, size in entries:
                     self._spill.seek(offset)
                     out.write(self._spill.read(size))
-                out.write(b"".join(tail))
+                out.write(tail)
                 if durable is not None:
                     durable(out)
             os.replace(tmp, self.path)

@@ -115,8 +115,10 @@ def requests_seen(log):
     return out
 
 
-def rendered_matches_source(png: bytes, plane: np.ndarray, scale: float) -> float:
-    """Correlation of the screenshot's grey level with the source plane laid out as the view shows it."""
+def rendered_matches_source(png: bytes, plane: np.ndarray, scale: float, rgb_index: int = 1) -> float:
+    """Correlation of one colour component of the screenshot (default green: the magenta points
+    leave it alone) with the source plane laid out as the view shows it, centred, ``scale``
+    plane pixels per screen pixel."""
     from PIL import Image
 
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
@@ -126,7 +128,7 @@ def rendered_matches_source(png: bytes, plane: np.ndarray, scale: float) -> floa
     cols = (np.arange(w) + 0.5 - w / 2) * scale + nx / 2
     inside_r = (rows >= 2) & (rows < ny - 2)
     inside_c = (cols >= 2) & (cols < nx - 2)
-    sub = shot[np.ix_(inside_r, inside_c)][..., 1]  # green: the magenta points leave it alone
+    sub = shot[np.ix_(inside_r, inside_c)][..., rgb_index]
     src = plane[np.ix_(rows[inside_r].astype(int), cols[inside_c].astype(int))].astype(float)
     return float(np.corrcoef(sub.ravel(), src.ravel())[0, 1])
 
@@ -191,22 +193,6 @@ def test_screenshot_command_renders_a_link(site, tmp_path):
 # --- what the conversion's own link shows: channels in colour, signed data -----------------
 
 
-def _plane_correlation(png: bytes, plane: np.ndarray, scale: float, rgb_index: int) -> float:
-    """Correlation of one colour component of the screenshot with the source plane."""
-    from PIL import Image
-
-    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
-    h, w = shot.shape[:2]
-    ny, nx = plane.shape
-    rows = (np.arange(h) + 0.5 - h / 2) * scale + ny / 2
-    cols = (np.arange(w) + 0.5 - w / 2) * scale + nx / 2
-    inside_r = (rows >= 2) & (rows < ny - 2)
-    inside_c = (cols >= 2) & (cols < nx - 2)
-    sub = shot[np.ix_(inside_r, inside_c)][..., rgb_index]
-    src = plane[np.ix_(rows[inside_r].astype(int), cols[inside_c].astype(int))].astype(float)
-    return float(np.corrcoef(sub.ravel(), src.ravel())[0, 1])
-
-
 @pytest.fixture(scope="module")
 def typed_site():
     """A 2-channel OME-TIFF and an int16 stack with negative values, converted and served."""
@@ -263,10 +249,10 @@ def test_the_printed_link_shows_two_channels_in_two_colours(browser, typed_site)
     z = SHAPE[0] // 2
     green, magenta = typed_site["two"][z, 0], typed_site["two"][z, 1]
     # Green shows channel 0, red (half of magenta) channel 1, and not the other way round.
-    assert _plane_correlation(png, green, 0.5, 1) > 0.6
-    assert _plane_correlation(png, magenta, 0.5, 0) > 0.6
-    assert _plane_correlation(png, magenta, 0.5, 1) < 0.3
-    assert _plane_correlation(png, green, 0.5, 0) < 0.3
+    assert rendered_matches_source(png, green, 0.5, 1) > 0.6
+    assert rendered_matches_source(png, magenta, 0.5, 0) > 0.6
+    assert rendered_matches_source(png, magenta, 0.5, 1) < 0.3
+    assert rendered_matches_source(png, green, 0.5, 0) < 0.3
 
 
 def test_the_printed_link_shows_negative_values(browser, typed_site):
@@ -283,4 +269,4 @@ def test_the_printed_link_shows_negative_values(browser, typed_site):
     browser.show(state)
     png = browser.screenshot(*SIZE)
     plane = typed_site["signed"][SHAPE[0] // 2]
-    assert _plane_correlation(png, plane, 0.5, 1) > 0.6
+    assert rendered_matches_source(png, plane, 0.5, 1) > 0.6
