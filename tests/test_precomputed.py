@@ -187,3 +187,38 @@ def test_an_existing_dataset_is_stored_again_without_its_planes(tmp_path, fmt):
     assert [s["resolution"] for s in info["scales"]] == [s["resolution"] for s in first["scales"]]
     for scale, got in zip(info["scales"], tensorstore_levels(tmp_path / "pub", len(info["scales"]))):
         np.testing.assert_array_equal(got[0], open_volume(tmp_path / "orig").read(scale["key"]))
+
+
+@pytest.mark.parametrize("grid", [(16, 16, 4), (5, 7, 3), (32, 2, 9), (1, 1, 1), (8, 8, 8)])
+def test_the_chunks_of_a_shard_make_the_box_the_planner_expects(grid):
+    """With identity hashing, the chunks sharing all Morton bits above the lowest n are an
+    aligned box of 2**box_bits(grid, n) chunks per axis (cut where the grid ends)."""
+    from precomputed_tif.shards import box_bits
+
+    cells = np.array([(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])])
+    from precomputed_tif.sharding import compressed_morton_codes
+
+    codes = compressed_morton_codes(cells, grid)
+    assert all(morton_decode(int(c), grid) == tuple(cell) for c, cell in zip(codes, cells))
+    total = sum(int(np.ceil(np.log2(g))) if g > 1 else 0 for g in grid)
+    for n in range(total + 1):
+        bits = box_bits(grid, n)
+        size = [2**b for b in bits]
+        for shard in set((codes >> np.uint64(n)).tolist()):
+            members = cells[(codes >> np.uint64(n)) == shard]
+            lo = members.min(axis=0)
+            assert all(lo % size == 0)
+            expected = {tuple(lo + d) for d in np.ndindex(*size) if all(lo + d < grid)}
+            assert {tuple(m) for m in members} == expected
+
+
+def test_planning_writes_nothing(tmp_path):
+    from precomputed_tif.convert import plan_conversion
+
+    glob = write_planes(tmp_path / "src", make_volume((64, 300, 260), "uint8"))
+    plan = plan_conversion(glob, str(tmp_path / "out"), format="precomputed", chunk_size=CHUNK)
+    assert not os.path.exists(tmp_path / "out")
+    sharded = {s["key"] for s in plan.info["scales"] if "sharding" in s}
+    assert "1_1_1" in sharded and plan.info["scales"][-1]["key"] not in sharded
+    written = [n for p in plan.passes for n in range(p.first if p.from_source else p.first + 1, p.last + 1)]
+    assert written == list(range(1, len(plan.info["scales"]) + 1))  # every level, once
