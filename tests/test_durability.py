@@ -69,11 +69,11 @@ def test_writer_killed_at_random_points_leaves_only_whole_chunks(tmp_path, fmt):
     for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-c", CONVERT, glob, dest, fmt, str(BLOCK)],
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Kill at a random point once the run has written something (start-up time varies with load).
+        # Once the writers are under way (a task recorded), kill them at a random moment.
         deadline = time.monotonic() + 60
-        while not os.path.exists(os.path.join(dest, DONE_LOG)) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None and not DoneLog(dest).load():
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.6))
+        time.sleep(rng.uniform(0, 0.6))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         if not os.path.exists(os.path.join(dest, ".precomputed-tif.json")):

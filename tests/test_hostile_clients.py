@@ -87,9 +87,11 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         return out
 
 
-def timed_get(port: int, path: str) -> float:
+def timed_get(port: int, path: str, connected: list | None = None) -> float:
     t = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        if connected is not None:
+            connected.append(time.perf_counter() - t)
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
@@ -120,7 +122,7 @@ def test_slow_clients_do_not_starve_others(server):
                     pass
             times.append(timed_get(server.port, f"/zarr/1_1_1/{CHUNK}"))
         times.sort()
-        assert times[-2] < 0.5, times[-5:]
+        assert times[-2] < 1.0, times[-5:]  # a starved client waited for its timeout (10 s and more)
     finally:
         for s in idle + slow:
             s.close()
@@ -132,7 +134,7 @@ def test_a_trickling_client_is_cut_off(web):
         s.sendall(b"GET /zarr/info HTTP/1.1\r\n")
         started = time.monotonic()
         closed = False
-        while time.monotonic() - started < 4:
+        while time.monotonic() - started < 6:
             try:
                 s.sendall(b"X-a: b\r\n")
                 s.settimeout(0.2)
@@ -144,23 +146,24 @@ def test_a_trickling_client_is_cut_off(web):
             except OSError:
                 closed = True
                 break
-        assert closed and time.monotonic() - started < 2.5
+        assert closed and time.monotonic() - started < 4
 
 
 def test_idle_connection_is_closed(web):
     with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:
         started = time.monotonic()
         assert s.recv(100) == b""
-        assert 1.5 < time.monotonic() - started < 4
+        assert 1.5 < time.monotonic() - started < 6
 
 
 def test_a_burst_of_connections_is_queued_not_dropped(server):
-    """200 clients connect at once: none waits for a SYN retransmission (1 s)."""
-    results, errors = [], []
+    """200 clients connect at once: every connection is queued at once (with a short listen
+    backlog the kernel drops SYNs and the client retries after 1 s), and every one is answered."""
+    results, errors, connected = [], [], []
 
     def one():
         try:
-            results.append(timed_get(server.port, "/zarr/info"))
+            results.append(timed_get(server.port, "/zarr/info", connected))
         except Exception as exc:  # noqa: BLE001 - counted
             errors.append(exc)
 
@@ -170,7 +173,7 @@ def test_a_burst_of_connections_is_queued_not_dropped(server):
     for t in threads:
         t.join(30)
     assert not errors and len(results) == 200
-    assert max(results) < 0.9, sorted(results)[-5:]
+    assert max(connected) < 0.9, sorted(connected)[-5:]
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
