@@ -15,8 +15,10 @@ detail); and igneous's documented two steps, ``igneous mesh forge --sharded`` th
 each queue executed by as many ``igneous execute`` processes as --n-cores. For
 each: wall seconds, CPU seconds of all processes, and the peak of the summed
 proportional set size (PSS, shared pages counted once) of all processes,
-sampled every 50 ms. igneous is GPL and not a dependency of this project: install
-it for the benchmark with ``pip install igneous-pipeline "zfpy!=1.0.1.post0"``.
+sampled every 50 ms. igneous (GPL) is not a dependency of this project, and it pins
+DracoPy below 2 (which encodes 1.5x slower): it is installed into a virtual
+environment of its own, ``--igneous-venv`` (made on first use with ``pip install
+igneous-pipeline``).
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ def main(argv=None):
     p.add_argument("--n-cores", type=int, default=2)
     p.add_argument("--data", default="bench-data/mesh")
     p.add_argument("--skip-igneous", action="store_true")
+    p.add_argument("--igneous-venv", default="bench-data/igneous-venv",
+                   help="virtual environment with igneous-pipeline (made if missing)")
     args = p.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
     os.makedirs(args.data, exist_ok=True)
@@ -155,7 +159,13 @@ def main(argv=None):
     cv[:, :, :] = labels.T[..., np.newaxis]
     del labels
     url = f"file://{os.path.abspath(layer)}"
-    ign = os.path.join(BIN, "igneous")
+    ign = os.path.join(args.igneous_venv, "bin", "igneous")
+    if not os.path.exists(ign):
+        print(f"installing igneous-pipeline into {args.igneous_venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", args.igneous_venv], check=True)
+        # zfpy 1.0.1.post0 has a version string that numcodecs cannot parse.
+        subprocess.run([os.path.join(args.igneous_venv, "bin", "pip"), "install", "-q", "igneous-pipeline",
+                        "zfpy!=1.0.1.post0"], check=True)
     execute = ([ign, "execute", "-x", "-q", queue], args.n_cores)
     wall, cpu, pss = timed([
         ([ign, "mesh", "forge", url, "--queue", queue, "--sharded"], 1), execute,

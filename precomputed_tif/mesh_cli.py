@@ -29,8 +29,9 @@ def add_mesh_arguments(p: argparse.ArgumentParser, sharded_flag: str = "--sharde
     """The options meshing adds to a command (shared with ``precomputed-tif --mesh``, where the
     sharding flag is ``--mesh-sharded``: ``--sharded`` there is about the volume's chunks)."""
     p.add_argument("--properties", metavar="CSV", default=None,
-                   help="segment names, tags and other columns for Neuroglancer's segment list "
-                        "(a CSV file with an id column; see the examples)")
+                   help="segment names, tags and other columns for Neuroglancer's segment list: a CSV "
+                        "file with a header and an id column, and name, tags (separated by ;), description "
+                        "or other columns (precomputed-mesh -h shows an example)")
     p.add_argument(sharded_flag, dest="mesh_sharded", choices=("auto", "yes", "no"), default="auto",
                    help="store meshes in a few shard files (yes) or two files per segment (no); "
                         "default: sharded above 256 segments")

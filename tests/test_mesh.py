@@ -258,9 +258,11 @@ def test_user_mistakes(datasets, labels, tmp_path, capsys):
     bad2 = tmp_path / "bad2.csv"
     bad2.write_text("id,name\n1,A\nseven,B\n")
     cases.append((["--dataset", datasets["tiff"], "--properties", str(bad2)], ["line 3", "'seven'"]))
+    before = sorted(os.listdir(os.path.join(datasets["tiff"], "mesh")))
     for argv, words in cases:
         assert mesh_main(argv + ["--no-progress"]) == 2, argv
         one_line_error(capsys.readouterr().err, "precomputed-mesh", *words)
+    assert sorted(os.listdir(os.path.join(datasets["tiff"], "mesh"))) == before  # nothing was touched
     code = tif_main(["--source", str(tmp_path / "img.tif"), "--dest", str(tmp_path / "x"), "--mesh"])
     assert code == 2
     one_line_error(capsys.readouterr().err, "precomputed-tif", "--segmentation")

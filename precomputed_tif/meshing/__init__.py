@@ -83,11 +83,15 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     work = os.path.join(dataset, WORK_DIR)
     job = {"scales": info["scales"], "data_type": info["data_type"], "node": node, "lods": num_lods,
            "nodes_per_task": nodes_per_task, "sharded": sharded}
-    _prepare(dataset, info, work, job)
+    executor = make_executor(n_workers, dask_scheduler)  # an unreachable cluster is reported before any change
+    try:
+        _prepare(dataset, info, work, job)
+    except BaseException:
+        executor.close()
+        raise
     tasks = plan_blocks(os.path.abspath(dataset), os.path.abspath(work), size, num_lods, node, nodes_per_task)
     done_log = DoneLog(work)
     done = done_log.load()
-    executor = make_executor(n_workers, dask_scheduler)
     out = os.path.join(dataset, MESH_DIR)
     try:
         todo = [t for t in tasks if t.id not in done]

@@ -46,7 +46,10 @@ def meshed_site():
         dest = os.path.join(root, "cells")
         info = convert(os.path.join(root, "labels.tif"), dest, segmentation=True, chunk_size=(32, 32, 32),
                        voxel_size=(0.5, 0.5, 1.0), n_cores=1)
-        mesh_dataset(dest, n_cores=1, node=16, sharded=True)
+        table = os.path.join(root, "cells.csv")
+        with open(table, "w") as f:
+            f.write("id,name,tags\n5,big cell,large\n9,cell nine,small\n4000000001,corner cell,small\n")
+        mesh_dataset(dest, n_cores=1, node=16, sharded=True, properties=table)
         config = os.path.join(root, "sources.json")
         # One name per front door: the viewer caches what it fetched by URL.
         with open(config, "w") as f:
@@ -103,3 +106,30 @@ def test_neuroglancer_draws_the_selected_segments_in_3d(browser, meshed_site, fr
     assert f"/cells-{front}/mesh/info" in paths, paths[:30]
     assert any(p.startswith(f"/cells-{front}/mesh/") and p.endswith(".shard") for p in paths), paths[:30]
     assert f"/cells-{front}/segment_properties/info" in paths, paths[:30]
+
+
+def test_the_segment_list_shows_names_and_voxel_counts(browser, meshed_site):
+    """The layer's segment list (its "Seg." tab) shows the names from the CSV file, finds
+    segments by tag, and offers the voxel counts to sort by."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    server = meshed_site["servers"]["webserver"]
+    st = state(f"http://127.0.0.1:{server.port}", "webserver", True)
+    st["layers"][0]["tab"] = "segments"
+    st["layers"][0]["segmentQuery"] = "#small"
+    st["selectedLayer"] = {"layer": "cells", "visible": True, "size": 300}
+    browser.show(st)
+    browser.screenshot(*SIZE)
+    text = lambda css: [browser.driver.execute_script("return arguments[0].textContent", e)  # noqa: E731
+                        for e in browser.driver.find_elements(By.CSS_SELECTOR, css)]
+    deadline = time.time() + 30
+    while time.time() < deadline and "cell nine" not in " ".join(text(".neuroglancer-segment-list")):
+        time.sleep(0.5)
+    matches, *selected = text(".neuroglancer-segment-list")  # the query's matches, then the selected segments
+    assert "cell nine" in matches and "corner cell" in matches, matches[:500]
+    assert "big cell" not in matches, "the tag query #small should leave out the large cell"
+    assert "big cell" in " ".join(selected)
+    panel = " ".join(text(".neuroglancer-side-panel"))
+    assert "voxels" in panel and "volume_um3" in panel  # the number properties, to sort and filter by
