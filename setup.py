@@ -20,6 +20,7 @@ setup(
         "numcodecs>=0.11",
         "scikit-image>=0.20",
         "tqdm>=4.60",
+        "compressed-segmentation>=2.2",
         "zmesh>=1.7",
         "DracoPy>=1.3",
     ],

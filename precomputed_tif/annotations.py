@@ -199,14 +199,14 @@ def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None 
         else:
             os.makedirs(path, exist_ok=True)
             for cell, value in zip(cells, values):
-                write_atomic(os.path.join(path, "_".join(map(str, cell))), value)
+                write_atomic(os.path.join(path, "_".join(map(str, cell))), value, durable=False)
             if np.prod(level.grid_shape) <= MAX_EMPTY_CELL_FILES:
                 # Empty cells get a file too, so a viewer's requests for them succeed
                 # instead of ending in 404s (which Neuroglancer also takes as empty).
                 empty = encode_list(records[:0], np.zeros(0, np.uint64))
                 for cell in np.ndindex(*level.grid_shape):
                     if cell not in level.cells:
-                        write_atomic(os.path.join(path, "_".join(map(str, cell))), empty)
+                        write_atomic(os.path.join(path, "_".join(map(str, cell))), empty, durable=False)
     if by_id:
         path = os.path.join(directory, "by_id")
         raw = records.view(np.uint8).reshape(len(records), -1)
@@ -217,5 +217,8 @@ def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None 
             for i, r in enumerate(raw):
                 with open(os.path.join(path, str(i)), "wb") as f:
                     f.write(r.tobytes())
+    # Up to tens of thousands of small cell files: one flush of everything is far cheaper
+    # than one per file, and it puts them on disk before the info that makes them a layer.
+    os.sync()
     write_atomic(os.path.join(directory, "info"), json.dumps(info, indent=1).encode())
     return info

@@ -1,9 +1,18 @@
-"""Whole-file writes that readers and crashes never see half done."""
+"""Whole-file writes that readers and crashes never see half done, and making them durable.
+
+A rename is atomic, but not durable: after a power loss the new name can point
+at a file whose data never reached the disk. Durable means the file's data is
+flushed (``fsync``) before its name is, and the name (the directory entry) is
+flushed before anyone records the file as done. Flushing costs a disk round
+trip, so writers of many files batch it: write them all, then
+:func:`sync_files` once before recording them done.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from typing import Iterable
 
 
 def temporary_name(path: str) -> str:
@@ -12,17 +21,22 @@ def temporary_name(path: str) -> str:
     return os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
 
     A crash leaves either the previous file (or none) or the complete new one,
     plus perhaps a stray ``.tmp`` file that no reader looks at. The file gets
-    the usual permissions (umask applies), so a web server can read it.
+    the usual permissions (umask applies), so a web server can read it. With
+    ``durable`` the data is flushed before the rename and the directory after
+    it; without, the caller flushes a batch of files with :func:`sync_files`.
     """
     tmp = temporary_name(path)
     try:
         with open(tmp, "xb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -30,3 +44,34 @@ def write_atomic(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+    if durable:
+        sync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def sync_directory(directory: str) -> None:
+    """Flush a directory's entries (new names, renames) to disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_files(paths: Iterable[str], root: str | None = None) -> None:
+    """Flush each file's data, then the directories naming them (and, up to ``root``, the
+    directories naming those): after this returns, the files survive a power loss."""
+    directories = set()
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directory = os.path.dirname(os.path.abspath(path))
+        while directory not in directories:
+            directories.add(directory)
+            if root is None or not directory.startswith(root + os.sep):
+                break
+            directory = os.path.dirname(directory)
+    for directory in sorted(directories, key=len, reverse=True):
+        sync_directory(directory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -17,11 +18,30 @@ from .executor import default_workers, make_executor
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, build_info, write_info
 from .progress import DoneLog
-from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, run_task, tasks_of
-from .source import open_stack
+from .encodings import encoding_for
+from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, run_task, tasks_of
+from .shards import sharding_spec
+from .sources import open_source
 from .stores import store_class
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """Everything a conversion will do, decided before anything is written."""
+
+    source: object
+    dest: str
+    format: str
+    geometry: Geometry
+    info: dict
+    passes: list
+    n_workers: int | None
+    segmentation: bool
+    dask_scheduler: str | None
+    job: dict
+    lossless_copies: frozenset = frozenset()
 
 
 def convert(
@@ -40,42 +60,97 @@ def convert(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     channel: int | None = None,
     timepoint: int | None = None,
+    encoding: str | None = None,
+    jpeg_quality: int | None = None,
+    sharded: bool | None = None,
 ) -> dict:
-    """Convert a stack of TIFF planes into a precomputed pyramid at ``dest``; returns its ``info``.
+    """Convert a stack of TIFF planes (or an existing dataset) into a precomputed pyramid at
+    ``dest``; returns its ``info``.
 
     ``source`` is a glob (planes in natural order of their names: ``img_2``
-    before ``img_10``), a list of files (z in the list's order), or one
+    before ``img_10``), a list of files (z in the list's order), one
     multi-page TIFF whose metadata says which pages are z planes, channels and
-    time points. Several channels (or colour samples) make one dataset with
-    ``num_channels`` channels unless ``channel`` picks one; a time series
-    needs ``timepoint``. ``voxel_size`` is in microns (x, y, z); by default it
-    is what the files' OME or ImageJ metadata records, else
-    1.8, 1.8, 2.0. ``chunk_size`` is in voxels (x, y, z). ``levels`` defaults to enough levels
-    that the coarsest fits in one chunk in x and y. ``n_cores`` worker
-    processes (default: all cores). ``memory_limit`` (bytes, default half the
-    machine's memory) bounds the peak memory of all processes together: it
-    sets how large a block each worker holds (at most ``block_bytes``) and,
-    if need be, lowers the number of workers. ``dask_scheduler`` runs the
-    same tasks on a Dask distributed cluster instead of local processes.
+    time points, or the directory of a dataset this project (or Neuroglancer's
+    tools) wrote, to store it again in another format. Several channels (or
+    colour samples) make one dataset with ``num_channels`` channels unless
+    ``channel`` picks one; a time series needs ``timepoint``. ``voxel_size``
+    is in microns (x, y, z); by default it is what the files' OME or ImageJ
+    metadata records, else 1.8, 1.8, 2.0. ``chunk_size`` is in voxels (x, y,
+    z). ``levels`` defaults to enough levels that the coarsest fits in one
+    chunk in x and y. ``n_cores`` worker processes (default: all cores).
+    ``memory_limit`` (bytes, default half the machine's memory) bounds the peak
+    memory of all processes together: it sets how large a block each worker
+    holds (at most ``block_bytes``) and, if need be, lowers the number of
+    workers. ``dask_scheduler`` runs the same tasks on a Dask distributed
+    cluster instead of local processes.
+
+    ``format="precomputed"`` writes Neuroglancer's own format, which any static
+    web server serves: ``encoding`` raw (default for images), png, jpeg
+    (``jpeg_quality``) or compressed_segmentation (default for
+    segmentations); ``sharded`` True shards every scale that can be, False
+    none, None (default) the scales with many chunks.
 
     Raises :class:`~precomputed_tif.PrecomputedTifError` for anything wrong
     with the input or ``dest``, before writing anything. ``info`` is written
     last: a ``dest`` without it is unfinished, and running the same call
     again resumes it, skipping the blocks that were finished.
     """
-    store_cls = store_class(format)
+    plan = plan_conversion(source, dest, levels=levels, voxel_size=voxel_size, format=format,
+                           chunk_size=chunk_size, segmentation=segmentation, n_cores=n_cores,
+                           progress=progress, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
+                           block_bytes=block_bytes, channel=channel, timepoint=timepoint, encoding=encoding,
+                           jpeg_quality=jpeg_quality, sharded=sharded)
+    return run(plan, overwrite=overwrite, progress=progress)
+
+
+def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", chunk_size=DEFAULT_CHUNK_SIZE,
+                    segmentation=False, n_cores=None, progress=False, memory_limit=None, dask_scheduler=None,
+                    block_bytes=DEFAULT_BLOCK_BYTES, channel=None, timepoint=None, encoding=None,
+                    jpeg_quality=None, sharded=None) -> Plan:
+    """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
+    store_class(format)
+    if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
+        raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format precomputed")
     if voxel_size is not None:
         check_triple(tuple(voxel_size), "voxel size", integer=False)
     check_triple(tuple(chunk_size), "chunk size", integer=True)
     if n_cores is not None and n_cores < 1:
         raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
-    started = time.perf_counter()
-    stack = open_stack(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
+    stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
+    segmentation = segmentation or getattr(stack, "segmentation", False)
+    if levels is None:
+        levels = getattr(stack, "levels", None)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     z, y, x = stack.shape
     geometry = Geometry((x, y, z), chunk_size, voxel_size, levels)
-    info = build_info(geometry, stack.dtype, segmentation, stack.n_channels)
+    n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
+    voxel_bytes = stack.dtype.itemsize * stack.n_channels
+    dtype, codec = stack.dtype, None
+    if format == "precomputed":
+        name = encoding or ("compressed_segmentation" if segmentation else "raw")
+        if name == "compressed_segmentation" and not segmentation:
+            raise PrecomputedTifError("compressed_segmentation is for labels: add --segmentation, or choose "
+                                      "--encoding raw or png for an image")
+        if name == "compressed_segmentation" and dtype.name in ("uint8", "uint16"):
+            dtype = np.dtype(np.uint32)  # the encoding holds 32- and 64-bit labels only
+        codec = encoding_for(name, dtype, stack.n_channels, jpeg_quality)
+    if format == "precomputed" and sharded is not False:
+        passes = plan_sharded_passes(geometry, voxel_bytes, block_bytes, shard_all=bool(sharded))
+    else:
+        passes = plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows)
+    info = build_info(geometry, dtype, segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
+    lossless_copies = frozenset()
+    if codec is not None:
+        data_encoding = "gzip" if codec.name in ("raw", "compressed_segmentation") else "raw"
+        low_bits = {number: low for p in passes for number, low in p.shards}
+        for number, scale in enumerate(info["scales"], start=1):
+            scale.update(codec.info())
+            if number in low_bits:
+                scale["sharding"] = sharding_spec(geometry.grid(number), low_bits[number], data_encoding)
+        if not codec.lossless:
+            # Later passes read these levels back: from a lossless copy, never from decoded jpeg.
+            lossless_copies = frozenset(geometry.level(p.first).key for p in passes if not p.from_source)
     job = {
         "format": format,
         "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
@@ -84,20 +159,28 @@ def convert(
     }
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), format)
-    destination.prepare(dest, job, overwrite)
-    store = store_cls(dest, info)
-    n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
-    passes = plan_passes(geometry, stack.dtype.itemsize * stack.n_channels, block_bytes, stack.whole_rows)
-    total = sum(count_chunks(p, geometry) for p in passes)
+    return Plan(stack, dest, format, geometry, info, passes, n_workers, segmentation, dask_scheduler, job,
+                lossless_copies)
+
+
+def run(plan: Plan, overwrite: bool = False, progress: bool = False) -> dict:
+    """Carry out a plan: write every chunk (skipping what an earlier run finished), then ``info``."""
+    started = time.perf_counter()
+    dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
+    destination.prepare(dest, plan.job, overwrite)
+    store = store_class(plan.format)(dest, info)
+    if plan.lossless_copies:
+        store.lossless_copies = plan.lossless_copies
+    total = sum(count_chunks(p, geometry) for p in plan.passes)
     done_log = DoneLog(dest)
     done = done_log.load()
-    executor = make_executor(n_workers, dask_scheduler)
+    executor = make_executor(plan.n_workers, plan.dask_scheduler)
     try:
         store.create(n_writers=executor.n)
         with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress, smoothing=0.1) as bar:
-            for p in passes:
-                log.debug("levels %d-%d in blocks of %s voxels", p.first, p.last, p.block)
-                tasks = _not_done(tasks_of(p, geometry, store, stack, segmentation), done, bar)
+            for p in plan.passes:
+                log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block, p.task_size)
+                tasks = _not_done(tasks_of(p, geometry, store, stack, plan.segmentation), done, bar)
                 for task_id, n in executor.imap_unordered(run_task, tasks):
                     done_log.record(task_id)
                     bar.update(n)
@@ -110,6 +193,7 @@ def convert(
         executor.close()
     info = add_display(info, store, stack.rgb)
     store.finish()
+    store.drop_lossless_copies()
     write_info(dest, info)
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info

@@ -37,8 +37,13 @@ def prepare(dest: str, job: dict, overwrite: bool) -> None:
 
     Allowed without ``overwrite``: a new or empty directory, or one holding the
     same job (finished or not: the run resumes). With ``overwrite`` the
-    precomputed dataset there, different or not, is removed first. A directory holding other files is never
-    written into, with or without ``overwrite``: it is not ours to delete.
+    precomputed dataset there, different or not, is replaced: its own files
+    (``info``, its scale directories, the conversion's records) are removed and
+    nothing else, so a point layer or notes beside it stay. Everything is
+    checked before anything is deleted: if the new dataset could not be written
+    (a scale directory it needs holds something that is not the old dataset's,
+    a file cannot be removed), nothing is touched. A directory holding other
+    files and no dataset is never written into, with or without ``overwrite``.
     """
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise PrecomputedTifError(f"--dest {dest} is a file; give a directory (it is created if missing)")
@@ -72,7 +77,9 @@ def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
         raise PrecomputedTifError(
             f"--dest {dest} already holds {what}; choose another directory or add --overwrite to replace it"
         )
-    _remove_dataset(dest, info, record)
+    doomed = _dataset_entries(dest, info, record)
+    _check_removable(dest, doomed, job)
+    _remove(dest, doomed)
 
 
 _TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
@@ -93,25 +100,58 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _remove_dataset(dest: str, info, record) -> None:
-    """Remove a dataset's ``info`` (first, so it stops looking complete), scale directories and record."""
+def _scale_keys(source) -> set[str]:
     keys = set()
-    for source in (info, (record or {}).get("info")):
-        for s in (source or {}).get("scales", []) if isinstance(source, dict) else []:
-            if isinstance(s, dict) and _SCALE_DIR.match(str(s.get("key", ""))):
-                keys.add(s["key"])
-    _unlink(os.path.join(dest, INFO))
+    for s in source.get("scales", []) if isinstance(source, dict) else []:
+        if isinstance(s, dict) and _SCALE_DIR.match(str(s.get("key", ""))):
+            keys.add(s["key"])
+    return keys
+
+
+def _dataset_entries(dest: str, info, record) -> list[str]:
+    """Names in ``dest`` that belong to the dataset there, in the order they are removed:
+    ``info`` first (so the directory stops looking complete), the job record last."""
+    keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
+    names = [INFO] + sorted(keys) + [DONE_LOG]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
-    for name in ("mesh", "segment_properties", ".mesh-work"):
-        if name == ".mesh-work" or (isinstance(info, dict) and info.get(name) == name):
-            shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
-    for key in sorted(keys):
-        shutil.rmtree(os.path.join(dest, key), ignore_errors=True)
-    _unlink(os.path.join(dest, JOB_RECORD))
-    _unlink(os.path.join(dest, DONE_LOG))
-    left = [e for e in os.listdir(dest) if not e.startswith(".")]
-    if left:
+    names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
+    names.append(".mesh-work")
+    names += [n for n in sorted(os.listdir(dest)) if _TEMPORARY.match(n)]
+    return [n for n in names + [JOB_RECORD] if os.path.lexists(os.path.join(dest, n))]
+
+
+def _check_removable(dest: str, doomed: list[str], job: dict) -> None:
+    """Raise a user error, having deleted nothing, unless removing ``doomed`` makes room for ``job``."""
+    for key in sorted(_scale_keys(job.get("info"))):
+        if key not in doomed and os.path.lexists(os.path.join(dest, key)):
+            raise PrecomputedTifError(
+                f"--dest {dest} holds {key}, which the new dataset needs and which is not part of the "
+                "dataset there; nothing was removed. Move it away or choose another directory"
+            )
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise PrecomputedTifError(f"--dest {dest} is not writable; nothing was removed")
+    for name in doomed:
+        path = os.path.join(dest, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            for base, dirs, _ in os.walk(path):
+                if not os.access(base, os.W_OK | os.X_OK):
+                    raise PrecomputedTifError(
+                        f"cannot remove the old dataset: {base} is not writable; nothing was removed")
+
+
+def _remove(dest: str, doomed: list[str]) -> None:
+    failed = []
+    for name in doomed:
+        path = os.path.join(dest, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=lambda fn, p, exc: failed.append(p))
+        else:
+            try:
+                _unlink(path)
+            except OSError:
+                failed.append(path)
+    if failed:
         raise PrecomputedTifError(
-            f"--dest {dest} still holds {', '.join(sorted(left)[:3])} after removing the old dataset; "
-            "choose a new or empty directory"
+            f"could not remove {failed[0]} (and {len(failed) - 1} more) of the old dataset in --dest {dest}; "
+            "fix the permissions and run again"
         )

@@ -7,3 +7,8 @@ class PrecomputedTifError(Exception):
     The message is one line that says what is wrong and what to do about it;
     command-line tools print it without a traceback and exit with status 2.
     """
+
+
+class DamagedData(PrecomputedTifError):
+    """Stored bytes that fail a check (a size field, a checksum, a decoded size): the file
+    named in the message is damaged, and nothing decoded from it may be used."""

@@ -283,3 +283,82 @@ def parse_triple(text: str, what: str, integer: bool) -> tuple:
         ) from None
     check_triple(values, what, integer)
     return values
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for positive integers."""
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The chunk grid of one scale, as an ``info`` file describes it.
+
+    ``size``, ``chunk_size`` and ``voxel_offset`` are (x, y, z) voxels of this
+    scale. Boxes given to and returned by the methods are relative to the
+    scale's origin (``voxel_offset`` is added only in chunk *names*, as
+    precomputed's URLs and files have them). The writer, every reader and the
+    server share this one grid.
+    """
+
+    key: str
+    size: tuple[int, int, int]
+    chunk_size: tuple[int, int, int]
+    voxel_offset: tuple[int, int, int] = (0, 0, 0)
+
+    @classmethod
+    def from_info(cls, scale: dict) -> "Scale":
+        return cls(scale["key"], tuple(int(v) for v in scale["size"]),
+                   tuple(int(v) for v in scale["chunk_sizes"][0]),
+                   tuple(int(v) for v in scale.get("voxel_offset", (0, 0, 0))))
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Number of chunks along x, y, z."""
+        return tuple(ceil_div(s, c) for s, c in zip(self.size, self.chunk_size))
+
+    @property
+    def n_chunks(self) -> int:
+        gx, gy, gz = self.grid
+        return gx * gy * gz
+
+    @property
+    def bounds(self) -> Box:
+        x, y, z = self.size
+        return Box(0, x, 0, y, 0, z)
+
+    def chunk_box(self, index: Sequence[int]) -> Box:
+        """Box of the chunk with grid index (ix, iy, iz), truncated where the scale ends."""
+        lo = [i * c for i, c in zip(index, self.chunk_size)]
+        hi = [min(a + c, s) for a, c, s in zip(lo, self.chunk_size, self.size)]
+        return Box(lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
+
+    def chunk_index(self, box: Box) -> tuple[int, int, int]:
+        """Grid index (ix, iy, iz) of the chunk whose box this is."""
+        return (box.x0 // self.chunk_size[0], box.y0 // self.chunk_size[1], box.z0 // self.chunk_size[2])
+
+    def chunk_boxes(self, within: Box | None = None) -> Iterator[Box]:
+        """Boxes of the chunks that overlap ``within`` (default: all), z slowest."""
+        within = within or self.bounds
+        (cx, cy, cz), (gx, gy, gz) = self.chunk_size, self.grid
+        for iz in range(within.z0 // cz, min(gz, ceil_div(within.z1, cz))):
+            for iy in range(within.y0 // cy, min(gy, ceil_div(within.y1, cy))):
+                for ix in range(within.x0 // cx, min(gx, ceil_div(within.x1, cx))):
+                    yield self.chunk_box((ix, iy, iz))
+
+    def name(self, box: Box) -> str:
+        """The chunk's file name / URL segment: its box shifted by ``voxel_offset``."""
+        x, y, z = self.voxel_offset
+        return Box(box.x0 + x, box.x1 + x, box.y0 + y, box.y1 + y, box.z0 + z, box.z1 + z).name
+
+    def parse(self, name: str) -> Box | None:
+        """The chunk box (relative to the origin) a chunk name stands for; None when the name is
+        not exactly one chunk of this scale."""
+        try:
+            box = Box.parse(name)
+        except ValueError:
+            return None
+        if not is_chunk(box, self.size, self.chunk_size, self.voxel_offset):
+            return None
+        x, y, z = self.voxel_offset
+        return Box(box.x0 - x, box.x1 - x, box.y0 - y, box.y1 - y, box.z0 - z, box.z1 - z)

@@ -60,7 +60,7 @@ def viewer_state(layers: list[dict], info: dict) -> dict:
     size = scale["size"]
     offset = scale.get("voxel_offset", [0, 0, 0])
     return {
-        "dimensions": {axis: [r * 1e-9, "m"] for axis, r in zip("xyz", resolution_nm)},
+        "dimensions": {axis: [r / 1e9, "m"] for axis, r in zip("xyz", resolution_nm)},
         "position": [o + s / 2 for o, s in zip(offset, size)],
         "crossSectionScale": max(1.0, max(size[:2]) / 400),
         "projectionScale": max(size) * 1.5,

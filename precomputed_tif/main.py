@@ -24,6 +24,10 @@ examples:
   precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation --mesh --properties cells.csv
   precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
   precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
+  precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
+        (Neuroglancer's own files: any static web server or bucket serves them)
+  precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
+        (store an existing dataset again, in another format, without its TIFF planes)
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--source", required=True, metavar="GLOB",
-                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it); sorted by the numbers in "
+                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it), or the directory of an "
+                        "existing dataset to store again in another --format; planes are sorted by the numbers in "
                         "their names (img_2 before img_10), the first file is z = 0. A single multi-page TIFF "
                         "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
                         "channels, time points. A path that exists is taken as it is, brackets and all.")
@@ -57,7 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
     p.add_argument("--format", default="tiff", metavar="FORMAT",
-                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff)")
+                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff). tiff, zarr and blockfs "
+                        "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
+                        "is Neuroglancer's own format, which any static web server or bucket serves")
+    p.add_argument("--encoding", default=None, metavar="NAME",
+                   help="with --format precomputed: raw (default for images), png (lossless; uint8, or "
+                        "one-channel uint16), jpeg (lossy; uint8 with 1 or 3 channels) or "
+                        "compressed_segmentation (default for --segmentation)")
+    p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
+                   help="with --encoding jpeg: 1-100 (default 90); coarser levels are still made from the "
+                        "lossless data")
+    shard = p.add_mutually_exclusive_group()
+    shard.add_argument("--sharded", dest="sharded", action="store_const", const=True, default=None,
+                       help="with --format precomputed: store every scale that can be in a few shard files "
+                            "(default: the scales of more than 64 chunks)")
+    shard.add_argument("--unsharded", dest="sharded", action="store_const", const=False,
+                       help="with --format precomputed: one file per chunk at every scale")
     p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
                    help="chunk size in voxels (default: 64,64,64)")
     p.add_argument("--segmentation", action="store_true",
@@ -66,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", action="store_true",
                    help="with --segmentation: also make 3-D meshes and segment properties (voxel counts) "
                         "for Neuroglancer, as precomputed-mesh does")
-    add_mesh_arguments(p)
+    add_mesh_arguments(p, sharded_flag="--mesh-sharded")
     p.add_argument("--n-cores", type=int, default=None, metavar="N",
                    help=f"worker processes (default: all cores, here {default_workers()})")
     p.add_argument("--memory-limit", metavar="SIZE", default=None,
@@ -107,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                        integer=False)
         chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
         limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
-        if (args.mesh or args.properties or args.sharded != "auto") and not args.segmentation:
-            raise PrecomputedTifError("--mesh, --properties and --sharded need --segmentation: meshes are made "
-                                      "from labels")
-        if (args.properties or args.sharded != "auto") and not args.mesh:
-            raise PrecomputedTifError("--properties and --sharded go with --mesh")
+        if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
+            raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
+                                      "made from labels")
+        if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
+            raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
         if args.properties:
             from .segment_properties import read_properties_csv
 
@@ -123,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                        chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
                        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
                        memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
-                       timepoint=args.timepoint)
+                       timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
+                       sharded=args.sharded)
         print(summary(args.dest, info))
         if args.mesh:
             from .meshing import mesh_dataset
 
             info = mesh_dataset(args.dest, n_cores=args.n_cores, memory_limit=limit,
                                 dask_scheduler=args.dask_scheduler, properties=args.properties,
-                                sharded=sharded_value(args.sharded),
+                                sharded=sharded_value(args.mesh_sharded),
                                 progress=not args.no_progress and sys.stderr.isatty())
             print(mesh_summary(args.dest, info))
 

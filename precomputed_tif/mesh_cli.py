@@ -25,13 +25,14 @@ selected segments in its 3-D view and lists every segment with its voxel count.
 """
 
 
-def add_mesh_arguments(p: argparse.ArgumentParser) -> None:
-    """The options meshing adds to a command (shared with ``precomputed-tif --mesh``)."""
+def add_mesh_arguments(p: argparse.ArgumentParser, sharded_flag: str = "--sharded") -> None:
+    """The options meshing adds to a command (shared with ``precomputed-tif --mesh``, where the
+    sharding flag is ``--mesh-sharded``: ``--sharded`` there is about the volume's chunks)."""
     p.add_argument("--properties", metavar="CSV", default=None,
                    help="segment names, tags and other columns for Neuroglancer's segment list: a CSV "
                         "file with a header and an id column, and name, tags (separated by ;), description "
                         "or other columns (precomputed-mesh -h shows an example)")
-    p.add_argument("--sharded", choices=("auto", "yes", "no"), default="auto",
+    p.add_argument(sharded_flag, dest="mesh_sharded", choices=("auto", "yes", "no"), default="auto",
                    help="store meshes in a few shard files (yes) or two files per segment (no); "
                         "default: sharded above 256 segments")
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
         info = mesh_dataset(args.dataset, n_cores=args.n_cores, memory_limit=limit,
                             dask_scheduler=args.dask_scheduler, properties=args.properties,
-                            sharded=sharded_value(args.sharded),
+                            sharded=sharded_value(args.mesh_sharded),
                             progress=not args.no_progress and sys.stderr.isatty())
         print(summary(args.dataset, info))
 

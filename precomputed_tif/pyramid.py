@@ -11,13 +11,17 @@ How many levels one task makes is limited by the block's size in memory
 (``block_bytes``). The levels a pass cannot reach are made by a further pass
 that reads the last level written back from the store; it is 8 (or 4) times
 smaller per level, so re-reading it is cheap.
+
+For sharded output a task owns a *region* -- one shard of every sharded level
+it writes -- and works through it block by block, so memory stays that of one
+block however large the shard (see :func:`plan_sharded_passes`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +49,14 @@ class Pass:
     last: int
     block: tuple[int, int, int]  # (x, y, z) block size in voxels of level ``first``
     from_source: bool
+    # (x, y, z) size of a task's region in voxels of level ``first``: whole blocks; default one block.
+    region: tuple[int, int, int] | None = None
+    # Levels written sharded, each with the low Morton bits its shards span.
+    shards: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def task_size(self) -> tuple[int, int, int]:
+        return self.region or self.block
 
     @property
     def written(self) -> range:
@@ -61,12 +73,20 @@ class Task:
     source: PlaneStack | None
     segmentation: bool
     plan: Pass
-    block: Box  # in coordinates of level ``plan.first``
+    block: Box  # the task's region, in coordinates of level ``plan.first``
 
     @property
     def id(self) -> str:
         """Names the task across runs: the same command plans the same ids."""
         return f"{self.plan.first}-{self.plan.last}/{self.block.name}"
+
+    def blocks(self) -> Iterator[Box]:
+        """The blocks of the task's region, z, y, x order."""
+        r, (bx, by, bz) = self.block, self.plan.block
+        for z0 in range(r.z0, r.z1, bz):
+            for y0 in range(r.y0, r.y1, by):
+                for x0 in range(r.x0, r.x1, bx):
+                    yield Box(x0, min(x0 + bx, r.x1), y0, min(y0 + by, r.y1), z0, min(z0 + bz, r.z1))
 
     def n_chunks(self) -> int:
         """How many chunks this task writes."""
@@ -111,6 +131,82 @@ def plan_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int = DEFAULT
         first, from_source = last, False
 
 
+# Sharding: a level of at most this many chunks is left unsharded (a few files anyway).
+UNSHARDED_MAX_CHUNKS = 64
+# A shard holds at least this many chunks (fewer would make many small files) ...
+MIN_SHARD_CHUNKS = 8
+# ... and a task's region at most 2**MAX_REGION_BITS chunks per axis; smaller when that
+# leaves fewer than MIN_TASKS regions, so that workers share the level.
+MAX_REGION_BITS = 4
+MIN_TASKS = 4
+
+
+def plan_sharded_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                        shard_all: bool = False) -> list[Pass]:
+    """Passes for sharded output: each task's region is one shard of every sharded level the
+    pass writes, worked through in blocks that fit ``block_bytes``.
+
+    A level of more than :data:`UNSHARDED_MAX_CHUNKS` chunks (any level, with ``shard_all``)
+    is sharded when the pass can give it whole shards of at least
+    :data:`MIN_SHARD_CHUNKS` chunks; otherwise the pass ends before it and the next pass,
+    reading the last level back, starts a new region. A level no region fits stays
+    unsharded. Depends only on the geometry, the voxel size in bytes and the budget, so the
+    same command plans the same shards.
+    """
+    from .shards import low_bits_for_box
+
+    def grid(number):
+        return geometry.grid(number)
+
+    def wants_shards(number):
+        return shard_all or geometry.n_chunks(number) > UNSHARDED_MAX_CHUNKS
+
+    passes = []
+    n = len(geometry.levels)
+    first, from_source = 1, True
+    while True:
+        k = _region_bits(grid(first))
+        # Axes that the next level does not halve get one bit less, so that the region is
+        # still a shard-shaped box (x, y before z) one level down.
+        nxt = geometry.level(first + 1).step if first < n else (2, 2, 2)
+        start_bits = bits = [k - (s != 2) for s in nxt]
+        shards = []
+        last = first
+        for number in range(first if from_source else first + 1, n + 1):
+            wrote_already = last > first or (from_source and number > first)
+            if number > first:
+                step = geometry.level(number).step
+                bits = [b - (s == 2) for b, s in zip(bits, step)]
+                if shards and min(bits) < 0:
+                    break  # blocks would outgrow the region that holds this pass's shards
+                if wrote_already and not _fits(geometry, first, number, voxel_bytes, block_bytes, False):
+                    break
+            if wants_shards(number):
+                low = low_bits_for_box(grid(number), bits) if min(bits) >= 0 else None
+                if low is not None and 2 ** low < min(MIN_SHARD_CHUNKS, geometry.n_chunks(number)):
+                    low = None
+                if low is None and wrote_already:
+                    break  # the next pass starts a region that gives this level whole shards
+                if low is not None:
+                    shards.append((number, low))
+            last = number
+        region = tuple(c * 2 ** b for c, b in zip(geometry.chunk_size, start_bits)) if shards else None
+        block = _block_size(geometry, first, last)
+        passes.append(Pass(first, last, block, from_source, region, tuple(shards)))
+        if last == n:
+            return passes
+        first, from_source = last, False
+
+
+def _region_bits(grid: Sequence[int]) -> int:
+    """log2 of a task region's size in chunks per axis at a level of ``grid`` chunks."""
+    for k in range(MAX_REGION_BITS, 0, -1):
+        regions = int(np.prod([-(-g // 2**k) for g in grid]))
+        if regions >= MIN_TASKS:
+            return k
+    return 1
+
+
 def _fits(geometry: Geometry, first: int, last: int, voxel_bytes: int, block_bytes: int, wide: bool) -> bool:
     """Whether the block that makes levels ``first``..``last`` fits in ``block_bytes``."""
     size = geometry.level(first).size
@@ -130,7 +226,7 @@ def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: PlaneStack,
              segmentation: bool) -> Iterator[Task]:
     """Tasks of one pass, generated lazily in z, y, x order (neighbours read the same planes)."""
     sx, sy, sz = geometry.level(p.first).size
-    bx, by, bz = p.block
+    bx, by, bz = p.task_size
     for z0 in range(0, sz, bz):
         z1 = min(z0 + bz, sz)
         sub = source.subset(z0, z1) if p.from_source else None
@@ -146,30 +242,43 @@ def count_chunks(p: Pass, geometry: Geometry) -> int:
 
 
 def run_task(task: Task) -> tuple[str, int]:
-    """Make one block's levels; returns the task's id and the number of chunks written."""
-    g, store = task.geometry, task.store
-    region = task.block
-    plan = task.plan
+    """Make one region's levels, block by block; returns the task's id and the number of chunks written."""
+    store = task.store
+    writer = store.writer()
+    written = 0
+    try:
+        for block in task.blocks():
+            written += _run_block(task, writer, block)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        store.finish()
+    return task.id, written
+
+
+def _run_block(task: Task, writer, region: Box) -> int:
+    g, plan = task.geometry, task.plan
     if plan.from_source:
         data = task.source.read(region)
-        written = _write_level(store, g, 1, region, data)
+        written = _write_level(writer, g, 1, region, data)
     else:
-        data = store.read_region(g.level(plan.first).key, region)
+        data = task.store.read_region(g.level(plan.first).key, region)
         written = 0
     for number in range(plan.first + 1, plan.last + 1):
         level = g.level(number)
         data = downsample(data, level.step, task.segmentation)
         region = region.scaled_down(level.step)
         assert data.shape[-3:] == region.shape, (data.shape, region.shape)
-        written += _write_level(store, g, number, region, data)
-    store.finish()
-    return task.id, written
+        written += _write_level(writer, g, number, region, data)
+    return written
 
 
-def _write_level(store: ChunkStore, g: Geometry, number: int, region: Box, data: np.ndarray) -> int:
+def _write_level(writer, g: Geometry, number: int, region: Box, data: np.ndarray) -> int:
     key = g.level(number).key
     n = 0
     for box in g.chunk_boxes(number, region):
-        store.write_chunk(key, box, data[(..., *box.relative_to(region))])
+        writer.write_chunk(key, box, data[(..., *box.relative_to(region))])
         n += 1
     return n

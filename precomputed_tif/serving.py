@@ -12,12 +12,20 @@ server serves one directory):
   as Neuroglancer's raw encoding: little-endian, x fastest; a chunk that was
   never stored reads as zeros; a name that is not a chunk of that scale is 404;
 * anything else -- a static file under the dataset's directory (annotation
-  layers, sharded data, a ``raw`` dataset's chunks), with byte ranges.
+  layers, a native precomputed dataset's chunk and shard files), with byte ranges.
 
 Only regular files inside the dataset's directory are ever read: no path
-segment may be empty-dotted (``.``, ``..``, hidden names), and the resolved
-path, symlinks followed, must stay inside the directory. Responses never carry
-a traceback or a local path.
+segment may be empty-dotted (``.``, ``..``, hidden names), the resolved
+path, symlinks followed, must stay inside the directory, and anything that is
+not a regular file (a FIFO, a device) is refused before it could block a
+thread. Responses never carry a traceback or a local path; a chunk whose
+stored bytes are damaged is a 500 that names no file, and the file is logged
+once.
+
+An open store is shared by every request of a process and replaced when its
+dataset changes. A replaced store is closed only when the last request that
+was using it has finished, so no request ever reads through a closed (or
+reused) file descriptor.
 """
 
 from __future__ import annotations
@@ -28,20 +36,24 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import stat
 import threading
+import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import PrecomputedTifError
-from .geometry import Box, is_chunk
+from .errors import DamagedData, PrecomputedTifError
+from .geometry import Scale
 from .volume import Volume
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "zarr", "blockfs", "raw")
+# "raw" is the name older configurations use for "precomputed" (Neuroglancer's own files).
+FORMATS = ("tiff", "zarr", "blockfs", "precomputed", "raw")
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 CORS = [
     ("Access-Control-Allow-Origin", "*"),
@@ -67,8 +79,11 @@ class Response:
 
 
 REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Request", 404: "Not Found",
-           405: "Method Not Allowed", 416: "Range Not Satisfiable", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+           416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 503: "Service Unavailable"}
+DAMAGED = "this chunk is damaged on the server; its administrator has been told which file"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def text_response(status: int, message: str | None = None, extra=()) -> Response:
@@ -83,18 +98,54 @@ def _bytes(body: bytes, content_type: str, extra=()) -> Response:
     return Response(200, headers + list(extra), body, len(body))
 
 
-def _is_annotation_layer(directory: str) -> bool:
+def open_regular(path: str):
+    """``path`` opened for reading if it is a regular file, else None (missing, a FIFO, a
+    directory, a device). Never blocks: a FIFO is opened without waiting for a writer."""
     try:
-        with open(os.path.join(directory, "info"), "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _is_annotation_layer(directory: str) -> bool:
+    f = open_regular(os.path.join(directory, "info"))
+    if f is None:
+        return False
+    try:
+        with f:
             info = json.loads(f.read())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(info, dict) and info.get("@type") == "neuroglancer_annotations_v1"
 
 
+class _Opened:
+    """An open volume and the requests using it; closed when retired and unused."""
+
+    def __init__(self, volume: Volume | None, info_bytes: bytes):
+        self.volume, self.info_bytes = volume, info_bytes
+        self.users = 0
+        self.retired = False
+
+    def close(self) -> None:
+        if self.volume is not None:
+            self.volume.store.finish()
+            self.volume = None
+
+
 class Dataset:
     """One served directory. Its store is opened on first use and reused by every request;
-    it is reopened when the ``info`` file changes (a conversion writes ``info`` last)."""
+    it is reopened when the ``info`` file changes (a conversion writes ``info`` last), and the
+    old one is closed once the last request using it is done."""
 
     def __init__(self, name: str, directory: str, format: str | None = None, gzip: bool = False):
         if format is not None and format not in FORMATS:
@@ -105,10 +156,9 @@ class Dataset:
         self.format = format
         self.gzip = gzip
         self._lock = threading.Lock()
-        self._volume: Volume | None = None
-        self._plain_files = False
-        self._info_bytes = b""
+        self._opened: _Opened | None = None
         self._stamp = None
+        self._logged_damage: set[str] = set()
 
     def __repr__(self):
         return f"Dataset({self.name!r}, {self.directory!r}, {self.format!r})"
@@ -119,34 +169,80 @@ class Dataset:
 
     @property
     def serves_raw(self) -> bool:
-        return self.format == "raw"
+        """Whether the files are already what Neuroglancer asks for, to be sent as they are."""
+        return self.format in ("raw", "precomputed")
 
-    def volume(self) -> tuple[Volume | None, bytes]:
-        """The open volume and its ``info`` as sent, or (None, b"") for a directory that is served
-        as plain files (an annotation layer); a user error if the directory holds neither."""
+    def _info_stamp(self):
         try:
             st = os.stat(os.path.join(self.directory, "info"))
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         except OSError:
-            stamp = None
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            raise PrecomputedTifError(f"{self.directory}/info is not a regular file")
+        return st.st_mtime_ns, st.st_ino, st.st_size, st.st_ctime_ns
+
+    def _acquire(self) -> _Opened:
+        stamp = self._info_stamp()
         with self._lock:
-            if stamp != self._stamp or (self._volume is None and not self._plain_files):
-                if self._volume is not None:
-                    self._volume.store.finish()
-                    self._volume = None
-                self._plain_files = self.format is None and _is_annotation_layer(self.directory)
-                if not self._plain_files:
-                    volume = Volume(self.directory, self.format)
-                    self._info_bytes = json.dumps(volume.info).encode()
-                    self._volume = volume
-                self._stamp = stamp
-            return self._volume, self._info_bytes
+            if self._opened is None or stamp != self._stamp:
+                self._retire()
+                if self.format is None and _is_annotation_layer(self.directory):
+                    opened = _Opened(None, b"")
+                else:
+                    try:
+                        volume = Volume(self.directory, self.format)
+                    except RecursionError:
+                        raise PrecomputedTifError(f"{self.directory}/info is nested too deeply to be an "
+                                                  "info file") from None
+                    opened = _Opened(volume, json.dumps(volume.info).encode())
+                self._opened, self._stamp = opened, stamp
+            self._opened.users += 1
+            return self._opened
+
+    def _release(self, opened: _Opened) -> None:
+        with self._lock:
+            opened.users -= 1
+            if opened.retired and opened.users == 0:
+                opened.close()
+
+    def _retire(self) -> None:
+        """Called with the lock held: the current store stops being handed out."""
+        opened, self._opened, self._stamp = self._opened, None, None
+        if opened is not None:
+            opened.retired = True
+            if opened.users == 0:
+                opened.close()
+
+    @contextmanager
+    def lease(self) -> Iterator[tuple[Volume | None, bytes]]:
+        """The open volume and its ``info`` as sent, held open until the block ends; (None, b"")
+        for a directory served as plain files (an annotation layer); a user error if the
+        directory holds neither."""
+        opened = self._acquire()
+        try:
+            yield opened.volume, opened.info_bytes
+        finally:
+            self._release(opened)
+
+    def check(self) -> None:
+        """Open the dataset once: a user error now rather than 404s later."""
+        with self.lease():
+            pass
 
     def close(self) -> None:
+        """Close the store now, or when the last request using it ends."""
         with self._lock:
-            if self._volume is not None:
-                self._volume.store.finish()
-                self._volume = None
+            self._retire()
+
+    def damaged(self, exc: Exception) -> None:
+        """Log a damaged file once per file (the message names it), not once per request."""
+        message = str(exc)
+        with self._lock:
+            if message in self._logged_damage:
+                return
+            if len(self._logged_damage) < 10000:
+                self._logged_damage.add(message)
+        log.error("source %s: %s", self.name or self.directory, message)
 
 
 @dataclass
@@ -177,6 +273,15 @@ def _safe_segments(path: str) -> list[str] | None:
     return segments
 
 
+def _header_list(requested: str | None) -> str:
+    """The header names a preflight asked for, if they are a clean comma-separated list of
+    tokens; otherwise (or if none) the ones Neuroglancer sends. Nothing else is echoed."""
+    names = [n.strip() for n in (requested or "").split(",")]
+    if requested and len(requested) <= 1000 and all(_TOKEN.match(n) for n in names):
+        return ", ".join(names)
+    return "Range, Accept-Encoding, Content-Type"
+
+
 def handle(catalog: Catalog, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
     """Answer one request. ``path`` is already percent-decoded, without the query string;
     ``headers`` has lower-case names (``range``, ``accept-encoding``)."""
@@ -184,8 +289,7 @@ def handle(catalog: Catalog, method: str, path: str, headers: dict[str, str] | N
     if method == "OPTIONS":
         return Response(204, CORS + [
             ("Access-Control-Allow-Methods", ALLOWED_METHODS),
-            ("Access-Control-Allow-Headers", headers.get("access-control-request-headers")
-             or "Range, Accept-Encoding, Content-Type"),
+            ("Access-Control-Allow-Headers", _header_list(headers.get("access-control-request-headers"))),
             ("Access-Control-Max-Age", "86400"),
             ("Allow", ALLOWED_METHODS),
             ("Content-Length", "0"),
@@ -216,29 +320,26 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     if dataset.serves_raw:
         return _static(dataset, rest, headers)
     try:
-        volume, info_bytes = dataset.volume()
+        with dataset.lease() as (volume, info_bytes):
+            if volume is None or volume.format == "precomputed":
+                return _static(dataset, rest, headers)
+            if rest == ["info"]:
+                return _bytes(info_bytes, "application/json")
+            if len(rest) == 2 and rest[0] in volume.keys:
+                return _chunk(dataset, volume, rest[0], rest[1], headers)
+    except DamagedData as exc:
+        dataset.damaged(exc)
+        return text_response(500, DAMAGED)
     except PrecomputedTifError as exc:
         log.warning("source %s: %s", dataset.name, exc)
         return text_response(404)
-    if volume is None:
-        return _static(dataset, rest, headers)
-    if rest == ["info"]:
-        return _bytes(info_bytes, "application/json")
-    if len(rest) == 2 and rest[0] in volume.keys:
-        return _chunk(dataset, volume, rest[0], rest[1], headers)
     return _static(dataset, rest, headers)
 
 
 def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response:
-    try:
-        box = Box.parse(name)
-    except ValueError:
+    local = Scale.from_info(volume.store.scale(key)).parse(name)
+    if local is None:
         return text_response(404)
-    scale = volume.store.scale(key)
-    if not is_chunk(box, scale["size"], scale["chunk_sizes"][0], scale.get("voxel_offset", (0, 0, 0))):
-        return text_response(404)
-    x, y, z = scale.get("voxel_offset", (0, 0, 0))
-    local = Box(box.x0 - x, box.x1 - x, box.y0 - y, box.y1 - y, box.z0 - z, box.z1 - z)
     array = volume.store.read_chunk(key, local)
     body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
     extra = []
@@ -252,13 +353,19 @@ def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Re
 
 def _index(catalog: Catalog) -> Response:
     items = "\n".join(
-        f'<li><a href="{html.escape(d.name)}/info">{html.escape(d.name)}</a></li>' for d in catalog.datasets
+        f'<li><a href="{html.escape(url_path(d.name))}/info">{html.escape(d.name)}</a></li>'
+        for d in catalog.datasets
     )
     page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>precomputed sources</title></head>"
             f"<body><h1>precomputed sources</h1>\n<ul>\n{items}\n</ul>\n"
             "<p>Open one in Neuroglancer as <code>precomputed://</code> followed by its address, "
             "without <code>/info</code>.</p></body></html>\n")
     return _bytes(page.encode(), "text/html; charset=utf-8")
+
+
+def url_path(name: str) -> str:
+    """A source name as it goes into a URL path: every segment percent-encoded."""
+    return urllib.parse.quote(name, safe="/")
 
 
 def _dataset_index(dataset: Dataset) -> Response:
@@ -272,15 +379,10 @@ def _static(dataset: Dataset, rest: list[str], headers) -> Response:
     path = os.path.realpath(os.path.join(dataset.root, *rest))
     if not path.startswith(dataset.root + os.sep):
         return text_response(404)
-    try:
-        f = open(path, "rb")
-    except OSError:
+    f = open_regular(path)
+    if f is None:
         return text_response(404)
-    st = os.fstat(f.fileno())
-    if not stat.S_ISREG(st.st_mode):
-        f.close()
-        return text_response(404)
-    size = st.st_size
+    size = os.fstat(f.fileno()).st_size
     ctype = "application/json" if rest[-1] == "info" or rest[-1].endswith(".json") else (
         mimetypes.guess_type(rest[-1])[0] or "application/octet-stream")
     base = CORS + [("Content-Type", ctype), ("Accept-Ranges", "bytes")]
@@ -341,13 +443,18 @@ def load_config(path: str) -> list[Dataset]:
     ``format`` may be left out (detected from the files). Raises a user error
     naming what is wrong.
     """
+    if not os.path.exists(path):
+        raise PrecomputedTifError(f"config file {path} does not exist")
+    f = open_regular(path)
+    if f is None:
+        raise PrecomputedTifError(f"config file {path} is not a regular file")
     try:
-        with open(path, "rb") as f:
+        with f:
             entries = json.loads(f.read())
-    except FileNotFoundError:
-        raise PrecomputedTifError(f"config file {path} does not exist") from None
     except (OSError, ValueError) as exc:
         raise PrecomputedTifError(f"config file {path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PrecomputedTifError(f"config file {path} is nested too deeply to be a list of sources") from None
     if not isinstance(entries, list):
         raise PrecomputedTifError(f"config file {path} must hold a JSON list of sources")
     datasets, names = [], set()
@@ -398,6 +505,10 @@ class ConfigCatalog:
                     return self._catalog
                 old = {d.name: d for d in (self._catalog.datasets if self._catalog else [])}
                 merged = [old[d.name] if d.name in old and old[d.name].same_as(d) else d for d in fresh]
+                kept = {id(d) for d in merged}
+                for d in old.values():
+                    if id(d) not in kept:
+                        d.close()  # its files are closed once the requests in flight are done
                 self._catalog = Catalog(merged)
                 self._stamp = stamp
                 log.info("serving %d sources from %s", len(merged), self.path)

@@ -98,9 +98,18 @@ def _shard_bytes(minishard_bits: int, keys: np.ndarray, minishards: np.ndarray, 
         data = b"".join(b for pair in zip(prefixes, values) for b in pair)
         ends = np.cumsum(np.array([len(p) + len(v) for p, v in zip(prefixes, values)], np.uint64))
         starts = (ends - sizes).astype(np.uint64)
+    shard_index, tail = minishard_indexes(n_mini, minishards, keys, starts, sizes, len(data))
+    return shard_index + data + tail
+
+
+def minishard_indexes(n_mini: int, minishards: np.ndarray, keys: np.ndarray, starts: np.ndarray,
+                      sizes: np.ndarray, data_end: int) -> tuple[bytes, bytes]:
+    """(shard index, minishard indexes) of a shard whose values, sorted by minishard then key,
+    start at ``starts`` (relative to the end of the shard index) and whose minishard indexes
+    follow the values, from ``data_end`` on."""
     shard_index = np.zeros((n_mini, 2), np.uint64)
     tail = []
-    pos = len(data)
+    pos = data_end
     bounds = np.searchsorted(minishards, np.arange(n_mini + 1))
     for m in range(n_mini):
         lo, hi = bounds[m], bounds[m + 1]
@@ -116,7 +125,7 @@ def _shard_bytes(minishard_bits: int, keys: np.ndarray, minishards: np.ndarray, 
         shard_index[m] = (pos, pos + len(encoded))
         pos += len(encoded)
         tail.append(encoded)
-    return shard_index.astype("<u8").tobytes() + data + b"".join(tail)
+    return shard_index.astype("<u8").tobytes(), b"".join(tail)
 
 
 def morton_bits(grid_shape: Sequence[int]) -> list[int]:

@@ -166,3 +166,103 @@ def start_apache(directory, config_file, mount="/precomputed", processes: int = 
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for_port(port, proc, timeout=60)
     return Server(proc, port, mount)
+
+
+# The nginx site of the README ("gunicorn behind nginx"), with the paths a test needs.
+NGINX_SITE = '''
+    upstream precomputed {{
+        server 127.0.0.1:{upstream};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_header_timeout 10s;
+        client_body_timeout 10s;
+        keepalive_timeout 20s;
+        send_timeout 60s;
+        client_max_body_size 1k;
+        proxy_hide_header Access-Control-Allow-Origin;
+        add_header Access-Control-Allow-Origin "*" always;
+        location / {{
+            proxy_pass http://precomputed;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering on;
+            proxy_request_buffering on;
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+'''
+
+
+def nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+
+
+def start_nginx(directory, upstream_port: int) -> Server:
+    """nginx in front of a server on ``upstream_port``, configured as the README says."""
+    port = free_port()
+    return _run_nginx(directory, NGINX_SITE.format(upstream=upstream_port, port=port), port)
+
+
+# The static site of the README ("publish with nginx"): plain files, CORS, byte ranges.
+NGINX_STATIC_SITE = '''
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        access_log {log} combined;
+        location / {{
+            add_header Access-Control-Allow-Origin "*" always;
+            add_header Access-Control-Expose-Headers "Content-Range, Content-Length, Content-Encoding" always;
+            if ($request_method = OPTIONS) {{
+                add_header Access-Control-Allow-Origin "*";
+                add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS";
+                add_header Access-Control-Allow-Headers "Range";
+                add_header Access-Control-Max-Age 86400;
+                return 204;
+            }}
+        }}
+    }}
+'''
+
+
+def start_static_nginx(directory, root) -> Server:
+    """nginx serving ``root`` as plain static files (no Python), logging requests to
+    ``<directory>/nginx/access.log``."""
+    port = free_port()
+    log = os.path.join(str(directory), "nginx", "access.log")
+    site = NGINX_STATIC_SITE.format(port=port, root=os.path.abspath(root), log=log)
+    server = _run_nginx(directory, site, port)
+    server.access_log = log
+    return server
+
+
+def _run_nginx(directory, site: str, port: int) -> Server:
+    root = os.path.join(str(directory), "nginx")
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    conf = os.path.join(root, "nginx.conf")
+    with open(conf, "w") as f:
+        # Run as root, nginx's workers would become nobody, who cannot read pytest's private
+        # temporary directories; a test's nginx keeps the user that started it.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        f.write(f"""daemon off;
+{user}worker_processes 1;
+pid {root}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+{site}
+}}
+""")
+    proc = subprocess.Popen([nginx(), "-p", root, "-c", conf, "-e", "stderr"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_port(port, proc)
+    return Server(proc, port)

@@ -108,6 +108,7 @@ def test_unwritten_and_partial_reads(tmp_path):
                 i += 1
     np.testing.assert_array_equal(d.read(0, 37, 0, 45, 0, 19), expected)
     np.testing.assert_array_equal(d.read(5, 30, 3, 40, 2, 17), expected[2:17, 3:40, 5:30])
+    d.sync()  # entries reach the directory file in batches
     np.testing.assert_array_equal(read_blockfs(path), expected)
 
 
@@ -158,6 +159,8 @@ KILLED_WRITER = textwrap.dedent("""
             for x0 in range(0, 256, 32):
                 block = np.random.default_rng(x0 + 1000 * y0 + 10**6 * z0).integers(0, 65535, (32, 32, 32), dtype=np.uint16)
                 d.write_block(x0, y0, z0, block)
+            d.sync()  # a batch of blocks made durable and recorded, as a conversion task does
+    d.close()
 """)
 
 

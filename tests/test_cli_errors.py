@@ -168,6 +168,32 @@ def test_dest_with_another_dataset_needs_overwrite(tmp_path, capsys, planes):
     assert not list((tmp_path / "out" / "1_1_1").glob("*.tiff"))
 
 
+def test_overwrite_replaces_only_the_dataset(tmp_path, capsys, planes):
+    """A point layer beside the dataset (as precomputed-write-points suggests) survives --overwrite."""
+    out = tmp_path / "out"
+    assert run(capsys, "--source", planes, "--dest", out)[0] == 0
+    (out / "cells").mkdir()
+    (out / "cells" / "info").write_text("points")
+    (out / "notes.txt").write_text("precious")
+    code, err = run(capsys, "--source", planes, "--dest", out, "--format", "zarr", "--overwrite")
+    assert code == 0, err
+    assert (out / "cells" / "info").read_text() == "points" and (out / "notes.txt").read_text() == "precious"
+    assert (out / "1_1_1" / ".zarray").exists() and not list((out / "1_1_1").glob("*.tiff"))
+
+
+def test_overwrite_decides_before_deleting(tmp_path, capsys, planes):
+    """When the new dataset needs a name the old one does not own, nothing is deleted."""
+    out = tmp_path / "out"
+    assert run(capsys, "--source", planes, "--dest", out, "--levels", "1")[0] == 0
+    (out / "2_2_2").mkdir()
+    (out / "2_2_2" / "mine.txt").write_text("precious")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code, err = run(capsys, "--source", planes, "--dest", out, "--levels", "2", "--overwrite")
+    assert_user_error(code, err, "2_2_2", "nothing was removed")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert json.loads((out / "info").read_text())["scales"][0]["key"] == "1_1_1"
+
+
 def test_real_console_script_reports_one_line(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
     proc = subprocess.run([exe, "--source", str(tmp_path / "none*.tif"), "--dest", str(tmp_path / "o")],

@@ -10,15 +10,31 @@ Directory file layout (all integers little-endian)::
 
 An entry is an unsigned integer of E bytes: the low ``NOffsetBits`` bits are the
 offset of the block's Blosc frame in its block file, the next ``NSizeBits`` its
-length. Length 0, or an entry past the end of the file, means "never written":
-the block reads as zeros. Block (x, y, z) -- in block units -- has slot
+length. Length 0 means "never written": the block reads as zeros. Both this
+package and the original create the directory file at its full size, so a
+shorter one has lost entries: it is reported as damaged, not read as zeros.
+
+Block files are looked for beside the directory file first, and at the path
+recorded in ``BlockFilenames`` only when there is none there: a copy of a
+volume (``cp -a``) reads its own block files, never the original's.
+
+Every frame is checked before it is decoded (:mod:`precomputed_tif.blosc_frame`):
+its size fields against the bytes its entry spans and the block's size. Volumes
+this package writes record ``"precomputed_tif_checksum": "crc32"`` in their
+metadata and store each block as its Blosc frame followed by the CRC-32 of the
+frame, both inside the size the entry records; readers that decode the frame by
+its own header (the original package, numcodecs) ignore the four extra bytes. Block (x, y, z) -- in block units -- has slot
 ``x*XStride + y*YStride + z*ZStride`` and lives in
 ``BlockFilenames[slot % len(BlockFilenames)]``. A block's frame decodes to a
 C-ordered (z, y, x) array, truncated (not padded) at the volume's far edges.
 
 Writers append a block's frame to its block file under an exclusive lock on
 that file, and only then write the block's entry: a writer killed at any point
-leaves every recorded entry pointing at complete data. Entries of different
+leaves every recorded entry pointing at complete data. Entries are written in
+batches (:meth:`Directory.sync`, called by :meth:`Directory.close`): the block
+files are flushed to disk first, then the entries are written and the directory
+file flushed, so even a power loss leaves no entry pointing at data that never
+reached the disk. Entries of different
 slots are distinct bytes, so processes writing different blocks never touch the
 same entry. Locks are POSIX record locks (``fcntl.lockf``), which also work on
 NFS.
@@ -30,19 +46,23 @@ import fcntl
 import json
 import math
 import os
+import stat
 import struct
 import threading
+import zlib
 from typing import Sequence
 
 import numcodecs
 import numpy as np
 
-from ..errors import PrecomputedTifError
+from ..blosc_frame import check_frame
+from ..errors import DamagedData, PrecomputedTifError
 
 MAGIC = b"BlockFS\0"
 VERSION = "1.0.0"
 BLOCKFS_SUFFIX = "precomputed.blockfs"
 COMPRESSIONS = ("zstd", "blosclz", "lz4", "lz4hc", "zlib", "snappy")
+CHECKSUM_KEY = "precomputed_tif_checksum"
 _STANDARD_KEYS = (
     "XBlockSize", "YBlockSize", "ZBlockSize", "DType", "NOffsetBits", "NSizeBits",
     "XExtent", "YExtent", "ZExtent", "BlockFilenames", "XStride", "YStride", "ZStride",
@@ -74,17 +94,21 @@ class Directory:
         self.path = os.path.abspath(path)
         self.writable = writable
         try:
-            with open(self.path, "rb") as f:
-                header = f.read(16)
+            fd = _open_regular(self.path, os.O_RDONLY)
+            try:
+                header = os.pread(fd, 16, 0)
                 if len(header) < 16 or header[:8] != MAGIC:
-                    raise PrecomputedTifError(f"{self.path} is not a blockfs directory file")
+                    raise DamagedData(f"{self.path} is not a blockfs directory file")
                 meta_len, self.dir_offset = struct.unpack("<II", header[8:])
-                meta = f.read(meta_len)
+                meta = os.pread(fd, meta_len, 16)
+                file_size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
             self.metadata = json.loads(meta.decode("utf-8"))
         except FileNotFoundError:
             raise PrecomputedTifError(f"{self.path} does not exist") from None
         except (OSError, ValueError, struct.error) as exc:
-            raise PrecomputedTifError(f"{self.path} is not a readable blockfs directory file ({exc})") from None
+            raise DamagedData(f"{self.path} is not a readable blockfs directory file ({exc})") from None
         m = self.metadata
         missing = [k for k in _STANDARD_KEYS if k not in m]
         if missing:
@@ -96,14 +120,22 @@ class Directory:
         self.n_offset_bits, self.n_size_bits = m["NOffsetBits"], m["NSizeBits"]
         self.entry_size = -(-(self.n_offset_bits + self.n_size_bits) // 8)
         self.block_files = [self._locate(name) for name in m["BlockFilenames"]]
+        self.checksum = m.get(CHECKSUM_KEY) == "crc32"
         self.codec = numcodecs.Blosc(cname=m["Compression"], clevel=m["CompressionLvl"],
                                      shuffle=numcodecs.Blosc.SHUFFLE)
+        n_slots = sum((g - 1) * s for g, s in zip(self.grid(), self.strides)) + 1
+        if file_size < self.dir_offset + n_slots * self.entry_size:
+            raise DamagedData(f"{self.path} is truncated: {file_size} bytes, its {n_slots} entries need "
+                              f"{self.dir_offset + n_slots * self.entry_size}")
         self._fds: dict = {}
         self._fds_lock = threading.Lock()  # a server's threads share one open volume
+        self._pending: dict[int, int] = {}  # slot -> entry value, written by sync()
+        self._dirty: set[str] = set()  # block files appended to since the last sync()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_fds"] = {}
+        state["_pending"], state["_dirty"] = {}, set()
         del state["_fds_lock"]
         return state
 
@@ -112,10 +144,16 @@ class Directory:
         self._fds_lock = threading.Lock()
 
     def _locate(self, name: str) -> str:
-        """A block file's path: as recorded, or beside the directory file if the volume moved."""
-        if os.path.exists(name):
-            return name
-        return os.path.join(os.path.dirname(self.path), os.path.basename(name))
+        """A block file's path: beside the directory file, or as recorded when there is none there."""
+        beside = os.path.join(os.path.dirname(self.path), os.path.basename(name))
+        if os.path.exists(beside) or not os.path.isabs(name) or not os.path.exists(name):
+            return beside
+        return name
+
+    @property
+    def is_copy(self) -> bool:
+        """True when the block files read are not the ones recorded (the volume was copied or moved)."""
+        return self.block_files != list(self.metadata["BlockFilenames"])
 
     # -- geometry -------------------------------------------------------------
 
@@ -155,25 +193,45 @@ class Directory:
             else:
                 flags = os.O_RDWR | os.O_CREAT
             try:
-                fd = os.open(path, flags, 0o666)
+                fd = _open_regular(path, flags)
             except OSError as exc:
                 raise PrecomputedTifError(f"cannot open blockfs file {path}: {exc.strerror}") from None
             self._fds[path] = fd
         return fd
 
+    def sync(self) -> None:
+        """Make the blocks written so far durable and recorded: flush the block files, then
+        write their entries, then flush the directory file."""
+        if not self._pending:
+            return
+        for path in sorted(self._dirty):
+            os.fsync(self._fd(path))
+        fd = self._fd(self.path)
+        for slot, value in sorted(self._pending.items()):
+            os.pwrite(fd, value.to_bytes(self.entry_size, "little"), self.dir_offset + slot * self.entry_size)
+        os.fsync(fd)
+        self._pending, self._dirty = {}, set()
+
     def close(self) -> None:
-        with self._fds_lock:
-            fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
+        """Record what was written (see :meth:`sync`) and close the files."""
+        try:
+            self.sync()
+        finally:
+            with self._fds_lock:
+                fds, self._fds = self._fds, {}
+            for fd in fds.values():
+                os.close(fd)
 
     # -- entries --------------------------------------------------------------
 
     def entry(self, slot: int) -> tuple[int, int]:
         """(offset, size) recorded for a slot; size 0 when the block was never written."""
+        value = self._pending.get(slot)
+        if value is not None:
+            return value & ((1 << self.n_offset_bits) - 1), value >> self.n_offset_bits
         raw = os.pread(self._fd(self.path), self.entry_size, self.dir_offset + slot * self.entry_size)
         if len(raw) < self.entry_size:
-            return 0, 0
+            raise DamagedData(f"{self.path} is truncated: it lost the entry of slot {slot}")
         value = int.from_bytes(raw, "little")
         offset = value & ((1 << self.n_offset_bits) - 1)
         size = (value >> self.n_offset_bits) & ((1 << self.n_size_bits) - 1)
@@ -204,23 +262,36 @@ class Directory:
         path = self.block_files[slot % len(self.block_files)]
         data = os.pread(self._fd(path), size, offset)
         if len(data) != size:
-            raise PrecomputedTifError(f"{path} is shorter than its directory says; the volume is damaged")
+            raise DamagedData(f"{path} is shorter than its directory says; the volume is damaged")
         return data
 
     def read_block(self, x0: int, y0: int, z0: int) -> np.ndarray:
-        """The block whose origin is voxel (x0, y0, z0), as (z, y, x); zeros if never written."""
+        """The block whose origin is voxel (x0, y0, z0), as (z, y, x); zeros if never written.
+
+        A frame that fails its checks (sizes, checksum) raises :class:`DamagedData`."""
         shape = self.block_shape(x0, y0, z0)
         frame = self.read_frame(x0, y0, z0)
         if frame is None:
             return np.zeros(shape, self.dtype)
+        what = f"block at ({x0}, {y0}, {z0}) of {self.path}"
+        expected = int(np.prod(shape)) * self.dtype.itemsize
+        if self.checksum:
+            check_frame(frame, expected, what, trailing=4)
+            if zlib.crc32(memoryview(frame)[:-4]) != int.from_bytes(frame[-4:], "little"):
+                raise DamagedData(f"{what}: checksum mismatch, the stored block is corrupt")
+            frame = memoryview(frame)[:-4]
+        else:
+            check_frame(frame, expected, what)
         try:
-            return np.frombuffer(self.codec.decode(frame), self.dtype).reshape(shape)
+            data = self.codec.decode(frame)
         except Exception as exc:
-            raise PrecomputedTifError(
-                f"block at ({x0}, {y0}, {z0}) of {self.path} does not decode ({exc})") from None
+            raise DamagedData(f"{what} does not decode ({exc})") from None
+        if len(data) != expected:
+            raise DamagedData(f"{what} decodes to {len(data)} bytes, not {expected}")
+        return np.frombuffer(data, self.dtype).reshape(shape)
 
     def write_block(self, x0: int, y0: int, z0: int, block: np.ndarray) -> None:
-        """Append a block's frame to its block file, then record it in the directory."""
+        """Append a block's frame to its block file; its entry is written by the next :meth:`sync`."""
         if not self.writable:
             raise PrecomputedTifError(f"{self.path} was opened read-only")
         self._check_origin(x0, y0, z0)
@@ -228,6 +299,8 @@ class Directory:
         if block.shape != shape:
             raise ValueError(f"block at ({x0}, {y0}, {z0}) must have shape {shape}, not {block.shape}")
         frame = self.codec.encode(np.ascontiguousarray(block, self.dtype))
+        if self.checksum:
+            frame = frame + zlib.crc32(frame).to_bytes(4, "little")
         slot = self.slot(x0, y0, z0)
         fd = self._fd(self.block_files[slot % len(self.block_files)])
         fcntl.lockf(fd, fcntl.LOCK_EX)
@@ -240,9 +313,8 @@ class Directory:
             fcntl.lockf(fd, fcntl.LOCK_UN)
         if offset >= 1 << self.n_offset_bits or len(frame) >= 1 << self.n_size_bits:
             raise PrecomputedTifError(f"{self.path}: block file grew past what its entries can address")
-        value = offset | (len(frame) << self.n_offset_bits)
-        os.pwrite(self._fd(self.path), value.to_bytes(self.entry_size, "little"),
-                  self.dir_offset + slot * self.entry_size)
+        self._pending[slot] = offset | (len(frame) << self.n_offset_bits)
+        self._dirty.add(self.block_files[slot % len(self.block_files)])
 
     def read(self, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> np.ndarray:
         """Any box of voxels (half-open ranges) as a (z, y, x) array."""
@@ -258,6 +330,16 @@ class Directory:
                     out[cz0 - z0:cz1 - z0, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = \
                         block[cz0 - bz0:cz1 - bz0, cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0]
         return out
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """A descriptor of ``path`` if it is a regular file; never blocks on a FIFO."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DamagedData(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n_files: int = 1,
@@ -278,7 +360,10 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
     gx, gy = -(-ex // bx), -(-ey // by)
     strides = (1, gx, gx * gy)
     n_offset_bits, n_size_bits = entry_bits((bx, by, bz), (ex, ey, ez), strides, dtype.itemsize, n_files)
+    # Room for the frame's worst case (raw size + 16-byte header) and its 4-byte checksum.
+    n_size_bits = max(n_size_bits, (bx * by * bz * dtype.itemsize + 20).bit_length())
     meta = dict(metadata or {})
+    meta[CHECKSUM_KEY] = "crc32"
     meta.update({
         "XBlockSize": bx, "YBlockSize": by, "ZBlockSize": bz, "DType": dtype.name,
         "NOffsetBits": n_offset_bits, "NSizeBits": n_size_bits,

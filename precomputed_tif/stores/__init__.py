@@ -7,10 +7,12 @@ import os
 from ..errors import PrecomputedTifError
 from .base import ChunkStore
 from .blockfs import BlockfsStore
+from .precomputed import PrecomputedStore
 from .tiff import TiffStore
 from .zarr import ZarrStore
 
-STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore, "blockfs": BlockfsStore}
+STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore, "blockfs": BlockfsStore,
+                                        "precomputed": PrecomputedStore}
 
 
 def store_class(format: str) -> type[ChunkStore]:
@@ -43,5 +45,5 @@ def detect_format(root: str, info: dict) -> str:
             if cls.holds(level_dir):
                 return name
     raise PrecomputedTifError(
-        f"cannot tell the format of {root}: {level_dir} holds no tiff, zarr or blockfs chunks"
+        f"cannot tell the format of {root}: {level_dir} holds no tiff, zarr, blockfs or precomputed chunks"
     )

@@ -11,6 +11,7 @@ follows the number of writers, so writers rarely wait for each other's lock.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -30,11 +31,17 @@ class BlockfsStore(ChunkStore):
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
         self._dirs: dict[tuple[str, int], Directory] = {}
+        self._lock = threading.Lock()  # a server's threads open directories concurrently
 
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_dirs"] = {}
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @classmethod
     def holds(cls, level_dir: str) -> bool:
@@ -53,15 +60,20 @@ class BlockfsStore(ChunkStore):
                     continue  # made by an earlier run of the same conversion; its blocks stay
                 create(path, s["size"], s["chunk_sizes"][0], self.dtype, n_files=max(1, n_writers),
                        compression=COMPRESSION, compression_level=COMPRESSION_LEVEL).close()
+        self.sync_created()
 
     def _directory(self, key: str, channel: int, writable: bool) -> Directory:
         d = self._dirs.get((key, channel))
-        if d is None or (writable and not d.writable):
-            if d is not None:
-                d.close()
-            d = Directory(self.directory_path(key, channel), writable=writable)
-            self._dirs[key, channel] = d
-        return d
+        if d is not None and (d.writable or not writable):
+            return d
+        with self._lock:
+            d = self._dirs.get((key, channel))
+            if d is None or (writable and not d.writable):
+                if d is not None:
+                    d.close()
+                d = Directory(self.directory_path(key, channel), writable=writable)
+                self._dirs[key, channel] = d
+            return d
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         for c, channel in enumerate(array.reshape(-1, *box.shape)):
@@ -78,6 +90,7 @@ class BlockfsStore(ChunkStore):
         return d.read(box.x0, box.x1, box.y0, box.y1, box.z0, box.z1)
 
     def finish(self) -> None:
-        for d in self._dirs.values():
+        with self._lock:
+            dirs, self._dirs = self._dirs, {}
+        for d in dirs.values():
             d.close()
-        self._dirs = {}

@@ -9,7 +9,7 @@ import numpy as np
 import tifffile
 
 from ..atomic import write_atomic
-from ..errors import PrecomputedTifError
+from ..errors import DamagedData
 from ..geometry import Box
 from .base import ChunkStore
 from .tiff_chunk import decode_chunk
@@ -33,21 +33,27 @@ class TiffStore(ChunkStore):
     def chunk_path(self, key: str, box: Box) -> str:
         return os.path.join(self.level_dir(key), box.name + ".tiff")
 
+    def _index(self, key: str, box: Box) -> tuple[int, int, int]:
+        cx, cy, cz = self.chunk_size(key)
+        return box.z0 // cz, box.y0 // cy, box.x0 // cx
+
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         buf = io.BytesIO()
         # Channels follow each other: the pages are channel 0's z planes, then channel 1's.
         tifffile.imwrite(buf, array.reshape(-1, *box.shape[1:]), compression="zlib", compressionargs={"level": ZLIB_LEVEL},
                          photometric="minisblack", metadata=None)
-        write_atomic(self.chunk_path(key, box), buf.getbuffer())
+        path = self.chunk_path(key, box)
+        write_atomic(path, buf.getbuffer(), durable=False)
+        self._unsynced.append(path)
+        self.record_checksum(key, self._index(key, box), buf.getbuffer())
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         path = self.chunk_path(key, box)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return np.zeros(self.array_shape(box), self.dtype)
+        data = self.read_file(path)
         shape = self.array_shape(box)
+        if data is None:
+            return np.zeros(shape, self.dtype)
+        self.verify_checksum(key, self._index(key, box), data, path)
         pages = (int(np.prod(shape[:-2])), *shape[-2:])
         array = decode_chunk(data, pages, self.dtype)
         if array is not None:
@@ -55,8 +61,10 @@ class TiffStore(ChunkStore):
         try:
             array = tifffile.imread(io.BytesIO(data))
         except Exception as exc:
-            raise PrecomputedTifError(f"{path} is not a readable chunk ({exc})") from None
-        if array.size != np.prod(shape):
-            raise PrecomputedTifError(f"{path} holds {array.shape} voxels, expected {shape}")
-        # A chunk one plane thick reads back as 2-D.
+            raise DamagedData(f"{path} is not a readable chunk ({exc})") from None
+        # Only the shape's axes of length 1 may differ (a chunk one plane thick reads back as 2-D).
+        if [n for n in array.shape if n != 1] != [n for n in pages if n != 1]:
+            raise DamagedData(f"{path} holds {array.shape} voxels, expected {shape}")
+        if array.dtype.kind != self.dtype.kind or array.dtype.itemsize != self.dtype.itemsize:
+            raise DamagedData(f"{path} holds {array.dtype.name} voxels in a {self.dtype.name} dataset")
         return array.reshape(shape).astype(self.dtype, copy=False)

@@ -19,7 +19,8 @@ import numcodecs
 import numpy as np
 
 from ..atomic import write_atomic
-from ..errors import PrecomputedTifError
+from ..blosc_frame import check_frame
+from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box
 from .base import ChunkStore
 
@@ -37,7 +38,7 @@ class ZarrStore(ChunkStore):
         self._meta = {}
 
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_meta"] = {}
         return state
 
@@ -63,14 +64,18 @@ class ZarrStore(ChunkStore):
                 dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
                 dimension_separator="/", **version,
             )
+        self.create_checksums()
+        self.sync_created()
 
     def _array_meta(self, key: str) -> dict:
         meta = self._meta.get(key)
         if meta is None:
             path = os.path.join(self.level_dir(key), ".zarray")
             try:
-                with open(path, "rb") as f:
-                    zarray = json.loads(f.read())
+                raw = self.read_file(path)
+                if raw is None:
+                    raise FileNotFoundError(path)
+                zarray = json.loads(raw)
                 meta = {
                     "chunks": tuple(zarray["chunks"]),
                     "dtype": np.dtype(zarray["dtype"]),
@@ -110,24 +115,34 @@ class ZarrStore(ChunkStore):
             data = meta["codec"].encode(data)
         path = self._chunk_path(key, index)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, data)
+        write_atomic(path, data, durable=False)
+        self._unsynced.append(path)
+        self.record_checksum(key, index[-3:], data)
 
     def _read_zarr_chunk(self, key: str, index: tuple[int, ...]) -> np.ndarray | None:
         meta = self._array_meta(key)
         path = self._chunk_path(key, index)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
+        data = self.read_file(path)
+        if data is None:
             return None
+        if meta["chunks"][-3:] == tuple(reversed(self.chunk_size(key))):
+            self.verify_checksum(key, index[-3:], data, path)
+        expected = int(np.prod(meta["chunks"])) * meta["dtype"].itemsize
+        codec = meta["codec"]
+        if codec is not None and codec.codec_id == "blosc":
+            # The decoder trusts the frame's own size fields: check them first (see blosc_frame).
+            check_frame(data, None if meta["filters"] else expected, path)
         try:
-            if meta["codec"] is not None:
-                data = meta["codec"].decode(data)
+            if codec is not None:
+                data = codec.decode(data)
             for f in reversed(meta["filters"]):
                 data = f.decode(data)
-            return np.frombuffer(data, meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
+            data = memoryview(np.ascontiguousarray(np.frombuffer(data, np.uint8)))
         except Exception as exc:
-            raise PrecomputedTifError(f"{path} is not a readable Zarr chunk ({exc})") from None
+            raise DamagedData(f"{path} is not a readable Zarr chunk ({exc})") from None
+        if data.nbytes != expected:
+            raise DamagedData(f"{path} decodes to {data.nbytes} bytes, the chunk has {expected}")
+        return np.frombuffer(data, meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         meta = self._array_meta(key)

@@ -115,8 +115,10 @@ def requests_seen(log):
     return out
 
 
-def rendered_matches_source(png: bytes, plane: np.ndarray, scale: float) -> float:
-    """Correlation of the screenshot's grey level with the source plane laid out as the view shows it."""
+def rendered_matches_source(png: bytes, plane: np.ndarray, scale: float, rgb_index: int = 1) -> float:
+    """Correlation of one colour component of the screenshot (default green: the magenta points
+    leave it alone) with the source plane laid out as the view shows it, centred, ``scale``
+    plane pixels per screen pixel."""
     from PIL import Image
 
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
@@ -126,7 +128,7 @@ def rendered_matches_source(png: bytes, plane: np.ndarray, scale: float) -> floa
     cols = (np.arange(w) + 0.5 - w / 2) * scale + nx / 2
     inside_r = (rows >= 2) & (rows < ny - 2)
     inside_c = (cols >= 2) & (cols < nx - 2)
-    sub = shot[np.ix_(inside_r, inside_c)][..., 1]  # green: the magenta points leave it alone
+    sub = shot[np.ix_(inside_r, inside_c)][..., rgb_index]
     src = plane[np.ix_(rows[inside_r].astype(int), cols[inside_c].astype(int))].astype(float)
     return float(np.corrcoef(sub.ravel(), src.ravel())[0, 1])
 
@@ -191,22 +193,6 @@ def test_screenshot_command_renders_a_link(site, tmp_path):
 # --- what the conversion's own link shows: channels in colour, signed data -----------------
 
 
-def _plane_correlation(png: bytes, plane: np.ndarray, scale: float, rgb_index: int) -> float:
-    """Correlation of one colour component of the screenshot with the source plane."""
-    from PIL import Image
-
-    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
-    h, w = shot.shape[:2]
-    ny, nx = plane.shape
-    rows = (np.arange(h) + 0.5 - h / 2) * scale + ny / 2
-    cols = (np.arange(w) + 0.5 - w / 2) * scale + nx / 2
-    inside_r = (rows >= 2) & (rows < ny - 2)
-    inside_c = (cols >= 2) & (cols < nx - 2)
-    sub = shot[np.ix_(inside_r, inside_c)][..., rgb_index]
-    src = plane[np.ix_(rows[inside_r].astype(int), cols[inside_c].astype(int))].astype(float)
-    return float(np.corrcoef(sub.ravel(), src.ravel())[0, 1])
-
-
 @pytest.fixture(scope="module")
 def typed_site():
     """A 2-channel OME-TIFF and an int16 stack with negative values, converted and served."""
@@ -240,15 +226,22 @@ def typed_site():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def printed_link(server, name: str) -> str:
+    """The Neuroglancer link precomputed-webserver printed for a source when it started."""
+    m = re.search(rf"^  {name}: (https://\S+)$", "".join(server.printed), re.M)
+    assert m, server.printed
+    return m.group(1)
+
+
 def test_the_printed_link_shows_two_channels_in_two_colours(browser, typed_site):
-    from precomputed_tif.links import dataset_link
     from precomputed_tif.screenshot import state_from_url
 
     info = typed_site["infos"]["two"]
     assert info["num_channels"] == 2
     assert info["scales"][0]["resolution"] == [v * 1000 for v in VOXEL]  # from the OME-XML
     server = typed_site["server"]
-    state = state_from_url(dataset_link(f"precomputed://{server.url}/two", info))
+    state = state_from_url(printed_link(server, "two"))
+    assert state["layers"][0]["source"] == f"precomputed://{server.url}/two"
     state["crossSectionScale"], state["layout"] = 0.5, "xy"
     state["position"][2] = SHAPE[0] // 2 + 0.5
     browser.show(state)
@@ -256,14 +249,13 @@ def test_the_printed_link_shows_two_channels_in_two_colours(browser, typed_site)
     z = SHAPE[0] // 2
     green, magenta = typed_site["two"][z, 0], typed_site["two"][z, 1]
     # Green shows channel 0, red (half of magenta) channel 1, and not the other way round.
-    assert _plane_correlation(png, green, 0.5, 1) > 0.6
-    assert _plane_correlation(png, magenta, 0.5, 0) > 0.6
-    assert _plane_correlation(png, magenta, 0.5, 1) < 0.3
-    assert _plane_correlation(png, green, 0.5, 0) < 0.3
+    assert rendered_matches_source(png, green, 0.5, 1) > 0.6
+    assert rendered_matches_source(png, magenta, 0.5, 0) > 0.6
+    assert rendered_matches_source(png, magenta, 0.5, 1) < 0.3
+    assert rendered_matches_source(png, green, 0.5, 0) < 0.3
 
 
 def test_the_printed_link_shows_negative_values(browser, typed_site):
-    from precomputed_tif.links import dataset_link
     from precomputed_tif.screenshot import state_from_url
 
     info = typed_site["infos"]["signed"]
@@ -271,10 +263,10 @@ def test_the_printed_link_shows_negative_values(browser, typed_site):
     lo, hi = info["precomputed_tif"]["display_range"][0]
     assert lo < 0 < hi
     server = typed_site["server"]
-    state = state_from_url(dataset_link(f"precomputed://{server.url}/signed", info))
+    state = state_from_url(printed_link(server, "signed"))
     state["crossSectionScale"], state["layout"] = 0.5, "xy"
     state["position"][2] = SHAPE[0] // 2 + 0.5
     browser.show(state)
     png = browser.screenshot(*SIZE)
     plane = typed_site["signed"][SHAPE[0] // 2]
-    assert _plane_correlation(png, plane, 0.5, 1) > 0.6
+    assert rendered_matches_source(png, plane, 0.5, 1) > 0.6

@@ -1,0 +1,115 @@
+"""What a conversion reads: TIFF planes (:mod:`.source`) or an existing dataset.
+
+An existing dataset -- any format this project reads: tiff, zarr, blockfs,
+native precomputed -- is read at its full-resolution scale, so it can be
+stored again in another format (for instance a blockfs dataset as sharded
+precomputed for publishing) without its TIFF planes. Both kinds of source
+offer the same small interface the pyramid needs: ``shape``, ``dtype``,
+``n_channels``, ``read(box)``, ``subset(z0, z1)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import PrecomputedTifError
+from .geometry import Box
+from .info import EXTRA, read_info
+from .source import PlaneStack, open_stack
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """The full-resolution scale of a dataset directory, read through its store."""
+
+    path: str
+    info: dict
+    format: str
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.path,)
+
+    @property
+    def _scale(self) -> dict:
+        return self.info["scales"][0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        x, y, z = self._scale["size"]
+        return (z, y, x)
+
+    @property
+    def n_planes(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.info["data_type"])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.info.get("num_channels", 1))
+
+    @property
+    def segmentation(self) -> bool:
+        return self.info.get("type") == "segmentation"
+
+    @property
+    def levels(self) -> int:
+        return len(self.info["scales"])
+
+    @property
+    def rgb(self) -> bool:
+        return bool((self.info.get(EXTRA) or {}).get("rgb"))
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return tuple(r / 1000.0 for r in self._scale["resolution"])
+
+    @property
+    def voxel_size_origin(self) -> str:
+        return f"info of {self.path}"
+
+    whole_rows = False
+
+    def subset(self, z0: int, z1: int) -> "DatasetSource":
+        return self
+
+    def read(self, box: Box) -> np.ndarray:
+        """Voxels of ``box``: (z, y, x), or (c, z, y, x) with channels."""
+        store = _stores.get(self.path)
+        if store is None:
+            from .stores import open_store
+
+            store = _stores[self.path] = open_store(self.path, self.info, self.format)
+        return store.read_region(self._scale["key"], box)
+
+
+# A worker opens a source dataset's store once and keeps it (stores cache what they read
+# of their metadata); the source itself stays small to pickle.
+_stores: dict = {}
+
+
+def open_source(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
+                channel: int | None = None, timepoint: int | None = None) -> PlaneStack | DatasetSource:
+    """A dataset directory (one holding an ``info`` file) or TIFF planes."""
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(os.path.join(os.path.expanduser(str(source)),
+                                                                              "info")):
+        path = os.path.abspath(os.path.expanduser(str(source)))
+        if channel is not None or timepoint is not None:
+            raise PrecomputedTifError("--channel and --timepoint are for TIFF input, not for a dataset directory")
+        info = read_info(path)
+        if info.get("@type", "neuroglancer_multiscale_volume") != "neuroglancer_multiscale_volume":
+            raise PrecomputedTifError(f"{path} holds a {info.get('@type')}, not a volume to convert")
+        from .stores import detect_format
+
+        src = DatasetSource(path, info, detect_format(path, info))
+        if segmentation and not src.segmentation:
+            raise PrecomputedTifError(f"{path} is an image dataset; leave out --segmentation to store it again")
+        return src
+    return open_stack(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
