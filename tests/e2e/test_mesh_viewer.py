@@ -50,10 +50,14 @@ def meshed_site():
         with open(table, "w") as f:
             f.write("id,name,tags\n5,big cell,large\n9,cell nine,small\n4000000001,corner cell,small\n")
         mesh_dataset(dest, n_cores=1, node=16, sharded=True, properties=table)
+        unsharded = os.path.join(root, "cells-unsharded")
+        shutil.copytree(dest, unsharded)
+        mesh_dataset(unsharded, n_cores=1, node=16, sharded=False)
         config = os.path.join(root, "sources.json")
         # One name per front door: the viewer caches what it fetched by URL.
         with open(config, "w") as f:
-            json.dump([{"name": f"cells-{front}", "directory": dest} for front in ("webserver", "gunicorn")], f)
+            json.dump([{"name": f"cells-{front}", "directory": dest} for front in ("webserver", "gunicorn")]
+                      + [{"name": "cells-unsharded", "directory": unsharded}], f)
         web = start_webserver("--config", config, "--log", "INFO", "--workers", "1")
         web.collect_log()
         wsgi = start_gunicorn(root, config, workers=1, access_log=True)
@@ -66,6 +70,7 @@ def meshed_site():
 
 
 def state(base, front, visible):
+    """The 3-D view of the selected segments of source ``cells-<front>``."""
     return {
         "dimensions": {"x": [0.5e-6, "m"], "y": [0.5e-6, "m"], "z": [1e-6, "m"]},
         "position": [34.5, 25.5, 18.5],
@@ -133,3 +138,20 @@ def test_the_segment_list_shows_names_and_voxel_counts(browser, meshed_site):
     assert "big cell" in " ".join(selected)
     panel = " ".join(text(".neuroglancer-side-panel"))
     assert "voxels" in panel and "volume_um3" in panel  # the number properties, to sort and filter by
+
+
+def test_unsharded_meshes_too(browser, meshed_site):
+    """Two files per segment: Neuroglancer reads each manifest, then byte ranges of the data file."""
+    from PIL import Image
+
+    server = meshed_site["servers"]["webserver"]
+    before = len(server.log)
+    shots = []
+    for visible in (True, False):
+        browser.show(state(f"http://127.0.0.1:{server.port}", "unsharded", visible))
+        shots.append(np.asarray(Image.open(io.BytesIO(browser.screenshot(*SIZE))).convert("RGB")).astype(int))
+    assert (np.abs(shots[0] - shots[1]).sum(-1) > 60).mean() > 0.03, "the segments are not drawn"
+    seen = requests_seen(server.log[before:])
+    assert not [(p, s) for p, s in seen if s >= 400], seen
+    paths = [p for p, _ in seen]
+    assert "/cells-unsharded/mesh/5.index" in paths and "/cells-unsharded/mesh/5" in paths, paths[:30]
