@@ -21,7 +21,7 @@ from precomputed_tif import convert
 from precomputed_tif.main import main as tif_main
 from precomputed_tif.mesh_cli import main as mesh_main
 from precomputed_tif.meshing import mesh_dataset
-from label_cells import BIG_ID, SHAPE, cell_volume
+from label_cells import BIG_ID, cell_volume
 
 VOXEL = (0.5, 0.5, 1.0)  # microns
 NODE = 16

@@ -34,7 +34,7 @@ from ..progress import DoneLog
 from ..segment_properties import PROPERTIES_DIR, build_properties, read_properties_csv, write_properties
 from ..volume import open_volume
 from .blocks import WorkFile, lod_size, plan_blocks, run_block
-from .merge import MergeTask, group_of, plan_groups, run_merge
+from .merge import MergeTask, plan_groups, run_merge
 from .multires import MESH_DIR, mesh_info
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ SHARD_ABOVE = 256  # segments: more than this and meshes are sharded (a few file
 
 
 def plan_groups(n_segments: int, total_bytes: int, sharded: bool | None, group_bytes: int = GROUP_BYTES):
-    """(sharding spec or None, number of groups, group of a segment id as a function's arguments)."""
+    """(sharding spec or None, number of groups). Sharded, a group is one shard file; either way
+    a group holds about ``group_bytes`` of fragments or less, which one merge task holds in memory."""
     if sharded is None:
         sharded = n_segments > SHARD_ABOVE
     if not sharded:
@@ -36,6 +37,7 @@ def plan_groups(n_segments: int, total_bytes: int, sharded: bool | None, group_b
 
 
 def group_of(ids: np.ndarray, spec: dict | None, groups: int) -> np.ndarray:
+    """Group of each segment id: its shard (identity hash), or the id modulo the number of groups."""
     ids = np.asarray(ids, np.uint64)
     if spec is None:
         return (ids % np.uint64(groups)).astype(np.int64)
