@@ -9,6 +9,7 @@ succeeds, and the segment properties are fetched.
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -57,7 +58,8 @@ def meshed_site():
         # One name per front door: the viewer caches what it fetched by URL.
         with open(config, "w") as f:
             json.dump([{"name": f"cells-{front}", "directory": dest} for front in ("webserver", "gunicorn")]
-                      + [{"name": "cells-unsharded", "directory": unsharded}], f)
+                      + [{"name": "cells-unsharded", "directory": unsharded}]
+                      + [{"name": f"cells-{d}", "directory": dest} for d in ("near", "far")], f)
         web = start_webserver("--config", config, "--log", "INFO", "--workers", "1")
         web.collect_log()
         wsgi = start_gunicorn(root, config, workers=1, access_log=True)
@@ -155,3 +157,19 @@ def test_unsharded_meshes_too(browser, meshed_site):
     assert not [(p, s) for p, s in seen if s >= 400], seen
     paths = [p for p, _ in seen]
     assert "/cells-unsharded/mesh/5.index" in paths and "/cells-unsharded/mesh/5" in paths, paths[:30]
+
+
+def test_a_distant_view_loads_coarse_levels_of_detail(browser, meshed_site):
+    """Seen from far away, Neuroglancer fetches the coarse surfaces only: fewer mesh bytes than
+    close up (two source names, so that nothing comes from the viewer's cache)."""
+    server = meshed_site["servers"]["webserver"]
+    sent = {}
+    for name, scale in (("near", 60), ("far", 2000)):
+        before = len(server.log)
+        st = state(f"http://127.0.0.1:{server.port}", name, True)
+        st["projectionScale"] = scale
+        browser.show(st)
+        browser.screenshot(*SIZE)
+        sizes = [re.search(r'" 20[06] (\d+)', line) for line in server.log[before:] if ".shard" in line]
+        sent[name] = sum(int(m.group(1)) for m in sizes if m)
+    assert 0 < sent["far"] < sent["near"] / 2, sent
