@@ -248,32 +248,53 @@ def fds(pids) -> int:
     return sum(psutil.Process(p).num_fds() for p in pids)
 
 
-def test_rewritten_info_and_config_edits_leak_no_descriptors(site, tmp_path):
+def start_front(kind, root, config):
+    """A front door on its own sources.json, with one worker process so its descriptors can be
+    counted: (server to talk to, pid of the process answering)."""
+    if kind == "web":
+        server = start_webserver("--config", str(config), "--workers", "1")
+        server.collect_log()
+        server.stops = [server]
+        return server, server.proc.pid
+    if nginx() is None:
+        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)("nginx is not installed")
+    app = start_gunicorn(root, str(config), workers=1, threads=4)
+    app.collect_log()
+    front = start_nginx(root, app.port)
+    front.log, front.stops = app.log, [front, app]
+    return front, children_of(app.proc.pid, 1)[0].pid
+
+
+@pytest.mark.parametrize("kind", ["web", "proxied"])
+def test_rewritten_info_and_config_edits_leak_no_descriptors(site, tmp_path, kind):
     """A store replaced while requests are in flight: no error, and its files get closed."""
     config = tmp_path / "sources.json"
-    entries = [{"name": "blockfs", "directory": site["dirs"]["blockfs"]}]
-    config.write_text(json.dumps(entries))
-    server = start_webserver("--config", str(config), "--workers", "1")
+    one = [{"name": "blockfs", "directory": site["dirs"]["blockfs"]}]
+    two = one + [{"name": "blockfs-x", "directory": site["dirs"]["blockfs"]}]
+    config.write_text(json.dumps(one))
+    server, pid = start_front(kind, tmp_path, config)
     try:
-        pid = server.proc.pid
         for _ in range(3):
             assert server.request(f"/blockfs/1_1_1/{CHUNK}")[0] == 200
-        before = psutil.Process(pid).num_fds()
+        def data_files():  # descriptors of files (sockets to clients and proxies come and go)
+            return len(psutil.Process(pid).open_files())
+
+        before = data_files()
         info = os.path.join(site["dirs"]["blockfs"], "info")
         original = open(info, "rb").read()
         statuses, stop = [], threading.Event()
 
-        def fetch():
+        def fetch(path):
             import http.client
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
             while not stop.is_set():
-                conn.request("GET", f"/blockfs/1_1_1/{CHUNK}")
+                conn.request("GET", path)
                 r = conn.getresponse()
                 r.read()
                 statuses.append(r.status)
             conn.close()
 
-        threads = [threading.Thread(target=fetch) for _ in range(4)]
+        threads = [threading.Thread(target=fetch, args=(f"/blockfs/1_1_1/{CHUNK}",)) for _ in range(4)]
         for t in threads:
             t.start()
         try:
@@ -282,23 +303,26 @@ def test_rewritten_info_and_config_edits_leak_no_descriptors(site, tmp_path):
                 with open(tmp, "wb") as f:
                     f.write(original)
                 os.replace(tmp, info)
-                if i % 5 == 0:  # and the source renamed in sources.json
-                    entries[0]["name"] = "blockfs" if i % 10 else "blockfs-x"
-                    config.write_text(json.dumps(entries + [{"name": "blockfs", "directory": site["dirs"]["blockfs"]}]
-                                                 if entries[0]["name"] != "blockfs" else entries))
+                if i % 5 == 0:  # and a second blockfs source added to sources.json and dropped again
+                    tmp = str(config) + ".new"
+                    with open(tmp, "w") as f:
+                        json.dump(two if i % 10 else one, f)
+                    os.replace(tmp, config)
+                    server.request("/blockfs-x/1_1_1/" + CHUNK)
                 time.sleep(0.01)
         finally:
             stop.set()
             for t in threads:
                 t.join(10)
-        config.write_text(json.dumps([{"name": "blockfs", "directory": site["dirs"]["blockfs"]}]))
+        config.write_text(json.dumps(one))
         time.sleep(0.05)
         for _ in range(3):
             assert server.request(f"/blockfs/1_1_1/{CHUNK}")[0] == 200
         assert len(statuses) > 100 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-        assert psutil.Process(pid).num_fds() <= before + 2
+        assert data_files() <= before
     finally:
-        server.stop()
+        for s in server.stops:
+            s.stop()
 
 
 def children_of(pid, n, timeout=10):
@@ -338,7 +362,8 @@ def test_a_dead_worker_is_replaced_and_workers_die_with_the_supervisor(site):
         server.stop()
 
 
-def test_fifos_and_symlinks_out_are_refused(site, tmp_path):
+@pytest.mark.parametrize("kind", ["web", "proxied"])
+def test_fifos_and_symlinks_out_are_refused(site, tmp_path, kind):
     dest = tmp_path / "ds"
     shutil.copytree(site["dirs"]["tiff"], dest)
     outside = tmp_path / "outside"
@@ -354,18 +379,21 @@ def test_fifos_and_symlinks_out_are_refused(site, tmp_path):
     shutil.move(dest / "2_2_2", outside / "2_2_2")
     os.symlink(outside / "2_2_2", dest / "2_2_2")  # a level directory leading out
     os.symlink(outside / "secret.bin", dest / "secret.bin")
-    server = start_webserver("--directory", str(dest), "--workers", "1")
+    config = tmp_path / "sources.json"
+    config.write_text(json.dumps([{"name": "ds", "directory": str(dest)}]))
+    server, _ = start_front(kind, tmp_path, config)
     try:
         started = time.monotonic()
         for path in ("/pipe.bin", "/secret.bin", f"/1_1_1/{CHUNK}", "/1_1_1/0-32_0-32_32-40",
                      "/2_2_2/0-32_0-32_0-20", "/2_2_2/info"):
-            status, _, body = server.request(path)
+            status, _, body = server.request("/ds" + path)
             assert status in (404, 500), (path, status)
             assert b"not yours" not in body and str(tmp_path).encode() not in body
         assert time.monotonic() - started < 5
-        assert server.request("/1_1_1/32-64_0-32_0-32")[0] == 200
+        assert server.request("/ds/1_1_1/32-64_0-32_0-32")[0] == 200
     finally:
-        server.stop()
+        for s in server.stops:
+            s.stop()
 
 
 def test_names_are_encoded_in_links(site, tmp_path):
@@ -381,12 +409,12 @@ def test_names_are_encoded_in_links(site, tmp_path):
         server.stop()
 
 
-def test_a_deeply_nested_config_keeps_the_last_good_one(site, tmp_path):
+@pytest.mark.parametrize("kind", ["web", "proxied"])
+def test_a_deeply_nested_config_keeps_the_last_good_one(site, tmp_path, kind):
     config = tmp_path / "sources.json"
     good = json.dumps([{"name": "zarr", "directory": site["dirs"]["zarr"]}])
     config.write_text(good)
-    server = start_webserver("--config", str(config), "--workers", "1")
-    server.collect_log()
+    server, _ = start_front(kind, tmp_path, config)
     try:
         assert server.request("/zarr/info")[0] == 200
         config.write_text("[" * 100000 + "]" * 100000)
@@ -403,4 +431,5 @@ def test_a_deeply_nested_config_keeps_the_last_good_one(site, tmp_path):
         assert server.request("/zarr/info")[0] == 200
         assert "Traceback" not in "\n".join(server.log)
     finally:
-        server.stop()
+        for s in server.stops:
+            s.stop()
