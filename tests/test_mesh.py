@@ -25,6 +25,7 @@ from label_cells import BIG_ID, cell_volume
 
 VOXEL = (0.5, 0.5, 1.0)  # microns
 NODE = 16
+FORMATS = ("tiff", "zarr", "blockfs", "precomputed")  # precomputed: compressed_segmentation chunks
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def datasets(labels, tmp_path_factory):
     root = tmp_path_factory.mktemp("mesh")
     tifffile.imwrite(root / "labels.tif", labels)
     out = {}
-    for fmt in ("tiff", "zarr", "blockfs"):
+    for fmt in FORMATS:
         dest = str(root / fmt)
         convert(str(root / "labels.tif"), dest, format=fmt, segmentation=True, chunk_size=(16, 16, 16),
                 voxel_size=VOXEL, n_cores=1)
@@ -63,7 +64,7 @@ def voxel_coords(nm: np.ndarray, scale: dict) -> np.ndarray:
     return nm / np.array(scale["resolution"]) - 0.5
 
 
-@pytest.mark.parametrize("fmt", ["tiff", "zarr", "blockfs"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_cloud_volume_reads_a_closed_surface_of_every_segment(datasets, labels, fmt):
     from cloudvolume import CloudVolume
 
