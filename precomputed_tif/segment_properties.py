@@ -8,6 +8,7 @@ properties are written inline, in ``<dataset>/segment_properties/info``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -30,14 +31,25 @@ def read_properties_csv(path: str) -> dict:
 
     ``name``, ``tags`` (separated by ``;``) and ``description`` are Neuroglancer's label,
     tags and description; every other column becomes a number property if all its
-    values are numbers, else a text property.
+    values are numbers, else a text property. Columns may also be separated by tabs, or
+    by semicolons as spreadsheets write CSV in some countries; tags are then separated by
+    commas, and numbers may have a decimal comma.
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            text = f.read()
     except FileNotFoundError:
         raise PrecomputedTifError(f"properties file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        raise PrecomputedTifError(f"properties file {path} is not UTF-8 text; save it as CSV (UTF-8)") from None
+    except OSError as exc:
+        raise PrecomputedTifError(f"cannot read properties file {path} ({exc.strerror})") from None
+    first = text.split("\n", 1)[0]
+    delimiter = next((d for d in (",", "\t", ";") if d in first), ",")
+    tag_separator = "," if delimiter == ";" else ";"
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
         raise PrecomputedTifError(f"cannot read properties file {path} ({exc})") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
@@ -76,9 +88,11 @@ def read_properties_csv(path: str) -> dict:
             values[c].append(row[i].strip())
     for c, v in values.items():
         if c == "tags":
-            out["tags"] = [[re.sub(r"\s+", "_", t.strip()) for t in s.split(";") if t.strip()] for s in v]
+            out["tags"] = [[re.sub(r"\s+", "_", t.strip()) for t in s.split(tag_separator) if t.strip()] for s in v]
         elif c in ("name", "description"):
             out[c] = v
+        elif delimiter == ";":  # such spreadsheets also write decimal commas: 12,5
+            out["columns"][c] = [re.sub(r"^(-?\d+),(\d+)$", r"\1.\2", t) for t in v]
         else:
             out["columns"][c] = v
     return out

@@ -17,7 +17,7 @@ import tifffile
 from scipy.spatial import cKDTree
 
 from mesh_reader import fragments, parse_manifest, read_mesh_dir, to_model
-from precomputed_tif import convert
+from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.main import main as tif_main
 from precomputed_tif.mesh_cli import main as mesh_main
 from precomputed_tif.meshing import mesh_dataset
@@ -308,3 +308,19 @@ def test_meshing_stays_under_the_memory_limit(tmp_path):
     assert code.returncode == 0, code.stderr
     assert "instead of 2" not in code.stderr  # two workers fit
     assert peak.peak - here < limit, f"{(peak.peak - here) / 2**20:.0f} MiB"
+
+
+def test_spreadsheet_csv_dialects(tmp_path):
+    """Semicolons between columns (and commas between tags), tabs, a byte-order mark."""
+    from precomputed_tif.segment_properties import read_properties_csv
+
+    for name, text in (("semi.csv", "\ufeffID;Name;Tags;Area\n5;big one;neuron, layer 4;12,5\n"),
+                       ("tab.tsv", "id\tname\ttags\tarea\n5\tbig one\tneuron;layer 4\t12.5\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        table = read_properties_csv(str(tmp_path / name))
+        assert table["ids"] == [5] and table["name"] == ["big one"]
+        assert table["tags"] == [["neuron", "layer_4"]]
+        assert table["columns"]["Area" if name == "semi.csv" else "area"] == ["12.5"]
+    (tmp_path / "latin1.csv").write_bytes("id,name\n5,Zelle \xe4\n".encode("latin-1"))
+    with pytest.raises(PrecomputedTifError, match="not UTF-8"):
+        read_properties_csv(str(tmp_path / "latin1.csv"))
