@@ -16,7 +16,7 @@ from .display import add_display
 from .errors import PrecomputedTifError
 from .executor import default_workers, make_executor
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
-from .info import EXTRA, build_info, write_info
+from .info import EXTRA, build_info, read_info, write_info
 from .progress import DoneLog
 from .encodings import encoding_for
 from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, run_task, tasks_of
@@ -194,9 +194,22 @@ def run(plan: Plan, overwrite: bool = False, progress: bool = False) -> dict:
     info = add_display(info, store, stack.rgb)
     store.finish()
     store.drop_lossless_copies()
+    info = _keep_meshes(dest, info)
     write_info(dest, info)
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info
+
+
+def _keep_meshes(dest: str, info: dict) -> dict:
+    """``info`` with the mesh and segment-properties keys that a finished run of the same
+    conversion had gained from meshing, so rerunning the command does not hide them."""
+    try:
+        old = read_info(dest)
+    except PrecomputedTifError:
+        return info
+    kept = {k: old[k] for k in ("mesh", "segment_properties")
+            if isinstance(old.get(k), str) and os.path.isdir(os.path.join(dest, old[k]))}
+    return {**info, **kept} if info.get("type") == "segmentation" else info
 
 
 def _voxel_size(given, stack) -> tuple[tuple[float, float, float], str]:

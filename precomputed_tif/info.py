@@ -22,8 +22,8 @@ EXTRA = "precomputed_tif"
 def build_info(geometry: Geometry, dtype: np.dtype, segmentation: bool, channels: int = 1) -> dict:
     """``info`` for a volume of ``channels`` channels with raw encoding (precomputed ``volume.md``).
 
-    No ``mesh`` key: this project writes no meshes, and Neuroglancer would ask
-    for ``mesh/info`` if there were one.
+    No ``mesh`` or ``segment_properties`` key: meshing adds them when it has
+    written what they point at (Neuroglancer would ask for ``mesh/info`` otherwise).
     """
     return {
         "@type": "neuroglancer_multiscale_volume",

@@ -222,3 +222,19 @@ def test_planning_writes_nothing(tmp_path):
     assert "1_1_1" in sharded and plan.info["scales"][-1]["key"] not in sharded
     written = [n for p in plan.passes for n in range(p.first if p.from_source else p.first + 1, p.last + 1)]
     assert written == list(range(1, len(plan.info["scales"]) + 1))  # every level, once
+
+
+def test_rerunning_a_meshed_conversion_keeps_its_meshes(tmp_path):
+    from precomputed_tif import mesh_dataset
+
+    labels = np.zeros((20, 30, 40), np.uint16)
+    labels[4:14, 5:20, 6:30] = 3
+    glob = write_planes(tmp_path / "src", labels)
+    dest = str(tmp_path / "out")
+    convert(glob, dest, segmentation=True, chunk_size=CHUNK, n_cores=1)
+    meshed = mesh_dataset(dest, n_cores=1)
+    assert meshed["mesh"] and meshed["segment_properties"]
+    info = convert(glob, dest, segmentation=True, chunk_size=CHUNK, n_cores=1)  # the same command again
+    assert info["mesh"] == meshed["mesh"] and info["segment_properties"] == meshed["segment_properties"]
+    with open(os.path.join(dest, "info")) as f:
+        assert json.load(f)["mesh"] == meshed["mesh"]
