@@ -122,6 +122,21 @@ def test_moved_volume_finds_block_files_by_name(tmp_path):
     np.testing.assert_array_equal(Directory(str(tmp_path / "b" / "v.blockfs")).read(0, 30, 0, 20, 0, 10), volume)
 
 
+def test_a_copy_reads_its_own_block_files_and_knows_it_is_a_copy(tmp_path):
+    first, second = make_volume((10, 20, 30), "uint16", seed=6), make_volume((10, 20, 30), "uint16", seed=7)
+    (tmp_path / "a").mkdir()
+    d = create(str(tmp_path / "a" / "v.blockfs"), (30, 20, 10), (16, 16, 16), "uint16", n_files=2)
+    write_all(d, first)
+    d.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    d = Directory(str(tmp_path / "a" / "v.blockfs"), writable=True)  # the original is written again
+    write_all(d, second)
+    d.close()
+    copy = Directory(str(tmp_path / "copy" / "v.blockfs"))
+    assert copy.is_copy and not Directory(str(tmp_path / "a" / "v.blockfs")).is_copy
+    np.testing.assert_array_equal(copy.read(0, 30, 0, 20, 0, 10), first)
+
+
 def _writer(path, volume, k, n):
     d = Directory(path, writable=True)
     write_all(d, volume, only=lambda i: i % n == k)
