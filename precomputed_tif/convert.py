@@ -128,6 +128,9 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
     dtype, codec = stack.dtype, None
     if format == "precomputed":
         name = encoding or ("compressed_segmentation" if segmentation else "raw")
+        if name == "jpeg" and segmentation:
+            raise PrecomputedTifError("jpeg is lossy and would change labels: choose --encoding "
+                                      "compressed_segmentation (the default for --segmentation), png or raw")
         if name == "compressed_segmentation" and not segmentation:
             raise PrecomputedTifError("compressed_segmentation is for labels: add --segmentation, or choose "
                                       "--encoding raw or png for an image")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Box
+from .geometry import Scale
 from .info import EXTRA
 from .stores.base import ChunkStore
 
@@ -29,15 +29,11 @@ def _sample(store: ChunkStore, info: dict) -> np.ndarray:
     scales = info["scales"]
     c = store.channels
     chosen = next((s for s in scales if np.prod(s["size"]) * c <= SAMPLE_VOXELS), scales[-1])
-    x, y, z = chosen["size"]
-    whole = Box(0, x, 0, y, 0, z)
-    if np.prod(chosen["size"]) * c <= SAMPLE_VOXELS:
-        boxes = [whole]
-    else:
-        cx, cy, cz = chosen["chunk_sizes"][0]
-        boxes = [Box(x0, min(x0 + cx, x), y0, min(y0 + cy, y), z0, min(z0 + cz, z))
-                 for z0 in range(0, z, cz) for y0 in range(0, y, cy) for x0 in range(0, x, cx)]
-        step = max(1, int(np.ceil(len(boxes) * cx * cy * cz * c / SAMPLE_VOXELS)))
+    grid = Scale.from_info(chosen)
+    boxes = [grid.bounds]
+    if np.prod(chosen["size"]) * c > SAMPLE_VOXELS:
+        boxes = list(grid.chunk_boxes())
+        step = max(1, int(np.ceil(len(boxes) * np.prod(grid.chunk_size) * c / SAMPLE_VOXELS)))
         boxes = boxes[::step]
     parts = [store.read_region(chosen["key"], b).reshape(c, -1) for b in boxes]
     return np.concatenate(parts, axis=1)

@@ -3,13 +3,14 @@ to check the project's writer (it shares no code with it)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
 import struct
 
 import numpy as np
+
+from shard_reader import shard_entries
 
 SIZES = {"uint32": 4, "int32": 4, "float32": 4, "uint16": 2, "int16": 2, "uint8": 1, "int8": 1}
 
@@ -50,37 +51,8 @@ def decode_list(info, data: bytes):
 
 
 def read_shards(directory: str, spec: dict) -> dict[int, bytes]:
-    """Every key and value of a sharded index, checking that each key sits in the shard and
-    minishard its hash says."""
-    assert spec["@type"] == "neuroglancer_uint64_sharded_v1" and spec["hash"] == "identity"
-    mb, sb, pre = spec["minishard_bits"], spec["shard_bits"], spec["preshift_bits"]
-    digits = math.ceil(sb / 4)
-    out = {}
-    for name in os.listdir(directory):
-        shard = int(name.split(".")[0], 16)
-        assert name == f"{shard:0{digits}x}.shard" or (digits == 0 and name == "0.shard"), name
-        with open(os.path.join(directory, name), "rb") as f:
-            data = f.read()
-        index_end = 16 * 2**mb
-        for m in range(2**mb):
-            start, end = struct.unpack_from("<QQ", data, 16 * m)
-            if start == end:
-                continue
-            raw = data[index_end + start:index_end + end]
-            if spec.get("minishard_index_encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            table = np.frombuffer(raw, "<u8").reshape(3, -1)
-            keys = np.cumsum(table[0])
-            pos = index_end
-            for k, delta, size in zip(keys, table[1], table[2]):
-                pos += int(delta)
-                value = data[pos:pos + int(size)]
-                pos += int(size)
-                hashed = int(k) >> pre
-                assert hashed & (2**mb - 1) == m and (hashed >> mb) & (2**sb - 1) == shard
-                assert int(k) not in out
-                out[int(k)] = value
-    return out
+    """Every key and value of a sharded index (see :mod:`shard_reader`)."""
+    return {k: data[start:end] for k, (data, start, end) in shard_entries(directory, spec).items()}
 
 
 def morton_decode(code: int, grid_shape):

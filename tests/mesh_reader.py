@@ -3,45 +3,14 @@ to decode the fragments), to check the project's writer independently of cloud-v
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import struct
 
 import numpy as np
 
+from shard_reader import shard_entries  # noqa: F401  (part of this reader)
 
-
-def shard_entries(directory: str, spec: dict) -> dict[int, tuple[bytes, int, int]]:
-    """{key: (shard file bytes, start, end)} of a sharded index (identity hash), checking that
-    each key is in the shard and minishard its hash says."""
-    assert spec["@type"] == "neuroglancer_uint64_sharded_v1" and spec["hash"] == "identity"
-    mb, sb = spec["minishard_bits"], spec["shard_bits"]
-    out = {}
-    for name in os.listdir(directory):
-        if not name.endswith(".shard"):
-            continue
-        shard = int(name.split(".")[0], 16)
-        with open(os.path.join(directory, name), "rb") as f:
-            data = f.read()
-        index_end = 16 * 2**mb
-        for m in range(2**mb):
-            start, end = struct.unpack_from("<QQ", data, 16 * m)
-            if start == end:
-                continue
-            raw = data[index_end + start:index_end + end]
-            if spec.get("minishard_index_encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            table = np.frombuffer(raw, "<u8").reshape(3, -1)
-            keys = np.cumsum(table[0])
-            pos = index_end
-            for k, delta, size in zip(keys, table[1], table[2]):
-                pos += int(delta)
-                h = int(k) >> spec["preshift_bits"]
-                assert h & (2**mb - 1) == m and (h >> mb) & (2**sb - 1) == shard
-                out[int(k)] = (data, pos, pos + int(size))
-                pos += int(size)
-    return out
 
 
 def read_mesh_dir(directory: str) -> tuple[dict, dict[int, tuple[bytes, bytes]]]:

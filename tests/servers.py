@@ -201,6 +201,32 @@ def nginx() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
 
+def require_nginx() -> None:
+    """Skip the test without nginx; CI sets REQUIRE_NGINX, and there a missing nginx fails it."""
+    if nginx() is None:
+        import pytest
+
+        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)(
+            "nginx is not installed (Debian: apt-get install nginx)")
+
+
+def start_gunicorn_behind_nginx(root, config, workers: int = 2, threads: int = 4) -> Server:
+    """gunicorn behind nginx, as the README deploys it: the nginx server to talk to, with the
+    gunicorn server as ``.app`` and gunicorn's log lines as ``.log``; ``stop`` stops both."""
+    require_nginx()
+    app = start_gunicorn(root, str(config), workers=workers, threads=threads)
+    app.collect_log()
+    front = start_nginx(root, app.port)
+    front.app, front.log = app, app.log
+    stop_front = front.stop
+
+    def stop():
+        stop_front()
+        app.stop()
+    front.stop = stop
+    return front
+
+
 def start_nginx(directory, upstream_port: int) -> Server:
     """nginx in front of a server on ``upstream_port``, configured as the README says."""
     port = free_port()

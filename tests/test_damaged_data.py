@@ -8,7 +8,6 @@ file, and the server log must name the file, once.
 import json
 import os
 import shutil
-import struct
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from precomputed_tif import convert
 from precomputed_tif.blockfs import Directory
-from servers import nginx, start_gunicorn, start_nginx, start_webserver
+from servers import start_gunicorn_behind_nginx, start_webserver
 from stacks import make_volume, write_planes
 
 SHAPE = (40, 64, 64)
@@ -112,17 +111,9 @@ def web(site):
 
 @pytest.fixture(scope="module")
 def proxied(site):
-    if nginx() is None:
-        # CI sets REQUIRE_NGINX: there a missing nginx is a failure, not a skip.
-        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)(
-            "nginx is not installed (Debian: apt-get install nginx)")
-    app = start_gunicorn(site["root"], site["config"], workers=2, threads=4)
-    app.collect_log()
-    front = start_nginx(site["root"], app.port)
-    front.log = app.log
+    front = start_gunicorn_behind_nginx(site["root"], site["config"])
     yield front
     front.stop()
-    app.stop()
 
 
 @pytest.fixture(params=["web", "proxied"])

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from precomputed_tif import convert
-from servers import nginx, start_gunicorn, start_nginx, start_webserver
+from servers import start_gunicorn_behind_nginx, start_webserver
 from stacks import make_volume, write_planes
 
 SHAPE = (40, 64, 64)
@@ -52,17 +52,9 @@ def web(site):
 @pytest.fixture(scope="module")
 def proxied(site):
     """gunicorn 2x4 behind nginx, as the README deploys it."""
-    if nginx() is None:
-        # CI sets REQUIRE_NGINX: there a missing nginx is a failure, not a skip.
-        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)(
-            "nginx is not installed (Debian: apt-get install nginx)")
-    app = start_gunicorn(site["root"], site["config"], workers=2, threads=4)
-    app.collect_log()
-    front = start_nginx(site["root"], app.port)
-    front.app = app
+    front = start_gunicorn_behind_nginx(site["root"], site["config"])
     yield front
     front.stop()
-    app.stop()
 
 
 @pytest.fixture(params=["web", "proxied"])
@@ -256,13 +248,9 @@ def start_front(kind, root, config):
         server.collect_log()
         server.stops = [server]
         return server, server.proc.pid
-    if nginx() is None:
-        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)("nginx is not installed")
-    app = start_gunicorn(root, str(config), workers=1, threads=4)
-    app.collect_log()
-    front = start_nginx(root, app.port)
-    front.log, front.stops = app.log, [front, app]
-    return front, children_of(app.proc.pid, 1)[0].pid
+    front = start_gunicorn_behind_nginx(root, config, workers=1)
+    front.stops = [front]
+    return front, children_of(front.app.proc.pid, 1)[0].pid
 
 
 @pytest.mark.parametrize("kind", ["web", "proxied"])

@@ -4,8 +4,6 @@ ranges for the shard files."""
 
 import json
 import os
-import shutil
-import subprocess
 
 import pytest
 import tifffile
@@ -14,43 +12,7 @@ from label_cells import cell_volume
 from mesh_reader import parse_manifest, shard_entries
 from precomputed_tif import convert
 from precomputed_tif.meshing import mesh_dataset
-from servers import Server, free_port, start_gunicorn, start_webserver, wait_for_port
-
-NGINX_CONF = """daemon off;
-worker_processes 1;
-user root;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
-    default_type application/octet-stream;
-    server {{
-        listen 127.0.0.1:{port};
-        location /cells/ {{
-            alias {dataset}/;
-            add_header Access-Control-Allow-Origin * always;
-        }}
-    }}
-}}
-"""
-
-
-def start_nginx(root, dataset) -> Server:
-    exe = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(exe):
-        (pytest.fail if os.environ.get("REQUIRE_TOOLS") else pytest.skip)("nginx is not installed (apt-get install nginx)")
-    port = free_port()
-    os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
-    conf = os.path.join(root, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(root=root, port=port, dataset=dataset))
-    proc = subprocess.Popen([exe, "-c", conf, "-p", root], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for_port(port, proc)
-    return Server(proc, port)
-
+from servers import require_nginx, start_gunicorn, start_static_nginx, start_webserver
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
@@ -63,7 +25,8 @@ def site(tmp_path_factory):
     config.write_text(json.dumps([{"name": "cells", "directory": dest}]))
     servers = {"webserver": start_webserver("--config", str(config), "--workers", "1"),
                "gunicorn": start_gunicorn(str(root), str(config), workers=1)}
-    servers["nginx"] = start_nginx(str(root), dest)
+    require_nginx()
+    servers["nginx"] = start_static_nginx(str(root), str(root))
     yield dest, servers
     for s in servers.values():
         s.stop()

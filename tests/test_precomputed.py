@@ -238,3 +238,11 @@ def test_rerunning_a_meshed_conversion_keeps_its_meshes(tmp_path):
     assert info["mesh"] == meshed["mesh"] and info["segment_properties"] == meshed["segment_properties"]
     with open(os.path.join(dest, "info")) as f:
         assert json.load(f)["mesh"] == meshed["mesh"]
+
+
+def test_lossy_labels_are_refused(tmp_path, capsys):
+    glob = write_planes(tmp_path / "src", make_volume((5, 20, 30), "uint8", segmentation=True))
+    code = main(["--source", glob, "--dest", str(tmp_path / "out"), "--format", "precomputed", "--segmentation",
+                 "--encoding", "jpeg"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lossy" in err and "compressed_segmentation" in err and len(err.strip().splitlines()) == 1

@@ -84,7 +84,6 @@ def test_killed_several_times_then_rerun_equals_a_clean_run(tmp_path, fmt, cores
         assert not os.path.exists(os.path.join(resumed, "info"))  # never presented as complete
     assert kills >= 2, "the conversion finished before it could be killed"
     done_before = open(os.path.join(resumed, DONE_LOG), "rb").read().count(b"\n")
-    started = time.perf_counter()
     convert(glob, resumed, format=fmt, chunk_size=CHUNK, n_cores=cores, block_bytes=BLOCK)
     assert done_before > 0
     if fmt == "blockfs":

@@ -16,7 +16,7 @@ from precomputed_tif import convert
 from precomputed_tif.links import dataset_link
 from precomputed_tif.screenshot import state_from_url
 from precomputed_tif.synthetic import synthetic_planes
-from servers import nginx, start_static_nginx
+from servers import require_nginx, start_static_nginx
 from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
 
 SHAPE = (40, 150, 170)  # z, y, x
@@ -35,8 +35,7 @@ DATASETS = {
 
 @pytest.fixture(scope="module")
 def published():
-    if nginx() is None:
-        (pytest.fail if os.environ.get("REQUIRE_NGINX") else pytest.skip)("nginx is missing (apt-get install nginx)")
+    require_nginx()
     root = tempfile.mkdtemp(prefix="pt-e2e-native-")
     try:
         planes = np.stack(list(synthetic_planes(SHAPE, seed=7)))
