@@ -19,7 +19,9 @@ from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check
 from .info import EXTRA, build_info, read_info, write_info
 from .progress import DoneLog
 from .encodings import encoding_for
-from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, run_task, tasks_of
+from .ngff import VERSIONS as NGFF_VERSIONS
+from .pyramid import (DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, plan_zarr_shard_passes,
+                      run_task, tasks_of, zarr_shard_sizes)
 from .shards import sharding_spec
 from .sources import open_source
 from .stores import store_class
@@ -33,7 +35,7 @@ class Plan:
 
     source: object
     dest: str
-    format: str
+    format: str  # the store that holds the chunks (ome-zarr 0.4 is the zarr store)
     geometry: Geometry
     info: dict
     passes: list
@@ -63,6 +65,7 @@ def convert(
     encoding: str | None = None,
     jpeg_quality: int | None = None,
     sharded: bool | None = None,
+    ngff_version: str | None = None,
 ) -> dict:
     """Convert a stack of TIFF planes (or an existing dataset) into a precomputed pyramid at
     ``dest``; returns its ``info``.
@@ -90,6 +93,12 @@ def convert(
     segmentations); ``sharded`` True shards every scale that can be, False
     none, None (default) the scales with many chunks.
 
+    ``format="ome-zarr"`` writes an OME-Zarr image (``ngff_version`` "0.5",
+    the default: Zarr v3 arrays whose chunks are grouped into shards; or "0.4":
+    Zarr v2, for older readers) with levels ``0``, ``1``, ...; a segmentation
+    becomes an NGFF label image. ``format="zarr"`` also carries NGFF 0.4
+    metadata. Either opens as ``zarr://`` from any static web server.
+
     Raises :class:`~precomputed_tif.PrecomputedTifError` for anything wrong
     with the input or ``dest``, before writing anything. ``info`` is written
     last: a ``dest`` without it is unfinished, and running the same call
@@ -99,18 +108,25 @@ def convert(
                            chunk_size=chunk_size, segmentation=segmentation, n_cores=n_cores,
                            progress=progress, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
                            block_bytes=block_bytes, channel=channel, timepoint=timepoint, encoding=encoding,
-                           jpeg_quality=jpeg_quality, sharded=sharded)
+                           jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version)
     return run(plan, overwrite=overwrite, progress=progress)
 
 
 def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", chunk_size=DEFAULT_CHUNK_SIZE,
                     segmentation=False, n_cores=None, progress=False, memory_limit=None, dask_scheduler=None,
                     block_bytes=DEFAULT_BLOCK_BYTES, channel=None, timepoint=None, encoding=None,
-                    jpeg_quality=None, sharded=None) -> Plan:
+                    jpeg_quality=None, sharded=None, ngff_version=None) -> Plan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
     store_class(format)
     if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
         raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format precomputed")
+    if ngff_version is not None and format != "ome-zarr":
+        raise PrecomputedTifError("--ngff-version goes with --format ome-zarr")
+    if format == "ome-zarr":
+        ngff_version = "0.5" if ngff_version is None else str(ngff_version)
+        if ngff_version not in NGFF_VERSIONS:
+            raise PrecomputedTifError(f"--ngff-version must be one of {', '.join(NGFF_VERSIONS)}, "
+                                      f"not {ngff_version!r}")
     if voxel_size is not None:
         check_triple(tuple(voxel_size), "voxel size", integer=False)
     check_triple(tuple(chunk_size), "chunk size", integer=True)
@@ -122,7 +138,7 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
         levels = getattr(stack, "levels", None)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     z, y, x = stack.shape
-    geometry = Geometry((x, y, z), chunk_size, voxel_size, levels)
+    geometry = Geometry((x, y, z), chunk_size, voxel_size, levels, numbered_keys=format == "ome-zarr")
     n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
     voxel_bytes = stack.dtype.itemsize * stack.n_channels
     dtype, codec = stack.dtype, None
@@ -139,10 +155,19 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
         codec = encoding_for(name, dtype, stack.n_channels, jpeg_quality)
     if format == "precomputed" and sharded is not False:
         passes = plan_sharded_passes(geometry, voxel_bytes, block_bytes, shard_all=bool(sharded))
+    elif format == "ome-zarr" and ngff_version == "0.5":
+        passes = plan_zarr_shard_passes(geometry, voxel_bytes, block_bytes)
     else:
         passes = plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows)
     info = build_info(geometry, dtype, segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
+    store_format = format
+    if format == "ome-zarr":
+        if ngff_version == "0.4":
+            store_format = "zarr"  # NGFF 0.4 is Zarr v2: the zarr format's layout, levels 0, 1, ...
+        else:
+            info[EXTRA]["zarr_shards"] = {geometry.level(n).key: list(size)
+                                          for n, size in sorted(zarr_shard_sizes(geometry, passes).items())}
     lossless_copies = frozenset()
     if codec is not None:
         data_encoding = "gzip" if codec.name in ("raw", "compressed_segmentation") else "raw"
@@ -155,14 +180,14 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
             # Later passes read these levels back: from a lossless copy, never from decoded jpeg.
             lossless_copies = frozenset(geometry.level(p.first).key for p in passes if not p.from_source)
     job = {
-        "format": format,
+        "format": format if ngff_version is None else f"{format} {ngff_version}",
         "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "info": info,
     }
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), format)
-    return Plan(stack, dest, format, geometry, info, passes, n_workers, segmentation, dask_scheduler, job,
+    return Plan(stack, dest, store_format, geometry, info, passes, n_workers, segmentation, dask_scheduler, job,
                 lossless_copies)
 
 
@@ -196,6 +221,7 @@ def run(plan: Plan, overwrite: bool = False, progress: bool = False) -> dict:
         executor.close()
     info = add_display(info, store, stack.rgb)
     store.finish()
+    store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
     store.drop_lossless_copies()
     info = _keep_meshes(dest, info)
     write_info(dest, info)

@@ -111,10 +111,14 @@ class Level:
     factor: tuple[int, int, int]
     size: tuple[int, int, int]
     resolution: tuple[float, float, float]
+    numbered: bool = False  # keys "0", "1", ... (OME-Zarr's usual paths) instead of factors
 
     @property
     def key(self) -> str:
-        """Scale key and directory name, e.g. ``1_1_1``, ``2_2_1``."""
+        """Scale key and directory name: the factors, e.g. ``1_1_1``, ``2_2_1``; or, in a
+        numbered pyramid, the level's number from 0 (``0`` is full resolution)."""
+        if self.numbered:
+            return str(self.number - 1)
         return "_".join(str(f) for f in self.factor)
 
     @property
@@ -141,6 +145,8 @@ class Geometry:
 
     ``shape_xyz`` is the full-resolution size in voxels, ``chunk_size`` the
     chunk size in voxels (the same at every level), ``voxel_size`` in microns.
+    With ``numbered_keys`` the levels' keys are ``0``, ``1``, ... instead of
+    their factors (``1_1_1``, ``2_2_2``, ...).
     """
 
     def __init__(
@@ -149,7 +155,9 @@ class Geometry:
         chunk_size: Sequence[int] = DEFAULT_CHUNK_SIZE,
         voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE_UM,
         n_levels: int | None = None,
+        numbered_keys: bool = False,
     ):
+        self.numbered_keys = bool(numbered_keys)
         self.shape_xyz = tuple(int(v) for v in shape_xyz)
         self.chunk_size = tuple(int(v) for v in chunk_size)
         self.voxel_size = tuple(float(v) for v in voxel_size)
@@ -179,7 +187,7 @@ class Geometry:
             factor = tuple(f * s for f, s in zip(factor, step))
             size = tuple(-(-v // s) for v, s in zip(size, step))
             resolution = tuple(round(v * 1000.0 * f, 6) for v, f in zip(self.voxel_size, factor))
-            levels.append(Level(number, step, factor, size, resolution))
+            levels.append(Level(number, step, factor, size, resolution, self.numbered_keys))
         return levels
 
     def _levels_until(self, fits) -> int:

@@ -20,7 +20,7 @@ block however large the shard (see :func:`plan_sharded_passes`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -196,6 +196,49 @@ def plan_sharded_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int =
         if last == n:
             return passes
         first, from_source = last, False
+
+
+# Zarr v3 shards: a task's region grows until the finest level it writes has this many chunks
+# in it (or the region covers the level), so that a terabyte is not millions of files.
+ZARR_SHARD_CHUNKS = 512
+
+
+def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                           min_chunks: int = ZARR_SHARD_CHUNKS) -> list[Pass]:
+    """Passes for Zarr v3 sharded output: those of :func:`plan_passes`, each task owning a
+    region of whole blocks that is exactly one shard of every level the pass writes
+    (:func:`zarr_shard_sizes`). The region doubles along the axis with the fewest chunks until
+    it holds ``min_chunks`` chunks of the pass's finest written level, or covers that level."""
+    passes = []
+    for p in plan_passes(geometry, voxel_bytes, block_bytes):
+        finest = p.first if p.from_source else p.first + 1
+        ratio = [b // a for a, b in zip(geometry.level(p.first).factor, geometry.level(finest).factor)]
+        size = geometry.level(p.first).size
+        region = list(p.block)
+
+        def chunks_along(i):
+            return -(-min(region[i], size[i]) // (ratio[i] * geometry.chunk_size[i]))
+
+        while int(np.prod([chunks_along(i) for i in range(3)])) < min_chunks:
+            growable = [i for i in range(3) if region[i] < size[i]]
+            if not growable:
+                break
+            axis = min(growable, key=lambda i: (chunks_along(i), i))
+            region[axis] *= 2
+        passes.append(replace(p, region=tuple(region)))
+    return passes
+
+
+def zarr_shard_sizes(geometry: Geometry, passes: Sequence[Pass]) -> dict[int, tuple[int, int, int]]:
+    """Level number -> (x, y, z) shard size in voxels of that level: the task region of the
+    pass that writes it, scaled down to the level."""
+    sizes = {}
+    for p in passes:
+        first = geometry.level(p.first).factor
+        for number in p.written:
+            factor = geometry.level(number).factor
+            sizes[number] = tuple(r * a // b for r, a, b in zip(p.task_size, first, factor))
+    return sizes
 
 
 def _region_bits(grid: Sequence[int]) -> int:

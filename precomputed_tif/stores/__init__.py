@@ -7,12 +7,13 @@ import os
 from ..errors import PrecomputedTifError
 from .base import ChunkStore
 from .blockfs import BlockfsStore
+from .ome_zarr import OmeZarrStore
 from .precomputed import PrecomputedStore
 from .tiff import TiffStore
 from .zarr import ZarrStore
 
 STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore, "blockfs": BlockfsStore,
-                                        "precomputed": PrecomputedStore}
+                                        "precomputed": PrecomputedStore, "ome-zarr": OmeZarrStore}
 
 
 def store_class(format: str) -> type[ChunkStore]:
@@ -45,5 +46,5 @@ def detect_format(root: str, info: dict) -> str:
             if cls.holds(level_dir):
                 return name
     raise PrecomputedTifError(
-        f"cannot tell the format of {root}: {level_dir} holds no tiff, zarr, blockfs or precomputed chunks"
+        f"cannot tell the format of {root}: {level_dir} holds no tiff, zarr, blockfs, precomputed or OME-Zarr chunks"
     )

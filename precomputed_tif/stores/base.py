@@ -135,6 +135,10 @@ class ChunkStore(ABC):
             finally:
                 os.close(fd)
 
+    def write_metadata(self, info: dict, name: str) -> None:
+        """Write what the format keeps besides chunks, once every chunk is written and before
+        ``info`` (e.g. a Zarr root group's NGFF metadata); ``name`` names the dataset."""
+
     def drop_lossless_copies(self) -> None:
         """Remove the lossless copies kept for reading back, once nothing needs them."""
 

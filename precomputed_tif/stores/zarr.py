@@ -1,5 +1,8 @@
 """Each scale a Zarr v2 array ``<key>/`` with ``/`` separated chunk keys, shape (z, y, x),
 or (c, z, y, x) with every channel in each chunk when the volume has several channels.
+The root is an OME-NGFF 0.4 multiscale image group whose levels are these arrays
+(:mod:`precomputed_tif.ngff`), so the same directory is a precomputed dataset
+(through this project's servers) and an OME-Zarr (through any static server).
 
 The array metadata (``.zarray``) is made by zarr-python, so it is exactly what
 Zarr readers expect. Chunks are encoded and written here with the array's own
@@ -66,6 +69,12 @@ class ZarrStore(ChunkStore):
             )
         self.create_checksums()
         self.sync_created()
+
+    def write_metadata(self, info: dict, name: str) -> None:
+        # The root becomes an NGFF 0.4 multiscale image, so any Zarr viewer opens it as zarr://.
+        from ..ngff import write_root
+
+        write_root(self.root, info, name, "0.4")
 
     def _array_meta(self, key: str) -> dict:
         meta = self._meta.get(key)

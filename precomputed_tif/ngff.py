@@ -1,0 +1,115 @@
+"""OME-NGFF metadata (0.4 and 0.5): what makes a pyramid of Zarr arrays an OME-Zarr image.
+
+Built from the dataset's ``info`` -- the same levels, voxel sizes, channel
+colours and display range every other writer gets -- and written with
+zarr-python as the attributes of the dataset's root group: ``.zgroup`` and
+``.zattrs`` (NGFF 0.4, Zarr v2) or ``zarr.json`` (NGFF 0.5, Zarr v3, under
+the ``ome`` key).
+
+Physical coordinates: axes ``c`` (when there are channels), ``z``, ``y``, ``x``
+in micrometres. NGFF puts the *centre* of voxel ``i`` at ``i * scale +
+translation``; each level's translation is half its voxel size, so voxel
+``i`` of any level covers ``[i, i + 1) * scale`` -- exactly the box the
+precomputed ``info`` gives it (``voxel_offset`` 0, the corner of the first
+voxel at the origin). A level-``n`` voxel is the mean of the level-1 voxels it
+covers, so a feature lands at the same physical point at every level, and an
+OME-Zarr and a precomputed layer of the same conversion overlay exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .info import EXTRA
+
+VERSIONS = ("0.4", "0.5")
+UNIT = "micrometer"
+
+
+def axes(channels: int) -> list[dict]:
+    """NGFF axes, slowest first: ``c`` (only with several channels), ``z``, ``y``, ``x``."""
+    spatial = [{"name": a, "type": "space", "unit": UNIT} for a in "zyx"]
+    return ([{"name": "c", "type": "channel"}] if channels > 1 else []) + spatial
+
+
+def level_transforms(scale: dict, channels: int) -> list[dict]:
+    """A level's ``scale`` and ``translation`` (µm, axis order of :func:`axes`) from its
+    ``info`` entry (resolution in nm, x, y, z)."""
+    um = [r / 1000.0 for r in reversed(scale["resolution"])]  # z, y, x
+    lead = [1.0] if channels > 1 else []
+    return [
+        {"type": "scale", "scale": lead + um},
+        {"type": "translation", "translation": [0.0] * len(lead) + [v / 2 for v in um]},
+    ]
+
+
+def multiscale(info: dict, name: str, version: str) -> dict:
+    """One entry of ``multiscales``: every scale of ``info``, finest first."""
+    channels = int(info.get("num_channels", 1))
+    entry = {
+        "name": name,
+        "axes": axes(channels),
+        "datasets": [{"path": s["key"], "coordinateTransformations": level_transforms(s, channels)}
+                     for s in info["scales"]],
+        # How each level was made from the one before: the mean of 2x2x2 (or 2x2x1) voxels,
+        # or the most frequent label of a segmentation.
+        "type": "mode" if info.get("type") == "segmentation" else "mean",
+    }
+    if version == "0.4":
+        entry = {"version": "0.4", **entry}
+    return entry
+
+
+def omero(info: dict, version: str) -> dict:
+    """``omero`` rendering settings: per channel a label, a colour and the display window
+    measured at conversion (``info["precomputed_tif"]``)."""
+    extra = info.get(EXTRA) or {}
+    n = int(info.get("num_channels", 1))
+    dtype = np.dtype(info["data_type"])
+    limits = np.iinfo(dtype) if dtype.kind in "ui" else np.finfo(dtype)
+    ranges = extra.get("display_range") or [[float(limits.min), float(limits.max)]] * n
+    colors = extra.get("channel_colors") or ["#ffffff"] * n
+    shown = 3 if extra.get("rgb") else n
+    channels = []
+    for i in range(n):
+        lo, hi = ranges[i]
+        channels.append({
+            "label": ["red", "green", "blue", "alpha"][i] if extra.get("rgb") else f"channel {i}",
+            "color": colors[i].lstrip("#").upper(),
+            "window": {"min": _number(limits.min), "max": _number(limits.max), "start": lo, "end": hi},
+            "active": i < shown,
+            "coefficient": 1.0,
+            "family": "linear",
+            "inverted": False,
+        })
+    settings = {"channels": channels, "rdefs": {"model": "greyscale" if n == 1 else "color"}}
+    if version == "0.4":
+        settings = {"version": "0.4", **settings}
+    return settings
+
+
+def _number(v):
+    v = float(v)
+    return int(v) if v.is_integer() else v
+
+
+def attributes(info: dict, name: str, version: str) -> dict:
+    """The root group's attributes: multiscales, plus ``omero`` for an image or ``image-label``
+    for a segmentation (a label image: integers, one per object)."""
+    if version not in VERSIONS:
+        raise ValueError(f"NGFF version {version!r}")
+    ome = {"multiscales": [multiscale(info, name, version)]}
+    if info.get("type") == "segmentation":
+        ome["image-label"] = {"version": "0.4"} if version == "0.4" else {}
+    else:
+        ome["omero"] = omero(info, version)
+    return ome if version == "0.4" else {"ome": {"version": "0.5", **ome}}
+
+
+def write_root(root: str, info: dict, name: str, version: str) -> None:
+    """Make ``root`` an OME-Zarr image group: its group metadata and NGFF attributes, replacing
+    any there were; the arrays (one per scale, at their keys) are left as they are."""
+    import zarr
+
+    group = zarr.open_group(root, mode="a", zarr_format=2 if version == "0.4" else 3)
+    group.attrs.put(attributes(info, name, version))
