@@ -134,10 +134,11 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
         raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
     stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
     segmentation = segmentation or getattr(stack, "segmentation", False)
-    if levels is None:
-        levels = getattr(stack, "levels", None)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     z, y, x = stack.shape
+    if levels is None and getattr(stack, "levels", None):
+        # A dataset stored again keeps its levels, as far as the new chunk size leaves them meaningful.
+        levels = min(stack.levels, Geometry((x, y, z), chunk_size, voxel_size).max_levels())
     geometry = Geometry((x, y, z), chunk_size, voxel_size, levels, numbered_keys=format == "ome-zarr")
     n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
     voxel_bytes = stack.dtype.itemsize * stack.n_channels

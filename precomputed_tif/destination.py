@@ -19,7 +19,9 @@ from .info import INFO
 from .progress import DONE_LOG
 
 JOB_RECORD = ".precomputed-tif.json"
-_SCALE_DIR = re.compile(r"^\d+_\d+_\d+$")
+_SCALE_DIR = re.compile(r"^(\d+_\d+_\d+|\d+)$")  # factor keys, or OME-Zarr's numbered levels
+# The root group metadata an OME-Zarr (or the zarr format's NGFF) dataset has beside info.
+_ZARR_ROOT = ("zarr.json", ".zattrs", ".zgroup")
 
 
 def _load_json(path: str):
@@ -112,7 +114,7 @@ def _dataset_entries(dest: str, info, record) -> list[str]:
     """Names in ``dest`` that belong to the dataset there, in the order they are removed:
     ``info`` first (so the directory stops looking complete), the job record last."""
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
-    names = [INFO] + sorted(keys) + [DONE_LOG]
+    names = [INFO] + sorted(keys) + list(_ZARR_ROOT) + [DONE_LOG]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")

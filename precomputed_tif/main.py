@@ -28,6 +28,8 @@ examples:
         (Neuroglancer's own files: any static web server or bucket serves them)
   precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
         (store an existing dataset again, in another format, without its TIFF planes)
+  precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain.zarr --format ome-zarr
+        (OME-Zarr: Neuroglancer as zarr://, napari, and other OME tools, from any static web server)
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
@@ -62,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
     p.add_argument("--format", default="tiff", metavar="FORMAT",
-                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff). tiff, zarr and blockfs "
+                   help=f"how chunks are stored: {', '.join(STORES)} (default: tiff). tiff and blockfs "
                         "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
-                        "is Neuroglancer's own format, which any static web server or bucket serves")
+                        "is Neuroglancer's own format, which any static web server or bucket serves; "
+                        "ome-zarr is the OME-NGFF image format (Neuroglancer's zarr://, napari, OME tools), "
+                        "also served by any static server; zarr is served by precomputed-webserver as "
+                        "precomputed:// and by any static server as an NGFF 0.4 zarr://")
+    p.add_argument("--ngff-version", default=None, metavar="V",
+                   help="with --format ome-zarr: 0.5 (default; Zarr v3, chunks grouped into a few shard "
+                        "files) or 0.4 (Zarr v2, one file per chunk, for older readers)")
     p.add_argument("--encoding", default=None, metavar="NAME",
                    help="with --format precomputed: raw (default for images), png (lossless; uint8, or "
                         "one-channel uint16), jpeg (lossy; uint8 with 1 or 3 channels) or "
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
                        memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
                        timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
-                       sharded=args.sharded)
+                       sharded=args.sharded, ngff_version=args.ngff_version)
         print(summary(args.dest, info))
         if args.mesh:
             from .meshing import mesh_dataset
