@@ -41,7 +41,8 @@ from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
 from .executor import default_workers
 from .info import read_info
-from .links import dataset_link
+from .links import AVIVATOR, dataset_link
+from .ngff import root_version
 from .serving import FORMATS, REASONS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
 
 access_log = logging.getLogger("precomputed_tif.access")
@@ -359,6 +360,27 @@ def urls(server: PrecomputedServer) -> list[str]:
     return [f"{base}/{url_path(d.name)}" for d in catalog.datasets]
 
 
+def other_viewers(server: PrecomputedServer) -> list[tuple[str, str]]:
+    """(what, URL) for every served directory that other viewers open without translation: the
+    zarr:// source of an OME-Zarr (or a zarr dataset's NGFF metadata), and an Avivator link for
+    each OME-TIFF."""
+    out = []
+    for url, dataset in zip(urls(server), server.catalog().datasets):
+        http = url[len("precomputed://"):]
+        version = root_version(dataset.directory)
+        if version:
+            out.append((f"{dataset.name or 'dataset'} as OME-Zarr {version}", f"zarr://{http}"))
+        try:
+            names = sorted(os.listdir(dataset.directory))
+        except OSError:
+            continue
+        for name in names:
+            if name.lower().endswith((".ome.tif", ".ome.tiff")) and not name.startswith("."):
+                image = f"{http}/{urllib.parse.quote(name)}"
+                out.append((f"{name} in Avivator", f"{AVIVATOR}?image_url={urllib.parse.quote(image, safe=':/')}"))
+    return out
+
+
 def viewer_links(server: PrecomputedServer) -> list[tuple[str, str]]:
     """(name, Neuroglancer link) for every served volume whose ``info`` can be read now."""
     out = []
@@ -436,6 +458,11 @@ def main(argv=None) -> int:
             print("or open a link that shows it with its contrast and channel colours:")
             for name, link in links:
                 print(f"  {name}: {link}")
+        others = other_viewers(server)
+        if others:
+            print("Other viewers read these files as they are:")
+            for what, link in others:
+                print(f"  {what}: {link}")
         print("Press Ctrl-C to stop.", flush=True)
         serve(server, args.workers)
 

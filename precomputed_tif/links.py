@@ -15,6 +15,8 @@ import urllib.parse
 from .info import EXTRA
 
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com"
+# Viv's viewer for OME-TIFF (and OME-Zarr): opens ``?image_url=`` from any server with CORS and Range.
+AVIVATOR = "https://avivator.gehlenborglab.org/"
 
 
 def _number(v) -> str:

@@ -18,6 +18,8 @@ OME-Zarr and a precomputed layer of the same conversion overlay exactly.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .info import EXTRA
@@ -103,7 +105,14 @@ def attributes(info: dict, name: str, version: str) -> dict:
         ome["image-label"] = {"version": "0.4"} if version == "0.4" else {}
     else:
         ome["omero"] = omero(info, version)
-    return ome if version == "0.4" else {"ome": {"version": "0.5", **ome}}
+    if version == "0.4":
+        return ome
+    attrs = {"ome": {"version": "0.5", **ome}}
+    if "omero" in ome:
+        # Neuroglancer reads rendering settings only from the top level, where 0.4 keeps them;
+        # the copy there lets it show 0.5 data with its colours and contrast too.
+        attrs["omero"] = ome["omero"]
+    return attrs
 
 
 def write_root(root: str, info: dict, name: str, version: str) -> None:
@@ -113,3 +122,25 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
 
     group = zarr.open_group(root, mode="a", zarr_format=2 if version == "0.4" else 3)
     group.attrs.put(attributes(info, name, version))
+
+
+def root_version(directory: str) -> str | None:
+    """The NGFF version of the multiscale image at ``directory``'s root, or None if it is none."""
+    import json
+
+    for name in ("zarr.json", ".zattrs"):
+        try:
+            with open(os.path.join(directory, name), "rb") as f:
+                meta = json.loads(f.read(1 << 20))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        attrs = meta.get("attributes", {}) if name == "zarr.json" else meta
+        ome = attrs.get("ome") if isinstance(attrs, dict) else None
+        if isinstance(ome, dict) and isinstance(ome.get("multiscales"), list):
+            return str(ome.get("version"))
+        multiscales = attrs.get("multiscales") if isinstance(attrs, dict) else None
+        if isinstance(multiscales, list) and multiscales and isinstance(multiscales[0], dict):
+            return str(multiscales[0].get("version", "0.4"))
+    return None

@@ -12,10 +12,15 @@ server serves one directory):
   as Neuroglancer's raw encoding: little-endian, x fastest; a chunk that was
   never stored reads as zeros; a name that is not a chunk of that scale is 404;
 * anything else -- a static file under the dataset's directory (annotation
-  layers, a native precomputed dataset's chunk and shard files), with byte ranges.
+  layers, a native precomputed dataset's chunk and shard files, an OME-Zarr's
+  metadata and shards, an OME-TIFF), with byte ranges.
+
+A directory without ``info`` that holds an OME-Zarr image or OME-TIFF files is
+served as plain files, as a static web server would.
 
 Only regular files inside the dataset's directory are ever read: no path
-segment may be empty-dotted (``.``, ``..``, hidden names), the resolved
+segment may be empty-dotted (``.``, ``..``, hidden names other than Zarr v2's
+metadata files ``.zattrs``, ``.zgroup``, ``.zarray``), the resolved
 path, symlinks followed, must stay inside the directory, and anything that is
 not a regular file (a FIFO, a device) is refused before it could block a
 thread. Responses never carry a traceback or a local path; a chunk whose
@@ -53,7 +58,9 @@ from .volume import Volume
 log = logging.getLogger(__name__)
 
 # "raw" is the name older configurations use for "precomputed" (Neuroglancer's own files).
-FORMATS = ("tiff", "zarr", "blockfs", "precomputed", "raw")
+FORMATS = ("tiff", "zarr", "blockfs", "precomputed", "raw", "ome-zarr")
+# Hidden names a Zarr v2 reader asks for; every other name starting with "." stays private.
+ZARR_V2_METADATA = frozenset({".zattrs", ".zgroup", ".zarray", ".zmetadata"})
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 CORS = [
     ("Access-Control-Allow-Origin", "*"),
@@ -116,10 +123,17 @@ def open_regular(path: str):
         return None
 
 
-def _is_annotation_layer(directory: str) -> bool:
+def _serves_plain_files(directory: str) -> bool:
+    """Whether a directory is served as a static server would, with no ``info`` to translate:
+    an annotation layer, or (without ``info``) an OME-Zarr group or a folder of OME-TIFFs."""
     f = open_regular(os.path.join(directory, "info"))
     if f is None:
-        return False
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return False
+        return bool({"zarr.json", ".zgroup", ".zattrs"} & set(names)) or any(
+            n.lower().endswith((".ome.tif", ".ome.tiff")) for n in names)
     try:
         with f:
             info = json.loads(f.read())
@@ -186,7 +200,7 @@ class Dataset:
         with self._lock:
             if self._opened is None or stamp != self._stamp:
                 self._retire()
-                if self.format is None and _is_annotation_layer(self.directory):
+                if self.format is None and _serves_plain_files(self.directory):
                     opened = _Opened(None, b"")
                 else:
                     try:
@@ -268,7 +282,7 @@ def _safe_segments(path: str) -> list[str] | None:
     """Path segments, or None when any segment could lead outside or to a hidden file."""
     segments = [s for s in path.split("/") if s != ""]
     for s in segments:
-        if s.startswith(".") or "\\" in s or "\0" in s:
+        if (s.startswith(".") and s not in ZARR_V2_METADATA) or "\\" in s or "\0" in s:
             return None
     return segments
 
@@ -326,7 +340,9 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
             if rest == ["info"]:
                 return _bytes(info_bytes, "application/json")
             if len(rest) == 2 and rest[0] in volume.keys:
-                return _chunk(dataset, volume, rest[0], rest[1], headers)
+                response = _chunk(dataset, volume, rest[0], rest[1], headers)
+                if response is not None:
+                    return response
     except DamagedData as exc:
         dataset.damaged(exc)
         return text_response(500, DAMAGED)
@@ -336,10 +352,10 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     return _static(dataset, rest, headers)
 
 
-def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response:
+def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response | None:
     local = Scale.from_info(volume.store.scale(key)).parse(name)
     if local is None:
-        return text_response(404)
+        return None  # not a chunk: perhaps a file of the level (a Zarr array's metadata)
     array = volume.store.read_chunk(key, local)
     body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
     extra = []
