@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import memory
+from . import memory, ome_tiff
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
 from .info import EXTRA
 from .mesh_cli import add_mesh_arguments, sharded_value
 from .mesh_cli import summary as mesh_summary
+from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from .executor import default_workers
 from .geometry import parse_triple
 from .stores import STORES
@@ -28,6 +29,8 @@ examples:
         (Neuroglancer's own files: any static web server or bucket serves them)
   precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
         (store an existing dataset again, in another format, without its TIFF planes)
+  precomputed-tif --source "/data/img_*.tif" --dest /data/brain --format ome-tiff
+        (one pyramidal /data/brain/brain.ome.tif for Fiji, QuPath and Viv/Avivator)
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
@@ -64,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="tiff", metavar="FORMAT",
                    help=f"how chunks are stored: {', '.join(STORES)} (default: tiff). tiff, zarr and blockfs "
                         "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
-                        "is Neuroglancer's own format, which any static web server or bucket serves")
+                        "is Neuroglancer's own format, which any static web server or bucket serves. "
+                        "ome-tiff writes one pyramidal OME-TIFF, DIR/<name of DIR>.ome.tif, for Fiji, QuPath "
+                        "and Viv instead")
     p.add_argument("--encoding", default=None, metavar="NAME",
                    help="with --format precomputed: raw (default for images), png (lossless; uint8, or "
                         "one-channel uint16), jpeg (lossy; uint8 with 1 or 3 channels) or "
@@ -78,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the scales of more than 64 chunks)")
     shard.add_argument("--unsharded", dest="sharded", action="store_const", const=False,
                        help="with --format precomputed: one file per chunk at every scale")
+    add_ome_tiff_arguments(p)
     p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
                    help="chunk size in voxels (default: 64,64,64)")
     p.add_argument("--segmentation", action="store_true",
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
             raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
                                       "made from labels")
+        if args.mesh and args.format == ome_tiff.FORMAT:
+            raise PrecomputedTifError("--mesh makes Neuroglancer meshes beside a precomputed dataset; it does not "
+                                      "go with --format ome-tiff")
         if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
             raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
         if args.properties:
@@ -144,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
                        memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
                        timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
-                       sharded=args.sharded)
-        print(summary(args.dest, info))
+                       sharded=args.sharded, tile_size=args.tile_size, compression=args.compression)
+        print(ome_tiff.summary(info) if info.get("format") == ome_tiff.FORMAT else summary(args.dest, info))
         if args.mesh:
             from .meshing import mesh_dataset
 
