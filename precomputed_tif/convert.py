@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from . import destination, memory
+from . import destination, memory, ome_tiff
 from .display import add_display
 from .errors import PrecomputedTifError
 from .executor import default_workers, make_executor
@@ -24,7 +24,7 @@ from .pyramid import (DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_shard
                       run_task, tasks_of, zarr_shard_sizes)
 from .shards import sharding_spec
 from .sources import open_source
-from .stores import store_class
+from .stores import STORES, store_class
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ def convert(
     jpeg_quality: int | None = None,
     sharded: bool | None = None,
     ngff_version: str | None = None,
+    tile_size: int | None = None,
+    compression: str | None = None,
 ) -> dict:
     """Convert a stack of TIFF planes (or an existing dataset) into a precomputed pyramid at
     ``dest``; returns its ``info``.
@@ -99,6 +101,10 @@ def convert(
     becomes an NGFF label image. ``format="zarr"`` also carries NGFF 0.4
     metadata. Either opens as ``zarr://`` from any static web server.
 
+    ``format="ome-tiff"`` writes one pyramidal OME-TIFF instead, and returns a
+    summary of it rather than an ``info`` (see :mod:`.ome_tiff`): ``tile_size``
+    (default 512) and ``compression`` (deflate, lzw or none) apply to it only.
+
     Raises :class:`~precomputed_tif.PrecomputedTifError` for anything wrong
     with the input or ``dest``, before writing anything. ``info`` is written
     last: a ``dest`` without it is unfinished, and running the same call
@@ -108,20 +114,28 @@ def convert(
                            chunk_size=chunk_size, segmentation=segmentation, n_cores=n_cores,
                            progress=progress, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
                            block_bytes=block_bytes, channel=channel, timepoint=timepoint, encoding=encoding,
-                           jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version)
+                           jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version,
+                           tile_size=tile_size, compression=compression)
     return run(plan, overwrite=overwrite, progress=progress)
 
 
 def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", chunk_size=DEFAULT_CHUNK_SIZE,
                     segmentation=False, n_cores=None, progress=False, memory_limit=None, dask_scheduler=None,
                     block_bytes=DEFAULT_BLOCK_BYTES, channel=None, timepoint=None, encoding=None,
-                    jpeg_quality=None, sharded=None, ngff_version=None) -> Plan:
+                    jpeg_quality=None, sharded=None, ngff_version=None, tile_size=None,
+                    compression=None) -> Plan | ome_tiff.OmeTiffPlan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
-    store_class(format)
-    if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
-        raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format precomputed")
     if ngff_version is not None and format != "ome-zarr":
         raise PrecomputedTifError("--ngff-version goes with --format ome-zarr")
+    if format == ome_tiff.FORMAT:
+        return _plan_ome_tiff(source, dest, levels=levels, voxel_size=voxel_size, chunk_size=chunk_size,
+                              segmentation=segmentation, n_cores=n_cores, progress=progress,
+                              memory_limit=memory_limit, dask_scheduler=dask_scheduler, block_bytes=block_bytes,
+                              channel=channel, timepoint=timepoint, encoding=encoding, jpeg_quality=jpeg_quality,
+                              sharded=sharded, tile_size=tile_size, compression=compression)
+    _check_format(format, tile_size, compression)
+    if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
+        raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format precomputed")
     if format == "ome-zarr":
         ngff_version = "0.5" if ngff_version is None else str(ngff_version)
         if ngff_version not in NGFF_VERSIONS:
@@ -192,8 +206,10 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
                 lossless_copies)
 
 
-def run(plan: Plan, overwrite: bool = False, progress: bool = False) -> dict:
+def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> dict:
     """Carry out a plan: write every chunk (skipping what an earlier run finished), then ``info``."""
+    if isinstance(plan, ome_tiff.OmeTiffPlan):
+        return ome_tiff.run(plan, overwrite=overwrite, progress=progress)
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
     destination.prepare(dest, plan.job, overwrite)
@@ -228,6 +244,36 @@ def run(plan: Plan, overwrite: bool = False, progress: bool = False) -> dict:
     write_info(dest, info)
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info
+
+
+def _check_format(format: str, tile_size, compression) -> None:
+    """A user error for an unknown format, or for options of --format ome-tiff given to another."""
+    try:
+        store_class(format)
+    except PrecomputedTifError:
+        raise PrecomputedTifError(
+            f"unknown format {format!r}; choose one of: {', '.join(sorted([*STORES, ome_tiff.FORMAT]))}") from None
+    if tile_size is not None or compression is not None:
+        raise PrecomputedTifError("--tile-size and --compression go with --format ome-tiff")
+
+
+def _plan_ome_tiff(source, dest, *, levels, voxel_size, chunk_size, segmentation, n_cores, progress, memory_limit,
+                   dask_scheduler, block_bytes, channel, timepoint, encoding, jpeg_quality, sharded, tile_size,
+                   compression) -> ome_tiff.OmeTiffPlan:
+    """``--format ome-tiff``: the source opened and its voxel size found as for every format, the rest
+    decided by :func:`.ome_tiff.plan`."""
+    ome_tiff.check_options(chunk_size, encoding, jpeg_quality, sharded)
+    if voxel_size is not None:
+        check_triple(tuple(voxel_size), "voxel size", integer=False)
+    if n_cores is not None and n_cores < 1:
+        raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
+    stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
+    voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
+    return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
+                         tile_size=tile_size, compression=compression,
+                         segmentation=segmentation or getattr(stack, "segmentation", False), n_cores=n_cores,
+                         memory_limit=memory_limit, dask_scheduler=dask_scheduler, block_bytes=block_bytes,
+                         channel=channel, timepoint=timepoint)
 
 
 def _keep_meshes(dest: str, info: dict) -> dict:

@@ -4,6 +4,11 @@ A conversion records what it is making in ``.precomputed-tif.json`` before it
 writes any chunk, and writes ``info`` only when every chunk is written. So a
 directory with ``info`` is a complete dataset, and one with only the record is
 a conversion that did not finish.
+
+A conversion that makes files rather than a precomputed dataset (``--format
+ome-tiff``) lists them in its record under ``files``, the first being the one
+that appears only when the conversion finished; ``--overwrite`` removes them
+as it removes ``info`` and the scale directories.
 """
 
 from __future__ import annotations
@@ -75,7 +80,13 @@ def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
         _remove_temporaries(dest)
         return
     if not overwrite:
-        what = "a different precomputed dataset" if info is not None else "an unfinished conversion of different input or settings"
+        finished = _own_files(record)[:1]
+        if info is not None:
+            what = "a different precomputed dataset"
+        elif finished and os.path.lexists(os.path.join(dest, finished[0])):
+            what = f"a different conversion ({finished[0]})"
+        else:
+            what = "an unfinished conversion of different input or settings"
         raise PrecomputedTifError(
             f"--dest {dest} already holds {what}; choose another directory or add --overwrite to replace it"
         )
@@ -110,11 +121,20 @@ def _scale_keys(source) -> set[str]:
     return keys
 
 
+def _own_files(record) -> list[str]:
+    """The files a job record says its conversion makes (plain names in ``dest``), if it lists any."""
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, list):
+        return []
+    return [f for f in files if isinstance(f, str) and f not in ("", ".", "..", JOB_RECORD, INFO)
+            and "/" not in f and os.sep not in f]
+
+
 def _dataset_entries(dest: str, info, record) -> list[str]:
     """Names in ``dest`` that belong to the dataset there, in the order they are removed:
-    ``info`` first (so the directory stops looking complete), the job record last."""
+    ``info`` or the finished file first (so the directory stops looking complete), the job record last."""
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
-    names = [INFO] + sorted(keys) + list(_ZARR_ROOT) + [DONE_LOG]
+    names = [INFO] + _own_files(record) + sorted(keys) + list(_ZARR_ROOT) + [DONE_LOG]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")
@@ -124,7 +144,7 @@ def _dataset_entries(dest: str, info, record) -> list[str]:
 
 def _check_removable(dest: str, doomed: list[str], job: dict) -> None:
     """Raise a user error, having deleted nothing, unless removing ``doomed`` makes room for ``job``."""
-    for key in sorted(_scale_keys(job.get("info"))):
+    for key in sorted(_scale_keys(job.get("info"))) + _own_files(job):
         if key not in doomed and os.path.lexists(os.path.join(dest, key)):
             raise PrecomputedTifError(
                 f"--dest {dest} holds {key}, which the new dataset needs and which is not part of the "

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import memory
+from . import memory, ome_tiff
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
 from .info import EXTRA
 from .mesh_cli import add_mesh_arguments, sharded_value
 from .mesh_cli import summary as mesh_summary
+from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from .executor import default_workers
 from .geometry import parse_triple
 from .stores import STORES
@@ -30,6 +31,8 @@ examples:
         (store an existing dataset again, in another format, without its TIFF planes)
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain.zarr --format ome-zarr
         (OME-Zarr: Neuroglancer as zarr://, napari, and other OME tools, from any static web server)
+  precomputed-tif --source "/data/img_*.tif" --dest /data/brain --format ome-tiff
+        (one pyramidal /data/brain/brain.ome.tif for Fiji, QuPath and Viv/Avivator)
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
@@ -69,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "is Neuroglancer's own format, which any static web server or bucket serves; "
                         "ome-zarr is the OME-NGFF image format (Neuroglancer's zarr://, napari, OME tools), "
                         "also served by any static server; zarr is served by precomputed-webserver as "
-                        "precomputed:// and by any static server as an NGFF 0.4 zarr://")
+                        "precomputed:// and by any static server as an NGFF 0.4 zarr://. ome-tiff writes one "
+                        "pyramidal OME-TIFF, DIR/<name of DIR>.ome.tif, for Fiji, QuPath and Viv instead")
     p.add_argument("--ngff-version", default=None, metavar="V",
                    help="with --format ome-zarr: 0.5 (default; Zarr v3, chunks grouped into a few shard "
                         "files) or 0.4 (Zarr v2, one file per chunk, for older readers)")
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the scales of more than 64 chunks)")
     shard.add_argument("--unsharded", dest="sharded", action="store_const", const=False,
                        help="with --format precomputed: one file per chunk at every scale")
+    add_ome_tiff_arguments(p)
     p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
                    help="chunk size in voxels (default: 64,64,64)")
     p.add_argument("--segmentation", action="store_true",
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
             raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
                                       "made from labels")
+        if args.mesh and args.format == ome_tiff.FORMAT:
+            raise PrecomputedTifError("--mesh makes Neuroglancer meshes beside a precomputed dataset; it does not "
+                                      "go with --format ome-tiff")
         if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
             raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
         if args.properties:
@@ -152,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
                        memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
                        timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
-                       sharded=args.sharded, ngff_version=args.ngff_version)
-        print(summary(args.dest, info))
+                       sharded=args.sharded, ngff_version=args.ngff_version, tile_size=args.tile_size,
+                       compression=args.compression)
+        print(ome_tiff.summary(info) if info.get("format") == ome_tiff.FORMAT else summary(args.dest, info))
         if args.mesh:
             from .meshing import mesh_dataset
 
