@@ -399,7 +399,8 @@ def _static(dataset: Dataset, rest: list[str], headers) -> Response:
     if f is None:
         return text_response(404)
     size = os.fstat(f.fileno()).st_size
-    ctype = "application/json" if rest[-1] == "info" or rest[-1].endswith(".json") else (
+    is_json = rest[-1] == "info" or rest[-1].endswith(".json") or rest[-1] in ZARR_V2_METADATA
+    ctype = "application/json" if is_json else (
         mimetypes.guess_type(rest[-1])[0] or "application/octet-stream")
     base = CORS + [("Content-Type", ctype), ("Accept-Ranges", "bytes")]
     wanted = _parse_range(headers.get("range"), size)
