@@ -16,7 +16,8 @@ setup(
         "numpy>=1.23",
         "tifffile>=2023.3.15",
         "imagecodecs>=2023.1.23",
-        "zarr>=2.16",
+        "zarr>=2.16",  # 3 (Python 3.11+) for OME-Zarr 0.5
+        "google-crc32c>=1.5",
         "numcodecs>=0.11",
         "scikit-image>=0.20",
         "tqdm>=4.60",
@@ -29,7 +30,7 @@ setup(
         "dask": ["distributed>=2023.1"],
         "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38", "Pillow>=9",
                  "selenium>=4.10", "distributed>=2023.1", "cloud-volume>=8", "ome-types>=0.5", "bioio>=1.0",
-                 "bioio-ome-tiff>=1.0"],
+                 "bioio-ome-tiff>=1.0", "ome-zarr-models>=0.1", "ome-zarr>=0.10"],
     },
     entry_points={
         "console_scripts": [

@@ -19,7 +19,7 @@ from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check
 from .info import EXTRA, build_info, read_info, write_info
 from .progress import DoneLog
 from .encodings import encoding_for
-from .ngff import VERSIONS as NGFF_VERSIONS
+from .ngff import VERSIONS as NGFF_VERSIONS, ZARR3_NEEDED, zarr_major
 from .pyramid import (DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, plan_zarr_shard_passes,
                       run_task, tasks_of, zarr_shard_sizes)
 from .shards import sharding_spec
@@ -141,6 +141,8 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
         if ngff_version not in NGFF_VERSIONS:
             raise PrecomputedTifError(f"--ngff-version must be one of {', '.join(NGFF_VERSIONS)}, "
                                       f"not {ngff_version!r}")
+        if ngff_version == "0.5" and zarr_major() < 3:
+            raise PrecomputedTifError(ZARR3_NEEDED)
     if voxel_size is not None:
         check_triple(tuple(voxel_size), "voxel size", integer=False)
     check_triple(tuple(chunk_size), "chunk size", integer=True)

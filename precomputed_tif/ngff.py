@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from .errors import PrecomputedTifError
 from .info import EXTRA
 
 VERSIONS = ("0.4", "0.5")
@@ -120,8 +121,24 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
     any there were; the arrays (one per scale, at their keys) are left as they are."""
     import zarr
 
-    group = zarr.open_group(root, mode="a", zarr_format=2 if version == "0.4" else 3)
+    if zarr_major() >= 3:
+        group = zarr.open_group(root, mode="a", zarr_format=2 if version == "0.4" else 3)
+    elif version == "0.4":
+        group = zarr.open_group(root, mode="a")  # zarr-python 2 writes Zarr v2 only
+    else:
+        raise PrecomputedTifError(ZARR3_NEEDED)
     group.attrs.put(attributes(info, name, version))
+
+
+ZARR3_NEEDED = ("OME-Zarr 0.5 (Zarr v3) needs zarr-python 3, which needs Python 3.11 or newer: "
+                "pip install 'zarr>=3', or give --ngff-version 0.4")
+
+
+def zarr_major() -> int:
+    """The installed zarr-python's major version."""
+    import zarr
+
+    return int(zarr.__version__.split(".")[0])
 
 
 def root_version(directory: str) -> str | None:
