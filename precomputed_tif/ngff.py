@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from .atomic import sync_files
 from .errors import PrecomputedTifError
 from .info import EXTRA
 
@@ -128,8 +129,12 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
     else:
         raise PrecomputedTifError(ZARR3_NEEDED)
     group.attrs.put(attributes(info, name, version))
+    # On disk before the info file that says the dataset is complete.
+    sync_files([p for p in (os.path.join(root, n) for n in ROOT_FILES) if os.path.exists(p)], root)
 
 
+# The files of a root group's metadata, in either Zarr version.
+ROOT_FILES = ("zarr.json", ".zgroup", ".zattrs")
 ZARR3_NEEDED = ("OME-Zarr 0.5 (Zarr v3) needs zarr-python 3, which needs Python 3.11 or newer: "
                 "pip install 'zarr>=3', or give --ngff-version 0.4")
 

@@ -124,7 +124,8 @@ def test_data_is_flushed_before_its_name_and_both_before_the_task_is_recorded(tm
     files = []
     for base, _, names in os.walk(dest):
         for n in names:
-            if n not in ("info", DONE_LOG, ".precomputed-tif.json"):
+            # info, and the NGFF root metadata written just before it, come after every task.
+            if n not in ("info", DONE_LOG, ".precomputed-tif.json", ".zgroup", ".zattrs"):
                 files.append(os.path.realpath(os.path.join(base, n)))
     assert files
     for path in files:  # data, and the directory that names it, flushed before the last record
@@ -138,4 +139,8 @@ def test_data_is_flushed_before_its_name_and_both_before_the_task_is_recorded(tm
                     assert any(q.startswith(p + ".") for q in paths[:i]), paths
     after = [e[1] for e in events[dones[-1]:] if e[0] == "fsync"]  # info: its data, then its name
     real_dest = os.path.realpath(dest)
+    if fmt == "zarr":  # the NGFF root metadata, then the directory naming it, before info
+        roots = [os.path.join(real_dest, n) for n in (".zgroup", ".zattrs")]
+        assert sorted(after[:2]) == sorted(roots) and after[2] == real_dest, after
+        after = after[3:]
     assert after[0].startswith(os.path.join(real_dest, ".info.")) and after[1] == real_dest

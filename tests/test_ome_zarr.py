@@ -267,3 +267,56 @@ def test_writer_killed_then_rerun_gives_the_same_dataset(tmp_path):
             np.testing.assert_array_equal(got[present], ref[0][present])
     convert(glob, dest, format="ome-zarr", chunk_size=(8, 8, 8), n_cores=2, block_bytes=16 * 16 * 16 * 2)
     check_ome_zarr(dest, "ome-zarr", "0.5", volume, chunk=(8, 8, 8))
+
+
+def files_of(dest) -> dict[str, bytes]:
+    """Every file of a dataset but the conversion's own records, by relative path."""
+    out = {}
+    for base, _, names in os.walk(dest):
+        for n in names:
+            if not n.startswith(".precomputed-tif"):
+                path = os.path.join(base, n)
+                out[os.path.relpath(path, dest)] = open(path, "rb").read()
+    return out
+
+
+def test_a_dask_cluster_writes_the_same_dataset(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16", seed=7))
+    convert(glob, str(tmp_path / "local"), format="ome-zarr", chunk_size=(8, 8, 8), n_cores=2, block_bytes=16**3 * 2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  scheduler_port=0) as cluster:
+        convert(glob, str(tmp_path / "dask"), format="ome-zarr", chunk_size=(8, 8, 8), block_bytes=16**3 * 2,
+                dask_scheduler=cluster.scheduler_address)
+    local, dask = files_of(tmp_path / "local"), files_of(tmp_path / "dask")
+    local.pop("zarr.json"), dask.pop("zarr.json")  # they name the dataset after its directory
+    assert dask == local
+
+
+MEASURE = textwrap.dedent("""
+    import resource, sys
+    from precomputed_tif import convert
+    if __name__ == "__main__":
+        convert(sys.argv[1], sys.argv[2], format="ome-zarr", chunk_size=(32, 32, 32), n_cores=1,
+                block_bytes=2**20)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+""")
+
+
+def peak_rss(tmp_path, n_planes):
+    src = tmp_path / f"src{n_planes}"
+    src.mkdir()
+    plane = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) * 2654435761 % 4099).astype(np.uint16)
+    for z in range(n_planes):
+        tifffile.imwrite(src / f"p{z:05d}.tif", plane + z)
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(src / "*.tif"), str(tmp_path / f"out{n_planes}")],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_peak_memory_does_not_grow_with_planes(tmp_path):
+    # 128 planes are 16 MiB of voxels, 512 planes 64 MiB: were a shard (or the stack) held in
+    # memory, the second run would need about 48 MiB more.
+    small = peak_rss(tmp_path, 128)
+    large = peak_rss(tmp_path, 512)
+    assert large - small < 12 * 2**20, (small / 2**20, large / 2**20)
