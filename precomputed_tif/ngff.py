@@ -123,12 +123,18 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
     import zarr
 
     if zarr_major() >= 3:
-        group = zarr.open_group(root, mode="a", zarr_format=2 if version == "0.4" else 3)
+        zarr_format = {"zarr_format": 2 if version == "0.4" else 3}
     elif version == "0.4":
-        group = zarr.open_group(root, mode="a")  # zarr-python 2 writes Zarr v2 only
+        zarr_format = {}  # zarr-python 2 writes Zarr v2 only
     else:
         raise PrecomputedTifError(ZARR3_NEEDED)
-    group.attrs.put(attributes(info, name, version))
+    attrs = attributes(info, name, version)
+    try:
+        if dict(zarr.open_group(root, mode="r", **zarr_format).attrs) == attrs:
+            return  # a rerun of a finished conversion changes no file
+    except Exception:  # no group there yet (zarr-python's errors differ between versions)
+        pass
+    zarr.open_group(root, mode="a", **zarr_format).attrs.put(attrs)
     # On disk before the info file that says the dataset is complete.
     sync_files([p for p in (os.path.join(root, n) for n in ROOT_FILES) if os.path.exists(p)], root)
 

@@ -355,7 +355,8 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
 def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response | None:
     local = Scale.from_info(volume.store.scale(key)).parse(name)
     if local is None:
-        return None  # not a chunk: perhaps a file of the level (a Zarr array's metadata)
+        # Not a chunk: the level's Zarr array metadata is a file; any other name is not found.
+        return None if name in ZARR_V2_METADATA or name == "zarr.json" else text_response(404)
     array = volume.store.read_chunk(key, local)
     body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
     extra = []

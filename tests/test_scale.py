@@ -1,5 +1,6 @@
 """Resume after a kill, a memory limit for the whole conversion, and Dask."""
 
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,10 @@ def files_of(root):
             path = os.path.join(base, n)
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = f.read()
+    if ".zattrs" in out:  # the NGFF image is named after its directory
+        attrs = json.loads(out[".zattrs"])
+        attrs["multiscales"][0].pop("name")
+        out[".zattrs"] = json.dumps(attrs).encode()
     return out
 
 
