@@ -173,7 +173,8 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
     if format == "precomputed" and sharded is not False:
         passes = plan_sharded_passes(geometry, voxel_bytes, block_bytes, shard_all=bool(sharded))
     elif format == "ome-zarr" and ngff_version == "0.5":
-        passes = plan_zarr_shard_passes(geometry, voxel_bytes, block_bytes)
+        # As many tasks as workers, where the level allows (a Dask cluster's size is not known).
+        passes = plan_zarr_shard_passes(geometry, voxel_bytes, block_bytes, min_tasks=n_workers or 4)
     else:
         passes = plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows)
     info = build_info(geometry, dtype, segmentation, stack.n_channels)

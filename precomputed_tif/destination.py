@@ -60,7 +60,8 @@ def prepare(dest: str, job: dict, overwrite: bool) -> None:
         except OSError as exc:
             raise PrecomputedTifError(f"cannot create --dest {dest}: {exc.strerror}") from None
     else:
-        entries = [e for e in os.listdir(dest) if not e.startswith(".") or e == JOB_RECORD]
+        # A Zarr group's metadata is hidden but not nothing: such a directory is not empty.
+        entries = [e for e in os.listdir(dest) if not e.startswith(".") or e in (JOB_RECORD, *_ZARR_ROOT)]
         if entries:
             _check_existing(dest, job, overwrite)
     if not os.access(dest, os.W_OK):
@@ -130,11 +131,24 @@ def _own_files(record) -> list[str]:
             and "/" not in f and os.sep not in f]
 
 
+def _is_zarr(dest: str, info, record) -> bool:
+    """Whether the dataset in ``dest`` was written as zarr or ome-zarr (by its record, or for a
+    dataset without one, by its first level's array metadata)."""
+    if isinstance(record, dict) and isinstance(record.get("format"), str):
+        return record["format"].split()[0] in ("zarr", "ome-zarr")
+    scales = info.get("scales") if isinstance(info, dict) else None
+    first = scales[0].get("key") if isinstance(scales, list) and scales and isinstance(scales[0], dict) else None
+    return isinstance(first, str) and _SCALE_DIR.match(first) is not None and any(
+        os.path.exists(os.path.join(dest, first, n)) for n in (".zarray", "zarr.json"))
+
+
 def _dataset_entries(dest: str, info, record) -> list[str]:
     """Names in ``dest`` that belong to the dataset there, in the order they are removed:
     ``info`` or the finished file first (so the directory stops looking complete), the job record last."""
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
-    names = [INFO] + _own_files(record) + sorted(keys) + list(_ZARR_ROOT) + [DONE_LOG]
+    # The NGFF root metadata only when the dataset there is a Zarr one (someone else's otherwise).
+    zarr_root = list(_ZARR_ROOT) if _is_zarr(dest, info, record) else []
+    names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")

@@ -70,8 +70,8 @@ def omero(info: dict, version: str) -> dict:
     extra = info.get(EXTRA) or {}
     n = int(info.get("num_channels", 1))
     dtype = np.dtype(info["data_type"])
-    limits = np.iinfo(dtype) if dtype.kind in "ui" else np.finfo(dtype)
-    ranges = extra.get("display_range") or [[float(limits.min), float(limits.max)]] * n
+    limits = np.iinfo(dtype) if dtype.kind in "ui" else None
+    ranges = extra.get("display_range") or [[float(limits.min), float(limits.max)] if limits else [0.0, 1.0]] * n
     colors = extra.get("channel_colors") or ["#ffffff"] * n
     shown = 3 if extra.get("rgb") else n
     channels = []
@@ -80,7 +80,10 @@ def omero(info: dict, version: str) -> dict:
         channels.append({
             "label": ["red", "green", "blue", "alpha"][i] if extra.get("rgb") else f"channel {i}",
             "color": colors[i].lstrip("#").upper(),
-            "window": {"min": _number(limits.min), "max": _number(limits.max), "start": lo, "end": hi},
+            # min and max bound a viewer's contrast slider: the type's range, or for floats
+            # (whose range is useless there) a wide margin around the measured window.
+            "window": {"min": _number(limits.min) if limits else lo - 2 * (hi - lo),
+                       "max": _number(limits.max) if limits else hi + 2 * (hi - lo), "start": lo, "end": hi},
             "active": i < shown,
             "coefficient": 1.0,
             "family": "linear",
@@ -156,10 +159,15 @@ def root_version(directory: str) -> str | None:
     """The NGFF version of the multiscale image at ``directory``'s root, or None if it is none."""
     import json
 
+    from .serving import open_regular  # never blocks on a FIFO
+
     for name in ("zarr.json", ".zattrs"):
+        f = open_regular(os.path.join(directory, name))
+        if f is None:
+            continue
         try:
-            with open(os.path.join(directory, name), "rb") as f:
-                meta = json.loads(f.read(1 << 20))
+            with f:
+                meta = json.loads(f.read())
         except (OSError, ValueError, RecursionError):
             continue
         if not isinstance(meta, dict):

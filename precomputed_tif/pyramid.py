@@ -204,11 +204,13 @@ ZARR_SHARD_CHUNKS = 512
 
 
 def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                           min_chunks: int = ZARR_SHARD_CHUNKS) -> list[Pass]:
+                           min_chunks: int = ZARR_SHARD_CHUNKS, min_tasks: int = MIN_TASKS) -> list[Pass]:
     """Passes for Zarr v3 sharded output: those of :func:`plan_passes`, each task owning a
     region of whole blocks that is exactly one shard of every level the pass writes
     (:func:`zarr_shard_sizes`). The region doubles along the axis with the fewest chunks until
-    it holds ``min_chunks`` chunks of the pass's finest written level, or covers that level."""
+    it holds ``min_chunks`` chunks of the pass's finest written level, or covers that level --
+    but never so far that the pass has fewer than ``min_tasks`` tasks (workers would idle;
+    smaller shards only cost more files)."""
     passes = []
     for p in plan_passes(geometry, voxel_bytes, block_bytes):
         finest = p.first if p.from_source else p.first + 1
@@ -216,15 +218,22 @@ def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: in
         size = geometry.level(p.first).size
         region = list(p.block)
 
-        def chunks_along(i):
-            return -(-min(region[i], size[i]) // (ratio[i] * geometry.chunk_size[i]))
+        def chunks_along(r, i):
+            return -(-min(r[i], size[i]) // (ratio[i] * geometry.chunk_size[i]))
 
-        while int(np.prod([chunks_along(i) for i in range(3)])) < min_chunks:
+        def tasks(r):
+            return int(np.prod([-(-s // n) for s, n in zip(size, r)]))
+
+        while int(np.prod([chunks_along(region, i) for i in range(3)])) < min_chunks:
             growable = [i for i in range(3) if region[i] < size[i]]
             if not growable:
                 break
-            axis = min(growable, key=lambda i: (chunks_along(i), i))
-            region[axis] *= 2
+            axis = min(growable, key=lambda i: (chunks_along(region, i), i))
+            grown = list(region)
+            grown[axis] *= 2
+            if tasks(grown) < min(min_tasks, tasks(region)):
+                break
+            region = grown
         passes.append(replace(p, region=tuple(region)))
     return passes
 

@@ -173,6 +173,7 @@ class Dataset:
         self._opened: _Opened | None = None
         self._stamp = None
         self._logged_damage: set[str] = set()
+        self._plain_cache: tuple | None = None
 
     def __repr__(self):
         return f"Dataset({self.name!r}, {self.directory!r}, {self.format!r})"
@@ -200,7 +201,7 @@ class Dataset:
         with self._lock:
             if self._opened is None or stamp != self._stamp:
                 self._retire()
-                if self.format is None and _serves_plain_files(self.directory):
+                if self.format is None and self._plain_files():
                     opened = _Opened(None, b"")
                 else:
                     try:
@@ -212,6 +213,18 @@ class Dataset:
                 self._opened, self._stamp = opened, stamp
             self._opened.users += 1
             return self._opened
+
+    def _plain_files(self) -> bool:
+        """:func:`_serves_plain_files`, remembered until the directory changes (called with the lock
+        held): a directory of many planes and no ``info`` is not listed at every request."""
+        try:
+            st = os.stat(self.directory)
+            key = (st.st_mtime_ns, st.st_ino, self._info_stamp())
+        except OSError:
+            key = None
+        if key is None or self._plain_cache is None or self._plain_cache[0] != key:
+            self._plain_cache = (key, _serves_plain_files(self.directory))
+        return self._plain_cache[1]
 
     def _release(self, opened: _Opened) -> None:
         with self._lock:

@@ -124,3 +124,13 @@ def test_the_webserver_prints_what_to_open(site):
     assert (f"tif.ome.tif in Avivator: https://avivator.gehlenborglab.org/?image_url={url}/tif/tif.ome.tif\n"
             in printed), printed
     assert tifffile.TiffFile(os.path.join(site["root"], "tif", "tif.ome.tif")).series[0].is_pyramidal
+
+
+def test_a_fifo_for_metadata_does_not_stop_the_server_starting(tmp_path):
+    """precomputed-webserver looks for OME metadata in every source when it starts: a FIFO there
+    (which would block a plain open forever) is passed over."""
+    from precomputed_tif.ngff import root_version
+
+    os.mkfifo(tmp_path / "zarr.json")
+    os.mkfifo(tmp_path / ".zattrs")
+    assert root_version(str(tmp_path)) is None

@@ -320,3 +320,34 @@ def test_peak_memory_does_not_grow_with_planes(tmp_path):
     small = peak_rss(tmp_path, 128)
     large = peak_rss(tmp_path, 512)
     assert large - small < 12 * 2**20, (small / 2**20, large / 2**20)
+
+
+def test_overwrite_leaves_zarr_metadata_that_is_not_the_datasets(tmp_path):
+    """Replacing a tiff dataset keeps the .zattrs someone wrote beside it; a directory holding
+    only a Zarr group's metadata is not empty, so no conversion writes into it unasked."""
+    glob = write_planes(tmp_path / "src", make_volume((20, 30, 40), "uint8", seed=8))
+    dest = tmp_path / "out"
+    convert(glob, str(dest), format="tiff", chunk_size=CHUNK, n_cores=1)
+    (dest / ".zattrs").write_text('{"mine": 1}')
+    convert(glob, str(dest), format="blockfs", chunk_size=CHUNK, n_cores=1, overwrite=True)
+    assert (dest / ".zattrs").read_text() == '{"mine": 1}'
+    group = tmp_path / "group"
+    group.mkdir()
+    (group / ".zgroup").write_text('{"zarr_format": 2}')
+    with pytest.raises(Exception, match="not empty"):
+        convert(glob, str(group), format="zarr", chunk_size=CHUNK, n_cores=1)
+
+
+def test_blosc_settings_are_those_zarr_json_declares(tmp_path, monkeypatch):
+    """The inner chunks are compressed as the arrays' metadata says, not by a default that
+    happens to agree."""
+    from precomputed_tif.stores import zarr as zarr_store
+
+    monkeypatch.setitem(zarr_store.COMPRESSOR, "cname", "zstd")
+    glob = write_planes(tmp_path / "src", make_volume((20, 30, 40), "uint16", seed=9))
+    convert(glob, str(tmp_path / "out"), format="ome-zarr", chunk_size=CHUNK, n_cores=1)
+    meta = json.load(open(tmp_path / "out" / "0" / "zarr.json"))
+    assert meta["codecs"][0]["configuration"]["codecs"][1]["configuration"]["cname"] == "zstd"
+    with open(tmp_path / "out" / "0" / "c" / "0" / "0" / "0", "rb") as f:
+        frame = f.read(16)
+    assert frame[2] & 0x01 and frame[2] >> 5 == 4  # shuffled, and compressor 4: zstd (Blosc header flags)

@@ -240,7 +240,10 @@ def _compressor(spec: dict):
     conf = spec.get("configuration") or {}
     name = spec["name"]
     if name == "blosc":
-        return numcodecs.Blosc()  # the frame describes itself; encoding settings come from COMPRESSOR
+        # Decoding needs none of this (a frame describes itself); encoding follows zarr.json.
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}.get(conf.get("shuffle", "noshuffle"), 0)
+        return numcodecs.Blosc(cname=conf.get("cname", "zstd"), clevel=conf.get("clevel", 5), shuffle=shuffle,
+                               blocksize=conf.get("blocksize", 0))
     if name == "gzip":
         return numcodecs.GZip(level=conf.get("level", 5))
     if name == "zstd":
