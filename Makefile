@@ -12,6 +12,10 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@# ome-zarr-py, the tests' NGFF reader, asks for fsspec[s3]: s3fs's exact botocore pins against
+	@# cloud-volume's boto3 send pip's resolver back through every s3fs release. Its reader needs
+	@# only zarr, dask, RangeHTTPServer and Deprecated, so it is installed without its requirements.
+	$(BIN)/python -m pip install --quiet --no-deps "ome-zarr>=0.10" rangehttpserver Deprecated wrapt
 	@# mod_wsgi compiles against Apache (Debian: apache2-dev); without it the Apache test is skipped.
 	if command -v apxs >/dev/null 2>&1; then $(BIN)/python -m pip install --quiet mod_wsgi; fi
 	touch $(STAMP)

@@ -30,7 +30,8 @@ setup(
         "dask": ["distributed>=2023.1"],
         "test": ["pytest>=7", "tensorstore>=0.1.60", "psutil>=5.9", "gunicorn>=21", "neuroglancer>=2.38", "Pillow>=9",
                  "selenium>=4.10", "distributed>=2023.1", "cloud-volume>=8", "ome-types>=0.5", "bioio>=1.0",
-                 "bioio-ome-tiff>=1.0", "ome-zarr-models>=0.1", "ome-zarr>=0.10"],
+                 "bioio-ome-tiff>=1.0", "ome-zarr-models>=0.1",
+                 "aiohttp>=3.8"],
     },
     entry_points={
         "console_scripts": [

@@ -14,7 +14,6 @@ so figures are for a warm page cache.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ from peak_rss import PeakRSS  # noqa: E402
 from precomputed_tif import convert
 from precomputed_tif.geometry import Geometry
 from precomputed_tif.stores import STORES
-from precomputed_tif.synthetic import write_synthetic_planes
+from precomputed_tif.synthetic import kept_synthetic_planes
 
 
 def du(path):
@@ -67,12 +66,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=1, help="runs per format; the fastest is reported")
     args = p.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
-    data_dir = os.path.join(args.data, "x".join(map(str, shape)))
-    if len(glob.glob(os.path.join(data_dir, "*.tif"))) != shape[0]:
-        print(f"generating {shape} uint16 planes in {data_dir} ...", file=sys.stderr)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        write_synthetic_planes(data_dir, shape)
-    files = sorted(glob.glob(os.path.join(data_dir, "*.tif")))
+    files = kept_synthetic_planes(args.data, shape)
     levels = min(args.levels, Geometry((shape[2], shape[1], shape[0])).max_levels())
     workdir = tempfile.mkdtemp(prefix="pt-bench-", dir=args.data)
     try:

@@ -13,7 +13,6 @@ cache).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import resource
 import shutil
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from peak_rss import PeakRSS  # noqa: E402
 
 from precomputed_tif import convert
-from precomputed_tif.synthetic import write_synthetic_planes
+from precomputed_tif.synthetic import kept_synthetic_planes
 
 
 def cpu_seconds() -> float:
@@ -43,12 +42,7 @@ def main(argv=None):
     p.add_argument("--data", default="bench-data", help="where generated planes are kept between runs")
     args = p.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
-    data_dir = os.path.join(args.data, "x".join(map(str, shape)))
-    if len(glob.glob(os.path.join(data_dir, "*.tif"))) != shape[0]:
-        print(f"generating {shape} uint16 planes in {data_dir} ...", file=sys.stderr)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        write_synthetic_planes(data_dir, shape)
-    files = sorted(glob.glob(os.path.join(data_dir, "*.tif")))
+    files = kept_synthetic_planes(args.data, shape)
     nbytes = 0
     for f in files:  # warm the page cache
         with open(f, "rb") as fh:

@@ -18,7 +18,6 @@ one process, from memory.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import sys
@@ -32,7 +31,7 @@ from peak_rss import PeakRSS  # noqa: E402
 
 from precomputed_tif import convert
 from precomputed_tif.geometry import Box, Geometry
-from precomputed_tif.synthetic import write_synthetic_planes
+from precomputed_tif.synthetic import kept_synthetic_planes
 
 VARIANTS = [("zarr", {"format": "zarr"}), ("ome-zarr 0.5", {"format": "ome-zarr"}),
             ("ome-zarr 0.4", {"format": "ome-zarr", "ngff_version": "0.4"})]
@@ -110,12 +109,7 @@ def main(argv=None):
     p.add_argument("--no-writer-comparison", action="store_true", help="skip the shard writer comparison")
     args = p.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
-    data_dir = os.path.join(args.data, "x".join(map(str, shape)))
-    if len(glob.glob(os.path.join(data_dir, "*.tif"))) != shape[0]:
-        print(f"generating {shape} uint16 planes in {data_dir} ...", file=sys.stderr)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        write_synthetic_planes(data_dir, shape)
-    files = sorted(glob.glob(os.path.join(data_dir, "*.tif")))
+    files = kept_synthetic_planes(args.data, shape)
     for f in files:  # warm the page cache, as for every variant
         with open(f, "rb") as fh:
             fh.read()

@@ -52,6 +52,21 @@ def write_synthetic_planes(directory: str, shape_zyx, seed: int = 0, prefix: str
     return os.path.join(directory, f"{prefix}*.tif")
 
 
+def kept_synthetic_planes(data_root: str, shape_zyx) -> list[str]:
+    """The plane files of a synthetic uint16 stack of ``shape_zyx`` under ``data_root``, generated
+    on first use and kept for later runs (benchmarks time the same input every time)."""
+    import glob
+    import shutil
+    import sys
+
+    directory = os.path.join(data_root, "x".join(map(str, shape_zyx)))
+    if len(glob.glob(os.path.join(directory, "*.tif"))) != shape_zyx[0]:
+        print(f"generating {tuple(shape_zyx)} uint16 planes in {directory} ...", file=sys.stderr)
+        shutil.rmtree(directory, ignore_errors=True)
+        write_synthetic_planes(directory, shape_zyx)
+    return sorted(glob.glob(os.path.join(directory, "*.tif")))
+
+
 def blob_labels(shape_zyx, seed: int = 0, blob_length: int = 128) -> np.ndarray:
     """(z, y, x) uint32 labels of the blobs :func:`synthetic_planes` draws (each connected blob a
     segment, 1, 2, ...), sampled on a grid of ``shape_zyx`` over the same extent."""

@@ -110,8 +110,7 @@ def test_hidden_and_outside_files_stay_hidden(server, path):
 
 
 def test_zarr_python_reads_the_served_ome_zarr(site, server):
-    """An HTTP Zarr reader (zarr-python through fsspec) sees the same array as on disk."""
-    pytest.importorskip("aiohttp")
+    """An HTTP Zarr reader (zarr-python through fsspec and aiohttp) sees the same array as on disk."""
     g = zarr.open_group(f"{server.url}/v4", mode="r")
     np.testing.assert_array_equal(g["0"][:], site["volume"])
 

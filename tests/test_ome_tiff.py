@@ -24,6 +24,7 @@ import tifffile
 from precomputed_tif import convert
 from precomputed_tif.main import main
 from precomputed_tif.progress import DONE_LOG
+from peak_rss import conversion_peak_rss
 from stacks import make_volume, reference_downsample, write_planes
 
 SHAPE = (5, 45, 70)  # z, y, x: odd, and no multiple of the tile size
@@ -314,30 +315,11 @@ def test_dask_cluster_writes_the_same_file(tmp_path):
 
 # --- memory --------------------------------------------------------------------------------
 
-MEASURE = textwrap.dedent("""
-    import resource, sys
-    from precomputed_tif import convert
-    convert(sys.argv[1], sys.argv[2], format="ome-tiff", tile_size=64, n_cores=1, block_bytes=2**20)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-""")
-
-
-def peak_rss(tmp_path, n_planes):
-    src = tmp_path / f"src{n_planes}"
-    src.mkdir()
-    plane = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) * 2654435761 % 4099).astype(np.uint16)
-    for z in range(n_planes):
-        tifffile.imwrite(src / f"p{z:05d}.tif", plane + z)
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(src / "*.tif"), str(tmp_path / f"out{n_planes}")],
-                         capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1])
-
-
 def test_peak_memory_does_not_grow_with_planes(tmp_path):
     # 128 planes are 16 MiB of voxels, 512 planes 64 MiB: were the stack (or the file) held in
     # memory, the second run would need about 48 MiB more.
-    small = peak_rss(tmp_path, 128)
-    large = peak_rss(tmp_path, 512)
+    small = conversion_peak_rss(tmp_path, 128, '{"format": "ome-tiff", "tile_size": 64}')
+    large = conversion_peak_rss(tmp_path, 512, '{"format": "ome-tiff", "tile_size": 64}')
     assert large - small < 12 * 2**20, (small / 2**20, large / 2**20)
 
 

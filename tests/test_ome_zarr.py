@@ -19,6 +19,7 @@ from precomputed_tif import convert, open_volume
 from precomputed_tif.geometry import Geometry
 from precomputed_tif.main import main
 from precomputed_tif.progress import DoneLog
+from peak_rss import conversion_peak_rss
 from stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides the chunk size
@@ -293,32 +294,11 @@ def test_a_dask_cluster_writes_the_same_dataset(tmp_path):
     assert dask == local
 
 
-MEASURE = textwrap.dedent("""
-    import resource, sys
-    from precomputed_tif import convert
-    if __name__ == "__main__":
-        convert(sys.argv[1], sys.argv[2], format="ome-zarr", chunk_size=(32, 32, 32), n_cores=1,
-                block_bytes=2**20)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-""")
-
-
-def peak_rss(tmp_path, n_planes):
-    src = tmp_path / f"src{n_planes}"
-    src.mkdir()
-    plane = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) * 2654435761 % 4099).astype(np.uint16)
-    for z in range(n_planes):
-        tifffile.imwrite(src / f"p{z:05d}.tif", plane + z)
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(src / "*.tif"), str(tmp_path / f"out{n_planes}")],
-                         capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1])
-
-
 def test_peak_memory_does_not_grow_with_planes(tmp_path):
     # 128 planes are 16 MiB of voxels, 512 planes 64 MiB: were a shard (or the stack) held in
     # memory, the second run would need about 48 MiB more.
-    small = peak_rss(tmp_path, 128)
-    large = peak_rss(tmp_path, 512)
+    small = conversion_peak_rss(tmp_path, 128, '{"format": "ome-zarr", "chunk_size": (32, 32, 32)}')
+    large = conversion_peak_rss(tmp_path, 512, '{"format": "ome-zarr", "chunk_size": (32, 32, 32)}')
     assert large - small < 12 * 2**20, (small / 2**20, large / 2**20)
 
 
