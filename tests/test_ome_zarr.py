@@ -284,7 +284,8 @@ def files_of(dest) -> dict[str, bytes]:
 def test_a_dask_cluster_writes_the_same_dataset(tmp_path):
     distributed = pytest.importorskip("distributed")
     glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16", seed=7))
-    convert(glob, str(tmp_path / "local"), format="ome-zarr", chunk_size=(8, 8, 8), n_cores=2, block_bytes=16**3 * 2)
+    # Shards are planned for at least as many tasks as workers: 4 when the cluster's size is unknown.
+    convert(glob, str(tmp_path / "local"), format="ome-zarr", chunk_size=(8, 8, 8), n_cores=4, block_bytes=16**3 * 2)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   scheduler_port=0) as cluster:
         convert(glob, str(tmp_path / "dask"), format="ome-zarr", chunk_size=(8, 8, 8), block_bytes=16**3 * 2,
