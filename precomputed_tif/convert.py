@@ -128,14 +128,12 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
     if ngff_version is not None and format != "ome-zarr":
         raise PrecomputedTifError("--ngff-version goes with --format ome-zarr")
     if format == ome_tiff.FORMAT:
-        return _plan_ome_tiff(source, dest, levels=levels, voxel_size=voxel_size, chunk_size=chunk_size,
-                              segmentation=segmentation, n_cores=n_cores, progress=progress,
-                              memory_limit=memory_limit, dask_scheduler=dask_scheduler, block_bytes=block_bytes,
-                              channel=channel, timepoint=timepoint, encoding=encoding, jpeg_quality=jpeg_quality,
-                              sharded=sharded, tile_size=tile_size, compression=compression)
-    _check_format(format, tile_size, compression)
-    if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
-        raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format precomputed")
+        ome_tiff.check_options(chunk_size, encoding, jpeg_quality, sharded)
+    else:
+        _check_format(format, tile_size, compression)
+        if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
+            raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format "
+                                      "precomputed")
     if format == "ome-zarr":
         ngff_version = "0.5" if ngff_version is None else str(ngff_version)
         if ngff_version not in NGFF_VERSIONS:
@@ -151,6 +149,11 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
     stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
+    if format == ome_tiff.FORMAT:
+        return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
+                             tile_size=tile_size, compression=compression, segmentation=segmentation,
+                             n_cores=n_cores, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
+                             block_bytes=block_bytes, channel=channel, timepoint=timepoint)
     z, y, x = stack.shape
     if levels is None and getattr(stack, "levels", None):
         # A dataset stored again keeps its levels, as far as the new chunk size leaves them meaningful.
@@ -258,25 +261,6 @@ def _check_format(format: str, tile_size, compression) -> None:
             f"unknown format {format!r}; choose one of: {', '.join(sorted([*STORES, ome_tiff.FORMAT]))}") from None
     if tile_size is not None or compression is not None:
         raise PrecomputedTifError("--tile-size and --compression go with --format ome-tiff")
-
-
-def _plan_ome_tiff(source, dest, *, levels, voxel_size, chunk_size, segmentation, n_cores, progress, memory_limit,
-                   dask_scheduler, block_bytes, channel, timepoint, encoding, jpeg_quality, sharded, tile_size,
-                   compression) -> ome_tiff.OmeTiffPlan:
-    """``--format ome-tiff``: the source opened and its voxel size found as for every format, the rest
-    decided by :func:`.ome_tiff.plan`."""
-    ome_tiff.check_options(chunk_size, encoding, jpeg_quality, sharded)
-    if voxel_size is not None:
-        check_triple(tuple(voxel_size), "voxel size", integer=False)
-    if n_cores is not None and n_cores < 1:
-        raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
-    stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
-    voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
-    return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
-                         tile_size=tile_size, compression=compression,
-                         segmentation=segmentation or getattr(stack, "segmentation", False), n_cores=n_cores,
-                         memory_limit=memory_limit, dask_scheduler=dask_scheduler, block_bytes=block_bytes,
-                         channel=channel, timepoint=timepoint)
 
 
 def _keep_meshes(dest: str, info: dict) -> dict:

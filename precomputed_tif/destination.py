@@ -21,12 +21,13 @@ import shutil
 from .atomic import write_atomic
 from .errors import PrecomputedTifError
 from .info import INFO
+from .ngff import ROOT_FILES
 from .progress import DONE_LOG
 
 JOB_RECORD = ".precomputed-tif.json"
 _SCALE_DIR = re.compile(r"^(\d+_\d+_\d+|\d+)$")  # factor keys, or OME-Zarr's numbered levels
 # The root group metadata an OME-Zarr (or the zarr format's NGFF) dataset has beside info.
-_ZARR_ROOT = ("zarr.json", ".zattrs", ".zgroup")
+_ZARR_ROOT = ROOT_FILES
 
 
 def _load_json(path: str):

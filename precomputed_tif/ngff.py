@@ -25,6 +25,7 @@ import numpy as np
 from .atomic import sync_files
 from .errors import PrecomputedTifError
 from .info import EXTRA
+from .regular_files import open_regular
 
 VERSIONS = ("0.4", "0.5")
 UNIT = "micrometer"
@@ -158,8 +159,6 @@ def zarr_major() -> int:
 def root_version(directory: str) -> str | None:
     """The NGFF version of the multiscale image at ``directory``'s root, or None if it is none."""
     import json
-
-    from .serving import open_regular  # never blocks on a FIFO
 
     for name in ("zarr.json", ".zattrs"):
         f = open_regular(os.path.join(directory, name))

@@ -52,7 +52,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import DamagedData, PrecomputedTifError
-from .geometry import Scale
+from .ngff import ROOT_FILES
+from .regular_files import open_regular
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -105,24 +106,6 @@ def _bytes(body: bytes, content_type: str, extra=()) -> Response:
     return Response(200, headers + list(extra), body, len(body))
 
 
-def open_regular(path: str):
-    """``path`` opened for reading if it is a regular file, else None (missing, a FIFO, a
-    directory, a device). Never blocks: a FIFO is opened without waiting for a writer."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except OSError:
-        os.close(fd)
-        return None
-
-
 def _serves_plain_files(directory: str) -> bool:
     """Whether a directory is served as a static server would, with no ``info`` to translate:
     an annotation layer, or (without ``info``) an OME-Zarr group or a folder of OME-TIFFs."""
@@ -132,7 +115,7 @@ def _serves_plain_files(directory: str) -> bool:
             names = os.listdir(directory)
         except OSError:
             return False
-        return bool({"zarr.json", ".zgroup", ".zattrs"} & set(names)) or any(
+        return bool(set(ROOT_FILES) & set(names)) or any(
             n.lower().endswith((".ome.tif", ".ome.tiff")) for n in names)
     try:
         with f:
@@ -352,10 +335,9 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
                 return _static(dataset, rest, headers)
             if rest == ["info"]:
                 return _bytes(info_bytes, "application/json")
-            if len(rest) == 2 and rest[0] in volume.keys:
-                response = _chunk(dataset, volume, rest[0], rest[1], headers)
-                if response is not None:
-                    return response
+            # A level's own Zarr array metadata is a file; every other name there is a chunk's.
+            if len(rest) == 2 and rest[0] in volume.keys and not _is_zarr_metadata(rest[1]):
+                return _chunk(dataset, volume, rest[0], rest[1], headers)
     except DamagedData as exc:
         dataset.damaged(exc)
         return text_response(500, DAMAGED)
@@ -365,11 +347,14 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     return _static(dataset, rest, headers)
 
 
-def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response | None:
-    local = Scale.from_info(volume.store.scale(key)).parse(name)
+def _is_zarr_metadata(name: str) -> bool:
+    return name in ZARR_V2_METADATA or name == "zarr.json"
+
+
+def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response:
+    local = volume.grids[key].parse(name)
     if local is None:
-        # Not a chunk: the level's Zarr array metadata is a file; any other name is not found.
-        return None if name in ZARR_V2_METADATA or name == "zarr.json" else text_response(404)
+        return text_response(404)
     array = volume.store.read_chunk(key, local)
     body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
     extra = []

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from .errors import PrecomputedTifError
-from .geometry import Box
+from .geometry import Box, Scale
 from .info import read_info
 from .stores import ChunkStore, open_store
 
@@ -19,6 +19,8 @@ class Volume:
         self.path = os.path.abspath(path)
         self.info = read_info(self.path)
         self.store: ChunkStore = open_store(self.path, self.info, format)
+        # Each scale's chunk grid, built once: every chunk request parses its name against one.
+        self.grids = {s["key"]: Scale.from_info(s) for s in self.info["scales"]}
 
     @property
     def format(self) -> str:

@@ -33,9 +33,14 @@ def site():
         # The same OME-Zarr without our info, as other tools write it.
         shutil.copytree(os.path.join(root, "v5"), os.path.join(root, "bare"))
         os.unlink(os.path.join(root, "bare", "info"))
+        # And one written by ome-zarr-py (levels s0, s2, s4; no info): served as plain files too.
+        from ome_zarr.writer import write_image
+
+        write_image(volume, zarr.open_group(os.path.join(root, "foreign"), mode="w"), axes="zyx")
         config = os.path.join(root, "sources.json")
         with open(config, "w") as f:
-            json.dump([{"name": n, "directory": os.path.join(root, n)} for n in ("v5", "v4", "tif", "bare")], f)
+            json.dump([{"name": n, "directory": os.path.join(root, n)}
+                       for n in ("v5", "v4", "tif", "bare", "foreign")], f)
         web = start_webserver("--config", config, "--workers", "1")
         wsgi = start_gunicorn(root, config, workers=1)
         yield {"root": root, "volume": volume, "servers": {"webserver": web, "gunicorn": wsgi}}
@@ -115,11 +120,21 @@ def test_zarr_python_reads_the_served_ome_zarr(site, server):
     np.testing.assert_array_equal(g["0"][:], site["volume"])
 
 
+def test_an_ome_zarr_written_by_other_software_is_served_as_it_is(site, server):
+    """zarr-python, reading over HTTP from our server, sees what ome-zarr-py wrote; the server
+    names it as an OME-Zarr source."""
+    g = zarr.open_group(f"{server.url}/foreign", mode="r")
+    paths = [d["path"] for d in g.attrs["ome"]["multiscales"][0]["datasets"]]
+    np.testing.assert_array_equal(g[paths[0]][:], site["volume"])
+    assert g[paths[1]].shape == zarr.open_array(os.path.join(site["root"], "foreign", paths[1]), mode="r").shape
+
+
 def test_the_webserver_prints_what_to_open(site):
     printed = "".join(site["servers"]["webserver"].printed)
     url = site["servers"]["webserver"].url
     assert f"v5 as OME-Zarr 0.5: zarr://{url}/v5\n" in printed
     assert f"v4 as OME-Zarr 0.4: zarr://{url}/v4\n" in printed
+    assert f"foreign as OME-Zarr 0.5: zarr://{url}/foreign\n" in printed
     assert (f"tif.ome.tif in Avivator: https://avivator.gehlenborglab.org/?image_url={url}/tif/tif.ome.tif\n"
             in printed), printed
     assert tifffile.TiffFile(os.path.join(site["root"], "tif", "tif.ome.tif")).series[0].is_pyramidal

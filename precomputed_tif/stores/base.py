@@ -261,3 +261,34 @@ class DirectWriter:
 
     def abort(self) -> None:
         pass
+
+
+class ShardOwningWriter(DirectWriter):
+    """What one task writes into a layout whose files hold many chunks (shards): per scale, the
+    one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``,
+    ``path``) and finished -- renamed into place -- when the task is."""
+
+    def __init__(self, store: ChunkStore):
+        super().__init__(store)
+        self._shards: dict[str, tuple[object, object]] = {}
+
+    def owned(self, key: str, shard, open_writer):
+        """The writer of scale ``key``'s shard ``shard`` (``open_writer()`` makes it on first use);
+        a task that reaches a second shard of one scale is a planning bug."""
+        owned = self._shards.get(key)
+        if owned is None:
+            owned = self._shards[key] = (shard, open_writer())
+        elif owned[0] != shard:
+            raise AssertionError(f"a task wrote to shards {owned[0]} and {shard} of scale {key}")
+        return owned[1]
+
+    def finish(self) -> None:
+        for _, w in self._shards.values():
+            w.finish()
+            self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
+        self._shards = {}
+
+    def abort(self) -> None:
+        for _, w in self._shards.values():
+            w.close()
+        self._shards = {}

@@ -26,7 +26,7 @@ from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box
 from ..info import EXTRA
 from ..zarr_shards import EMPTY, INDEX_CODECS, ZarrShardWriter, read_index
-from .base import ChunkStore, DirectWriter
+from .base import ChunkStore, ShardOwningWriter
 from .zarr import COMPRESSOR
 
 ZARR_JSON = "zarr.json"
@@ -251,33 +251,13 @@ def _compressor(spec: dict):
     raise PrecomputedTifError(f"unsupported Zarr codec {name!r}")
 
 
-class ShardTaskWriter(DirectWriter):
-    """What one task writes: the one shard of each scale that the task owns, finished (and
-    renamed into place) when the task is."""
-
-    def __init__(self, store: OmeZarrStore):
-        super().__init__(store)
-        self._shards: dict[str, tuple[str, ZarrShardWriter]] = {}
+class ShardTaskWriter(ShardOwningWriter):
+    """What one task writes: the one shard of each scale that the task owns."""
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         store = self.store
         path, per_shard, position = store._locate(key, box)
         if per_shard is None:
             raise PrecomputedTifError(f"{store.level_dir(key)} is not sharded")
-        owned = self._shards.get(key)
-        if owned is None:
-            owned = self._shards[key] = (path, ZarrShardWriter(path, per_shard))
-        elif owned[0] != path:
-            raise AssertionError(f"a task wrote to shards {owned[0]} and {path}")
-        owned[1].add(position, store.encode(key, box, array))
-
-    def finish(self) -> None:
-        for path, w in self._shards.values():
-            w.finish()
-            self.store._unsynced.append(path)  # flushed, with its directory, by the store's finish
-        self._shards = {}
-
-    def abort(self) -> None:
-        for _, w in self._shards.values():
-            w.close()
-        self._shards = {}
+        writer = self.owned(key, path, lambda: ZarrShardWriter(path, per_shard))
+        writer.add(position, store.encode(key, box, array))

@@ -20,7 +20,7 @@ from ..encodings import Raw, from_scale_info
 from ..errors import PrecomputedTifError
 from ..geometry import Box, Scale
 from ..shards import ShardReader, ShardWriter, chunk_key, shard_of
-from .base import ChunkStore
+from .base import ChunkStore, ShardOwningWriter
 
 _CHUNK_FILE = re.compile(r"^\d+-\d+_\d+-\d+_\d+-\d+$")
 # Where a lossy scale that a later pass reads back keeps its chunks losslessly meanwhile:
@@ -119,13 +119,9 @@ class PrecomputedStore(ChunkStore):
         return TaskWriter(self)
 
 
-class TaskWriter:
+class TaskWriter(ShardOwningWriter):
     """What one task writes: chunk files of unsharded scales directly, and the one shard of
-    each sharded scale that the task owns, finished when the task is."""
-
-    def __init__(self, store: PrecomputedStore):
-        self.store = store
-        self._shards: dict[str, tuple[int, ShardWriter]] = {}
+    each sharded scale that the task owns."""
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         store = self.store
@@ -135,21 +131,5 @@ class TaskWriter:
             return
         k = store.chunk_key(key, box)
         shard = shard_of(spec, k)
-        owned = self._shards.get(key)
-        if owned is None:
-            owned = self._shards[key] = (shard, store.shard_writer(key, shard))
-        elif owned[0] != shard:
-            raise AssertionError(f"a task wrote to shards {owned[0]} and {shard} of scale {key}")
-        owned[1].add(k, store.encode(key, box, array))
+        self.owned(key, shard, lambda: store.shard_writer(key, shard)).add(k, store.encode(key, box, array))
         store.keep_lossless(key, box, array)
-
-    def finish(self) -> None:
-        for _, w in self._shards.values():
-            w.finish()
-            self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
-        self._shards = {}
-
-    def abort(self) -> None:
-        for _, w in self._shards.values():
-            w.close()
-        self._shards = {}

@@ -52,10 +52,12 @@ class ZarrStore(ChunkStore):
     def create(self, n_writers: int = 1) -> None:
         import zarr
 
+        from ..ngff import zarr_major
+
         super().create(n_writers)
 
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
-        version = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+        version = {"zarr_format": 2} if zarr_major() >= 3 else {}
         for s in self.info["scales"]:
             if self.holds(self.level_dir(s["key"])):
                 continue  # made by an earlier run of the same conversion
