@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from . import destination, memory, ome_tiff
 from .display import add_display
-from .errors import PrecomputedTifError
+from .errors import PrecomputedTifError, unfinished
 from .executor import default_workers, make_executor
+from .fingerprint import identify
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, build_info, read_info, write_info
 from .progress import DoneLog
@@ -218,36 +219,39 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         return ome_tiff.run(plan, overwrite=overwrite, progress=progress)
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
-    destination.prepare(dest, plan.job, overwrite)
+    destination.prepare(dest, plan.job, overwrite, identify(plan.source))
     store = store_class(plan.format)(dest, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
     total = sum(count_chunks(p, geometry) for p in plan.passes)
     done_log = DoneLog(dest)
     done = done_log.load()
-    executor = make_executor(plan.n_workers, plan.dask_scheduler)
     try:
-        store.create(n_writers=executor.n)
-        with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress, smoothing=0.1) as bar:
-            for p in plan.passes:
-                log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block, p.task_size)
-                tasks = _not_done(tasks_of(p, geometry, store, stack, plan.segmentation), done, bar)
-                for task_id, n in executor.imap_unordered(run_task, tasks):
-                    done_log.record(task_id)
-                    bar.update(n)
+        # Leaving this block by an exception (an error, Ctrl-C, SIGTERM) stops the workers at once.
+        with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
+            try:
+                store.create(n_writers=executor.n)
+                with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress,
+                          smoothing=0.1) as bar:
+                    for p in plan.passes:
+                        log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block,
+                                  p.task_size)
+                        tasks = _not_done(tasks_of(p, geometry, store, stack, plan.segmentation), done, bar)
+                        for task_id, n in executor.imap_unordered(run_task, tasks):
+                            done_log.record(task_id)
+                            bar.update(n)
+            finally:
+                done_log.close()
+        # Everything up to info is part of the conversion: a full disk here is reported like
+        # one during the chunks, and the dataset stays unfinished.
+        info = add_display(info, store, stack.rgb)
+        store.finish()
+        store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
+        store.drop_lossless_copies()
+        info = _keep_meshes(dest, info)
+        write_info(dest, info)
     except (PrecomputedTifError, OSError) as exc:
-        raise PrecomputedTifError(
-            f"{exc}; {dest} is unfinished (it has no info file): fix this and run the same command again"
-        ) from None
-    finally:
-        done_log.close()
-        executor.close()
-    info = add_display(info, store, stack.rgb)
-    store.finish()
-    store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
-    store.drop_lossless_copies()
-    info = _keep_meshes(dest, info)
-    write_info(dest, info)
+        raise unfinished(exc, dest, "it has no info file") from None
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info
 

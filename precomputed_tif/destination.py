@@ -5,6 +5,11 @@ writes any chunk, and writes ``info`` only when every chunk is written. So a
 directory with ``info`` is a complete dataset, and one with only the record is
 a conversion that did not finish.
 
+The record also holds the source's fingerprint (:mod:`.fingerprint`), and
+``.precomputed-tif-inputs.json`` the size and modification time of every input
+file: a rerun resumes only when the source is unchanged, and otherwise names
+the first file that changed.
+
 A conversion that makes files rather than a precomputed dataset (``--format
 ome-tiff``) lists them in its record under ``files``, the first being the one
 that appears only when the conversion finished; ``--overwrite`` removes them
@@ -14,17 +19,22 @@ as it removes ``info`` and the scale directories.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 
 from .atomic import write_atomic
 from .errors import PrecomputedTifError
+from .fingerprint import Identity, first_change
 from .info import INFO
 from .ngff import ROOT_FILES
 from .progress import DONE_LOG
 
+log = logging.getLogger(__name__)
+
 JOB_RECORD = ".precomputed-tif.json"
+INPUTS = ".precomputed-tif-inputs.json"
 _SCALE_DIR = re.compile(r"^(\d+_\d+_\d+|\d+)$")  # factor keys, or OME-Zarr's numbered levels
 # The root group metadata an OME-Zarr (or the zarr format's NGFF) dataset has beside info.
 _ZARR_ROOT = ROOT_FILES
@@ -40,11 +50,12 @@ def _load_json(path: str):
         return {}
 
 
-def prepare(dest: str, job: dict, overwrite: bool) -> None:
-    """Make ``dest`` ready for ``job``, or raise a user error and change nothing.
+def prepare(dest: str, job: dict, overwrite: bool, identity: Identity | None = None) -> None:
+    """Make ``dest`` ready for ``job`` on a source whose :func:`~.fingerprint.identify` is
+    ``identity``, or raise a user error and change nothing.
 
     Allowed without ``overwrite``: a new or empty directory, or one holding the
-    same job (finished or not: the run resumes). With ``overwrite`` the
+    same job on the same, unchanged source (finished or not: the run resumes). With ``overwrite`` the
     precomputed dataset there, different or not, is replaced: its own files
     (``info``, its scale directories, the conversion's records) are removed and
     nothing else, so a point layer or notes beside it stay. Everything is
@@ -64,13 +75,40 @@ def prepare(dest: str, job: dict, overwrite: bool) -> None:
         # A Zarr group's metadata is hidden but not nothing: such a directory is not empty.
         entries = [e for e in os.listdir(dest) if not e.startswith(".") or e in (JOB_RECORD, *_ZARR_ROOT)]
         if entries:
-            _check_existing(dest, job, overwrite)
+            _check_existing(dest, job, overwrite, identity)
     if not os.access(dest, os.W_OK):
         raise PrecomputedTifError(f"--dest {dest} is not writable")
+    if identity is not None:
+        # The per-file list first: a record with a fingerprint always has the list beside it.
+        write_atomic(os.path.join(dest, INPUTS), json.dumps(identity.files, separators=(",", ":")).encode())
+        job = {**job, "source": {**job.get("source", {}), "fingerprint": identity.digest}}
     write_atomic(os.path.join(dest, JOB_RECORD), json.dumps(job, indent=1).encode())
 
 
-def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
+def _without_fingerprint(record):
+    if not (isinstance(record, dict) and isinstance(record.get("source"), dict)):
+        return record
+    return {**record, "source": {k: v for k, v in record["source"].items() if k != "fingerprint"}}
+
+
+def _check_source(dest: str, record: dict, identity: Identity | None, finished: bool) -> None:
+    """Raise a user error, naming what changed, if the source is not the one ``record`` was made from."""
+    recorded = record["source"].get("fingerprint") if isinstance(record.get("source"), dict) else None
+    if identity is None or recorded == identity.digest:
+        return
+    if recorded is None:
+        log.warning("%s was begun by an older version that kept no fingerprint of the source: cannot check that "
+                    "the source is unchanged", dest)
+        return
+    files = _load_json(os.path.join(dest, INPUTS))
+    change = first_change(files if isinstance(files, list) else [], identity.files)
+    made = "made" if finished else "begun"
+    raise PrecomputedTifError(
+        f"--source changed since the conversion in --dest {dest} was {made}: {change}. Resuming would mix "
+        "the old and new data; add --overwrite to convert it again from the start")
+
+
+def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | None) -> None:
     record = _load_json(os.path.join(dest, JOB_RECORD))
     info = _load_json(os.path.join(dest, INFO))
     if record is None and info is None:
@@ -78,7 +116,8 @@ def _check_existing(dest: str, job: dict, overwrite: bool) -> None:
             f"--dest {dest} is not empty and holds no precomputed dataset; "
             "choose a new or empty directory"
         )
-    if record == job and not overwrite:
+    if _without_fingerprint(record) == job and not overwrite:
+        _check_source(dest, record, identity, finished=info is not None)
         _remove_temporaries(dest)
         return
     if not overwrite:
@@ -149,7 +188,7 @@ def _dataset_entries(dest: str, info, record) -> list[str]:
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
     # The NGFF root metadata only when the dataset there is a Zarr one (someone else's otherwise).
     zarr_root = list(_ZARR_ROOT) if _is_zarr(dest, info, record) else []
-    names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG]
+    names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG, INPUTS]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")

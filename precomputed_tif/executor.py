@@ -4,14 +4,23 @@ An executor has one method, ``imap_unordered(fn, tasks)``, that yields
 ``fn(task)`` for every task as results arrive. Tasks are taken from the
 iterable only as workers free up, so a plan of a million tasks never sits in
 memory at once.
+
+Use an executor as a context manager: leaving the block normally waits for the
+workers to finish and closes them; leaving it by an exception (an error, Ctrl-C,
+or the SIGTERM/SIGHUP that :func:`.cli_support.run_main` turns into one) stops
+them at once, so no worker of an abandoned run goes on writing or keeps the
+terminal's output open.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
 from typing import Callable, Iterable, Iterator
 
 from .errors import PrecomputedTifError
@@ -25,7 +34,27 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-class SerialExecutor:
+class _Executor:
+    n: int
+
+    def close(self) -> None:
+        """Wait for the tasks under way and release the workers."""
+
+    def stop(self) -> None:
+        """Stop the workers now, abandoning the tasks under way (their results are not recorded)."""
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.stop()
+
+
+class SerialExecutor(_Executor):
     """Runs every task here, one after the other (``--n-cores 1``; easy to debug)."""
 
     n = 1
@@ -34,11 +63,50 @@ class SerialExecutor:
         for task in tasks:
             yield fn(task)
 
-    def close(self) -> None:
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent ends, however it ends (SIGKILL
+    included: prctl PR_SET_PDEATHSIG). Elsewhere nothing is asked; callers check getppid."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
 
 
-class ProcessExecutor:
+# Signals only the main process answers (it then stops the workers with SIGTERM).
+_MAIN_ONLY = {signal.SIGINT, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """Block Ctrl-C's SIGINT and SIGHUP while worker processes may start: a new process keeps
+    the blocked set through exec, so a worker never sees them, even while it is still importing
+    (when no handler of ours could turn them into anything but a traceback). One that arrives
+    meanwhile is delivered to this process when the block ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_ONLY)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _worker_started(parent: int) -> None:
+    """Run first in every worker process.
+
+    Ctrl-C reaches every process of the terminal's foreground group: the main
+    process alone answers it (it stops the workers), so workers ignore SIGINT
+    (blocked already since they started, see :func:`_signals_blocked`) rather
+    than each printing a traceback. And a worker dies with the main
+    process, even one killed with SIGKILL, rather than writing on for a run that
+    is over.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    if os.getppid() != parent:  # the main process ended before the line above took effect
+        os._exit(1)
+
+
+class ProcessExecutor(_Executor):
     """A pool of ``n`` worker processes.
 
     Workers are started with ``spawn``: nothing is inherited from this process
@@ -48,7 +116,8 @@ class ProcessExecutor:
 
     def __init__(self, n: int):
         self.n = n
-        self.pool = cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_worker_started, initargs=(os.getpid(),))
 
     def imap_unordered(self, fn: Callable, tasks: Iterable) -> Iterator:
         pending: set[cf.Future] = set()
@@ -57,7 +126,8 @@ class ProcessExecutor:
         try:
             while True:
                 for task in tasks:
-                    pending.add(self.pool.submit(fn, task))
+                    with _signals_blocked():  # a submit may start a worker process
+                        pending.add(self.pool.submit(fn, task))
                     if len(pending) >= window:
                         break
                 if not pending:
@@ -72,8 +142,21 @@ class ProcessExecutor:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def stop(self) -> None:
+        # concurrent.futures can only wait for running tasks; terminate the processes instead.
+        # ``_processes`` (pid -> Process) is the pool's own record of its workers.
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.join(5)
+            if p.is_alive():  # pragma: no cover - a worker stuck in uninterruptible I/O
+                p.kill()
+                p.join(5)
 
-class DaskExecutor:
+
+class DaskExecutor(_Executor):
     """Tasks run on an existing Dask distributed cluster (``--dask-scheduler``).
 
     The same task objects as locally; workers read the planes and write the
@@ -118,6 +201,14 @@ class DaskExecutor:
 
     def close(self) -> None:
         self.client.close()
+
+    def stop(self) -> None:
+        # imap_unordered has cancelled its futures (tasks already running on a worker's thread
+        # finish there: Dask cannot interrupt a thread); do not wait long for the scheduler.
+        try:
+            self.client.close(timeout=5)
+        except Exception:  # noqa: BLE001 - leaving anyway; the interrupt or error is what is reported
+            pass
 
 
 def make_executor(n_workers: int | None, dask_scheduler: str | None = None):

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                 progress=not args.no_progress and sys.stderr.isatty())
             print(mesh_summary(args.dest, info))
 
-    return run_main("precomputed-tif", body)
+    return run_main("precomputed-tif", body, resumable=True)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                             progress=not args.no_progress and sys.stderr.isatty())
         print(summary(args.dataset, info))
 
-    return run_main("precomputed-mesh", body)
+    return run_main("precomputed-mesh", body, resumable=True)
 
 
 if __name__ == "__main__":

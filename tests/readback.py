@@ -9,6 +9,9 @@ import re
 import numpy as np
 import tifffile
 
+from precomputed_tif.destination import INPUTS
+from precomputed_tif.progress import DONE_LOG
+
 
 def expected_chunk_names(size_xyz, chunk_xyz) -> set[str]:
     names = set()
@@ -60,3 +63,41 @@ def read_level(dest: str, fmt: str, scale: dict, dtype, channels: int = 1) -> np
         levels = [read_blockfs(os.path.join(level_dir, n)) for n in names]
         return levels[0] if channels == 1 else np.stack(levels)
     raise ValueError(fmt)
+
+
+def files_of(root):
+    """Every file's bytes, by path relative to root, leaving out the run's own bookkeeping."""
+    out = {}
+    for base, _, names in os.walk(root):
+        for n in names:
+            if n in (DONE_LOG, ".precomputed-tif.json", INPUTS):
+                continue
+            path = os.path.join(base, n)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    if ".zattrs" in out:  # the NGFF image is named after its directory
+        attrs = json.loads(out[".zattrs"])
+        attrs["multiscales"][0].pop("name")
+        out[".zattrs"] = json.dumps(attrs).encode()
+    return out
+
+
+def dataset_contents(dest, fmt: str = "") -> dict:
+    """What two runs of the same conversion must agree on: every file byte for byte
+    (:func:`files_of`), except for blockfs, whose files record blocks in the order tasks
+    finished and their own paths: its ``info`` and voxels, read independently."""
+    if fmt != "blockfs":
+        return files_of(dest)
+    with open(os.path.join(dest, "info")) as f:
+        info = json.load(f)
+    return {"info": info, **{s["key"]: read_level(str(dest), "blockfs", s, info["data_type"],
+                                                   info.get("num_channels", 1)) for s in info["scales"]}}
+
+
+def assert_same_contents(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
+        else:
+            assert got[k] == v, k

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from precomputed_tif import convert
+from precomputed_tif.destination import INPUTS
 from precomputed_tif.geometry import Box, Geometry
 from precomputed_tif.progress import DONE_LOG, DoneLog
 from precomputed_tif.stores import store_class
@@ -124,8 +125,9 @@ def test_data_is_flushed_before_its_name_and_both_before_the_task_is_recorded(tm
     files = []
     for base, _, names in os.walk(dest):
         for n in names:
-            # info, and the NGFF root metadata written just before it, come after every task.
-            if n not in ("info", DONE_LOG, ".precomputed-tif.json", ".zgroup", ".zattrs"):
+            # info, and the NGFF root metadata written just before it, come after every task; the
+            # records of the conversion and of its inputs before any (as whole files).
+            if n not in ("info", DONE_LOG, ".precomputed-tif.json", INPUTS, ".zgroup", ".zattrs"):
                 files.append(os.path.realpath(os.path.join(base, n)))
     assert files
     for path in files:  # data, and the directory that names it, flushed before the last record

@@ -17,6 +17,7 @@ from precomputed_tif import memory
 from precomputed_tif.main import main
 from precomputed_tif.progress import DONE_LOG
 from peak_rss import PeakRSS
+from readback import files_of
 from stacks import make_volume, write_planes
 
 SHAPE = (48, 90, 110)
@@ -30,23 +31,6 @@ CONVERT = textwrap.dedent("""
         convert(sys.argv[1], sys.argv[2], format=sys.argv[3], chunk_size=(8, 8, 8), n_cores=int(sys.argv[4]),
                 block_bytes=int(sys.argv[5]))
 """)
-
-
-def files_of(root):
-    """Every file's bytes, by path relative to root, leaving out the run's own bookkeeping."""
-    out = {}
-    for base, _, names in os.walk(root):
-        for n in names:
-            if n in (DONE_LOG, ".precomputed-tif.json"):
-                continue
-            path = os.path.join(base, n)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    if ".zattrs" in out:  # the NGFF image is named after its directory
-        attrs = json.loads(out[".zattrs"])
-        attrs["multiscales"][0].pop("name")
-        out[".zattrs"] = json.dumps(attrs).encode()
-    return out
 
 
 def same_voxels(a, b):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .. import memory
 from ..atomic import write_atomic
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, unfinished
 from ..executor import default_workers, make_executor
 from ..info import read_info, write_info
 from ..progress import DoneLog
@@ -83,59 +83,56 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     work = os.path.join(dataset, WORK_DIR)
     job = {"scales": info["scales"], "data_type": info["data_type"], "node": node, "lods": num_lods,
            "nodes_per_task": nodes_per_task, "sharded": sharded}
-    executor = make_executor(n_workers, dask_scheduler)  # an unreachable cluster is reported before any change
-    try:
-        _prepare(dataset, info, work, job)
-    except BaseException:
-        executor.close()
-        raise
-    tasks = plan_blocks(os.path.abspath(dataset), os.path.abspath(work), size, num_lods, node, nodes_per_task)
-    done_log = DoneLog(work)
-    done = done_log.load()
-    out = os.path.join(dataset, MESH_DIR)
-    try:
-        todo = [t for t in tasks if t.id not in done]
-        if len(todo) < len(tasks):
-            log.info("skipped %d blocks finished by an earlier run", len(tasks) - len(todo))
-        with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="meshing blocks", unit="block",
-                  disable=not progress) as bar:
-            for task_id in executor.imap_unordered(run_block, todo):
-                done_log.record(task_id)
-                bar.update(1)
-        log.info("meshed %d blocks in %.1f s", len(tasks), time.perf_counter() - started)
-        counts, n_segments, total_bytes = _gather([t.path for t in tasks])
-        spec, groups = plan_groups(n_segments, total_bytes, sharded)
-        os.makedirs(out, exist_ok=True)
-        merges = [MergeTask(tuple(t.path for t in tasks), os.path.abspath(out), spec, groups, g, num_lods, node)
-                  for g in range(groups)]
-        log.info("%d segments, %.1f MiB of fragments, written in %d %s", n_segments, total_bytes / 2**20, groups,
-                 "shards" if spec else "groups")
-        todo = [m for m in merges if m.id not in done]
-        with tqdm(total=len(merges), initial=len(merges) - len(todo), desc="writing meshes", unit="group",
-                  disable=not progress) as bar:
-            for task_id in executor.imap_unordered(run_merge, todo):
-                done_log.record(task_id)
-                bar.update(1)
-    except OSError as exc:
-        raise PrecomputedTifError(f"{exc}; meshing {dataset} is unfinished: fix this and run the same command "
-                                  "again") from None
-    finally:
-        done_log.close()
-        executor.close()
-    scale = info["scales"][0]
-    write_atomic(os.path.join(out, "info"),
-                 json.dumps(mesh_info(scale["resolution"], scale.get("voxel_offset", [0, 0, 0]), spec),
-                            indent=2).encode() + b"\n")
-    voxel_um3 = float(np.prod(scale["resolution"])) / 1e9
-    write_properties(dataset, build_properties(counts, voxel_um3, user))
+    # An unreachable cluster is reported before any change; leaving the block by an exception
+    # (an error, Ctrl-C, SIGTERM) stops the workers at once.
+    with make_executor(n_workers, dask_scheduler) as executor:
+        tasks = plan_blocks(os.path.abspath(dataset), os.path.abspath(work), size, num_lods, node, nodes_per_task)
+        done_log = DoneLog(work)
+        out = os.path.join(dataset, MESH_DIR)
+        try:
+            _prepare(dataset, info, work, job)
+            done = done_log.load()
+            todo = [t for t in tasks if t.id not in done]
+            if len(todo) < len(tasks):
+                log.info("skipped %d blocks finished by an earlier run", len(tasks) - len(todo))
+            with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="meshing blocks", unit="block",
+                      disable=not progress) as bar:
+                for task_id in executor.imap_unordered(run_block, todo):
+                    done_log.record(task_id)
+                    bar.update(1)
+            log.info("meshed %d blocks in %.1f s", len(tasks), time.perf_counter() - started)
+            counts, n_segments, total_bytes = _gather([t.path for t in tasks])
+            spec, groups = plan_groups(n_segments, total_bytes, sharded)
+            os.makedirs(out, exist_ok=True)
+            merges = [MergeTask(tuple(t.path for t in tasks), os.path.abspath(out), spec, groups, g, num_lods,
+                                node) for g in range(groups)]
+            log.info("%d segments, %.1f MiB of fragments, written in %d %s", n_segments, total_bytes / 2**20,
+                     groups, "shards" if spec else "groups")
+            todo = [m for m in merges if m.id not in done]
+            with tqdm(total=len(merges), initial=len(merges) - len(todo), desc="writing meshes", unit="group",
+                      disable=not progress) as bar:
+                for task_id in executor.imap_unordered(run_merge, todo):
+                    done_log.record(task_id)
+                    bar.update(1)
+            # The dataset's info names the meshes only once they and the properties are all on disk.
+            scale = info["scales"][0]
+            write_atomic(os.path.join(out, "info"),
+                         json.dumps(mesh_info(scale["resolution"], scale.get("voxel_offset", [0, 0, 0]), spec),
+                                    indent=2).encode() + b"\n")
+            voxel_um3 = float(np.prod(scale["resolution"])) / 1e9
+            write_properties(dataset, build_properties(counts, voxel_um3, user))
+            info = dict(read_info(dataset))
+            info["mesh"] = MESH_DIR
+            info["segment_properties"] = PROPERTIES_DIR
+            write_info(dataset, info)
+        except OSError as exc:
+            raise unfinished(exc, f"meshing {dataset}", "its info names no meshes yet") from None
+        finally:
+            done_log.close()
     if user:
         unknown = len(set(user["ids"]) - set(counts))
         if unknown:
             log.warning("%d segments of %s are not in the segmentation (listed with 0 voxels)", unknown, properties)
-    info = dict(read_info(dataset))
-    info["mesh"] = MESH_DIR
-    info["segment_properties"] = PROPERTIES_DIR
-    write_info(dataset, info)
     shutil.rmtree(work, ignore_errors=True)
     log.info("meshed %d segments in %d levels of detail in %.1f s", len(counts), num_lods,
              time.perf_counter() - started)

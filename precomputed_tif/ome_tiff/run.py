@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from .. import destination
 from ..atomic import sync_directory
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, unfinished
 from ..executor import make_executor
+from ..fingerprint import identify
 from ..progress import DoneLog
 from .assemble import assemble
 from .plan import FORMAT, OmeTiffPlan
@@ -32,7 +33,7 @@ def run(plan: OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> d
     """Write the plan's OME-TIFF and its offsets (resuming an unfinished run); returns :func:`result`."""
     started = time.perf_counter()
     dest = plan.dest
-    destination.prepare(dest, plan.job, overwrite)
+    destination.prepare(dest, plan.job, overwrite, identify(plan.source))
     final = os.path.join(dest, plan.names.image)
     if os.path.exists(final):
         log.info("%s is already finished", final)
@@ -42,9 +43,7 @@ def run(plan: OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> d
             tiled = time.perf_counter()
             assemble(plan, progress)
         except (PrecomputedTifError, OSError) as exc:
-            raise PrecomputedTifError(
-                f"{exc}; {dest} is unfinished (it has no {plan.names.image} yet): fix this and run the same "
-                "command again") from None
+            raise unfinished(exc, dest, f"it has no {plan.names.image} yet") from None
         log.info("wrote %s in %.1f s (tiling %.1f s, assembly %.1f s)", final, time.perf_counter() - started,
                  tiled - started, time.perf_counter() - tiled)
     _remove_work(plan)
@@ -60,17 +59,17 @@ def _tile(plan: OmeTiffPlan, progress: bool) -> None:
         sync_directory(plan.dest)
     done_log = DoneLog(plan.dest)
     done = done_log.load()
-    executor = make_executor(plan.n_workers, plan.dask_scheduler)
-    try:
-        with tqdm(total=plan.layout.size[2], desc="tiling planes", unit="plane", disable=not progress,
-                  smoothing=0.1) as bar:
-            tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, work, plan.compression, plan.segmentation)
-            for task_id, n in executor.imap_unordered(run_slab, _not_done(tasks, done, bar)):
-                done_log.record(task_id)
-                bar.update(n)
-    finally:
-        done_log.close()
-        executor.close()
+    with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
+        try:
+            with tqdm(total=plan.layout.size[2], desc="tiling planes", unit="plane", disable=not progress,
+                      smoothing=0.1) as bar:
+                tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, work, plan.compression,
+                                   plan.segmentation)
+                for task_id, n in executor.imap_unordered(run_slab, _not_done(tasks, done, bar)):
+                    done_log.record(task_id)
+                    bar.update(n)
+        finally:
+            done_log.close()
 
 
 def _not_done(tasks, done: set[str], bar):
