@@ -15,6 +15,8 @@ comes from :func:`precomputed_tif.serving.handle`. Made to face a lab network:
   by delayed ACKs;
 * every answer, errors from the HTTP layer included (400, 414, 431, 501),
   carries the CORS headers;
+* an HTTP/1.1 request without exactly one ``Host`` is a 400, as nginx and
+  Apache answer it;
 * a client that goes away is logged as one debug line, never a traceback;
 * with ``--workers N`` a supervisor process starts N worker processes,
   restarts any that dies, and stops them all when it stops; a worker whose
@@ -43,7 +45,8 @@ from .executor import default_workers
 from .info import read_info
 from .links import AVIVATOR, dataset_link
 from .ngff import root_version
-from .serving import FORMATS, REASONS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
+from .serving import (FORMATS, REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle,
+                      text_response, url_path)
 
 access_log = logging.getLogger("precomputed_tif.access")
 log = logging.getLogger(__name__)
@@ -115,6 +118,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not self.parse_request():  # it has answered (400, 431, ...)
             return
+        if self.request_version not in ("HTTP/0.9", "HTTP/1.0") and len(self.headers.get_all("Host", [])) != 1:
+            # HTTP/1.1 requires exactly one Host (RFC 9112 3.2); nginx and Apache answer 400 too.
+            self.send_error(400)
+            return
         method = getattr(self, "do_" + self.command, None)
         if method is None:
             self.send_error(501)
@@ -168,8 +175,11 @@ class Handler(BaseHTTPRequestHandler):
         raw_path = self.path.split("?", 1)[0].split("#", 1)[0]
         if raw_path.startswith(("http://", "https://")):  # absolute-form request target
             raw_path = urllib.parse.urlsplit(raw_path).path
-        headers = {k.lower(): v for k, v in self.headers.items()
-                   if k.lower() in ("range", "accept-encoding", "access-control-request-headers")}
+        headers = {}
+        for k, v in self.headers.items():
+            k = k.lower()
+            if k in REQUEST_HEADERS:  # a header sent several times is one list (RFC 9110 5.3)
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
         try:
             path = urllib.parse.unquote(raw_path, errors="strict")
             response = handle(self.server.catalog(), method, path, headers)

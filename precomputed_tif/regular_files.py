@@ -22,3 +22,12 @@ def open_regular(path: str):
     except OSError:
         os.close(fd)
         return None
+
+
+def file_version(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another without reading it: (inode, size in
+    bytes, modification time in ns, status-change time in ns). A file replaced by a rename has
+    a new inode; one rewritten in place a new size or modification time, and a status-change
+    time the writer cannot set back (``touch -d``, ``rsync -t`` and ``cp -p`` restore only the
+    modification time)."""
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns

@@ -18,6 +18,17 @@ server serves one directory):
 A directory without ``info`` that holds an OME-Zarr image or OME-TIFF files is
 served as plain files, as a static web server would.
 
+Files, chunks and ``info`` carry validators (``ETag``, ``Last-Modified``) taken
+from what their bytes come from, never from the bytes themselves (nothing is
+read or hashed to answer a revalidation): a file's inode, size and times; a
+translated chunk's stored files or blockfs entries, the dataset's ``info`` and
+the content coding. Conditional requests are answered as RFC 9110 says
+(``If-Match``, ``If-Unmodified-Since``: 412; ``If-None-Match``,
+``If-Modified-Since``: 304 without reading the data; ``If-Range``: the whole
+body unless the validator is current), and ``Cache-Control: no-cache`` makes a
+browser ask again before reusing a cached chunk, so a rewritten dataset is
+seen at once.
+
 Only regular files inside the dataset's directory are ever read: no path
 segment may be empty-dotted (``.``, ``..``, hidden names other than Zarr v2's
 metadata files ``.zattrs``, ``.zgroup``, ``.zarray``), the resolved
@@ -36,6 +47,7 @@ reused) file descriptor.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import json
 import logging
@@ -44,16 +56,18 @@ import os
 import re
 import stat
 import threading
+import time
 import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate, mktime_tz, parsedate_tz
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from .errors import DamagedData, PrecomputedTifError
 from .ngff import ROOT_FILES
-from .regular_files import open_regular
+from .regular_files import file_version, open_regular
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -65,7 +79,8 @@ ZARR_V2_METADATA = frozenset({".zattrs", ".zgroup", ".zarray", ".zmetadata"})
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 CORS = [
     ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Expose-Headers", "Content-Length, Content-Range, Content-Encoding, Accept-Ranges"),
+    ("Access-Control-Expose-Headers", "Content-Length, Content-Range, Content-Encoding, Accept-Ranges, ETag, "
+                                      "Last-Modified"),
 ]
 STREAM_BLOCK = 1 << 20
 
@@ -86,10 +101,11 @@ class Response:
         return None
 
 
-REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Request", 404: "Not Found",
-           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-           416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented", 503: "Service Unavailable"}
+REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+           404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 412: "Precondition Failed",
+           413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+           503: "Service Unavailable"}
 DAMAGED = "this chunk is damaged on the server; its administrator has been told which file"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -99,6 +115,125 @@ def text_response(status: int, message: str | None = None, extra=()) -> Response
     body = f"{status} {message or REASONS.get(status, '')}\n".encode()
     headers = CORS + [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
     return Response(status, headers + list(extra), body, len(body))
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What tells a client whether its copy of a response is current: a strong entity tag
+    (quoted, as it goes in ``ETag``) and the last modification time in ns since the epoch."""
+
+    etag: str
+    mtime_ns: int
+
+    @property
+    def last_modified(self) -> int | None:
+        """``Last-Modified`` in whole seconds since the epoch, or None while a date would prove
+        nothing: until a second has passed since the modification (another one within that
+        second would have the same date; RFC 9110 8.8.2.2), or when the time is ahead of this
+        clock. Dates are then neither sent nor trusted; the entity tag still is."""
+        if self.mtime_ns > time.time_ns() - 1_000_000_000:
+            return None
+        return self.mtime_ns // 1_000_000_000
+
+    def headers(self) -> list[tuple[str, str]]:
+        # no-cache: a browser may keep the response but asks (cheaply, a 304) before using it,
+        # instead of trusting it for a tenth of its age, as it would with Last-Modified alone.
+        modified = self.last_modified
+        dated = [] if modified is None else [("Last-Modified", formatdate(modified, usegmt=True))]
+        return [("ETag", self.etag)] + dated + [("Cache-Control", "no-cache")]
+
+
+def _tag(*parts) -> str:
+    """A strong entity tag naming ``parts`` (ints, strings, None and tuples of them): the same
+    in every process and across restarts, different whenever a part differs."""
+    return '"' + hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest() + '"'
+
+
+def file_validators(st: os.stat_result) -> Validators:
+    """A file's validators from its status, as nginx makes them (``"<mtime>-<size>"`` in hex) and
+    with what nginx leaves out: the inode and the times in ns, so a file replaced within the same
+    second or with its old modification time set back still gets a new tag."""
+    tag = _tag(*file_version(st))[1:9]
+    return Validators(f'"{st.st_mtime_ns // 1_000_000_000:x}-{st.st_size:x}-{tag}"', st.st_mtime_ns)
+
+
+_ENTITY_TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
+
+
+def _entity_tags(value: str) -> list[tuple[bool, str]] | None:
+    """(weak, opaque tag) of each entity tag in a comma-separated list; None when malformed."""
+    tags, pos = [], 0
+    value = value.strip()
+    while pos < len(value):
+        m = _ENTITY_TAG.match(value, pos)
+        if m is None:
+            return None
+        tags.append((m.group(1) is not None, m.group(2)))
+        pos = m.end()
+    return tags
+
+
+def _matches(value: str, etag: str, weak: bool) -> bool:
+    """Whether an ``If-Match``/``If-None-Match`` list names ``etag`` (a strong tag), by RFC
+    9110's weak comparison (``weak``) or strong comparison; ``*`` matches any current file."""
+    if value.strip() == "*":
+        return True
+    tags = _entity_tags(value)
+    return bool(tags) and any(t == etag and (weak or not w) for w, t in tags)
+
+
+def _http_date(value: str | None) -> int | None:
+    """An HTTP date as seconds since the epoch; None when absent, not a date, or several."""
+    if not value or len(value) > 100 or value.count(",") > 1:
+        return None
+    parsed = parsedate_tz(value.strip())
+    if parsed is None:
+        return None
+    try:
+        return mktime_tz(parsed)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _preconditions(headers: dict[str, str], v: Validators, extra=()) -> Response | None:
+    """The answer to a conditional GET or HEAD when its preconditions make it one, in RFC 9110's
+    order (13.2.2): 412 when ``If-Match`` (strong comparison) or, without it,
+    ``If-Unmodified-Since`` fails; 304 when ``If-None-Match`` (weak comparison) matches or,
+    without it, nothing changed since ``If-Modified-Since``. None: answer as usual. A 304 carries
+    the validators, CORS and ``extra`` (``Vary``), and no body."""
+    modified = v.last_modified  # None: no date can be trusted, a date condition is not met
+    if_match = headers.get("if-match")
+    if if_match:
+        if not _matches(if_match, v.etag, weak=False):
+            return text_response(412)
+    else:
+        since = _http_date(headers.get("if-unmodified-since"))
+        if since is not None and (modified is None or modified > since):
+            return text_response(412)
+    if_none_match = headers.get("if-none-match")
+    if if_none_match:
+        not_modified = _matches(if_none_match, v.etag, weak=True)
+    else:
+        since = _http_date(headers.get("if-modified-since"))
+        not_modified = since is not None and modified is not None and modified <= since
+    if not_modified:
+        return Response(304, CORS + v.headers() + list(extra))
+    return None
+
+
+def _range_applies(headers: dict[str, str], v: Validators) -> bool:
+    """Whether a ``Range`` may be answered with part of the body: yes without ``If-Range``;
+    with it, only if it names the current representation -- the ETag by strong comparison, or
+    exactly the ``Last-Modified`` date (sent only once no other version can share it, see
+    :attr:`Validators.last_modified`). Otherwise the whole body."""
+    value = (headers.get("if-range") or "").strip()
+    if not value:
+        return True
+    if value.startswith(('"', "W/")):
+        tags = _entity_tags(value)
+        return tags is not None and len(tags) == 1 and tags[0] == (False, v.etag)
+    date = _http_date(value)
+    return date is not None and date == v.last_modified
 
 
 def _bytes(body: bytes, content_type: str, extra=()) -> Response:
@@ -128,8 +263,12 @@ def _serves_plain_files(directory: str) -> bool:
 class _Opened:
     """An open volume and the requests using it; closed when retired and unused."""
 
-    def __init__(self, volume: Volume | None, info_bytes: bytes):
+    def __init__(self, volume: Volume | None, info_bytes: bytes, stamp):
         self.volume, self.info_bytes = volume, info_bytes
+        # The info file's version when it was opened: every translated chunk's validator names it.
+        self.stamp = stamp
+        self.info_validators = Validators(_tag("info", hashlib.blake2b(info_bytes).hexdigest()),
+                                          stamp[0] if stamp else 0)
         self.users = 0
         self.retired = False
 
@@ -185,14 +324,14 @@ class Dataset:
             if self._opened is None or stamp != self._stamp:
                 self._retire()
                 if self.format is None and self._plain_files():
-                    opened = _Opened(None, b"")
+                    opened = _Opened(None, b"", stamp)
                 else:
                     try:
                         volume = Volume(self.directory, self.format)
                     except RecursionError:
                         raise PrecomputedTifError(f"{self.directory}/info is nested too deeply to be an "
                                                   "info file") from None
-                    opened = _Opened(volume, json.dumps(volume.info).encode())
+                    opened = _Opened(volume, json.dumps(volume.info).encode(), stamp)
                 self._opened, self._stamp = opened, stamp
             self._opened.users += 1
             return self._opened
@@ -224,13 +363,14 @@ class Dataset:
                 opened.close()
 
     @contextmanager
-    def lease(self) -> Iterator[tuple[Volume | None, bytes]]:
-        """The open volume and its ``info`` as sent, held open until the block ends; (None, b"")
-        for a directory served as plain files (an annotation layer); a user error if the
-        directory holds neither."""
+    def lease(self) -> Iterator[_Opened]:
+        """The open volume (``.volume``), its ``info`` as sent (``.info_bytes``, with
+        ``.info_validators``) and the version of the ``info`` file it was opened from
+        (``.stamp``), held open until the block ends; ``.volume`` is None for a directory served
+        as plain files (an annotation layer); a user error if the directory holds neither."""
         opened = self._acquire()
         try:
-            yield opened.volume, opened.info_bytes
+            yield opened
         finally:
             self._release(opened)
 
@@ -283,6 +423,11 @@ def _safe_segments(path: str) -> list[str] | None:
     return segments
 
 
+# The request headers a front door hands to handle(), by lower-case name.
+REQUEST_HEADERS = ("range", "accept-encoding", "access-control-request-headers", "if-none-match",
+                   "if-modified-since", "if-match", "if-unmodified-since", "if-range")
+
+
 def _header_list(requested: str | None) -> str:
     """The header names a preflight asked for, if they are a clean comma-separated list of
     tokens; otherwise (or if none) the ones Neuroglancer sends. Nothing else is echoed."""
@@ -294,7 +439,10 @@ def _header_list(requested: str | None) -> str:
 
 def handle(catalog: Catalog, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
     """Answer one request. ``path`` is already percent-decoded, without the query string;
-    ``headers`` has lower-case names (``range``, ``accept-encoding``)."""
+    ``headers`` has lower-case names: ``range``, ``accept-encoding``,
+    ``access-control-request-headers`` and the conditional ones (``if-none-match``,
+    ``if-modified-since``, ``if-match``, ``if-unmodified-since``, ``if-range``), a header sent
+    several times as one comma-separated value."""
     headers = headers or {}
     if method == "OPTIONS":
         return Response(204, CORS + [
@@ -330,14 +478,16 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     if dataset.serves_raw:
         return _static(dataset, rest, headers)
     try:
-        with dataset.lease() as (volume, info_bytes):
+        with dataset.lease() as opened:
+            volume = opened.volume
             if volume is None or volume.format == "precomputed":
                 return _static(dataset, rest, headers)
             if rest == ["info"]:
-                return _bytes(info_bytes, "application/json")
+                v = opened.info_validators
+                return _preconditions(headers, v) or _bytes(opened.info_bytes, "application/json", v.headers())
             # A level's own Zarr array metadata is a file; every other name there is a chunk's.
             if len(rest) == 2 and rest[0] in volume.keys and not _is_zarr_metadata(rest[1]):
-                return _chunk(dataset, volume, rest[0], rest[1], headers)
+                return _chunk(dataset, opened, rest[0], rest[1], headers)
     except DamagedData as exc:
         dataset.damaged(exc)
         return text_response(500, DAMAGED)
@@ -351,18 +501,29 @@ def _is_zarr_metadata(name: str) -> bool:
     return name in ZARR_V2_METADATA or name == "zarr.json"
 
 
-def _chunk(dataset: Dataset, volume: Volume, key: str, name: str, headers) -> Response:
+def _chunk(dataset: Dataset, opened: _Opened, key: str, name: str, headers) -> Response:
+    volume = opened.volume
     local = volume.grids[key].parse(name)
     if local is None:
         return text_response(404)
+    zipped = dataset.gzip and "gzip" in headers.get("accept-encoding", "")
+    vary = [("Vary", "Accept-Encoding")] if dataset.gzip else []
+    # Taken before the chunk is read (see ChunkStore.chunk_version). The info file's version
+    # stands for everything else the bytes depend on (scale, data type, store settings).
+    version = volume.store.chunk_version(key, local)
+    extra = list(vary)
+    if version is not None:
+        v = Validators(_tag("chunk", opened.stamp, key, name, version[0], "gzip" if zipped else "identity"),
+                       max(version[1], opened.stamp[0] if opened.stamp else 0))
+        answered = _preconditions(headers, v, vary)
+        if answered is not None:
+            return answered
+        extra += v.headers()
     array = volume.store.read_chunk(key, local)
     body = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
-    extra = []
-    if dataset.gzip:
-        extra.append(("Vary", "Accept-Encoding"))
-        if "gzip" in headers.get("accept-encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            extra.append(("Content-Encoding", "gzip"))
+    if zipped:
+        body = gzip.compress(body, compresslevel=1)
+        extra.append(("Content-Encoding", "gzip"))
     return _bytes(body, "application/octet-stream", extra)
 
 
@@ -397,12 +558,19 @@ def _static(dataset: Dataset, rest: list[str], headers) -> Response:
     f = open_regular(path)
     if f is None:
         return text_response(404)
-    size = os.fstat(f.fileno()).st_size
+    # The status of the open file: its validators describe exactly the bytes read from it.
+    st = os.fstat(f.fileno())
+    size = st.st_size
+    v = file_validators(st)
+    answered = _preconditions(headers, v)
+    if answered is not None:
+        f.close()
+        return answered
     is_json = rest[-1] == "info" or rest[-1].endswith(".json") or rest[-1] in ZARR_V2_METADATA
     ctype = "application/json" if is_json else (
         mimetypes.guess_type(rest[-1])[0] or "application/octet-stream")
-    base = CORS + [("Content-Type", ctype), ("Accept-Ranges", "bytes")]
-    wanted = _parse_range(headers.get("range"), size)
+    base = CORS + [("Content-Type", ctype), ("Accept-Ranges", "bytes")] + v.headers()
+    wanted = _parse_range(headers.get("range"), size) if _range_applies(headers, v) else None
     if wanted == "bad":
         f.close()
         return text_response(416, extra=[("Content-Range", f"bytes */{size}")])

@@ -19,7 +19,7 @@ import logging
 import threading
 
 from .errors import PrecomputedTifError
-from .serving import REASONS, ConfigCatalog, handle, text_response
+from .serving import REASONS, REQUEST_HEADERS, ConfigCatalog, handle, text_response
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,16 @@ def _catalog(config_file: str):
 def serve_precomputed(environ, start_response, config_file: str):
     """Answer one WSGI request for the sources listed in ``config_file`` (a sources.json)."""
     method = environ.get("REQUEST_METHOD", "GET")
-    # PEP 3333 hands the decoded path over as latin-1 characters; undo that to get UTF-8 names.
-    headers = {
-        "range": environ.get("HTTP_RANGE", ""),
-        "accept-encoding": environ.get("HTTP_ACCEPT_ENCODING", ""),
-        "access-control-request-headers": environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", ""),
-    }
+    headers = {name: environ.get("HTTP_" + name.upper().replace("-", "_"), "") for name in REQUEST_HEADERS}
     try:
-        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
-        response = handle(_catalog(config_file), method, path, headers)
+        if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and "HTTP_HOST" not in environ:
+            # HTTP/1.1 requires a Host (RFC 9112 3.2). Apache and nginx answer 400 before the app
+            # is called; gunicorn passes such a request on, so it is refused here.
+            response = text_response(400)
+        else:
+            # PEP 3333 hands the decoded path over as latin-1 characters; undo that to get UTF-8 names.
+            path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+            response = handle(_catalog(config_file), method, path, headers)
     except (UnicodeEncodeError, UnicodeDecodeError):  # no such name can exist
         response = text_response(404)
     except PrecomputedTifError as exc:

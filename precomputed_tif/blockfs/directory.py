@@ -57,6 +57,7 @@ import numpy as np
 
 from ..blosc_frame import check_frame
 from ..errors import DamagedData, PrecomputedTifError
+from ..regular_files import file_version
 
 MAGIC = b"BlockFS\0"
 VERSION = "1.0.0"
@@ -315,6 +316,21 @@ class Directory:
             raise PrecomputedTifError(f"{self.path}: block file grew past what its entries can address")
         self._pending[slot] = offset | (len(frame) << self.n_offset_bits)
         self._dirty.add(self.block_files[slot % len(self.block_files)])
+
+    def version(self, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> tuple[tuple, int]:
+        """What a box of voxels (half-open ranges) is read from, without reading it:
+        ``(version, mtime_ns)``. The version holds the directory file's
+        :func:`~precomputed_tif.regular_files.file_version` and the entry of every block the box
+        overlaps (block files are only appended to, so an entry names its bytes); mtime_ns is the
+        directory file's modification time, which an entry's writing updates."""
+        st = os.fstat(self._fd(self.path))
+        (bx, by, bz) = self.block_size
+        entries = []
+        for bz0 in range(z0 // bz * bz, z1, bz):
+            for by0 in range(y0 // by * by, y1, by):
+                for bx0 in range(x0 // bx * bx, x1, bx):
+                    entries.append(self.entry(self.slot(bx0, by0, bz0)))
+        return (file_version(st), tuple(entries)), st.st_mtime_ns
 
     def read(self, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> np.ndarray:
         """Any box of voxels (half-open ranges) as a (z, y, x) array."""

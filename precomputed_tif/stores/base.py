@@ -13,6 +13,7 @@ import numpy as np
 from ..atomic import sync_directory, sync_files
 from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box
+from ..regular_files import file_version
 
 
 class ChunkStore(ABC):
@@ -101,6 +102,23 @@ class ChunkStore(ABC):
     @abstractmethod
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         """One chunk as an :meth:`array_shape` array of the volume's dtype; zeros where never written."""
+
+    def chunk_version(self, key: str, box: Box) -> tuple[tuple, int] | None:
+        """What the chunk ``box`` of scale ``key`` is read from, found without reading or decoding
+        it: ``(version, mtime_ns)``. ``version`` is a hashable value that differs whenever the
+        stored bytes the chunk is decoded from may differ, for this opening of the store;
+        ``mtime_ns`` is the latest modification time (ns since the epoch) of the files they are
+        in, 0 when nothing is stored (the chunk reads as zeros). None when the store cannot tell
+        cheaply. Servers derive a chunk's HTTP validators from it; they take it before reading
+        the chunk, so a chunk rewritten in between goes out under its older version, which the
+        next request then corrects (never the reverse, which a cache would keep)."""
+        files = self.chunk_files(key, box)
+        return None if files is None else files_version(files)
+
+    def chunk_files(self, key: str, box: Box) -> list[str] | None:
+        """The files the chunk ``box`` of scale ``key`` is decoded from, each read whole (missing
+        ones read as zeros); None for a store that does not keep whole chunks in files."""
+        return None
 
     def read_region(self, key: str, box: Box) -> np.ndarray:
         """Any box of a scale, assembled from the chunks it overlaps."""
@@ -240,6 +258,24 @@ class ChunkStore(ABC):
 
 
 CHECKSUMS = ".precomputed-tif-crc32"
+
+
+def files_version(paths: list[str]) -> tuple[tuple, int] | None:
+    """:meth:`ChunkStore.chunk_version` of a chunk read from whole files: each file's
+    :func:`~precomputed_tif.regular_files.file_version` (None for a missing one) and the latest
+    modification time; None when a file cannot be looked at (its read will say why)."""
+    versions, latest = [], 0
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            versions.append(None)
+            continue
+        except (OSError, ValueError):
+            return None
+        versions.append(file_version(st))
+        latest = max(latest, st.st_mtime_ns)
+    return tuple(versions), latest
 
 
 def _is_chunk_name(name: str) -> bool:

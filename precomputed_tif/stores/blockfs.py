@@ -83,6 +83,11 @@ class BlockfsStore(ChunkStore):
         channels = [self._read_channel(key, c, box) for c in range(self.channels)]
         return channels[0] if self.channels == 1 else np.stack(channels)
 
+    def chunk_version(self, key: str, box: Box) -> tuple[tuple, int]:
+        ranges = (box.x0, box.x1, box.y0, box.y1, box.z0, box.z1)
+        versions = [self._directory(key, c, writable=False).version(*ranges) for c in range(self.channels)]
+        return tuple(v for v, _ in versions), max(t for _, t in versions)
+
     def _read_channel(self, key: str, channel: int, box: Box) -> np.ndarray:
         d = self._directory(key, channel, writable=False)
         if d.block_size == self.chunk_size(key) and d.block_shape(box.x0, box.y0, box.z0) == box.shape:

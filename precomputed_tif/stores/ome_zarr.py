@@ -177,6 +177,11 @@ class OmeZarrStore(ChunkStore):
             raise DamagedData(f"{path} is truncated")
         return data, path
 
+    def chunk_files(self, key: str, box: Box) -> list[str]:
+        # The shard's index is cached by this file's version (see _index), so the version of the
+        # file is the version of what is read.
+        return [self._locate(key, box)[0]]
+
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         meta = self._array_meta(key)
         data, path = self._read_bytes(key, box)

@@ -47,6 +47,9 @@ class TiffStore(ChunkStore):
         self._unsynced.append(path)
         self.record_checksum(key, self._index(key, box), buf.getbuffer())
 
+    def chunk_files(self, key: str, box: Box) -> list[str]:
+        return [self.chunk_path(key, box)]
+
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         path = self.chunk_path(key, box)
         data = self.read_file(path)

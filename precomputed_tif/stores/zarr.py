@@ -155,19 +155,28 @@ class ZarrStore(ChunkStore):
             raise DamagedData(f"{path} decodes to {data.nbytes} bytes, the chunk has {expected}")
         return np.frombuffer(data, meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
 
-    def read_chunk(self, key: str, box: Box) -> np.ndarray:
+    def _overlapping(self, key: str, box: Box):
+        """(index, box) of every Zarr chunk of a scale that ``box`` overlaps, in the array's grid."""
         meta = self._array_meta(key)
         cz, cy, cx = meta["chunks"][-3:]
         lead = (0,) * (len(meta["chunks"]) - 3)
-        out = np.empty(self.array_shape(box), self.dtype)
         for iz in range(box.z0 // cz, -(-box.z1 // cz)):
             for iy in range(box.y0 // cy, -(-box.y1 // cy)):
                 for ix in range(box.x0 // cx, -(-box.x1 // cx)):
                     zchunk = Box(ix * cx, (ix + 1) * cx, iy * cy, (iy + 1) * cy, iz * cz, (iz + 1) * cz)
-                    part = zchunk.intersect(box)
-                    data = self._read_zarr_chunk(key, (*lead, iz, iy, ix))
-                    if data is None:
-                        out[(..., *part.relative_to(box))] = meta["fill"]
-                    else:
-                        out[(..., *part.relative_to(box))] = data[(..., *part.relative_to(zchunk))]
+                    yield (*lead, iz, iy, ix), zchunk
+
+    def chunk_files(self, key: str, box: Box) -> list[str]:
+        return [self._chunk_path(key, index) for index, _ in self._overlapping(key, box)]
+
+    def read_chunk(self, key: str, box: Box) -> np.ndarray:
+        meta = self._array_meta(key)
+        out = np.empty(self.array_shape(box), self.dtype)
+        for index, zchunk in self._overlapping(key, box):
+            part = zchunk.intersect(box)
+            data = self._read_zarr_chunk(key, index)
+            if data is None:
+                out[(..., *part.relative_to(box))] = meta["fill"]
+            else:
+                out[(..., *part.relative_to(box))] = data[(..., *part.relative_to(zchunk))]
         return out
