@@ -33,6 +33,7 @@ import tifffile
 from . import plane_files, tiff_metadata
 from .errors import PrecomputedTifError
 from .geometry import Box
+from .regular_files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -164,19 +165,29 @@ class PlaneStack:
 
 
 def _open_raw(path: str):
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise PrecomputedTifError(f"{path} disappeared while it was being read") from None
+    """``path`` opened for reading, through :func:`open_regular`: a FIFO, device or socket put
+    in the place of a plane is a user error, never a read that waits forever."""
+    f = open_regular(path)
+    if f is None:
+        if not os.path.lexists(path):
+            raise PrecomputedTifError(f"{path} disappeared while it was being read")
+        raise PrecomputedTifError(f"{path} is {plane_files.file_kind(path)}, not a regular file; "
+                                  "only TIFF files can be read")
+    return f
 
 
-def _open(path: str) -> tifffile.TiffFile:
-    try:
-        return tifffile.TiffFile(path)
-    except FileNotFoundError:
-        raise PrecomputedTifError(f"{path} disappeared while it was being read") from None
-    except Exception as exc:
-        raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+@contextlib.contextmanager
+def _open(path: str):
+    """A :class:`tifffile.TiffFile` reading ``path``, opened as :func:`_open_raw` opens it."""
+    with _open_raw(path) as f:
+        # tifffile finds an OME-TIFF's other files next to the name of the file it reads.
+        f.raw.name = path
+        try:
+            tif = tifffile.TiffFile(f)
+        except Exception as exc:
+            raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+        with tif:
+            yield tif
 
 
 @contextlib.contextmanager
