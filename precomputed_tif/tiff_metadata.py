@@ -79,6 +79,32 @@ def ome_plane_count(xml: str) -> int | None:
     return n
 
 
+def ome_other_files(xml: str, own_name: str) -> list[str]:
+    """The file names (relative to this file's folder) of the other files of a multi-file
+    OME-TIFF, in the order its ``TiffData`` elements name them; [] for a file that holds
+    its whole image.
+
+    A ``UUID`` element names this file when its text is the root ``UUID`` attribute, or --
+    without a root UUID -- when its ``FileName`` is this file's name (as tifffile decides).
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    own_uuid = root.get("UUID")
+    names: list[str] = []
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] != "UUID" or not el.get("FileName"):
+            continue
+        name = el.get("FileName")
+        text = (el.text or "").strip()
+        if text == own_uuid or (own_uuid is None and name.lower() == own_name.lower()):
+            continue
+        if name not in names and name.lower() != own_name.lower():
+            names.append(name)
+    return names
+
+
 def imagej_voxel_size(page, imagej: dict) -> tuple[float | None, float | None, float | None]:
     """(x, y, z) voxel size in microns from an ImageJ file's first page and its metadata."""
     scale = unit_to_um(imagej.get("unit"))
