@@ -105,6 +105,40 @@ def ome_other_files(xml: str, own_name: str) -> list[str]:
     return names
 
 
+def _reciprocal(num: int, den: int) -> float | None:
+    """``den / num`` -- a pixel size from a resolution of num/den pixels per unit -- as the
+    shortest decimal the rational stands for.
+
+    Writers do not store the pixel size exactly. ImageJ writes 1/size times a denominator of
+    1000000 with the numerator truncated (1/0.26 µm as 3846153/1000000, which gives back
+    0.26000005720...); libtiff turns a float32 into a fraction (about 7 significant digits).
+    So the size meant is the shortest decimal that such a writer would have stored as this
+    rational: one whose num/den it truncates or rounds to, or one within float32 precision of
+    it. It is never taken further than 1e-5 (relative) from den/num, which keeps an exact
+    fraction such as 3/1 from becoming 0.3; a value with more genuine digits keeps them.
+    """
+    exact = _positive(den / num) if num else None
+    if exact is None:
+        return None
+
+    def written_as_this(value: float) -> bool:
+        if abs(value - exact) > 1e-5 * exact:
+            return False
+        per_unit = den / value
+        return (math.floor(per_unit) == num or round(per_unit) == num
+                or abs(value - exact) <= exact * 2.0 ** -23)
+
+    for digits in range(1, 18):
+        nearest = float(f"{exact:.{digits}g}")
+        step = 10.0 ** (math.floor(math.log10(abs(nearest))) - digits + 1)
+        candidates = sorted({nearest, nearest - step, nearest + step}, key=lambda v: abs(v - exact))
+        for value in candidates:
+            value = float(f"{value:.{digits}g}")
+            if value > 0 and written_as_this(value):
+                return value
+    return exact
+
+
 def imagej_voxel_size(page, imagej: dict) -> tuple[float | None, float | None, float | None]:
     """(x, y, z) voxel size in microns from an ImageJ file's first page and its metadata."""
     scale = unit_to_um(imagej.get("unit"))
@@ -117,8 +151,8 @@ def imagej_voxel_size(page, imagej: dict) -> tuple[float | None, float | None, f
         if t is not None:
             try:
                 num, den = t.value
-                value = _positive(den / num) if num else None
-            except (TypeError, ValueError):
+                value = _reciprocal(num, den)
+            except (TypeError, ValueError, ZeroDivisionError):
                 value = None
         sizes.append(value * scale if value is not None else None)
     spacing = _positive(imagej.get("spacing"))

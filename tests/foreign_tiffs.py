@@ -610,6 +610,43 @@ def make_imagej_truncated(directory, n=70):
     return make_imagej(directory, axes="ZYX", nz=n, truncate=True)
 
 
+def make_imagej_resolution(directory, pixel_um=0.26, spacing_um=2.5, writer="imagej"):
+    """A ZYX ImageJ stack (tifffile's ``imagej=True`` writer, ``spacing`` and ``unit`` µm) whose
+    X/YResolution rationals are written the way other software writes a pixel size of ``pixel_um``:
+
+    * ``writer="imagej"``: as ImageJ's own TIFF encoder does, 1/pixel_um pixels per µm times a
+      denominator of 1000000, the numerator truncated (1/0.26 -> 3846153/1000000, which gives back
+      0.26000005720...);
+    * ``writer="tiffset"``: set afterwards with libtiff's ``tiffset`` from the float32 value of
+      1/pixel_um (libtiff turns the float into a fraction of its own).
+    """
+    os.makedirs(directory, exist_ok=True)
+    vol = pattern((7, Y, X), np.uint16, seed=53)
+    out = os.path.join(str(directory), f"imagej_{writer}_{pixel_um}.tif")
+    per_um = 1.0 / pixel_um
+    resolution = (per_um, per_um)
+    if writer == "imagej":
+        rational = (int(per_um * 1_000_000), 1_000_000)
+        resolution = (rational, rational)
+    tifffile.imwrite(out, vol, imagej=True, resolution=resolution,
+                     metadata={"axes": "ZYX", "spacing": spacing_um, "unit": "um"})
+    if writer == "tiffset":
+        for tag in (282, 283):  # XResolution, YResolution
+            run(tool("tiffset", "libtiff-tools"), "-s", tag, str(np.float32(per_um)), out)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "um"
+        num, den = tif.pages[0].tags["XResolution"].value
+        if writer == "imagej":
+            assert (num, den) == rational
+        else:
+            assert abs(den / num - pixel_um) < 1e-7 and den != 1_000_000, (num, den)
+        assert tif.pages[0].tags["YResolution"].value == (num, den)
+        np.testing.assert_array_equal(tif.series[0].asarray(), vol)
+    e = Expected(vol, voxel_size=(pixel_um, pixel_um, spacing_um), files=[out], tool=f"ImageJ resolution by {writer}")
+    e.notes["rational"] = (num, den)
+    return out, e
+
+
 # ---------------------------------------------------------------------------------------------
 # Multi-file OME-TIFF: one series whose planes lie in several files, each file's OME-XML saying
 # (TiffData elements with a UUID and FileName) which file holds which planes
@@ -843,6 +880,8 @@ ALL = {
     "imagej_zcyx": (make_imagej, {"axes": "ZCYX"}),
     "imagej_tzyx": (make_imagej, {"axes": "TZYX"}),
     "imagej_truncated": (make_imagej_truncated, {}),
+    "imagej_resolution_imagej": (make_imagej_resolution, {}),
+    "imagej_resolution_tiffset": (make_imagej_resolution, {"writer": "tiffset"}),
     "thumbnails": (make_thumbnails, {}),
     "multipage_lzw": (make_multipage, {}),
     "twelve_bit": (make_twelve_bit, {}),

@@ -258,6 +258,22 @@ def test_without_voxel_size_metadata_the_default_is_used(tmp_path, capsys, caplo
     assert info["scales"][0]["resolution"] == pytest.approx([1800, 1800, 2000])
 
 
+@pytest.mark.parametrize("writer", ["imagej", "tiffset"])
+def test_resolution_rationals_give_back_the_pixel_size_that_was_written(tmp_path, capsys, caplog, writer):
+    # ImageJ writes 1/0.26 µm as 3846153/1000000, libtiff a float32 as a fraction: both mean 0.26 µm.
+    source, e = ft.make_imagej_resolution(tmp_path / "src", pixel_um=0.26, writer=writer)
+    num, den = e.notes["rational"]
+    assert den / num != 0.26
+    info = converts(capsys, caplog, source, tmp_path / "out")
+    assert info["scales"][0]["resolution"] == [260.0, 260.0, 2500.0]
+
+
+def test_resolution_rational_keeps_the_digits_of_a_genuine_pixel_size(tmp_path, capsys, caplog):
+    source, _ = ft.make_imagej_resolution(tmp_path / "src", pixel_um=0.2600004, writer="imagej")
+    info = converts(capsys, caplog, source, tmp_path / "out")
+    assert info["scales"][0]["resolution"][:2] == [260.0004, 260.0004]
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Multi-file OME-TIFF: one series, whichever of its files is given
