@@ -114,6 +114,7 @@ class PlaneStack:
     voxel_size_origin: str = ""
     # Pixels are in compressed strips as wide as the plane: any columns cost whole rows.
     whole_rows: bool = False
+    voxel_size_metadata: str = ""  # the metadata's own words for it, quoted in warnings
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -299,6 +300,7 @@ class _FileLayout:
     voxel_size_origin: str
     whole_rows: bool
     files: tuple = ()  # what PlaneRef.file indexes: the file itself, or all files of a multi-file OME-TIFF
+    voxel_size_metadata: str = ""
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
@@ -334,7 +336,7 @@ def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
     return PlaneStack(layout.files, layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
                       tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
                       voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
-                      whole_rows=layout.whole_rows)
+                      whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata)
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -368,7 +370,7 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
     origin = first.voxel_size_origin and f"{first.voxel_size_origin} of {files[0]}"
     return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
                       rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
-                      whole_rows=first.whole_rows)
+                      whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata)
 
 
 def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], channel, timepoint) -> PlaneStack:
@@ -446,6 +448,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         _warn_other_series(tif, path, series)
         locate, files = _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size)
         voxel_size, origin = tiff_metadata.voxel_size_of(tif)
+        voxel_words = tiff_metadata.voxel_size_words(tif, origin)
         whole_rows = not page0.is_tiled and page0.compression != 1
 
     kinds = _axis_kinds(dims, path)
@@ -478,7 +481,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
                 [n for _, n in dims]) if dims else 0
             refs.append(locate(int(index), c if samples > 1 else 0))
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin, whole_rows, files)
+                       voxel_size, origin, whole_rows, files, voxel_words)
 
 
 def _check_companions(tif, path: str) -> None:

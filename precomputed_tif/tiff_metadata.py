@@ -171,3 +171,26 @@ def voxel_size_of(tif) -> tuple[tuple[float | None, float | None, float | None],
         if any(v is not None for v in size):
             return size, "ImageJ metadata"
     return (None, None, None), ""
+
+
+def voxel_size_words(tif, origin: str) -> str:
+    """The metadata a voxel size was read from (``origin`` as :func:`voxel_size_of` names it),
+    in the file's own words, to quote when the size looks wrong: the OME-XML PhysicalSize
+    attributes, or ImageJ's X/YResolution tags with its ``unit`` and ``spacing``."""
+    if origin == "OME-XML":
+        pixels = _ome_pixels(tif.ome_metadata)
+        if pixels is None:
+            return ""
+        return " ".join(f'{name}="{pixels.get(name)}"' for axis in "XYZ"
+                        for name in (f"PhysicalSize{axis}", f"PhysicalSize{axis}Unit")
+                        if pixels.get(name) is not None)
+    if origin == "ImageJ metadata":
+        words = []
+        for tag in ("XResolution", "YResolution"):
+            t = tif.pages.first.tags.get(tag)
+            if t is not None and isinstance(t.value, tuple) and len(t.value) == 2:
+                words.append(f"{tag}={t.value[0]}/{t.value[1]}")
+        words += [f"{key}={tif.imagej_metadata[key]}" for key in ("unit", "spacing")
+                  if key in tif.imagej_metadata]
+        return " ".join(words)
+    return ""

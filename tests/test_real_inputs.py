@@ -274,6 +274,29 @@ def test_resolution_rational_keeps_the_digits_of_a_genuine_pixel_size(tmp_path, 
     assert info["scales"][0]["resolution"][:2] == [260.0004, 260.0004]
 
 
+def test_voxel_size_with_z_1000_times_x_is_used_with_a_warning_quoting_the_metadata(tmp_path, capsys, caplog):
+    # x and y in nm, z in µm, the same number: a unit mistake that makes z 1000 times x.
+    vol = ft.pattern((5, ft.Y, ft.X), np.uint16, seed=54)
+    source = tmp_path / "units.ome.tif"
+    tifffile.imwrite(source, vol, ome=True, photometric="minisblack", metadata={
+        "axes": "ZYX", "PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 250,
+        "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": 250, "PhysicalSizeZUnit": "µm"})
+    with caplog.at_level("WARNING"):
+        info = converts(capsys, caplog, source, tmp_path / "out")
+    assert_dataset(tmp_path / "out", info, vol, voxel_size=(0.25, 0.25, 250))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    quoted = [w for w in warnings if "1000 times" in w]
+    assert len(quoted) == 1, warnings
+    for words in ('PhysicalSizeXUnit="nm"', 'PhysicalSizeZUnit="µm"', 'PhysicalSizeZ="250', "units.ome.tif"):
+        assert words in quoted[0], quoted[0]
+
+
+def test_ordinary_anisotropy_gives_no_warning(tmp_path, capsys, caplog):
+    source, e = make("ome_zcyx", tmp_path)  # z 2.5 µm, x and y 0.325 µm
+    with caplog.at_level("WARNING"):
+        converts(capsys, caplog, source, tmp_path / "out")
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "times" in r.getMessage()]
+
 
 # ---------------------------------------------------------------------------------------------
 # Multi-file OME-TIFF: one series, whichever of its files is given
