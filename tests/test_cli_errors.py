@@ -209,3 +209,34 @@ def test_help_explains_the_options():
     for word in ("--source", "--dest", "--levels", "--voxel-size", "microns", "--format", "zarr",
                  "--chunk-size", "--segmentation", "--n-cores", "--log", "examples"):
         assert word in proc.stdout
+
+
+def console_script(*argv, timeout=60):
+    """The installed command, killed (and the test failed) if it has not ended in ``timeout`` s."""
+    exe = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
+    return subprocess.run([exe, "--no-progress", "--n-cores", "1", *map(str, argv)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_fifo_named_like_a_plane_is_one_line_not_a_wait(tmp_path, planes):
+    # Nothing ever writes to the FIFO: opening it for reading as a file would wait forever.
+    os.remove(tmp_path / "src" / "img_0003.tif")
+    os.mkfifo(tmp_path / "src" / "img_0003.tif")
+    proc = console_script("--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(proc.returncode, proc.stderr, "img_0003.tif", "FIFO", "not a regular file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fifo_as_the_source_is_one_line_not_a_wait(tmp_path):
+    os.mkfifo(tmp_path / "stack.tif")
+    proc = console_script("--source", tmp_path / "stack.tif", "--dest", tmp_path / "out")
+    assert_user_error(proc.returncode, proc.stderr, "stack.tif", "FIFO", "not a regular file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_named_like_a_plane_is_one_line(tmp_path, planes):
+    # /dev/zero would be read forever: it never ends.
+    os.remove(tmp_path / "src" / "img_0002.tif")
+    os.symlink("/dev/zero", tmp_path / "src" / "img_0002.tif")
+    proc = console_script("--source", planes, "--dest", tmp_path / "out")
+    assert_user_error(proc.returncode, proc.stderr, "img_0002.tif", "character device")

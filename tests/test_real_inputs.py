@@ -17,9 +17,11 @@ import sys
 
 import numpy as np
 import pytest
+import tifffile
 
 import foreign_tiffs as ft
 from precomputed_tif import convert, open_volume
+from precomputed_tif.source import open_stack
 from precomputed_tif.main import main
 from readback import expected_chunk_names
 from stacks import reference_pyramid
@@ -256,6 +258,94 @@ def test_without_voxel_size_metadata_the_default_is_used(tmp_path, capsys, caplo
     assert info["scales"][0]["resolution"] == pytest.approx([1800, 1800, 2000])
 
 
+@pytest.mark.parametrize("writer", ["imagej", "tiffset"])
+def test_resolution_rationals_give_back_the_pixel_size_that_was_written(tmp_path, capsys, caplog, writer):
+    # ImageJ writes 1/0.26 µm as 3846153/1000000, libtiff a float32 as a fraction: both mean 0.26 µm.
+    source, e = ft.make_imagej_resolution(tmp_path / "src", pixel_um=0.26, writer=writer)
+    num, den = e.notes["rational"]
+    assert den / num != 0.26
+    info = converts(capsys, caplog, source, tmp_path / "out")
+    assert info["scales"][0]["resolution"] == [260.0, 260.0, 2500.0]
+
+
+def test_resolution_rational_keeps_the_digits_of_a_genuine_pixel_size(tmp_path, capsys, caplog):
+    source, _ = ft.make_imagej_resolution(tmp_path / "src", pixel_um=0.2600004, writer="imagej")
+    info = converts(capsys, caplog, source, tmp_path / "out")
+    assert info["scales"][0]["resolution"][:2] == [260.0004, 260.0004]
+
+
+def test_voxel_size_with_z_1000_times_x_is_used_with_a_warning_quoting_the_metadata(tmp_path, capsys, caplog):
+    # x and y in nm, z in µm, the same number: a unit mistake that makes z 1000 times x.
+    vol = ft.pattern((5, ft.Y, ft.X), np.uint16, seed=54)
+    source = tmp_path / "units.ome.tif"
+    tifffile.imwrite(source, vol, ome=True, photometric="minisblack", metadata={
+        "axes": "ZYX", "PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 250,
+        "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": 250, "PhysicalSizeZUnit": "µm"})
+    with caplog.at_level("WARNING"):
+        info = converts(capsys, caplog, source, tmp_path / "out")
+    assert_dataset(tmp_path / "out", info, vol, voxel_size=(0.25, 0.25, 250))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    quoted = [w for w in warnings if "1000 times" in w]
+    assert len(quoted) == 1, warnings
+    for words in ('PhysicalSizeXUnit="nm"', 'PhysicalSizeZUnit="µm"', 'PhysicalSizeZ="250', "units.ome.tif"):
+        assert words in quoted[0], quoted[0]
+
+
+def test_ordinary_anisotropy_gives_no_warning(tmp_path, capsys, caplog):
+    source, e = make("ome_zcyx", tmp_path)  # z 2.5 µm, x and y 0.325 µm
+    with caplog.at_level("WARNING"):
+        converts(capsys, caplog, source, tmp_path / "out")
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "times" in r.getMessage()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-file OME-TIFF: one series, whichever of its files is given
+
+MULTIFILE = ["bioformats_multifile", "tifffile_multifile"]
+
+
+def tifffile_series(path) -> np.ndarray:
+    """What tifffile reads as the series ``path`` belongs to: (c, z, y, x) for channels, else (z, y, x)."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        data, axes = series.asarray(), series.axes
+    assert axes in ("ZYX", "ZCYX"), axes
+    return data.transpose(1, 0, 2, 3) if axes == "ZCYX" else data
+
+
+@pytest.mark.parametrize("given", ["first file", "middle file", "glob of all files"])
+@pytest.mark.parametrize("kind", MULTIFILE)
+def test_multifile_ome_tiff_is_one_series_whichever_of_its_files_is_given(tmp_path, capsys, caplog, kind, given):
+    first, e = make(kind, tmp_path)
+    source = {"first file": first, "middle file": e.files[len(e.files) // 2],
+              "glob of all files": e.notes["glob"]}[given]
+    volume = tifffile_series(first)
+    np.testing.assert_array_equal(volume, e.volume)
+    info = converts(capsys, caplog, source, tmp_path / "out")
+    assert_dataset(tmp_path / "out", info, volume, num_channels=e.num_channels, voxel_size=e.voxel_size)
+    # Every file a plane is read from is part of the source (what a fingerprint of it must cover).
+    stack = open_stack(source)
+    assert sorted(os.path.realpath(f) for f in stack.files) == sorted(os.path.realpath(f) for f in e.files)
+
+
+@pytest.mark.parametrize("kind", MULTIFILE)
+def test_multifile_ome_tiff_with_a_file_missing_is_one_line_naming_it(tmp_path, capsys, caplog, kind):
+    first, e = make(kind, tmp_path)
+    gone = e.files[2]
+    os.remove(gone)
+    for source in (first, e.files[-1], e.notes["glob"]):
+        code, err, _ = precomputed_tif(capsys, caplog, source, tmp_path / "out")
+        assert_one_line_error(code, err, os.path.basename(gone), "missing", dest=tmp_path / "out")
+
+
+def test_glob_of_a_multifile_ome_tiff_and_another_file_is_refused(tmp_path, capsys, caplog):
+    first, e = make("tifffile_multifile", tmp_path)
+    stray = os.path.join(os.path.dirname(first), "part9.ome.tif")
+    tifffile.imwrite(stray, e.volume[0])
+    code, err, _ = precomputed_tif(capsys, caplog, e.notes["glob"], tmp_path / "out")
+    assert_one_line_error(code, err, "part9.ome.tif", "multi-file OME-TIFF", dest=tmp_path / "out")
+
+
 # ---------------------------------------------------------------------------------------------
 # Types
 
@@ -395,3 +485,11 @@ def test_console_script_reports_a_file_cut_short_in_one_line(tmp_path):
     p = console_script("--source", source, "--dest", tmp_path / "out")
     line = assert_one_line_error(p.returncode, p.stderr, os.path.basename(source), dest=tmp_path / "out")
     assert mentions_number(line, 70) and mentions_number(line, e.planes_readable), line
+
+
+def test_multifile_ome_tiff_with_a_fifo_for_a_file_is_one_line_not_a_wait(tmp_path):
+    first, e = make("tifffile_multifile", tmp_path)
+    os.remove(e.files[1])
+    os.mkfifo(e.files[1])
+    p = console_script("--source", first, "--dest", tmp_path / "out")
+    assert_one_line_error(p.returncode, p.stderr, os.path.basename(e.files[1]), "FIFO", dest=tmp_path / "out")
