@@ -31,7 +31,8 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _interrupt(signum, frame) -> None:
+def interrupt(signum, frame) -> None:
+    """A signal handler raising :class:`Interrupted`."""
     raise Interrupted(signum)
 
 
@@ -54,7 +55,7 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
     try:
         if main_thread:
             for sig in (signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, _interrupt)
+                signal.signal(sig, interrupt)
         try:
             body()
         except PrecomputedTifError as exc:

@@ -26,7 +26,6 @@ comes from :func:`precomputed_tif.serving.handle`. Made to face a lab network:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import io
 import ipaddress
 import logging
@@ -39,9 +38,9 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .cli_support import add_log_argument, run_main, setup_logging
+from .cli_support import add_log_argument, interrupt, run_main, setup_logging
 from .errors import PrecomputedTifError
-from .executor import default_workers
+from .executor import default_workers, die_with_parent
 from .info import read_info
 from .links import AVIVATOR, dataset_link
 from .ngff import root_version
@@ -283,10 +282,7 @@ def serve(server: PrecomputedServer, workers: int) -> None:
     Python process cannot), starts a new one whenever one dies, and stops them
     all when it is stopped.
     """
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, interrupt)
     if workers <= 1:
         try:
             server.serve_forever()
@@ -335,7 +331,7 @@ def _start_worker(server: PrecomputedServer) -> int:
     code = 0
     try:
         # Stop with the supervisor, however it ends; Ctrl-C reaches the supervisor, which stops us.
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:
             os._exit(0)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -346,14 +342,6 @@ def _start_worker(server: PrecomputedServer) -> int:
         code = 1
     finally:
         os._exit(code)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the parent process ends (prctl PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the getppid check above still applies at start
-        pass
 
 
 def urls(server: PrecomputedServer) -> list[str]:
