@@ -13,18 +13,31 @@ cell's count, so no cell holds more than ``limit`` -- in random order, and the
 rest move on to the level below. Every point is emitted at exactly one level.
 Neuroglancer reads coarse levels first and stops when it has enough, so a view
 of the whole volume downloads a uniform sample, not every point.
+
+A layer is complete when its ``info`` exists: it is written last. Before
+anything else the writer puts a hidden marker file, :data:`UNFINISHED`, in
+the directory and removes it after ``info``; a directory with the marker and no
+``info`` holds a layer whose writing did not finish (a kill, a crash), and the
+next :func:`write_points` into it replaces that layer. A write that fails (a
+full disk, a read-only file system) removes what it wrote and raises a user
+error naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .atomic import write_atomic
+from .errors import PrecomputedTifError
+from .info import INFO
 from .sharding import compressed_morton_codes, sharding_spec, write_sharded
 
 DEFAULT_LIMIT = 10_000
@@ -34,6 +47,15 @@ DEFAULT_LIMIT = 10_000
 MIN_CELL_VOXELS = 1.0
 MAX_EMPTY_CELL_FILES = 65_536  # unsharded levels with at most this many cells get files for empty cells too
 SHARD_ABOVE = 100_000  # points: above this the indexes are sharded unless asked otherwise
+# A level's cells are numbered in an int64 (and keyed by uint64 Morton codes when
+# sharded): refinement stops before the grid needs more bits than that. Only points
+# many orders of magnitude apart, with many of them at one spot, get this far.
+MAX_GRID_BITS = 62
+
+UNFINISHED = ".points-unfinished"  # see the module docstring
+_OWN_ENTRY = re.compile(r"^(spatial\d+|by_id)$")
+# Temporary files of atomic writes (atomic.temporary_name) of info and the marker.
+_OWN_TEMPORARY = re.compile(rf"^\.({re.escape(INFO)}|{re.escape(UNFINISHED)})\.\d+\.[0-9a-f]{{8}}\.tmp$")
 
 PROPERTY_TYPES = ("uint32", "int32", "float32", "uint16", "int16", "uint8", "int8")
 
@@ -126,7 +148,9 @@ def spatial_levels(ps: PointSet, voxel_size, limit: int = DEFAULT_LIMIT, seed: i
         starts = np.flatnonzero(np.r_[True, flat_sorted[1:] != flat_sorted[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
         max_count = counts.max()
-        last = not bool((chunk > MIN_CELL_VOXELS).any())  # cells cannot get any smaller
+        step = _refine_step(chunk, voxel_size)
+        # Cells cannot get any smaller, or their number would no longer fit the grid's integers.
+        last = not bool((chunk > MIN_CELL_VOXELS).any()) or np.log2(grid * step).sum() > MAX_GRID_BITS
         take = counts if (max_count <= limit or last) else -(-counts * limit // max_count)
         rank = np.arange(len(order)) - np.repeat(starts, counts)
         emitted = rank < np.repeat(take, counts)
@@ -139,7 +163,7 @@ def spatial_levels(ps: PointSet, voxel_size, limit: int = DEFAULT_LIMIT, seed: i
             level.cells[cell] = remaining[chosen[a:b]]
         levels.append(level)
         remaining = np.sort(remaining[order[~emitted]])
-        grid = grid * _refine_step(chunk, voxel_size)
+        grid = grid * step
     return levels
 
 
@@ -176,19 +200,69 @@ def build_info(ps: PointSet, voxel_size, levels: list[SpatialLevel], sharded: bo
     return info
 
 
+def check_directory(directory: str, what: str = "output directory") -> None:
+    """Raise a user error unless a layer may be written into ``directory``: one that does
+    not exist yet, is empty (hidden entries aside) or holds only a layer whose writing did
+    not finish (marked :data:`UNFINISHED`, no ``info``), which :func:`write_points` replaces.
+    ``what`` names the directory in messages (a command-line option, say)."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise PrecomputedTifError(f"{what} {directory} is a file; give a new or empty directory")
+    if not os.path.isdir(directory):
+        return
+    try:
+        entries = [e for e in os.listdir(directory) if not e.startswith(".")]
+    except OSError as exc:
+        raise PrecomputedTifError(f"cannot read {what} {directory}: {exc.strerror}") from None
+    if not entries or (os.path.lexists(os.path.join(directory, UNFINISHED))
+                       and all(_OWN_ENTRY.match(e) for e in entries)):
+        return
+    held = " (it holds a finished point layer)" if INFO in entries else ""
+    raise PrecomputedTifError(f"{what} {directory} is not empty{held}; choose a new or empty directory")
+
+
 def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None = None, by_id: bool = True,
                  limit: int = DEFAULT_LIMIT, seed: int = 0) -> dict:
-    """Write an annotation layer for ``ps`` into ``directory`` (which must be new or empty); returns ``info``.
+    """Write an annotation layer for ``ps`` into ``directory``; returns ``info``.
 
-    ``sharded`` defaults to True above :data:`SHARD_ABOVE` points. ``info`` is
-    written last.
+    ``directory`` must pass :func:`check_directory` (new, empty, or holding an
+    unfinished layer, which is replaced). ``sharded`` defaults to True above
+    :data:`SHARD_ABOVE` points. ``info`` is written last, after everything else
+    is flushed to disk. If writing fails, what this call wrote is removed (as far
+    as the file system lets it) and a :class:`PrecomputedTifError` names the file
+    and what to do; a directory this call created is removed too.
     """
+    check_directory(directory)
     if sharded is None:
         sharded = len(ps.points) > SHARD_ABOVE
     levels = spatial_levels(ps, voxel_size, limit, seed)
     info = build_info(ps, voxel_size, levels, sharded, by_id)
     records = encode_records(ps)
-    os.makedirs(directory, exist_ok=True)
+    created = not os.path.isdir(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        _remove_layer(directory, strict=True)  # what an unfinished earlier run left
+        write_atomic(os.path.join(directory, UNFINISHED),
+                     b"a point annotation layer is being written here; it is complete once info exists\n")
+        _write_indexes(directory, info, levels, records, sharded, by_id)
+        # Up to tens of thousands of small cell files: one flush of everything is far cheaper
+        # than one per file, and it puts them on disk before the info that makes them a layer.
+        os.sync()
+        write_atomic(os.path.join(directory, INFO), json.dumps(info, indent=1).encode())
+    except BaseException as exc:
+        cleared = _remove_layer(directory, remove_directory=created)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, directory, cleared) from None
+        raise
+    try:
+        os.unlink(os.path.join(directory, UNFINISHED))
+    except OSError:
+        pass  # the layer is complete (info exists) with or without the marker
+    return info
+
+
+def _write_indexes(directory: str, info: dict, levels: list[SpatialLevel], records: np.ndarray,
+                   sharded: bool, by_id: bool) -> None:
+    """Every file of the layer but ``info``: the spatial levels, then the index by id."""
     for entry, level in zip(info["spatial"], levels):
         path = os.path.join(directory, entry["key"])
         cells = list(level.cells)
@@ -215,10 +289,84 @@ def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None 
         else:
             os.makedirs(path, exist_ok=True)
             for i, r in enumerate(raw):
-                with open(os.path.join(path, str(i)), "wb") as f:
-                    f.write(r.tobytes())
-    # Up to tens of thousands of small cell files: one flush of everything is far cheaper
-    # than one per file, and it puts them on disk before the info that makes them a layer.
-    os.sync()
-    write_atomic(os.path.join(directory, "info"), json.dumps(info, indent=1).encode())
-    return info
+                name = os.path.join(path, str(i))
+                try:
+                    with open(name, "wb") as f:
+                        f.write(r.tobytes())
+                except OSError as exc:
+                    exc.filename = exc.filename or name  # a failed write names no file
+                    raise
+
+
+def _remove_layer(directory: str, strict: bool = False, remove_directory: bool = False) -> bool:
+    """Remove the layer files in ``directory`` (index directories, ``info``'s temporaries) and
+    then the marker, if the marker is there or ``not strict``; returns whether all is gone.
+
+    ``strict`` (clearing an unfinished earlier run) removes nothing without the marker and
+    raises what fails; otherwise (undoing this run) failures are ignored, and the marker
+    stays unless everything else went, so the next run still knows the leftovers are its own.
+    With ``remove_directory`` an empty ``directory`` is removed too.
+    """
+    marker = os.path.join(directory, UNFINISHED)
+    if strict and not os.path.lexists(marker):
+        return True
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        if strict:
+            raise
+        return False
+    for name in names:
+        path = os.path.join(directory, name)
+        if _OWN_ENTRY.match(name) or _OWN_TEMPORARY.match(name):
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except OSError:
+                if strict:
+                    raise
+    try:
+        cleared = not any(_OWN_ENTRY.match(n) or _OWN_TEMPORARY.match(n) for n in os.listdir(directory))
+    except OSError:
+        if strict:
+            raise
+        return False
+    if cleared and os.path.lexists(marker):  # (unlinking a missing file on a read-only disk fails)
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if strict:
+                raise
+            cleared = False
+    if cleared and remove_directory:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # something else is in it now
+    return cleared
+
+
+def _write_error(exc: OSError, directory: str, cleared: bool) -> PrecomputedTifError:
+    """One line for a failed write: the file, the cause, what to do, and what is left."""
+    path = exc.filename or directory
+    left = ("" if cleared else f"; what was written stays in {directory} without an info file, "
+            "and the next run into it replaces it")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PrecomputedTifError(
+            f"no space left on the device writing {path}{left}; free some space or choose "
+            "another output directory, then run again")
+    if exc.errno == errno.EROFS:
+        return PrecomputedTifError(
+            f"cannot write {path}: the file system is read-only{left}; choose an output directory on a "
+            "writable disk")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PrecomputedTifError(
+            f"cannot write {path}: permission denied{left}; choose an output directory you may write to, "
+            "or change its permissions")
+    return PrecomputedTifError(f"cannot write {path}: {exc.strerror or exc}{left}; fix this and run again")

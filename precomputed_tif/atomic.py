@@ -25,7 +25,8 @@ def write_atomic(path: str, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
 
     A crash leaves either the previous file (or none) or the complete new one,
-    plus perhaps a stray ``.tmp`` file that no reader looks at. The file gets
+    plus perhaps a stray ``.tmp`` file that no reader looks at. An ``OSError``
+    raised here names ``path`` (its ``filename``), not the temporary file. The file gets
     the usual permissions (umask applies), so a web server can read it. With
     ``durable`` the data is flushed before the rename and the directory after
     it; without, the caller flushes a batch of files with :func:`sync_files`.
@@ -38,11 +39,15 @@ def write_atomic(path: str, data: bytes, durable: bool = True) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            # A failed write (a full disk) names no file, a failed open the temporary
+            # one: either way the caller's message should name the file being written.
+            exc.filename = path
         raise
     if durable:
         sync_directory(os.path.dirname(os.path.abspath(path)))

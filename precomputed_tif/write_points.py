@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import itertools
 import json
-import os
+import math
 import re
 import sys
 
 import numpy as np
 
-from .annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, write_points
+from .annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_directory, write_points
 from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
 from .geometry import DEFAULT_VOXEL_SIZE_UM, parse_triple
@@ -23,9 +25,12 @@ _INT_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
 def read_points(path: str) -> tuple[np.ndarray, dict[str, list]]:
     """(n, 3) float64 x, y, z and the extra columns by name, from a JSON or CSV file.
 
-    JSON: a list of ``[x, y, z]`` (more numbers per point are not allowed), or a
-    list of objects with ``x``, ``y``, ``z`` and other keys. CSV: a header row
-    naming ``x``, ``y``, ``z`` and any other columns.
+    JSON: a list of ``[x, y, z]`` (three JSON numbers; true, false, texts and
+    more or fewer numbers are refused), or a list of objects with ``x``, ``y``,
+    ``z`` (JSON numbers) and other keys. CSV: a header row naming ``x``, ``y``,
+    ``z`` and any other columns; coordinates are decimal numbers. A point that
+    breaks these rules is a user error naming the first such point and its value.
+    NaN and infinite coordinates pass here and are refused by :func:`point_set`.
     """
     try:
         with open(path, "rb") as f:
@@ -38,10 +43,65 @@ def read_points(path: str) -> tuple[np.ndarray, dict[str, list]]:
     if stripped.startswith(("[", "{")):
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise PrecomputedTifError(
+                f"--input {path} nests lists or objects too deeply to be a list of points, "
+                "like [[x, y, z], ...]") from None
         except ValueError as exc:
             raise PrecomputedTifError(f"--input {path} is not valid JSON ({exc})") from None
         return _from_json(data, path)
     return _from_csv(text, path)
+
+
+# What a number looks like in a CSV: a decimal number, or NaN or infinity (which are refused
+# later, with all such points counted). Python's float() would also take "1_000" and other digits.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:nan|inf|infinity))")
+_MISSING = object()  # a key some JSON objects lack
+
+
+def _as_number(value) -> float | None:
+    """``value`` as a float if it is a number: a JSON number (not true or false; an integer
+    beyond the float range is infinite) or a text spelling a decimal number, NaN or infinity."""
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER_TEXT.fullmatch(text):
+            return float(text)
+    return None
+
+
+def _show(value, cell: bool = False, limit: int = 60) -> str:
+    """``value`` as the user wrote it, cut to about ``limit`` characters: JSON for a JSON value
+    (however deep or long), quoted for a CSV ``cell``."""
+    if cell:
+        return repr(value if len(value) <= limit else value[:limit] + "...")
+    text = ""
+    try:
+        for chunk in json.JSONEncoder().iterencode(value):
+            text += chunk
+            if len(text) > limit:
+                break
+    except RecursionError:
+        pass
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _triple_problem(point) -> str | None:
+    """What keeps a JSON value from being a point ``[x, y, z]``, or None."""
+    if type(point) is not list:
+        return "not a list [x, y, z]"
+    if len(point) != 3:
+        return f"{len(point)} value{'s' if len(point) != 1 else ''}, not 3"
+    for axis, v in zip("xyz", point):
+        if type(v) not in (int, float):
+            return f"{axis} = {_show(v)} is not a number"
+    return None
 
 
 def _from_json(data, path: str):
@@ -49,59 +109,82 @@ def _from_json(data, path: str):
         raise PrecomputedTifError(f"--input {path} must hold a JSON list of points, like [[x, y, z], ...]")
     if not data:
         raise PrecomputedTifError(f"--input {path} holds no points")
-    if all(isinstance(p, dict) for p in data):
+    if isinstance(data[0], dict):
+        bad = next((i for i, p in enumerate(data) if not isinstance(p, dict)), None)
+        if bad is not None:
+            raise PrecomputedTifError(
+                f"--input {path}: point {bad} is {_show(data[bad])}; like point 0, every point must be an "
+                "object with x, y and z")
         keys = list(dict.fromkeys(k for p in data for k in p))
-        columns = {k: [p.get(k) for p in data] for k in keys}
+        columns = {k: [p.get(k, _MISSING) for p in data] for k in keys}
         return _split(columns, path)
-    try:
-        points = np.array(data, dtype=np.float64)
-    except (ValueError, TypeError):
-        points = None
-    if points is None or points.ndim != 2 or points.shape[1] != 3:
-        bad = next((i for i, p in enumerate(data)
-                    if not (isinstance(p, list) and len(p) == 3
-                            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p))), 0)
-        raise PrecomputedTifError(
-            f"--input {path}: point {bad} is {json.dumps(data[bad])[:60]}; every point must be [x, y, z] numbers")
-    return points, {}
+    # Checking the types first keeps true, false and texts out (numpy would take them as numbers).
+    if (all(type(p) is list and len(p) == 3 for p in data)
+            and set(map(type, itertools.chain.from_iterable(data))) <= {int, float}):
+        try:
+            return np.array(data, np.float64), {}
+        except OverflowError:  # an integer beyond the float range: infinite, refused with the others
+            return np.array([[_as_number(v) for v in p] for p in data], np.float64), {}
+    bad = next(i for i, p in enumerate(data) if _triple_problem(p))
+    raise PrecomputedTifError(
+        f"--input {path}: point {bad} is {_show(data[bad])} ({_triple_problem(data[bad])}); "
+        "every point must be [x, y, z], three numbers")
 
 
 def _from_csv(text: str, path: str):
-    rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
+    rows, lines = [], []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise PrecomputedTifError(f"--input {path}: line {reader.line_num} is not CSV ({exc})") from None
     if len(rows) < 2:
         raise PrecomputedTifError(f"--input {path} is neither a JSON list of points nor a CSV with x,y,z columns")
     header = [h.strip() for h in rows[0]]
     if len(set(header)) != len(header):
         raise PrecomputedTifError(f"--input {path}: the CSV header repeats a column name")
-    for i, row in enumerate(rows[1:], start=2):
+    for row, line in zip(rows[1:], lines[1:]):
         if len(row) != len(header):
-            raise PrecomputedTifError(f"--input {path}: line {i} has {len(row)} values, the header {len(header)}")
+            raise PrecomputedTifError(f"--input {path}: line {line} has {len(row)} values, the header {len(header)}")
     columns = {h: [r[j].strip() for r in rows[1:]] for j, h in enumerate(header)}
-    return _split(columns, path)
+    return _split(columns, path, lines[1:])
 
 
-def _split(columns: dict[str, list], path: str):
+def _split(columns: dict[str, list], path: str, lines: list[int] | None = None):
+    """x, y, z out of ``columns`` (of JSON values, or of CSV texts when ``lines`` gives each
+    point's line number) as an (n, 3) array, and the other columns."""
     lower = {k.lower(): k for k in columns}
     if not all(a in lower for a in "xyz"):
         raise PrecomputedTifError(
             f"--input {path} has no x, y and z columns (it has: {', '.join(list(columns)[:8])})")
-    xyz = []
-    for a in "xyz":
-        values = columns.pop(lower[a])
-        try:
-            xyz.append(np.array([float(v) for v in values], np.float64))
-        except (TypeError, ValueError):
-            bad = next(i for i, v in enumerate(values) if not _is_number(v))
-            raise PrecomputedTifError(f"--input {path}: point {bad} has {a} = {values[bad]!r}, not a number") from None
-    return np.stack(xyz, axis=1), columns
+    xyz = [columns.pop(lower[a]) for a in "xyz"]
+    # A CSV cell must spell a number (_NUMBER_TEXT); a JSON value must be a JSON number, not
+    # true, false or a text. Both checks run at C speed over a column when all is well.
+    if lines is not None:
+        def is_coordinate(v):
+            return _NUMBER_TEXT.fullmatch(v) is not None
 
+        valid = all(all(map(_NUMBER_TEXT.fullmatch, values)) for values in xyz)
+    else:
+        def is_coordinate(v):
+            return type(v) in (int, float)
 
-def _is_number(v) -> bool:
+        valid = all(set(map(type, values)) <= {int, float} for values in xyz)
+    if not valid:
+        bad = next(i for i in range(len(xyz[0])) if not all(is_coordinate(values[i]) for values in xyz))
+        axis, value = next((a, values[bad]) for a, values in zip("xyz", xyz) if not is_coordinate(values[bad]))
+        where = f"point {bad}" + (f" (line {lines[bad]})" if lines is not None else "")
+        what = f"no {axis}" if value is _MISSING else f"{axis} = {_show(value, lines is not None)}, not a number"
+        raise PrecomputedTifError(f"--input {path}: {where} has {what}")
     try:
-        float(v)
-        return not isinstance(v, bool) and v is not None
-    except (TypeError, ValueError):
-        return False
+        points = np.array(xyz, np.float64)  # numpy parses the checked texts as float() does
+    except OverflowError:  # a JSON integer beyond the float range: infinite, refused with the others
+        points = np.array([[_as_number(v) for v in values] for values in xyz], np.float64)
+    extra = {k: [None if v is _MISSING else v for v in values] for k, values in columns.items()}
+    return np.ascontiguousarray(points.T), extra
 
 
 def make_property(name: str, values: list, path: str) -> Property:
@@ -114,8 +197,9 @@ def make_property(name: str, values: list, path: str) -> Property:
     description = None if pid == name else name
     if not _PROPERTY_ID.match(pid):
         raise PrecomputedTifError(f"--input {path}: column {name!r} cannot be named as a property")
-    if all(_is_number(v) for v in values):
-        array = np.array([float(v) for v in values])
+    numbers = [_as_number(v) for v in values]
+    if all(v is not None for v in numbers):
+        array = np.array(numbers, np.float64)
         if not np.isfinite(array).all():
             raise PrecomputedTifError(f"--input {path}: column {name!r} holds NaN or infinite values")
         if (array == np.round(array)).all():
@@ -141,8 +225,20 @@ def point_set(points: np.ndarray, extra: dict, lower=None, upper=None, path: str
         i = int(np.flatnonzero(bad)[0])
         raise PrecomputedTifError(
             f"{path}: {int(bad.sum())} points have NaN or infinite coordinates, e.g. point {i}: {points[i].tolist()}")
+    # Positions are stored as float32: beyond its range a point would be stored as infinite.
+    huge = (np.abs(points) > np.finfo(np.float32).max).any(axis=1)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise PrecomputedTifError(
+            f"{path}: {int(huge.sum())} points have coordinates beyond ±3.4e38, which the format cannot store, "
+            f"e.g. point {i}: {points[i].tolist()}")
     lo = np.zeros(3) if lower is None else np.asarray(lower, np.float64)
-    hi = (np.floor(points.max(axis=0)) + 1 if upper is None else np.asarray(upper, np.float64))
+    if upper is None:
+        top = points.max(axis=0)
+        # Above 2**53, adding 1 changes nothing: then the next float up is the bound.
+        hi = np.maximum(np.floor(top) + 1, np.nextafter(top, np.inf))
+    else:
+        hi = np.asarray(upper, np.float64)
     if upper is None:
         hi = np.maximum(hi, lo + 1)
     if (lo >= hi).any():
@@ -158,14 +254,6 @@ def point_set(points: np.ndarray, extra: dict, lower=None, upper=None, path: str
     if len(set(ids)) != len(ids):
         raise PrecomputedTifError(f"{path}: two columns give the same property name ({', '.join(ids)})")
     return PointSet(points, lo, hi, props)
-
-
-def _check_output(directory: str) -> None:
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise PrecomputedTifError(f"--output-directory {directory} is a file")
-    if os.path.isdir(directory) and [e for e in os.listdir(directory) if not e.startswith(".")]:
-        raise PrecomputedTifError(
-            f"--output-directory {directory} is not empty; choose a new or empty directory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,9 +307,9 @@ def main(argv=None) -> int:
     def body():
         voxel_size = parse_triple(args.voxel_size, "--voxel-size", integer=False)
         lower, upper = _bound(args.lower_bound, "--lower-bound"), _bound(args.upper_bound, "--upper-bound")
-        if args.limit < 1:
-            raise PrecomputedTifError("--limit must be at least 1")
-        _check_output(args.output_directory)
+        if not 1 <= args.limit <= 2**32 - 1:
+            raise PrecomputedTifError(f"--limit must be from 1 to {2**32 - 1:,}; got {args.limit}")
+        check_directory(args.output_directory, "--output-directory")
         points, extra = read_points(args.input)
         ps = point_set(points, extra, lower, upper, args.input)
         info = write_points(ps, args.output_directory, voxel_size, sharded=args.sharded,
