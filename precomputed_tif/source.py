@@ -110,6 +110,10 @@ class PlaneStack:
     voxel_size_origin: str = ""
     # Pixels are in compressed strips as wide as the plane: any columns cost whole rows.
     whole_rows: bool = False
+    # Per channel, as the files' metadata records them: a name (defaults filled in) and a
+    # colour "#rrggbb" or None; empty when unknown. See :mod:`.channels`.
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -284,6 +288,8 @@ class _FileLayout:
     voxel_size: tuple
     voxel_size_origin: str
     whole_rows: bool
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
@@ -319,7 +325,8 @@ def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
     return PlaneStack((path,), layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
                       tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
                       voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
-                      whole_rows=layout.whole_rows)
+                      whole_rows=layout.whole_rows,
+                      channel_names=layout.channel_names, channel_colors=layout.channel_colors)
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -351,7 +358,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
     origin = first.voxel_size_origin and f"{first.voxel_size_origin} of {files[0]}"
     return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
                       rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
-                      whole_rows=first.whole_rows)
+                      whole_rows=first.whole_rows,
+                      channel_names=first.channel_names, channel_colors=first.channel_colors)
 
 
 def _describe(layout: _FileLayout) -> str:
@@ -413,6 +421,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         locate = _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size)
         voxel_size, origin = tiff_metadata.voxel_size_of(tif)
         whole_rows = not page0.is_tiled and page0.compression != 1
+        recorded_channels = tiff_metadata.channel_metadata(tif)
 
     kinds = _axis_kinds(dims, path)
     n_t, n_z, n_c = (math.prod(n for (_, n), k in zip(dims, kinds) if k == want) for want in "TZC")
@@ -443,8 +452,9 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
                 [{"T": t, "Z": z, "C": c if samples == 1 else 0}.get(k, 0) for k in kinds],
                 [n for _, n in dims]) if dims else 0
             refs.append(locate(int(index), c if samples > 1 else 0))
+    names, colors = tiff_metadata.pick_channels(recorded_channels, channels, rgb, wanted)
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin, whole_rows)
+                       voxel_size, origin, whole_rows, names, colors)
 
 
 def _axis_kinds(dims, path) -> list[str]:
