@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from . import destination, memory, ome_tiff
+from . import channels, destination, memory, ome_tiff
 from .display import add_display
 from .errors import PrecomputedTifError, unfinished
 from .executor import default_workers, make_executor
@@ -183,6 +183,10 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
         passes = plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows)
     info = build_info(geometry, dtype, segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
+    if not segmentation:
+        # Names and colours as the source records them, for every writer and every link.
+        names, colors = channels.of_source(stack)
+        info[EXTRA].update(channel_names=names, channel_colors=colors)
     store_format = format
     if format == "ome-zarr":
         if ngff_version == "0.4":

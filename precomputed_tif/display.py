@@ -1,4 +1,5 @@
-"""How a dataset should look the first time it opens: a contrast range and a colour per channel.
+"""How a dataset should look the first time it opens: a contrast range and a colour per channel
+(names and colours themselves: :mod:`.channels`).
 
 Microscope cameras fill 12 or 14 bits of a uint16, so Neuroglancer's default
 range (the whole type) shows them nearly black. The range is measured once, at
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import channels
 from .geometry import Scale
 from .info import EXTRA
 from .stores.base import ChunkStore
@@ -18,9 +20,6 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 # Voxels (all channels) read to measure the range: the finest level at most this large,
 # or chunks spread over the coarsest one.
 SAMPLE_VOXELS = 1 << 23
-# Green and magenta first: the pair that colour-blind viewers tell apart.
-CHANNEL_COLORS = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff0000", "#0000ff", "#ffffff")
-RGB_COLORS = ("#ff0000", "#00ff00", "#0000ff", "#ffffff")
 
 
 def _sample(store: ChunkStore, info: dict) -> np.ndarray:
@@ -67,11 +66,12 @@ def add_display(info: dict, store: ChunkStore, rgb: bool) -> dict:
     """``info`` with the display settings of an image (a segmentation needs none)."""
     if info["type"] != "image":
         return info
-    colors = RGB_COLORS if rgb else CHANNEL_COLORS
+    old = info.get(EXTRA) or {}
     extra = {
         "display_range": display_range(store, info, rgb),
-        "channel_colors": [colors[i % len(colors)] for i in range(store.channels)],
+        # The source's colours, chosen when the conversion was planned (see .channels).
+        "channel_colors": old.get("channel_colors") or channels.colors(store.channels, rgb),
     }
     if rgb:
         extra["rgb"] = True
-    return {**info, EXTRA: {**info.get(EXTRA, {}), **extra}}
+    return {**info, EXTRA: {**old, **extra}}

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from . import channels
 from .atomic import sync_files
 from .errors import PrecomputedTifError
 from .info import EXTRA
@@ -66,20 +67,21 @@ def multiscale(info: dict, name: str, version: str) -> dict:
 
 
 def omero(info: dict, version: str) -> dict:
-    """``omero`` rendering settings: per channel a label, a colour and the display window
-    measured at conversion (``info["precomputed_tif"]``)."""
+    """``omero`` rendering settings: per channel a label and a colour (``RRGGBB``, NGFF's spelling)
+    as :func:`.channels.of_info` reads them, and the display window measured at conversion
+    (``info["precomputed_tif"]``)."""
     extra = info.get(EXTRA) or {}
     n = int(info.get("num_channels", 1))
     dtype = np.dtype(info["data_type"])
     limits = np.iinfo(dtype) if dtype.kind in "ui" else None
     ranges = extra.get("display_range") or [[float(limits.min), float(limits.max)] if limits else [0.0, 1.0]] * n
-    colors = extra.get("channel_colors") or ["#ffffff"] * n
+    names, colors = channels.of_info(info)
     shown = 3 if extra.get("rgb") else n
-    channels = []
+    entries = []
     for i in range(n):
         lo, hi = ranges[i]
-        channels.append({
-            "label": ["red", "green", "blue", "alpha"][i] if extra.get("rgb") else f"channel {i}",
+        entries.append({
+            "label": names[i],
             "color": colors[i].lstrip("#").upper(),
             # min and max bound a viewer's contrast slider: the type's range, or for floats
             # (whose range is useless there) a wide margin around the measured window.
@@ -90,7 +92,7 @@ def omero(info: dict, version: str) -> dict:
             "family": "linear",
             "inverted": False,
         })
-    settings = {"channels": channels, "rdefs": {"model": "greyscale" if n == 1 else "color"}}
+    settings = {"channels": entries, "rdefs": {"model": "greyscale" if colors == [channels.GREY] else "color"}}
     if version == "0.4":
         settings = {"version": "0.4", **settings}
     return settings

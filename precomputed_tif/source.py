@@ -115,6 +115,10 @@ class PlaneStack:
     # Pixels are in compressed strips as wide as the plane: any columns cost whole rows.
     whole_rows: bool = False
     voxel_size_metadata: str = ""  # the metadata's own words for it, quoted in warnings
+    # Per channel, as the files' metadata records them: a name (defaults filled in) and a
+    # colour "#rrggbb" or None; empty when unknown. See :mod:`.channels`.
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -301,6 +305,8 @@ class _FileLayout:
     whole_rows: bool
     files: tuple = ()  # what PlaneRef.file indexes: the file itself, or all files of a multi-file OME-TIFF
     voxel_size_metadata: str = ""
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
@@ -336,7 +342,8 @@ def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
     return PlaneStack(layout.files, layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
                       tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
                       voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
-                      whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata)
+                      whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata,
+                      channel_names=layout.channel_names, channel_colors=layout.channel_colors)
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -370,7 +377,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
     origin = first.voxel_size_origin and f"{first.voxel_size_origin} of {files[0]}"
     return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
                       rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
-                      whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata)
+                      whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata,
+                      channel_names=first.channel_names, channel_colors=first.channel_colors)
 
 
 def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], channel, timepoint) -> PlaneStack:
@@ -450,6 +458,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         voxel_size, origin = tiff_metadata.voxel_size_of(tif)
         voxel_words = tiff_metadata.voxel_size_words(tif, origin)
         whole_rows = not page0.is_tiled and page0.compression != 1
+        recorded_channels = tiff_metadata.channel_metadata(tif)
 
     kinds = _axis_kinds(dims, path)
     n_t, n_z, n_c = (math.prod(n for (_, n), k in zip(dims, kinds) if k == want) for want in "TZC")
@@ -480,8 +489,9 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
                 [{"T": t, "Z": z, "C": c if samples == 1 else 0}.get(k, 0) for k in kinds],
                 [n for _, n in dims]) if dims else 0
             refs.append(locate(int(index), c if samples > 1 else 0))
+    names, colors = tiff_metadata.pick_channels(recorded_channels, channels, rgb, wanted)
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin, whole_rows, files, voxel_words)
+                       voxel_size, origin, whole_rows, files, voxel_words, names, colors)
 
 
 def _check_companions(tif, path: str) -> None:

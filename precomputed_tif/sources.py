@@ -5,7 +5,8 @@ native precomputed -- is read at its full-resolution scale, so it can be
 stored again in another format (for instance a blockfs dataset as sharded
 precomputed for publishing) without its TIFF planes. Both kinds of source
 offer the same small interface the pyramid needs: ``shape``, ``dtype``,
-``n_channels``, ``read(box)``, ``subset(z0, z1)``.
+``n_channels``, ``read(box)``, ``subset(z0, z1)``, and the channels' names and
+colours (``channel_names``, ``channel_colors``; see :mod:`.channels`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ class DatasetSource:
     @property
     def rgb(self) -> bool:
         return bool((self.info.get(EXTRA) or {}).get("rgb"))
+
+    @property
+    def channel_names(self) -> tuple:
+        """The names ``info`` records (empty for datasets written before names were kept)."""
+        names = (self.info.get(EXTRA) or {}).get("channel_names")
+        return tuple(names) if isinstance(names, list) else ()
+
+    @property
+    def channel_colors(self) -> tuple:
+        colors = (self.info.get(EXTRA) or {}).get("channel_colors")
+        return tuple(colors) if isinstance(colors, list) else ()
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:

@@ -16,6 +16,10 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 
+import numpy as np
+
+from . import channels
+
 _UNIT_UM = {
     "pm": 1e-6, "Å": 1e-4, "\u212b": 1e-4, "angstrom": 1e-4, "nm": 1e-3, "nanometer": 1e-3,
     "µm": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
@@ -194,3 +198,85 @@ def voxel_size_words(tif, origin: str) -> str:
                   if key in tif.imagej_metadata]
         return " ".join(words)
     return ""
+
+
+# --- channel names and colours ------------------------------------------------------------
+# OME-XML ``Channel@Name`` and ``Channel@Color``; ImageJ's slice labels and LUTs.
+
+
+def ome_channels(xml: str) -> tuple[list[str | None], list[str | None]]:
+    """(names, ``#rrggbb`` colours) of the first image's ``Channel`` elements, in order, None where
+    one has no ``Name`` or ``Color``; empty lists when the XML has none (or its channels hold
+    several samples each, as an RGB image's one channel does: those are named by sample)."""
+    pixels = _ome_pixels(xml)
+    if pixels is None:
+        return [], []
+    elements = [c for c in pixels if c.tag.rsplit("}", 1)[-1] == "Channel"]
+    if any((c.get("SamplesPerPixel") or "1").strip() not in ("", "1") for c in elements):
+        return [], []
+    return ([(c.get("Name") or "").strip() or None for c in elements],
+            [channels.from_ome(c.get("Color")) if c.get("Color") is not None else None for c in elements])
+
+
+def imagej_channels(imagej: dict) -> tuple[list[str | None], list[str | None]]:
+    """(names, ``#rrggbb`` colours) per channel of an ImageJ hyperstack, from its metadata as
+    tifffile reads it.
+
+    Names come from the slice ``Labels`` (one per image, channels varying fastest): a channel
+    is named when all its images (two or more) carry the same label -- labels that change along
+    z are slice labels (often file names), not a channel's name, and so is the one label of a
+    one-image file -- or when several channels have exactly one label each. A colour is the
+    brightest entry of each component of the channel's ``LUTs`` (3 x 256 arrays), which is the
+    LUT's end for ImageJ's colour LUTs.
+    """
+    try:
+        n = int(imagej.get("channels", 1) or 1)
+    except (TypeError, ValueError):
+        return [], []
+    names: list[str | None] = []
+    labels = imagej.get("Labels")
+    if isinstance(labels, (list, tuple)) and labels and n >= 1:
+        labels = [s.strip() if isinstance(s, str) else "" for s in labels]
+        if len(labels) == n > 1:
+            names = [s or None for s in labels]
+        elif len(labels) % n == 0 and len(labels) > n:
+            for c in range(n):
+                own = set(labels[c::n])
+                names.append((own.pop() or None) if len(own) == 1 else None)
+    colors: list[str | None] = []
+    luts = imagej.get("LUTs")
+    if isinstance(luts, (list, tuple)) and len(luts) == n:
+        for lut in luts:
+            try:
+                top = np.asarray(lut).reshape(3, -1).max(axis=1)
+                colors.append(channels.from_rgb(*(int(v) for v in top)) if top.max() <= 255 else None)
+            except (TypeError, ValueError):
+                colors.append(None)
+    return names, colors
+
+
+def channel_metadata(tif) -> tuple[list[str | None], list[str | None]]:
+    """(names, ``#rrggbb`` colours) per channel that a TIFF file records, OME-XML first, then
+    ImageJ's; None for a channel (and empty lists for a file) it says nothing about. Colours
+    that are all white on several channels are dropped: that is what writers put when they
+    have none (OME's default ``Color`` is -1), and they would show as one grey."""
+    names: list[str | None] = []
+    colors: list[str | None] = []
+    if tif.ome_metadata and tif.is_ome:
+        names, colors = ome_channels(tif.ome_metadata)
+    if not any(names) and not any(colors) and tif.imagej_metadata is not None:
+        names, colors = imagej_channels(tif.imagej_metadata)
+    if len(colors) > 1 and all(c == channels.GREY for c in colors):
+        colors = [None] * len(colors)
+    return names, colors
+
+
+def pick_channels(recorded, n: int, rgb: bool, wanted: list[int]) -> tuple[tuple[str, ...], tuple]:
+    """The names (defaults filled in, by index in the file) and colours (None where not recorded)
+    of the ``wanted`` channels of a file of ``n`` channels, from :func:`channel_metadata`'s
+    ``recorded``; metadata that lists another number of channels is ignored. Colour pages
+    (``rgb``) are red, green, blue (and alpha)."""
+    names, colors = recorded
+    names = channels.names(n, rgb, [] if rgb else names)
+    colors = list(colors) if len(colors) == n and not rgb else [None] * n
+    return tuple(names[c] for c in wanted), tuple(colors[c] for c in wanted)

@@ -122,7 +122,7 @@ def test_ome_xml_is_valid_and_describes_the_image(tmp_path):
     assert pixels.type.value == "uint16" and pixels.dimension_order.value == "XYCZT"
     assert (pixels.physical_size_x, pixels.physical_size_y, pixels.physical_size_z) == (0.4, 0.5, 2.0)
     assert {pixels.physical_size_x_unit.value, pixels.physical_size_z_unit.value} == {"µm"}
-    assert [c.name for c in pixels.channels] == ["Channel 0", "Channel 1"]
+    assert [c.name for c in pixels.channels] == ["channel 0", "channel 1"]  # as every format names them
     assert [c.color.as_rgb_tuple() for c in pixels.channels] == [(0, 255, 0), (255, 0, 255)]
     assert [(d.ifd, d.plane_count) for d in pixels.tiff_data_blocks] == [(0, 10)]
 

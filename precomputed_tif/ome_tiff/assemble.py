@@ -45,7 +45,8 @@ def assemble(plan, progress: bool = False) -> str:
     work = os.path.join(dest, plan.names.work)
     final = os.path.join(dest, plan.names.image)
     tmp = temporary_name(final)
-    metadata = ome_metadata(layout, plan.voxel_size, plan.rgb, plan.names.image, plan.job, dest)
+    metadata = ome_metadata(plan.voxel_size, plan.channel_names, plan.channel_colors, plan.names.image, plan.job,
+                            dest)
     options = dict(dtype=layout.dtype, tile=(layout.tile, layout.tile), photometric="minisblack",
                    compression=tifffile_compression(plan.compression), software="precomputed-tif")
     try:

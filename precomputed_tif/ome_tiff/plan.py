@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from .. import memory
+from .. import channels, memory
 from ..errors import PrecomputedTifError
 from ..executor import default_workers
 from ..geometry import DEFAULT_CHUNK_SIZE
@@ -46,6 +46,9 @@ class OmeTiffPlan:
     n_workers: int | None
     dask_scheduler: str | None
     job: dict
+    # A name and a "#rrggbb" colour per channel (see ..channels).
+    channel_names: tuple[str, ...] = ()
+    channel_colors: tuple[str, ...] = ()
 
 
 def check_options(chunk_size: Sequence[int], encoding, jpeg_quality, sharded) -> None:
@@ -72,13 +75,15 @@ def plan(stack, dest: str, *, voxel_size, voxel_size_from: str, levels: int | No
     n_workers, slab_planes = _fit_memory(memory_limit, n_cores, dask_scheduler, layout, stack.dtype.itemsize,
                                          block_bytes)
     names = Names.of(dest)
+    channel_names, channel_colors = channels.of_source(stack)
     job = {
         "format": FORMAT,
         "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "ome_tiff": {"size": list(layout.size), "channels": layout.channels, "data_type": layout.dtype,
                      "tile_size": tile, "levels": [list(s) for s in layout.levels], "compression": compression,
-                     "voxel_size_um": list(voxel_size), "segmentation": segmentation, "rgb": bool(stack.rgb)},
+                     "voxel_size_um": list(voxel_size), "segmentation": segmentation, "rgb": bool(stack.rgb),
+                     "channel_names": channel_names, "channel_colors": channel_colors},
         # What destination.py removes on --overwrite; the first is there only when the run finished.
         "files": [names.image, names.offsets, names.work],
     }
@@ -86,7 +91,8 @@ def plan(stack, dest: str, *, voxel_size, voxel_size_from: str, levels: int | No
              f", {layout.channels} channels" if layout.channels > 1 else "", os.path.join(dest, names.image),
              layout.n_levels, tile, compression)
     return OmeTiffPlan(stack, dest, layout, names, compression, tuple(voxel_size), voxel_size_from, segmentation,
-                       bool(stack.rgb), slab_planes, n_workers, dask_scheduler, job)
+                       bool(stack.rgb), slab_planes, n_workers, dask_scheduler, job, tuple(channel_names),
+                       tuple(channel_colors))
 
 
 def _fit_memory(limit, n_cores, dask_scheduler, layout: Layout, itemsize: int,
