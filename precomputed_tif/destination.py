@@ -91,6 +91,21 @@ def _without_fingerprint(record):
     return {**record, "source": {k: v for k, v in record["source"].items() if k != "fingerprint"}}
 
 
+def _older_record_of(record, job) -> bool:
+    """Whether ``record``, written by an older version (it has no source fingerprint), is of the
+    same conversion as ``job``: every value it holds is the job's, and what it lacks are only keys
+    newer versions record (channel names, for instance)."""
+    def within(old, new) -> bool:
+        if isinstance(old, dict) and isinstance(new, dict):
+            return all(k in new and within(v, new[k]) for k, v in old.items())
+        if isinstance(old, list) and isinstance(new, list):
+            return len(old) == len(new) and all(within(a, b) for a, b in zip(old, new))
+        return old == new
+
+    source = record.get("source") if isinstance(record, dict) else None
+    return isinstance(source, dict) and "fingerprint" not in source and within(record, job)
+
+
 def _check_source(dest: str, record: dict, identity: Identity | None, finished: bool) -> None:
     """Raise a user error, naming what changed, if the source is not the one ``record`` was made from."""
     recorded = record["source"].get("fingerprint") if isinstance(record.get("source"), dict) else None
@@ -116,7 +131,7 @@ def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | 
             f"--dest {dest} is not empty and holds no precomputed dataset; "
             "choose a new or empty directory"
         )
-    if _without_fingerprint(record) == job and not overwrite:
+    if not overwrite and (_without_fingerprint(record) == job or _older_record_of(record, job)):
         _check_source(dest, record, identity, finished=info is not None)
         _remove_temporaries(dest)
         return
