@@ -58,6 +58,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import stat
 import struct
 import threading
@@ -528,7 +529,7 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
 
     ``extent`` and ``block_size`` are (x, y, z) voxels. Block files are
     ``<path>.0`` .. ``<path>.<n_files-1>``, recorded with absolute paths as the
-    original package does; any there already are emptied. ``metadata`` is kept
+    original package does; block files of an older volume at ``path`` are emptied or removed. ``metadata`` is kept
     alongside the standard keys. The directory file appears last and whole
     (written under a temporary name, flushed, renamed, its directory flushed):
     a crash or a full disk leaves either no directory file or a complete one,
@@ -560,10 +561,14 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
     n_slots = gx * gy * -(-ez // bz)
     tmp = temporary_name(path)
     try:
+        # No frame of an older volume at this path stays to be found, nor any spot of it listed.
+        directory, base = os.path.split(path)
+        stale = re.compile(re.escape(base) + r"(\.\d+|" + re.escape(UNRECORDED_SUFFIX) + ")")
+        for name in os.listdir(directory):
+            if stale.fullmatch(name) and os.path.join(directory, name) not in meta["BlockFilenames"]:
+                os.unlink(os.path.join(directory, name))
         for name in meta["BlockFilenames"]:
-            open(name, "wb").close()  # no frame of an older volume stays to be found
-        if os.path.lexists(path + UNRECORDED_SUFFIX):
-            os.unlink(path + UNRECORDED_SUFFIX)  # nor any spot in it
+            open(name, "wb").close()
         with open(tmp, "xb") as f:
             f.write(MAGIC + struct.pack("<II", len(encoded), 16 + len(encoded)) + encoded)
             f.truncate(16 + len(encoded) + n_slots * entry_size)

@@ -75,16 +75,12 @@ class BlockfsStore(ChunkStore):
             for c in range(self.channels):
                 path = self.directory_path(s["key"], c)
                 if os.path.lexists(path):
+                    if finished:
+                        continue  # left as it is; write_metadata() reports damage
                     try:
-                        if finished:
-                            Directory(path)  # a finished dataset is only checked
-                        else:
-                            reclaim(path)
+                        reclaim(path)
                         continue
                     except DamagedData as exc:
-                        if finished:
-                            raise DamagedData(f"{exc}; {self.root} is a finished dataset and was left as it "
-                                              "is: convert again with --overwrite to replace it") from None
                         damage.append(str(exc))
                         if _has_blocks(path):
                             lost.append(path)
@@ -103,11 +99,22 @@ class BlockfsStore(ChunkStore):
             log.warning("%s; the conversion is unfinished, so it was made anew", what)
 
     def write_metadata(self, info: dict, name: str) -> None:
-        """Every block is recorded: the record of unrecorded spots is no longer needed."""
+        """Check, before ``info`` is written, that every directory file reads (a finished dataset
+        whose file was damaged since is reported, never rewritten); every block is recorded, so
+        the record of unrecorded spots goes."""
+        finished = os.path.exists(os.path.join(self.root, INFO))
         for s in self.info["scales"]:
             for c in range(self.channels):
+                path = self.directory_path(s["key"], c)
                 try:
-                    os.unlink(self.directory_path(s["key"], c) + UNRECORDED_SUFFIX)
+                    Directory(path)
+                except DamagedData as exc:
+                    if finished:
+                        raise DamagedData(f"{exc}; {self.root} is a finished dataset and was left as it is: "
+                                          "convert again with --overwrite to replace it") from None
+                    raise
+                try:
+                    os.unlink(path + UNRECORDED_SUFFIX)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
