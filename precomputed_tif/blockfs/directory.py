@@ -329,7 +329,9 @@ class Directory:
         return np.frombuffer(data, self.dtype).reshape(shape)
 
     def write_block(self, x0: int, y0: int, z0: int, block: np.ndarray) -> None:
-        """Append a block's frame to its block file; its entry is written by the next :meth:`sync`."""
+        """Store a block's frame in its block file -- appended, or put back where the slot's
+        unrecorded frame was, or not written at all when the recorded frame is these very bytes;
+        its entry is written by the next :meth:`sync`."""
         if not self.writable:
             raise PrecomputedTifError(f"{self.path} was opened read-only")
         self._check_origin(x0, y0, z0)
