@@ -13,11 +13,11 @@ from tqdm import tqdm
 
 from . import channels, destination, memory, ome_tiff
 from .display import add_display
-from .errors import PrecomputedTifError, unfinished
+from .errors import PrecomputedTifError, describe, unfinished
 from .executor import default_workers, make_executor
 from .fingerprint import identify
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
-from .info import EXTRA, build_info, read_info, write_info
+from .info import EXTRA, INFO, build_info, read_info, write_info
 from .progress import DoneLog
 from .encodings import encoding_for
 from .ngff import VERSIONS as NGFF_VERSIONS, ZARR3_NEEDED, zarr_major
@@ -224,6 +224,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
     destination.prepare(dest, plan.job, overwrite, identify(plan.source))
+    finished = os.path.exists(os.path.join(dest, INFO))
     store = store_class(plan.format)(dest, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
@@ -255,6 +256,8 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         info = _keep_meshes(dest, info)
         write_info(dest, info)
     except (PrecomputedTifError, OSError) as exc:
+        if finished:  # the rerun of a finished conversion: the dataset stays as it was, info and all
+            raise PrecomputedTifError(describe(exc)) from None
         raise unfinished(exc, dest, "it has no info file") from None
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info

@@ -14,11 +14,16 @@ class DamagedData(PrecomputedTifError):
     named in the message is damaged, and nothing decoded from it may be used."""
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an error: an ``OSError`` as its text and file, without the ``[Errno N]``
+    prefix; anything else as it says itself."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
+
+
 def unfinished(exc: BaseException, dest: str, why: str) -> PrecomputedTifError:
     """The one-line error for a conversion (or meshing) stopped by ``exc``: what went wrong, that
     ``dest`` is not finished (``why``: how to tell), and that the same command resumes it."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        what = f"{exc.strerror}: {exc.filename}"  # errno's text without the [Errno N] prefix
-    else:
-        what = str(exc)
-    return PrecomputedTifError(f"{what}; {dest} is unfinished ({why}): fix this and run the same command again")
+    return PrecomputedTifError(f"{describe(exc)}; {dest} is unfinished ({why}): fix this and run the same "
+                               "command again")

@@ -38,6 +38,18 @@ reached the disk. Entries of different
 slots are distinct bytes, so processes writing different blocks never touch the
 same entry. Locks are POSIX record locks (``fcntl.lockf``), which also work on
 NFS.
+
+Space that no entry records -- the blocks of a writer killed before its batch
+was recorded -- is not left to grow with every interruption. Beside the
+directory file, ``<directory>.unrecorded`` (same entry layout, not part of the
+format: other readers never look at it, and a finished conversion removes it)
+holds, for each slot, where its last frame was put. A writer that writes a slot
+again puts the new frame back into that spot when it fits and no entry records
+it, and writes nothing at all when the recorded frame already holds exactly the
+new bytes. Before a conversion resumes, :func:`reclaim` cuts each block file
+back to the end of its last recorded frame and forgets the spots that are gone
+or that overlap anything else. Writers hold a shared lock on that file while
+they write, :func:`reclaim` an exclusive one, so it never runs under a writer.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import stat
 import struct
 import threading
@@ -55,6 +68,7 @@ from typing import Sequence
 import numcodecs
 import numpy as np
 
+from ..atomic import sync_directory, temporary_name
 from ..blosc_frame import check_frame
 from ..errors import DamagedData, PrecomputedTifError
 from ..regular_files import file_version
@@ -64,6 +78,7 @@ VERSION = "1.0.0"
 BLOCKFS_SUFFIX = "precomputed.blockfs"
 COMPRESSIONS = ("zstd", "blosclz", "lz4", "lz4hc", "zlib", "snappy")
 CHECKSUM_KEY = "precomputed_tif_checksum"
+UNRECORDED_SUFFIX = ".unrecorded"  # where each slot's last frame was put, recorded or not
 _STANDARD_KEYS = (
     "XBlockSize", "YBlockSize", "ZBlockSize", "DType", "NOffsetBits", "NSizeBits",
     "XExtent", "YExtent", "ZExtent", "BlockFilenames", "XStride", "YStride", "ZStride",
@@ -111,9 +126,11 @@ class Directory:
         except (OSError, ValueError, struct.error) as exc:
             raise DamagedData(f"{self.path} is not a readable blockfs directory file ({exc})") from None
         m = self.metadata
+        if not isinstance(m, dict):
+            raise DamagedData(f"{self.path} is not a readable blockfs directory file (its metadata is not an object)")
         missing = [k for k in _STANDARD_KEYS if k not in m]
         if missing:
-            raise PrecomputedTifError(f"{self.path} lacks blockfs metadata {', '.join(missing)}")
+            raise DamagedData(f"{self.path} lacks blockfs metadata {', '.join(missing)}")
         self.block_size = (m["XBlockSize"], m["YBlockSize"], m["ZBlockSize"])
         self.extent = (m["XExtent"], m["YExtent"], m["ZExtent"])
         self.strides = (m["XStride"], m["YStride"], m["ZStride"])
@@ -124,10 +141,11 @@ class Directory:
         self.checksum = m.get(CHECKSUM_KEY) == "crc32"
         self.codec = numcodecs.Blosc(cname=m["Compression"], clevel=m["CompressionLvl"],
                                      shuffle=numcodecs.Blosc.SHUFFLE)
-        n_slots = sum((g - 1) * s for g, s in zip(self.grid(), self.strides)) + 1
+        self.n_slots = n_slots = sum((g - 1) * s for g, s in zip(self.grid(), self.strides)) + 1
         if file_size < self.dir_offset + n_slots * self.entry_size:
             raise DamagedData(f"{self.path} is truncated: {file_size} bytes, its {n_slots} entries need "
                               f"{self.dir_offset + n_slots * self.entry_size}")
+        self.unrecorded_path = self.path + UNRECORDED_SUFFIX
         self._fds: dict = {}
         self._fds_lock = threading.Lock()  # a server's threads share one open volume
         self._pending: dict[int, int] = {}  # slot -> entry value, written by sync()
@@ -197,6 +215,15 @@ class Directory:
                 fd = _open_regular(path, flags)
             except OSError as exc:
                 raise PrecomputedTifError(f"cannot open blockfs file {path}: {exc.strerror}") from None
+            if path == self.unrecorded_path:
+                # Held while this volume is open for writing: reclaim() never runs under a writer.
+                # (POSIX locks belong to the process and go with any of its descriptors of the
+                # file, so this is the only one opened.)
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_SH)
+                except OSError as exc:
+                    os.close(fd)
+                    raise PrecomputedTifError(f"cannot lock blockfs file {path}: {exc.strerror}") from None
             self._fds[path] = fd
         return fd
 
@@ -205,12 +232,17 @@ class Directory:
         write their entries, then flush the directory file."""
         if not self._pending:
             return
-        for path in sorted(self._dirty):
-            os.fsync(self._fd(path))
-        fd = self._fd(self.path)
-        for slot, value in sorted(self._pending.items()):
-            os.pwrite(fd, value.to_bytes(self.entry_size, "little"), self.dir_offset + slot * self.entry_size)
-        os.fsync(fd)
+        path = self.path
+        try:
+            for path in sorted(self._dirty):
+                os.fsync(self._fd(path))
+            path = self.path
+            fd = self._fd(path)
+            for slot, value in sorted(self._pending.items()):
+                _pwrite_all(fd, value.to_bytes(self.entry_size, "little"), self.dir_offset + slot * self.entry_size)
+            os.fsync(fd)
+        except OSError as exc:
+            raise PrecomputedTifError(f"cannot record blocks of {self.path} ({path}): {exc.strerror}") from None
         self._pending, self._dirty = {}, set()
 
     def close(self) -> None:
@@ -233,10 +265,16 @@ class Directory:
         raw = os.pread(self._fd(self.path), self.entry_size, self.dir_offset + slot * self.entry_size)
         if len(raw) < self.entry_size:
             raise DamagedData(f"{self.path} is truncated: it lost the entry of slot {slot}")
-        value = int.from_bytes(raw, "little")
-        offset = value & ((1 << self.n_offset_bits) - 1)
-        size = (value >> self.n_offset_bits) & ((1 << self.n_size_bits) - 1)
-        return offset, size
+        return self._split(int.from_bytes(raw, "little"))
+
+    def _split(self, value: int) -> tuple[int, int]:
+        """(offset, size) of an entry's value."""
+        return value & ((1 << self.n_offset_bits) - 1), (value >> self.n_offset_bits) & ((1 << self.n_size_bits) - 1)
+
+    def _last_spot(self, slot: int) -> tuple[int, int]:
+        """(offset, size) of where the slot's last frame was put (size 0: not known)."""
+        raw = os.pread(self._fd(self.unrecorded_path), self.entry_size, slot * self.entry_size)
+        return self._split(int.from_bytes(raw, "little")) if len(raw) == self.entry_size else (0, 0)
 
     def n_written(self) -> int:
         """How many blocks have an entry."""
@@ -292,7 +330,9 @@ class Directory:
         return np.frombuffer(data, self.dtype).reshape(shape)
 
     def write_block(self, x0: int, y0: int, z0: int, block: np.ndarray) -> None:
-        """Append a block's frame to its block file; its entry is written by the next :meth:`sync`."""
+        """Store a block's frame in its block file -- appended, or put back where the slot's
+        unrecorded frame was, or not written at all when the recorded frame is these very bytes;
+        its entry is written by the next :meth:`sync`."""
         if not self.writable:
             raise PrecomputedTifError(f"{self.path} was opened read-only")
         self._check_origin(x0, y0, z0)
@@ -302,20 +342,38 @@ class Directory:
         frame = self.codec.encode(np.ascontiguousarray(block, self.dtype))
         if self.checksum:
             frame = frame + zlib.crc32(frame).to_bytes(4, "little")
+        if len(frame) >= 1 << self.n_size_bits:
+            raise PrecomputedTifError(f"{self.path}: a block's frame of {len(frame)} bytes is more than its "
+                                      f"entries can record")
         slot = self.slot(x0, y0, z0)
-        fd = self._fd(self.block_files[slot % len(self.block_files)])
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        path = self.block_files[slot % len(self.block_files)]
         try:
-            offset = os.lseek(fd, 0, os.SEEK_END)
-            view = memoryview(frame)
-            while view:
-                view = view[os.pwrite(fd, view, offset + len(frame) - len(view)):]
-        finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN)
-        if offset >= 1 << self.n_offset_bits or len(frame) >= 1 << self.n_size_bits:
-            raise PrecomputedTifError(f"{self.path}: block file grew past what its entries can address")
-        self._pending[slot] = offset | (len(frame) << self.n_offset_bits)
-        self._dirty.add(self.block_files[slot % len(self.block_files)])
+            recorded = self.entry(slot)
+            fd = self._fd(path)
+            if recorded[1] == len(frame) and os.pread(fd, len(frame), recorded[0]) == frame:
+                return  # recorded by a run stopped before it logged its task: nothing to write
+            spot = self._last_spot(slot)
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            try:
+                if len(frame) <= spot[1] and spot != recorded:
+                    offset = spot[0]  # the slot's own unrecorded frame: overwritten, not left behind
+                else:
+                    offset = os.lseek(fd, 0, os.SEEK_END)
+                    if offset >= 1 << self.n_offset_bits:
+                        raise PrecomputedTifError(
+                            f"{path} holds {offset} bytes, more than the {self.n_offset_bits}-bit offsets of "
+                            f"{self.path} can address")
+                _pwrite_all(fd, frame, offset)
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+            # Only now, with the frame wholly written, is its spot the slot's to reuse.
+            value = offset | (len(frame) << self.n_offset_bits)
+            _pwrite_all(self._fd(self.unrecorded_path), value.to_bytes(self.entry_size, "little"),
+                        slot * self.entry_size)
+        except OSError as exc:
+            raise PrecomputedTifError(f"cannot write blockfs block file {path}: {exc.strerror}") from None
+        self._pending[slot] = value
+        self._dirty.add(path)
 
     def version(self, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> tuple[tuple, int]:
         """What a box of voxels (half-open ranges) is read from, without reading it:
@@ -358,14 +416,142 @@ def _open_regular(path: str, flags: int) -> int:
     return fd
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a pwrite may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.pwrite(fd, view, offset + len(data) - len(view)):]
+
+
+def _decode(raw: bytes, entry_size: int, n_offset_bits: int, n_size_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, sizes) of consecutive entries, as uint64 arrays; a torn last entry is dropped."""
+    n = len(raw) // entry_size
+    padded = np.zeros((n, 16), np.uint8)  # entries are at most 128 bits
+    padded[:, :entry_size] = np.frombuffer(raw, np.uint8, n * entry_size).reshape(n, entry_size)
+    lo, hi = padded[:, :8].copy().view("<u8").ravel(), padded[:, 8:].copy().view("<u8").ravel()
+    offsets = lo & np.uint64((1 << n_offset_bits) - 1)
+    sizes = (lo >> np.uint64(n_offset_bits)) | (hi << np.uint64(64 - n_offset_bits))
+    return offsets, sizes & np.uint64((1 << n_size_bits) - 1)
+
+
+_RECLAIM_SLOTS = 1 << 20  # entries decoded at a time: memory stays ~50 MB however large the volume
+
+
+def reclaim(path: str) -> int:
+    """Give back the space of frames that no entry records, before a conversion resumes writing
+    ``path``; returns the bytes cut from the block files.
+
+    Each block file is cut back to the end of the last frame an entry records in it, and of the
+    spots listed in ``<path>.unrecorded`` (see the module's notes) only those are kept that lie
+    wholly before that end and overlap no recorded frame and no other spot: a writer may reuse
+    any spot kept. Recorded frames are never touched. Raises :class:`PrecomputedTifError` when
+    a writer still has the volume open (a run still going, or its workers still finishing).
+    """
+    d = Directory(path, writable=True)
+    try:
+        try:
+            fd = _open_regular(d.unrecorded_path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise PrecomputedTifError(f"cannot open blockfs file {d.unrecorded_path}: {exc.strerror}") from None
+        d._fds[d.unrecorded_path] = fd  # closed with the volume, which ends the lock
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise PrecomputedTifError(
+                f"{path} is being written by another process (a conversion still running, or its workers "
+                "still finishing); wait for it to end, then run again") from None
+        try:
+            return _reclaim(d, fd)
+        except OSError as exc:
+            raise PrecomputedTifError(f"cannot reclaim unrecorded space of {path}: {exc.strerror}") from None
+    finally:
+        d.close()
+
+
+def _reclaim(d: Directory, unrecorded_fd: int) -> int:
+    n_files, e = len(d.block_files), d.entry_size
+    directory_fd = d._fd(d.path)
+
+    def chunks():
+        """(first slot, recorded offsets, sizes, spot offsets, sizes), a slice of slots at a time."""
+        for first in range(0, d.n_slots, _RECLAIM_SLOTS):
+            n = min(_RECLAIM_SLOTS, d.n_slots - first)
+            raw = os.pread(directory_fd, n * e, d.dir_offset + first * e)
+            spots = os.pread(unrecorded_fd, n * e, first * e).ljust(n * e, b"\0")
+            yield (first, *_decode(raw, e, d.n_offset_bits, d.n_size_bits),
+                   *_decode(spots, e, d.n_offset_bits, d.n_size_bits))
+
+    # The end of each block file's last recorded frame.
+    ends = [0] * n_files
+    for first, offsets, sizes, _, _ in chunks():
+        files = (np.arange(first, first + len(sizes)) % n_files)
+        for i in range(n_files):
+            sel = (files == i) & (sizes > 0)
+            if sel.any():
+                ends[i] = max(ends[i], int((offsets[sel] + sizes[sel]).max()))
+    cut = 0
+    limits = []
+    for i, name in enumerate(d.block_files):
+        bfd = d._fd(name)
+        size = os.fstat(bfd).st_size
+        if size > ends[i]:
+            os.ftruncate(bfd, ends[i])
+            cut += size - ends[i]
+        limits.append(min(size, ends[i]))
+    # Spots to keep: unrecorded, wholly inside what is left of their block file.
+    kept = []  # (slot, file, start, stop)
+    for first, offsets, sizes, spot_offsets, spot_sizes in chunks():
+        slots = np.arange(first, first + len(sizes))
+        files = slots % n_files
+        limit = np.array(limits, np.uint64)[files]
+        sel = (spot_sizes > 0) & (spot_offsets + spot_sizes <= limit) & \
+              ~((spot_offsets == offsets) & (spot_sizes == sizes))
+        for slot, f, start, length in zip(slots[sel], files[sel], spot_offsets[sel], spot_sizes[sel]):
+            kept.append((int(slot), int(f), int(start), int(start + length)))
+    by_file: dict[int, list] = {}
+    for spot in kept:
+        by_file.setdefault(spot[1], []).append(spot)
+    good = []
+    for i, spots in by_file.items():
+        spots.sort(key=lambda s: s[2])
+        starts = np.array([s[2] for s in spots], np.uint64)
+        stops = np.array([s[3] for s in spots], np.uint64)
+        # Spots overlapping each other: neither is trusted.
+        overlap = np.zeros(len(spots), bool)
+        overlap[1:] = starts[1:] < np.maximum.accumulate(stops)[:-1]
+        overlap[:-1] |= stops[:-1] > starts[1:]
+        reach = np.maximum.accumulate(stops)  # sorted, unlike stops when spots overlap
+        bad = np.zeros(len(spots) + 1, np.int64)  # a difference array: +1 where a hit range starts, -1 after
+        # Spots overlapping a recorded frame of their file.
+        for first, offsets, sizes, _, _ in chunks():
+            files = np.arange(first, first + len(sizes)) % n_files
+            sel = (files == i) & (sizes > 0)
+            s, t = offsets[sel], offsets[sel] + sizes[sel]
+            lo = np.searchsorted(reach, s, side="right")  # spots before lo all end before the frame starts
+            hi = np.searchsorted(starts, t, side="left")  # spots starting before the frame ends
+            hit = lo < hi
+            np.add.at(bad, lo[hit], 1)
+            np.add.at(bad, hi[hit], -1)
+        overlap |= np.cumsum(bad)[:-1] > 0
+        good += [s for s, o in zip(spots, overlap) if not o]
+    os.ftruncate(unrecorded_fd, 0)
+    for slot, _, start, stop in good:
+        value = start | ((stop - start) << d.n_offset_bits)
+        _pwrite_all(unrecorded_fd, value.to_bytes(e, "little"), slot * e)
+    return cut
+
+
 def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n_files: int = 1,
            compression: str = "lz4", compression_level: int = 5, metadata: dict | None = None) -> Directory:
     """Create an empty volume: the directory file (every entry zero) and empty block files.
 
     ``extent`` and ``block_size`` are (x, y, z) voxels. Block files are
     ``<path>.0`` .. ``<path>.<n_files-1>``, recorded with absolute paths as the
-    original package does. ``metadata`` is kept alongside the standard keys.
-    Returns the volume opened for writing.
+    original package does; block files of an older volume at ``path`` are emptied or removed. ``metadata`` is kept
+    alongside the standard keys. The directory file appears last and whole
+    (written under a temporary name, flushed, renamed, its directory flushed):
+    a crash or a full disk leaves either no directory file or a complete one,
+    never a half-made one. Returns the volume opened for writing.
     """
     if compression not in COMPRESSIONS:
         raise PrecomputedTifError(f"unknown blockfs compression {compression!r}; choose one of {COMPRESSIONS}")
@@ -391,9 +577,27 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
     encoded = json.dumps(meta).encode("utf-8")
     entry_size = -(-(n_offset_bits + n_size_bits) // 8)
     n_slots = gx * gy * -(-ez // bz)
-    for name in meta["BlockFilenames"]:
-        open(name, "wb").close()
-    with open(path, "wb") as f:
-        f.write(MAGIC + struct.pack("<II", len(encoded), 16 + len(encoded)) + encoded)
-        f.truncate(16 + len(encoded) + n_slots * entry_size)
+    tmp = temporary_name(path)
+    try:
+        # No frame of an older volume at this path stays to be found, nor any spot of it listed.
+        directory, base = os.path.split(path)
+        stale = re.compile(re.escape(base) + r"(\.\d+|" + re.escape(UNRECORDED_SUFFIX) + ")")
+        for name in os.listdir(directory):
+            if stale.fullmatch(name) and os.path.join(directory, name) not in meta["BlockFilenames"]:
+                os.unlink(os.path.join(directory, name))
+        for name in meta["BlockFilenames"]:
+            open(name, "wb").close()
+        with open(tmp, "xb") as f:
+            f.write(MAGIC + struct.pack("<II", len(encoded), 16 + len(encoded)) + encoded)
+            f.truncate(16 + len(encoded) + n_slots * entry_size)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        sync_directory(os.path.dirname(path))
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise PrecomputedTifError(f"cannot create blockfs volume {path}: {exc.strerror}") from None
     return Directory(path, writable=True)

@@ -6,18 +6,32 @@ channel still read it) and channel c in ``precomputed_c<c>.blockfs``.
 Any number of processes write one level at once (see
 :mod:`precomputed_tif.blockfs.directory` for how). The number of block files
 follows the number of writers, so writers rarely wait for each other's lock.
+
+A conversion that resumes first gives back what its interrupted runs appended
+and never recorded (:func:`~precomputed_tif.blockfs.directory.reclaim`), so any
+number of interruptions leaves block files no larger than one run's. A directory
+file that cannot be read is made anew when the conversion is unfinished, and
+reported, never replaced, when the dataset is finished.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 
 import numpy as np
 
 from ..blockfs import BLOCKFS_SUFFIX, Directory, create
+from ..blockfs.directory import UNRECORDED_SUFFIX, reclaim
+from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box
+from ..info import INFO
+from ..progress import DoneLog
 from .base import ChunkStore
+
+log = logging.getLogger(__name__)
 
 # lz4 at level 5 (with byte shuffle) compresses a noisy 64^3 uint16 chunk in
 # about 0.5 ms; zstd costs several times more for 15% smaller files
@@ -52,15 +66,59 @@ class BlockfsStore(ChunkStore):
         return os.path.join(self.level_dir(key), name)
 
     def create(self, n_writers: int = 1) -> None:
+        """Make each level's volume, or, where an earlier run of the same conversion made it,
+        keep its recorded blocks and give back the space of unrecorded ones (see the module)."""
         super().create(n_writers)
+        finished = os.path.exists(os.path.join(self.root, INFO))
+        damage, lost = [], []  # what was wrong with directory files; those that had blocks written
         for s in self.info["scales"]:
             for c in range(self.channels):
                 path = self.directory_path(s["key"], c)
-                if os.path.exists(path):
-                    continue  # made by an earlier run of the same conversion; its blocks stay
+                if os.path.lexists(path):
+                    if finished:
+                        continue  # left as it is; write_metadata() reports damage
+                    try:
+                        reclaim(path)
+                        continue
+                    except DamagedData as exc:
+                        damage.append(str(exc))
+                        if _has_blocks(path):
+                            lost.append(path)
                 create(path, s["size"], s["chunk_sizes"][0], self.dtype, n_files=max(1, n_writers),
                        compression=COMPRESSION, compression_level=COMPRESSION_LEVEL).close()
         self.sync_created()
+        done = DoneLog(self.root)
+        if lost and done.load():
+            # Tasks logged as finished may have written blocks the damaged file recorded: all are redone
+            # (blocks still recorded elsewhere are found identical, not written again).
+            done.remove()
+            raise PrecomputedTifError(
+                f"{lost[0]} was damaged and had blocks written through it: it was made anew and the record "
+                "of finished work cleared, so that the next run writes every block again")
+        for what in damage:  # nothing recorded depends on it (e.g. a file older versions left half made)
+            log.warning("%s; the conversion is unfinished, so it was made anew", what)
+
+    def write_metadata(self, info: dict, name: str) -> None:
+        """Check, before ``info`` is written, that every directory file reads (a finished dataset
+        whose file was damaged since is reported, never rewritten); every block is recorded, so
+        the record of unrecorded spots goes."""
+        finished = os.path.exists(os.path.join(self.root, INFO))
+        for s in self.info["scales"]:
+            for c in range(self.channels):
+                path = self.directory_path(s["key"], c)
+                try:
+                    Directory(path)
+                except DamagedData as exc:
+                    if finished:
+                        raise DamagedData(f"{exc}; {self.root} is a finished dataset and was left as it is: "
+                                          "convert again with --overwrite to replace it") from None
+                    raise
+                try:
+                    os.unlink(path + UNRECORDED_SUFFIX)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise PrecomputedTifError(f"cannot remove {exc.filename}: {exc.strerror}") from None
 
     def _directory(self, key: str, channel: int, writable: bool) -> Directory:
         d = self._dirs.get((key, channel))
@@ -99,3 +157,12 @@ class BlockfsStore(ChunkStore):
             dirs, self._dirs = self._dirs, {}
         for d in dirs.values():
             d.close()
+
+
+def _has_blocks(directory_path: str) -> bool:
+    """Whether any block file beside a directory file holds data (frames were appended to it)."""
+    level, base = os.path.split(directory_path)
+    pattern = re.compile(re.escape(base) + r"\.\d+")
+    with os.scandir(level) as it:
+        return any(pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False) and e.stat().st_size > 0
+                   for e in it)
