@@ -90,6 +90,17 @@ def _signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _worker_terminated(signum, frame) -> None:
+    """SIGTERM in a worker (the main process stopping the run, or dying): release what this
+    process registered with multiprocessing's resource tracker -- the semaphore a library
+    makes at import, such as numcodecs' Blosc lock -- which the tracker would otherwise report
+    as leaked, in lines around the main process's one; then end at once, abandoning the task."""
+    from multiprocessing import util
+
+    util._run_finalizers(0)  # the finalizers a normal exit runs first, semaphores' among them
+    os._exit(128 + signum)
+
+
 def _worker_started(parent: int) -> None:
     """Run first in every worker process.
 
@@ -101,6 +112,7 @@ def _worker_started(parent: int) -> None:
     is over.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
     die_with_parent()
     if os.getppid() != parent:  # the main process ended before the line above took effect
         os._exit(1)
@@ -146,7 +158,6 @@ class ProcessExecutor(_Executor):
         # concurrent.futures can only wait for running tasks; terminate the processes instead.
         # ``_processes`` (pid -> Process) is the pool's own record of its workers.
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
-        self.pool.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             p.terminate()
         for p in processes:
@@ -154,6 +165,9 @@ class ProcessExecutor(_Executor):
             if p.is_alive():  # pragma: no cover - a worker stuck in uninterruptible I/O
                 p.kill()
                 p.join(5)
+        # Now the pool sees its workers gone and releases its queues and locks (which would
+        # otherwise be reported as leaked by multiprocessing's resource tracker at exit).
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class DaskExecutor(_Executor):

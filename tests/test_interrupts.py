@@ -19,7 +19,7 @@ import pytest
 
 from precomputed_tif.main import main
 from precomputed_tif.progress import DoneLog
-from readback import files_of
+from readback import assert_same_contents, dataset_contents, files_of
 from stacks import make_volume, write_planes
 
 BIN = os.path.dirname(sys.executable)
@@ -76,15 +76,15 @@ def assert_stopped_cleanly(proc, status: int, name: str, dest: str) -> None:
     assert not os.path.exists(os.path.join(dest, "info"))  # nothing presented as finished
 
 
-@pytest.mark.parametrize("name, status, to_group", [
-    ("SIGTERM", 143, False),  # kill PID; a batch scheduler
-    ("SIGHUP", 129, False),  # the terminal or SSH session closed
-    ("SIGINT", 130, True),  # Ctrl-C: the terminal signals every process of the foreground group
+@pytest.mark.parametrize("name, status, to_group, fmt", [
+    ("SIGTERM", 143, False, "tiff"),  # kill PID; a batch scheduler
+    ("SIGHUP", 129, False, "zarr"),  # the terminal or SSH session closed
+    ("SIGINT", 130, True, "blockfs"),  # Ctrl-C: the terminal signals every process of the foreground group
 ])
-def test_a_signal_stops_every_process_and_the_same_command_finishes(stack, tmp_path, name, status, to_group):
-    glob, clean = stack
+def test_a_signal_stops_every_process_and_the_same_command_finishes(stack, tmp_path, name, status, to_group, fmt):
+    glob, _ = stack
     dest = str(tmp_path / "out")
-    args = [os.path.join(BIN, "precomputed-tif"), "--source", glob, "--dest", dest, *OPTIONS]
+    args = [os.path.join(BIN, "precomputed-tif"), "--source", glob, "--dest", dest, *OPTIONS, "--format", fmt]
     proc = start(args, dest)
     sig = getattr(signal, name)
     if to_group:
@@ -94,7 +94,9 @@ def test_a_signal_stops_every_process_and_the_same_command_finishes(stack, tmp_p
     assert_stopped_cleanly(proc, status, name, dest)
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert files_of(dest) == files_of(clean)
+    clean = str(tmp_path / "clean")
+    assert main(["--source", glob, "--dest", clean, *OPTIONS, "--format", fmt]) == 0
+    assert_same_contents(dataset_contents(dest, fmt), dataset_contents(clean, fmt))
 
 
 def test_timeout_command_stops_the_whole_run(stack, tmp_path):
