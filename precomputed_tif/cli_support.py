@@ -20,6 +20,18 @@ def add_log_argument(parser) -> None:
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncio").addFilter(_drop_sibling_write_errors)
+
+
+def _drop_sibling_write_errors(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" about an ``OSError``.
+
+    zarr-python writes a group's or array's metadata files in concurrent tasks: when the
+    disk is full (or not writable) they all fail, the first failure is raised and reported
+    as the command's one line, and the others end as these records, tracebacks and all, at
+    some later garbage collection. They add nothing to the line already printed."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, OSError) and record.getMessage().startswith("Task exception was never retrieved"))
 
 
 class Interrupted(KeyboardInterrupt):
