@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from . import channels, destination, memory, ome_tiff
+from . import channels, destination, formats, memory, ome_tiff
 from .display import add_display
 from .errors import PrecomputedTifError, describe, unfinished
 from .executor import default_workers, make_executor
@@ -19,13 +19,8 @@ from .fingerprint import identify
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, INFO, build_info, read_info, write_info
 from .progress import DoneLog
-from .encodings import encoding_for
-from .ngff import VERSIONS as NGFF_VERSIONS, ZARR3_NEEDED, zarr_major
-from .pyramid import (DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, plan_zarr_shard_passes,
-                      run_task, tasks_of, zarr_shard_sizes)
-from .shards import sharding_spec
+from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, run_task, tasks_of
 from .sources import open_source
-from .stores import STORES, store_class
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +31,7 @@ class Plan:
 
     source: object
     dest: str
-    format: str  # the store that holds the chunks (ome-zarr 0.4 is the zarr store)
+    store: type  # the ChunkStore class that holds the chunks (ome-zarr 0.4's is the zarr format's)
     geometry: Geometry
     info: dict
     passes: list
@@ -126,22 +121,10 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
                     jpeg_quality=None, sharded=None, ngff_version=None, tile_size=None,
                     compression=None) -> Plan | ome_tiff.OmeTiffPlan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
-    if ngff_version is not None and format != "ome-zarr":
-        raise PrecomputedTifError("--ngff-version goes with --format ome-zarr")
-    if format == ome_tiff.FORMAT:
-        ome_tiff.check_options(chunk_size, encoding, jpeg_quality, sharded)
-    else:
-        _check_format(format, tile_size, compression)
-        if format != "precomputed" and (encoding is not None or jpeg_quality is not None or sharded is not None):
-            raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format "
-                                      "precomputed")
-    if format == "ome-zarr":
-        ngff_version = "0.5" if ngff_version is None else str(ngff_version)
-        if ngff_version not in NGFF_VERSIONS:
-            raise PrecomputedTifError(f"--ngff-version must be one of {', '.join(NGFF_VERSIONS)}, "
-                                      f"not {ngff_version!r}")
-        if ngff_version == "0.5" and zarr_major() < 3:
-            raise PrecomputedTifError(ZARR3_NEEDED)
+    fmt = formats.get(format)
+    options = formats.check_options(fmt, formats.FormatOptions(
+        encoding=encoding, jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version,
+        tile_size=tile_size, compression=compression), chunk_size)
     if voxel_size is not None:
         check_triple(tuple(voxel_size), "voxel size", integer=False)
     check_triple(tuple(chunk_size), "chunk size", integer=True)
@@ -150,7 +133,7 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
     stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
-    if format == ome_tiff.FORMAT:
+    if not fmt.chunked:
         return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
                              tile_size=tile_size, compression=compression, segmentation=segmentation,
                              n_cores=n_cores, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
@@ -159,62 +142,26 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
     if levels is None and getattr(stack, "levels", None):
         # A dataset stored again keeps its levels, as far as the new chunk size leaves them meaningful.
         levels = min(stack.levels, Geometry((x, y, z), chunk_size, voxel_size).max_levels())
-    geometry = Geometry((x, y, z), chunk_size, voxel_size, levels, numbered_keys=format == "ome-zarr")
+    geometry = Geometry((x, y, z), chunk_size, voxel_size, levels, numbered_keys=fmt.numbered_keys)
     n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
-    voxel_bytes = stack.dtype.itemsize * stack.n_channels
-    dtype, codec = stack.dtype, None
-    if format == "precomputed":
-        name = encoding or ("compressed_segmentation" if segmentation else "raw")
-        if name == "jpeg" and segmentation:
-            raise PrecomputedTifError("jpeg is lossy and would change labels: choose --encoding "
-                                      "compressed_segmentation (the default for --segmentation), png or raw")
-        if name == "compressed_segmentation" and not segmentation:
-            raise PrecomputedTifError("compressed_segmentation is for labels: add --segmentation, or choose "
-                                      "--encoding raw or png for an image")
-        if name == "compressed_segmentation" and dtype.name in ("uint8", "uint16"):
-            dtype = np.dtype(np.uint32)  # the encoding holds 32- and 64-bit labels only
-        codec = encoding_for(name, dtype, stack.n_channels, jpeg_quality)
-    if format == "precomputed" and sharded is not False:
-        passes = plan_sharded_passes(geometry, voxel_bytes, block_bytes, shard_all=bool(sharded))
-    elif format == "ome-zarr" and ngff_version == "0.5":
-        # As many tasks as workers, where the level allows (a Dask cluster's size is not known).
-        passes = plan_zarr_shard_passes(geometry, voxel_bytes, block_bytes, min_tasks=n_workers or 4)
-    else:
-        passes = plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows)
-    info = build_info(geometry, dtype, segmentation, stack.n_channels)
+    planned = fmt.plan(geometry, stack, segmentation, n_workers, block_bytes, options)
+    info = build_info(geometry, planned.dtype, segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
     if not segmentation:
         # Names and colours as the source records them, for every writer and every link.
         names, colors = channels.of_source(stack)
         info[EXTRA].update(channel_names=names, channel_colors=colors)
-    store_format = format
-    if format == "ome-zarr":
-        if ngff_version == "0.4":
-            store_format = "zarr"  # NGFF 0.4 is Zarr v2: the zarr format's layout, levels 0, 1, ...
-        else:
-            info[EXTRA]["zarr_shards"] = {geometry.level(n).key: list(size)
-                                          for n, size in sorted(zarr_shard_sizes(geometry, passes).items())}
-    lossless_copies = frozenset()
-    if codec is not None:
-        data_encoding = "gzip" if codec.name in ("raw", "compressed_segmentation") else "raw"
-        low_bits = {number: low for p in passes for number, low in p.shards}
-        for number, scale in enumerate(info["scales"], start=1):
-            scale.update(codec.info())
-            if number in low_bits:
-                scale["sharding"] = sharding_spec(geometry.grid(number), low_bits[number], data_encoding)
-        if not codec.lossless:
-            # Later passes read these levels back: from a lossless copy, never from decoded jpeg.
-            lossless_copies = frozenset(geometry.level(p.first).key for p in passes if not p.from_source)
+    fmt.add_to_info(info, geometry, planned, options)
     job = {
-        "format": format if ngff_version is None else f"{format} {ngff_version}",
+        "format": fmt.job_name(options),
         "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "info": info,
     }
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), format)
-    return Plan(stack, dest, store_format, geometry, info, passes, n_workers, segmentation, dask_scheduler, job,
-                lossless_copies)
+    return Plan(stack, dest, fmt.store_class(options), geometry, info, planned.passes, n_workers, segmentation,
+                dask_scheduler, job, planned.lossless_copies)
 
 
 def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> dict:
@@ -225,7 +172,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
     destination.prepare(dest, plan.job, overwrite, identify(plan.source))
     finished = os.path.exists(os.path.join(dest, INFO))
-    store = store_class(plan.format)(dest, info)
+    store = plan.store(dest, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
     total = sum(count_chunks(p, geometry) for p in plan.passes)
@@ -261,17 +208,6 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         raise unfinished(exc, dest, "it has no info file") from None
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
     return info
-
-
-def _check_format(format: str, tile_size, compression) -> None:
-    """A user error for an unknown format, or for options of --format ome-tiff given to another."""
-    try:
-        store_class(format)
-    except PrecomputedTifError:
-        raise PrecomputedTifError(
-            f"unknown format {format!r}; choose one of: {', '.join(sorted([*STORES, ome_tiff.FORMAT]))}") from None
-    if tile_size is not None or compression is not None:
-        raise PrecomputedTifError("--tile-size and --compression go with --format ome-tiff")
 
 
 def _keep_meshes(dest: str, info: dict) -> dict:

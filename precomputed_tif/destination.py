@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 
+from . import formats
 from .atomic import write_atomic
 from .errors import PrecomputedTifError
 from .fingerprint import Identity, first_change
@@ -189,8 +190,11 @@ def _own_files(record) -> list[str]:
 def _is_zarr(dest: str, info, record) -> bool:
     """Whether the dataset in ``dest`` was written as zarr or ome-zarr (by its record, or for a
     dataset without one, by its first level's array metadata)."""
-    if isinstance(record, dict) and isinstance(record.get("format"), str):
-        return record["format"].split()[0] in ("zarr", "ome-zarr")
+    if isinstance(record, dict) and isinstance(record.get("format"), str) and record["format"].strip():
+        try:
+            return formats.get(record["format"].split()[0]).ngff_root
+        except PrecomputedTifError:  # a record of a format this version does not know
+            return False
     scales = info.get("scales") if isinstance(info, dict) else None
     first = scales[0].get("key") if isinstance(scales, list) and scales and isinstance(scales[0], dict) else None
     return isinstance(first, str) and _SCALE_DIR.match(first) is not None and any(

@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import memory, ome_tiff
+from . import formats, memory
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
-from .info import EXTRA
 from .mesh_cli import add_mesh_arguments, sharded_value
 from .mesh_cli import summary as mesh_summary
 from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from .executor import default_workers
 from .geometry import parse_triple
-from .stores import STORES
 
 EPILOG = """\
 examples:
@@ -66,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timepoint", type=int, default=None, metavar="N",
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
-    p.add_argument("--format", default="tiff", metavar="FORMAT",
-                   help=f"how the volume is stored: {', '.join([*STORES, 'ome-tiff'])} (default: tiff). tiff and blockfs "
+    p.add_argument("--format", default=formats.DEFAULT, metavar="FORMAT",
+                   help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). tiff and blockfs "
                         "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
                         "is Neuroglancer's own format, which any static web server or bucket serves; "
                         "ome-zarr is the OME-NGFF image format (Neuroglancer's zarr://, napari, OME tools), "
@@ -116,21 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def summary(dest: str, info: dict) -> str:
-    """One line saying what was written, for the user to check at a glance."""
-    top = info["scales"][0]
-    x, y, z = top["size"]
-    n = info.get("num_channels", 1)
-    voxel = ",".join(f"{r / 1000:g}" for r in top["resolution"])
-    origin = (info.get(EXTRA) or {}).get("voxel_size_from", "")
-    origin = {"given": "as given", "default": "the default"}.get(origin, "from the " + origin if origin else "")
-    channels = f", {n} channels" if n > 1 else ""
-    shown = (info.get(EXTRA) or {}).get("display_range")
-    contrast = f", contrast {' '.join(f'{lo:g}-{hi:g}' for lo, hi in shown)}" if shown else ""
-    return (f"wrote {dest}: {x}x{y}x{z} {info['data_type']} {info['type']}{channels}, {len(info['scales'])} "
-            f"levels, voxel size {voxel} µm ({origin}){contrast}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
@@ -143,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
             raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
                                       "made from labels")
-        if args.mesh and args.format == ome_tiff.FORMAT:
+        fmt = formats.get(args.format)
+        if args.mesh and not fmt.chunked:
             raise PrecomputedTifError("--mesh makes Neuroglancer meshes beside a precomputed dataset; it does not "
-                                      "go with --format ome-tiff")
+                                      f"go with --format {fmt.name}")
         if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
             raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
         if args.properties:
@@ -162,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                        timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
                        sharded=args.sharded, ngff_version=args.ngff_version, tile_size=args.tile_size,
                        compression=args.compression)
-        print(ome_tiff.summary(info) if info.get("format") == ome_tiff.FORMAT else summary(args.dest, info))
+        print(fmt.summary(args.dest, info))
         if args.mesh:
             from .meshing import mesh_dataset
 

@@ -65,6 +65,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import formats
 from .errors import DamagedData, PrecomputedTifError
 from .ngff import ROOT_FILES
 from .regular_files import file_version, open_regular
@@ -72,8 +73,8 @@ from .volume import Volume
 
 log = logging.getLogger(__name__)
 
-# "raw" is the name older configurations use for "precomputed" (Neuroglancer's own files).
-FORMATS = ("tiff", "zarr", "blockfs", "precomputed", "raw", "ome-zarr")
+# The names a configuration may give (older ones call Neuroglancer's own files "raw").
+FORMATS = tuple(formats.served_names())
 # Hidden names a Zarr v2 reader asks for; every other name starting with "." stays private.
 ZARR_V2_METADATA = frozenset({".zattrs", ".zgroup", ".zarray", ".zmetadata"})
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
@@ -307,7 +308,7 @@ class Dataset:
     @property
     def serves_raw(self) -> bool:
         """Whether the files are already what Neuroglancer asks for, to be sent as they are."""
-        return self.format in ("raw", "precomputed")
+        return self.format is not None and formats.get(self.format).precomputed_native
 
     def _info_stamp(self):
         try:
@@ -480,7 +481,7 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
     try:
         with dataset.lease() as opened:
             volume = opened.volume
-            if volume is None or volume.format == "precomputed":
+            if volume is None or formats.get(volume.format).precomputed_native:
                 return _static(dataset, rest, headers)
             if rest == ["info"]:
                 v = opened.info_validators

@@ -21,7 +21,7 @@ Modules: :mod:`.layout` (sizes, tiles, names), :mod:`.plan` (deciding),
 :mod:`.metadata` (OME-XML), :mod:`.offsets` (Viv's index), :mod:`.run`.
 """
 
-from .plan import FORMAT, OmeTiffPlan, check_options, plan
+from .plan import FORMAT, OmeTiffPlan, plan
 from .run import run, summary
 
-__all__ = ["FORMAT", "OmeTiffPlan", "check_options", "plan", "run", "summary"]
+__all__ = ["FORMAT", "OmeTiffPlan", "plan", "run", "summary"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
 
 from .. import channels, memory
 from ..errors import PrecomputedTifError
 from ..executor import default_workers
-from ..geometry import DEFAULT_CHUNK_SIZE
+from ..formats.ome_tiff import OmeTiffFormat
 from ..pyramid import DEFAULT_BLOCK_BYTES
 from .codecs import DEFAULT_COMPRESSION, check_compression
 from .layout import DEFAULT_TILE_SIZE, Layout, Names, check_tile_size, level_sizes
@@ -18,7 +17,7 @@ from .metadata import check_pixel_type
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ome-tiff"
+FORMAT = OmeTiffFormat.name
 # Besides the slab it reads, a worker holds about this many planes (of one channel) while it
 # makes one plane's levels: an edge-padded copy of an odd-sized level, the wider sums of the
 # next level, and that level.
@@ -49,16 +48,6 @@ class OmeTiffPlan:
     # A name and a "#rrggbb" colour per channel (see ..channels).
     channel_names: tuple[str, ...] = ()
     channel_colors: tuple[str, ...] = ()
-
-
-def check_options(chunk_size: Sequence[int], encoding, jpeg_quality, sharded) -> None:
-    """A user error for options of other formats, which would mean nothing here."""
-    if encoding is not None or jpeg_quality is not None or sharded is not None:
-        raise PrecomputedTifError("--encoding, --jpeg-quality, --sharded and --unsharded go with --format "
-                                  "precomputed; --format ome-tiff takes --compression and --tile-size")
-    if tuple(chunk_size) != DEFAULT_CHUNK_SIZE:
-        raise PrecomputedTifError("--chunk-size does not go with --format ome-tiff, whose planes are stored "
-                                  "in 2-D tiles: give --tile-size instead")
 
 
 def plan(stack, dest: str, *, voxel_size, voxel_size_from: str, levels: int | None = None,

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import os
 
+from .. import formats
 from ..errors import PrecomputedTifError
 from .base import ChunkStore
-from .blockfs import BlockfsStore
-from .ome_zarr import OmeZarrStore
-from .precomputed import PrecomputedStore
-from .tiff import TiffStore
-from .zarr import ZarrStore
 
-STORES: dict[str, type[ChunkStore]] = {"tiff": TiffStore, "zarr": ZarrStore, "blockfs": BlockfsStore,
-                                        "precomputed": PrecomputedStore, "ome-zarr": OmeZarrStore}
+# Format name -> the store of its chunks, for every chunked format of the registry.
+STORES: dict[str, type[ChunkStore]] = {name: formats.get(name).store_class() for name in formats.names(chunked=True)}
 
 
 def store_class(format: str) -> type[ChunkStore]:
-    """The store class for a format name, or a user error listing the formats there are."""
-    try:
-        return STORES[format]
-    except KeyError:
-        raise PrecomputedTifError(
-            f"unknown format {format!r}; choose one of: {', '.join(sorted(STORES))}"
-        ) from None
+    """The store class for a format name (or alias), or a user error listing the formats there are."""
+    fmt = formats.get(format)
+    if not fmt.chunked:
+        raise PrecomputedTifError(f"--format {fmt.name} is not a chunked dataset; choose one of: "
+                                  f"{', '.join(sorted(STORES))}")
+    return fmt.store_class()
 
 
 def open_store(root: str, info: dict, format: str | None = None) -> ChunkStore:

@@ -1,0 +1,171 @@
+"""The output formats: one object each, in one registry.
+
+Everything that differs between formats is said here, by the format itself:
+its name (and the older names servers accept), the options only it takes,
+how its levels are keyed, how a conversion into it is planned (its passes and
+what it adds to ``info``), which store holds its chunks, whether it has NGFF
+root metadata beside ``info``, whether servers pass its files through
+untouched, and the line that sums up what was written. Nothing outside this
+package compares format names: :func:`get` a format and ask it.
+
+Adding a format is one module in this package (a :class:`Format` subclass)
+and one line in :data:`REGISTRY`.
+
+This module imports nothing heavy: formats import what they plan and write
+with only when asked, so any module may look a format up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import PrecomputedTifError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..geometry import Geometry
+
+
+@dataclass(frozen=True)
+class FormatOptions:
+    """The options that belong to one format or another, as given (None: not given).
+
+    ``encoding`` and ``jpeg_quality``, ``sharded``: precomputed; ``ngff_version``:
+    ome-zarr; ``tile_size`` and ``compression``: ome-tiff. A format fills in its
+    defaults in :meth:`Format.check_options`.
+    """
+
+    encoding: str | None = None
+    jpeg_quality: int | None = None
+    sharded: bool | None = None
+    ngff_version: str | None = None
+    tile_size: int | None = None
+    compression: str | None = None
+
+    def given(self) -> set[str]:
+        return {f.name for f in fields(self) if getattr(self, f.name) is not None}
+
+
+# How the command line spells each option, for messages about options given to the wrong format.
+OPTION_FLAGS = {"encoding": ("--encoding",), "jpeg_quality": ("--jpeg-quality",), "sharded": ("--sharded", "--unsharded"),
+                "ngff_version": ("--ngff-version",), "tile_size": ("--tile-size",), "compression": ("--compression",)}
+
+
+def _listed(options) -> str:
+    flags = [flag for o in options for flag in OPTION_FLAGS[o]]
+    return ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a chunked format decided for a conversion (see :meth:`Format.plan`)."""
+
+    dtype: object  # numpy dtype the chunks hold (an encoding may widen the source's)
+    passes: list
+    lossless_copies: frozenset = frozenset()  # level keys kept losslessly too, for coarser levels
+    codec: object = None  # the chunk encoding, for formats that have a choice of them
+
+
+class Format:
+    """One output format. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    #: Other names a server's configuration may use for it.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: The :class:`FormatOptions` fields it takes.
+    takes: ClassVar[tuple[str, ...]] = ()
+    #: A multi-resolution dataset with ``info``, chunks in a store (False: files of its own kind).
+    chunked: ClassVar[bool] = True
+    #: Levels keyed ``0``, ``1``, ... (NGFF) rather than by their downsampling factors.
+    numbered_keys: ClassVar[bool] = False
+    #: NGFF root group metadata (``zarr.json``, ``.zgroup``, ``.zattrs``) beside ``info``.
+    ngff_root: ClassVar[bool] = False
+    #: Files any static web server or bucket serves as they are (servers pass them through).
+    served_as_files: ClassVar[bool] = False
+    #: Its files are what Neuroglancer's precomputed:// asks for (nothing to translate).
+    precomputed_native: ClassVar[bool] = False
+    #: ``module:Class`` of the :class:`~precomputed_tif.stores.base.ChunkStore` holding its chunks.
+    store: ClassVar[str] = ""
+
+    def check_options(self, options: FormatOptions, chunk_size) -> FormatOptions:
+        """The options with this format's defaults filled in, or a user error for a bad value."""
+        return options
+
+    def store_class(self, options: FormatOptions | None = None) -> type:
+        """The store class that holds this format's chunks (for these options)."""
+        import importlib
+
+        module, _, cls = self.store.partition(":")
+        return getattr(importlib.import_module(module, __package__), cls)
+
+    def job_name(self, options: FormatOptions) -> str:
+        """How the conversion's record names the format (with what changes the layout)."""
+        return self.name
+
+    def plan(self, geometry: Geometry, stack, segmentation: bool, n_workers: int | None, block_bytes: int,
+             options: FormatOptions) -> Planned:
+        """The dtype the chunks hold and the passes that write them."""
+        from ..pyramid import plan_passes
+
+        voxel_bytes = stack.dtype.itemsize * stack.n_channels
+        return Planned(stack.dtype, plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows))
+
+    def add_to_info(self, info: dict, geometry: Geometry, planned: Planned, options: FormatOptions) -> None:
+        """What this format adds to a dataset's ``info`` (encodings, sharding, shard sizes)."""
+
+    def summary(self, dest: str, info: dict) -> str:
+        """One line saying what was written (``info`` is what the conversion returned), for the
+        user to check at a glance."""
+        from ..info import EXTRA
+
+        top = info["scales"][0]
+        x, y, z = top["size"]
+        n = info.get("num_channels", 1)
+        voxel = ",".join(f"{r / 1000:g}" for r in top["resolution"])
+        origin = (info.get(EXTRA) or {}).get("voxel_size_from", "")
+        origin = {"given": "as given", "default": "the default"}.get(origin, "from the " + origin if origin else "")
+        channels = f", {n} channels" if n > 1 else ""
+        shown = (info.get(EXTRA) or {}).get("display_range")
+        contrast = f", contrast {' '.join(f'{lo:g}-{hi:g}' for lo, hi in shown)}" if shown else ""
+        return (f"wrote {dest}: {x}x{y}x{z} {info['data_type']} {info['type']}{channels}, {len(info['scales'])} "
+                f"levels, voxel size {voxel} µm ({origin}){contrast}")
+
+
+from .chunked import BlockfsFormat, OmeZarrFormat, PrecomputedFormat, TiffFormat, ZarrFormat  # noqa: E402
+from .ome_tiff import OmeTiffFormat  # noqa: E402
+
+#: Every format, in the order the help lists them; the first is the default.
+REGISTRY: tuple[Format, ...] = (TiffFormat(), ZarrFormat(), BlockfsFormat(), PrecomputedFormat(), OmeZarrFormat(),
+                                OmeTiffFormat())
+DEFAULT = REGISTRY[0].name
+
+
+def names(chunked: bool | None = None) -> list[str]:
+    """The formats' names (only those that are, or are not, ``chunked``)."""
+    return [f.name for f in REGISTRY if chunked is None or f.chunked == chunked]
+
+
+def served_names() -> list[str]:
+    """The names a server's configuration may give a dataset's format: every chunked format's
+    name and aliases."""
+    return [n for f in REGISTRY if f.chunked for n in (f.name, *f.aliases)]
+
+
+def get(name: str) -> Format:
+    """The format called ``name`` (or one of its aliases), or a user error listing them."""
+    for f in REGISTRY:
+        if name == f.name or name in f.aliases:
+            return f
+    raise PrecomputedTifError(f"unknown format {name!r}; choose one of: {', '.join(sorted(names()))}")
+
+
+def check_options(fmt: Format, options: FormatOptions, chunk_size) -> FormatOptions:
+    """A user error for options that belong to other formats; else ``fmt``'s checked options."""
+    stray = options.given() - set(fmt.takes)
+    for owner in REGISTRY:
+        if stray & set(owner.takes):
+            listed = _listed(owner.takes)
+            verb = "go" if " and " in listed else "goes"
+            also = f"; --format {fmt.name} takes {_listed(fmt.takes)}" if fmt.takes else ""
+            raise PrecomputedTifError(f"{listed} {verb} with --format {owner.name}{also}")
+    return fmt.check_options(options, chunk_size)
