@@ -25,7 +25,7 @@ from peak_rss import PeakRSS  # noqa: E402
 
 from precomputed_tif import convert
 from precomputed_tif.geometry import Geometry
-from precomputed_tif.stores import STORES
+from precomputed_tif import formats
 from precomputed_tif.synthetic import kept_synthetic_planes
 
 
@@ -59,7 +59,7 @@ def io_floor(files, workdir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="256,1024,1024", help="Z,Y,X of the generated uint16 stack")
-    p.add_argument("--formats", default=",".join(STORES), help="formats to time, comma separated")
+    p.add_argument("--formats", default=",".join(formats.names(chunked=True)), help="formats to time, comma separated")
     p.add_argument("--levels", type=int, default=4)
     p.add_argument("--n-cores", type=int, default=None)
     p.add_argument("--data", default="bench-data", help="where generated planes are kept between runs")

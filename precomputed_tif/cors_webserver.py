@@ -38,13 +38,14 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from . import formats
 from .cli_support import add_log_argument, interrupt, run_main, setup_logging
 from .errors import PrecomputedTifError
 from .executor import default_workers, die_with_parent
 from .info import read_info
 from .links import AVIVATOR, dataset_link
 from .ngff import root_version
-from .serving import (FORMATS, REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle,
+from .serving import (REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle,
                       text_response, url_path)
 
 access_log = logging.getLogger("precomputed_tif.access")
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for everyone)")
     p.add_argument("--directory", metavar="DIR", help="the dataset directory (the one holding info)")
-    p.add_argument("--format", choices=FORMATS, default=None,
+    p.add_argument("--format", choices=formats.served_names(), default=None,
                    help="how its chunks are stored (default: detected); raw serves files as they are")
     p.add_argument("--config", metavar="SOURCES_JSON",
                    help="serve every source of a sources.json under /<name>/ instead of one --directory")

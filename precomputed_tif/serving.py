@@ -73,8 +73,6 @@ from .volume import Volume
 
 log = logging.getLogger(__name__)
 
-# The names a configuration may give (older ones call Neuroglancer's own files "raw").
-FORMATS = tuple(formats.served_names())
 # Hidden names a Zarr v2 reader asks for; every other name starting with "." stays private.
 ZARR_V2_METADATA = frozenset({".zattrs", ".zgroup", ".zarray", ".zmetadata"})
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
@@ -285,8 +283,10 @@ class Dataset:
     old one is closed once the last request using it is done."""
 
     def __init__(self, name: str, directory: str, format: str | None = None, gzip: bool = False):
-        if format is not None and format not in FORMATS:
-            raise PrecomputedTifError(f"source {name!r}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        # The names a configuration may give (older ones call Neuroglancer's own files "raw").
+        if format is not None and format not in formats.served_names():
+            raise PrecomputedTifError(f"source {name!r}: unknown format {format!r}; choose one of "
+                                      f"{', '.join(formats.served_names())}")
         self.name = name
         self.directory = os.path.abspath(directory)
         self.root = os.path.realpath(self.directory)

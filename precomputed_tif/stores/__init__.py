@@ -8,16 +8,13 @@ from .. import formats
 from ..errors import PrecomputedTifError
 from .base import ChunkStore
 
-# Format name -> the store of its chunks, for every chunked format of the registry.
-STORES: dict[str, type[ChunkStore]] = {name: formats.get(name).store_class() for name in formats.names(chunked=True)}
-
 
 def store_class(format: str) -> type[ChunkStore]:
     """The store class for a format name (or alias), or a user error listing the formats there are."""
     fmt = formats.get(format)
     if not fmt.chunked:
         raise PrecomputedTifError(f"--format {fmt.name} is not a chunked dataset; choose one of: "
-                                  f"{', '.join(sorted(STORES))}")
+                                  f"{', '.join(sorted(formats.names(chunked=True)))}")
     return fmt.store_class()
 
 
@@ -37,9 +34,10 @@ def detect_format(root: str, info: dict) -> str:
     """Which format the first scale's directory holds, or a user error."""
     level_dir = os.path.join(root, info["scales"][0]["key"])
     if os.path.isdir(level_dir):
-        for name, cls in STORES.items():
-            if cls.holds(level_dir):
+        for name in formats.names(chunked=True):
+            if formats.get(name).store_class().holds(level_dir):
                 return name
     raise PrecomputedTifError(
-        f"cannot tell the format of {root}: {level_dir} holds no tiff, zarr, blockfs, precomputed or OME-Zarr chunks"
+        f"cannot tell the format of {root}: {level_dir} holds no chunks of any format "
+        f"({', '.join(formats.names(chunked=True))})"
     )
