@@ -23,7 +23,7 @@ from .annotations import PointSet, write_points
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .cors_webserver import PrecomputedServer, serve, urls
-from .errors import PrecomputedTifError
+from .errors import PrecomputedTifError, require_extra
 from .links import layer, neuroglancer_link, viewer_state
 from .serving import Catalog, Dataset
 from .synthetic import blob_centres, blob_labels, write_synthetic_planes
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     setup_logging(args.log)
 
     def body():
+        require_extra("demo", "the demo", "skimage", "zmesh", "DracoPy")
         planes = os.path.join(args.dir, "planes")
         dest = os.path.join(args.dir, "precomputed")
         pattern = os.path.join(planes, "img_*.tif")

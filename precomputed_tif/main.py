@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "go with --format ome-tiff")
         if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
             raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
+        if args.mesh:
+            from .meshing import require_mesh_packages
+
+            require_mesh_packages()  # before converting, not after
         if args.properties:
             from .segment_properties import read_properties_csv
 
