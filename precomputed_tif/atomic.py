@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def temporary_name(path: str) -> str:

@@ -5,24 +5,32 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from . import channels, destination, memory, ome_tiff
 from .display import add_display
+from .encodings import encoding_for
 from .errors import PrecomputedTifError, describe, unfinished
 from .executor import default_workers, make_executor
 from .fingerprint import identify
 from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, INFO, build_info, read_info, write_info
-from .progress import DoneLog
-from .encodings import encoding_for
 from .ngff import VERSIONS as NGFF_VERSIONS, ZARR3_NEEDED, zarr_major
-from .pyramid import (DEFAULT_BLOCK_BYTES, count_chunks, plan_passes, plan_sharded_passes, plan_zarr_shard_passes,
-                      run_task, tasks_of, zarr_shard_sizes)
+from .progress import DoneLog
+from .pyramid import (
+    DEFAULT_BLOCK_BYTES,
+    count_chunks,
+    plan_passes,
+    plan_sharded_passes,
+    plan_zarr_shard_passes,
+    run_task,
+    tasks_of,
+    zarr_shard_sizes,
+)
 from .shards import sharding_spec
 from .sources import open_source
 from .stores import STORES, store_class

@@ -44,8 +44,18 @@ from .executor import default_workers, die_with_parent
 from .info import read_info
 from .links import AVIVATOR, dataset_link
 from .ngff import root_version
-from .serving import (FORMATS, REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle,
-                      text_response, url_path)
+from .serving import (
+    FORMATS,
+    REASONS,
+    REQUEST_HEADERS,
+    Catalog,
+    ConfigCatalog,
+    Dataset,
+    Response,
+    handle,
+    text_response,
+    url_path,
+)
 
 access_log = logging.getLogger("precomputed_tif.access")
 log = logging.getLogger(__name__)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
-
-import shutil
 
 import numpy as np
 

@@ -21,7 +21,7 @@ import itertools
 import multiprocessing
 import os
 import signal
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .errors import PrecomputedTifError
 

@@ -9,12 +9,11 @@ from . import memory, ome_tiff
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
-from .info import EXTRA
-from .mesh_cli import add_mesh_arguments, sharded_value
-from .mesh_cli import summary as mesh_summary
-from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from .executor import default_workers
 from .geometry import parse_triple
+from .info import EXTRA
+from .mesh_cli import add_mesh_arguments, sharded_value, summary as mesh_summary
+from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from .stores import STORES
 
 EPILOG = """\

@@ -20,8 +20,8 @@ block however large the shard (see :func:`plan_sharded_passes`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 

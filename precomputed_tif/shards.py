@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 import os
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

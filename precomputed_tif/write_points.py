@@ -16,7 +16,7 @@ import numpy as np
 from .annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_directory, write_points
 from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
-from .geometry import DEFAULT_VOXEL_SIZE_UM, parse_triple
+from .geometry import parse_triple
 
 _PROPERTY_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
 _INT_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from blockfs_reader import read_blockfs, read_header
 from precomputed_tif import PrecomputedTifError, open_volume
 from precomputed_tif.blockfs import Directory, create
 from precomputed_tif.blockfs.cli import info_main, tif_main
 from precomputed_tif.blockfs.directory import entry_bits
-from blockfs_reader import read_blockfs, read_header
 from stacks import make_volume
 
 HERE = os.path.dirname(__file__)

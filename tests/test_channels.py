@@ -140,9 +140,9 @@ def read_ngff(dest, version) -> tuple[list, list]:
 def read_ome_tiff(dest) -> tuple[list, list]:
     """(names, colours as #rrggbb) of the OME-XML, validated against the schema by ome-types, and
     the names bioio sees."""
+    import bioio_ome_tiff
     from bioio import BioImage
     from ome_types import from_xml
-    import bioio_ome_tiff
 
     image = os.path.join(dest, os.path.basename(os.path.abspath(dest)) + ".ome.tif")
     with tifffile.TiffFile(image) as tif:

@@ -71,7 +71,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         while time.monotonic() < deadline:
             try:
                 block = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not block:
                 break
@@ -133,7 +133,7 @@ def test_a_trickling_client_is_cut_off(web):
                 if s.recv(100) == b"":
                     closed = True
                     break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 closed = True

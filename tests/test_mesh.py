@@ -16,12 +16,12 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
+from label_cells import BIG_ID, cell_volume
 from mesh_reader import fragments, parse_manifest, read_mesh_dir, to_model
 from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.main import main as tif_main
 from precomputed_tif.mesh_cli import main as mesh_main
 from precomputed_tif.meshing import mesh_dataset
-from label_cells import BIG_ID, cell_volume
 
 VOXEL = (0.5, 0.5, 1.0)  # microns
 NODE = 16

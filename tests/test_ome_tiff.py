@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from peak_rss import conversion_peak_rss
 from precomputed_tif import convert
 from precomputed_tif.main import main
 from precomputed_tif.progress import DONE_LOG
-from peak_rss import conversion_peak_rss
 from stacks import make_volume, reference_downsample, write_planes
 
 SHAPE = (5, 45, 70)  # z, y, x: odd, and no multiple of the tile size
@@ -128,8 +128,8 @@ def test_ome_xml_is_valid_and_describes_the_image(tmp_path):
 
 
 def test_bioio_reads_the_same_voxels_and_pixel_sizes(tmp_path):
-    from bioio import BioImage
     import bioio_ome_tiff
+    from bioio import BioImage
 
     volume = signed_volume((2, *SHAPE), 3)
     dest = tmp_path / "out"

@@ -63,7 +63,7 @@ import stat
 import struct
 import threading
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numcodecs
 import numpy as np

@@ -25,7 +25,7 @@ See ``meshes.md`` in the neuroglancer repository. The coordinates used here:
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class SpillWriter:
         self._file.write(tile)
         self._counts.append(len(tile))
 
-    def __enter__(self) -> "SpillWriter":
+    def __enter__(self) -> SpillWriter:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
@@ -92,7 +92,7 @@ class SpillReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "SpillReader":
+    def __enter__(self) -> SpillReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -160,7 +160,7 @@ class ChunkStore(ABC):
     def drop_lossless_copies(self) -> None:
         """Remove the lossless copies kept for reading back, once nothing needs them."""
 
-    def writer(self) -> "DirectWriter":
+    def writer(self) -> DirectWriter:
         """What one task writes through; its ``finish`` is called when the task's chunks are all
         written, ``abort`` when the task fails. Layouts whose files hold many chunks (shards)
         collect them here."""

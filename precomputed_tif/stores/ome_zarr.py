@@ -143,7 +143,7 @@ class OmeZarrStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         raise PrecomputedTifError(f"scale {key} is sharded: its chunks are written a whole shard at a time")
 
-    def writer(self) -> "ShardTaskWriter":
+    def writer(self) -> ShardTaskWriter:
         return ShardTaskWriter(self)
 
     # -- reading -------------------------------------------------------------------------------
