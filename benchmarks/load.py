@@ -18,6 +18,7 @@ comparison ``gunicorn`` alone. Phases:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -148,10 +149,8 @@ class Hostiles:
                     s.send(b"X")
                 except OSError:
                     s.close()
-                    try:
+                    with contextlib.suppress(OSError):
                         self.slow[i] = self._slow()
-                    except OSError:
-                        pass
             for i, s in enumerate(self.idle):  # replace idle connections the server closed
                 s.setblocking(False)
                 try:
@@ -163,10 +162,8 @@ class Hostiles:
                 s.setblocking(True)
                 if closed:
                     s.close()
-                    try:
+                    with contextlib.suppress(OSError):
                         self.idle[i] = self._connect()
-                    except OSError:
-                        pass
 
     def close(self):
         self.stop.set()

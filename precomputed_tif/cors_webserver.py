@@ -26,6 +26,7 @@ comes from :func:`precomputed_tif.serving.handle`. Made to face a lab network:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import ipaddress
 import logging
@@ -321,15 +322,11 @@ def serve(server: PrecomputedServer, workers: int) -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for pid in children:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
         server.server_close()
 
 

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
     p.add_argument("--format", default="tiff", metavar="FORMAT",
-                   help=f"how the volume is stored: {', '.join([*STORES, 'ome-tiff'])} (default: tiff). tiff and blockfs "
+                   help=f"how the volume is stored: {', '.join([*STORES, 'ome-tiff'])} (default: tiff). "
+                        "tiff and blockfs "
                         "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
                         "is Neuroglancer's own format, which any static web server or bucket serves; "
                         "ome-zarr is the OME-NGFF image format (Neuroglancer's zarr://, napari, OME tools), "

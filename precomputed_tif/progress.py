@@ -8,6 +8,7 @@ task that did not finish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 DONE_LOG = ".precomputed-tif-done"
@@ -30,7 +31,7 @@ class DoneLog:
 
     def record(self, task_id: str) -> None:
         if self._file is None:
-            self._file = open(self.path, "ab", buffering=0)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held by the object, which closes it
         self._file.write(task_id.encode() + b"\n")
 
     def close(self) -> None:
@@ -40,7 +41,5 @@ class DoneLog:
 
     def remove(self) -> None:
         self.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass

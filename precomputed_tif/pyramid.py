@@ -218,10 +218,10 @@ def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: in
         size = geometry.level(p.first).size
         region = list(p.block)
 
-        def chunks_along(r, i):
+        def chunks_along(r, i, size=size, ratio=ratio):
             return -(-min(r[i], size[i]) // (ratio[i] * geometry.chunk_size[i]))
 
-        def tasks(r):
+        def tasks(r, size=size):
             return int(np.prod([-(-s // n) for s, n in zip(size, r)]))
 
         while int(np.prod([chunks_along(region, i) for i in range(3)])) < min_chunks:

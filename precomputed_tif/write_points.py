@@ -242,7 +242,8 @@ def point_set(points: np.ndarray, extra: dict, lower=None, upper=None, path: str
     if upper is None:
         hi = np.maximum(hi, lo + 1)
     if (lo >= hi).any():
-        raise PrecomputedTifError(f"--lower-bound {lo.tolist()} must be below --upper-bound {hi.tolist()} on every axis")
+        raise PrecomputedTifError(
+            f"--lower-bound {lo.tolist()} must be below --upper-bound {hi.tolist()} on every axis")
     outside = ((points < lo) | (points >= hi)).any(axis=1)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])

@@ -172,7 +172,8 @@ KILLED_WRITER = textwrap.dedent("""
     for z0 in range(0, 256, 32):
         for y0 in range(0, 256, 32):
             for x0 in range(0, 256, 32):
-                block = np.random.default_rng(x0 + 1000 * y0 + 10**6 * z0).integers(0, 65535, (32, 32, 32), dtype=np.uint16)
+                rng = np.random.default_rng(x0 + 1000 * y0 + 10**6 * z0)
+                block = rng.integers(0, 65535, (32, 32, 32), dtype=np.uint16)
                 d.write_block(x0, y0, z0, block)
             d.sync()  # a batch of blocks made durable and recorded, as a conversion task does
     d.close()

@@ -124,7 +124,7 @@ def test_every_level_of_detail_follows_the_spec(datasets, labels):
 
 
 def test_segment_properties_count_every_voxel(datasets, labels):
-    for fmt, path in datasets.items():
+    for path in datasets.values():
         with open(os.path.join(path, "segment_properties", "info")) as f:
             props = json.load(f)
         assert props["@type"] == "neuroglancer_segment_properties"

@@ -88,7 +88,8 @@ def test_pyramid_reads_back_as_the_source_and_its_means(tmp_path, name, dtype, c
                      voxel_size=(0.4, 0.5, 2.0))
     image = dest / "out.ome.tif"
     assert result["image"] == str(image)
-    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "out.offsets.json", "out.ome.tif"]
+    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "out.offsets.json",
+                                        "out.ome.tif"]
     levels = levels_of(image)
     # 70x45 -> 35x23 -> 18x12 -> 9x6: the coarsest fits in one 16 x 16 tile.
     assert [lv.shape[-2:] for lv in levels] == [(45, 70), (23, 35), (12, 18), (6, 9)]
@@ -296,7 +297,8 @@ def test_a_different_conversion_needs_overwrite_which_removes_only_its_files(tmp
     assert not (dest / "out.ome.tif").exists() and not (dest / "out.offsets.json").exists()
     assert (dest / "info").exists() and (dest / "notes.txt").read_text() == "precious"
     assert main([*base, "--format", "ome-tiff", "--overwrite"]) == 0  # and the precomputed dataset too
-    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "notes.txt", "out.offsets.json", "out.ome.tif"]
+    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "notes.txt",
+                                        "out.offsets.json", "out.ome.tif"]
 
 
 def test_dask_cluster_writes_the_same_file(tmp_path):

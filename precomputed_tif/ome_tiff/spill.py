@@ -35,7 +35,7 @@ class SpillWriter:
     def __init__(self, path: str):
         self.path = path
         self._tmp = temporary_name(path)
-        self._file = open(self._tmp, "xb")
+        self._file = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
         self._counts: list[int] = []
 
     def add(self, tile: bytes) -> None:
@@ -64,7 +64,7 @@ class SpillReader:
     def __init__(self, path: str, n_tiles: int):
         self.path = path
         try:
-            self._file = open(path, "rb")
+            self._file = open(path, "rb")  # noqa: SIM115 - held by the object, which closes it
         except FileNotFoundError:
             raise PrecomputedTifError(
                 f"work file {path} is missing; run again with --overwrite to start over") from None

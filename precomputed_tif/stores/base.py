@@ -153,11 +153,11 @@ class ChunkStore(ABC):
             finally:
                 os.close(fd)
 
-    def write_metadata(self, info: dict, name: str) -> None:
+    def write_metadata(self, info: dict, name: str) -> None:  # noqa: B027 - optional; most formats have none
         """Write what the format keeps besides chunks, once every chunk is written and before
         ``info`` (e.g. a Zarr root group's NGFF metadata); ``name`` names the dataset."""
 
-    def drop_lossless_copies(self) -> None:
+    def drop_lossless_copies(self) -> None:  # noqa: B027 - optional; most formats keep none
         """Remove the lossless copies kept for reading back, once nothing needs them."""
 
     def writer(self) -> DirectWriter:

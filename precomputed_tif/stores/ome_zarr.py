@@ -218,7 +218,8 @@ def _parse_array(level_dir: str, read_file) -> dict:
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         dtype = np.dtype(meta["data_type"])
         encoding = meta.get("chunk_key_encoding", {"name": "default"})
-        separator = (encoding.get("configuration") or {}).get("separator", "/" if encoding["name"] == "default" else ".")
+        default_separator = "/" if encoding["name"] == "default" else "."
+        separator = (encoding.get("configuration") or {}).get("separator", default_separator)
         codecs = meta["codecs"]
         outer = None
         if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
