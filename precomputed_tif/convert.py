@@ -202,7 +202,7 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
         else:
             info[EXTRA]["zarr_shards"] = {geometry.level(n).key: list(size)
                                           for n, size in sorted(zarr_shard_sizes(geometry, passes).items())}
-    lossless_copies = frozenset()
+    lossless_copies: frozenset[str] = frozenset()
     if codec is not None:
         data_encoding = "gzip" if codec.name in ("raw", "compressed_segmentation") else "raw"
         low_bits = {number: low for p in passes for number, low in p.shards}

@@ -185,7 +185,7 @@ class Handler(BaseHTTPRequestHandler):
         raw_path = self.path.split("?", 1)[0].split("#", 1)[0]
         if raw_path.startswith(("http://", "https://")):  # absolute-form request target
             raw_path = urllib.parse.urlsplit(raw_path).path
-        headers = {}
+        headers: dict[str, str] = {}
         for k, v in self.headers.items():
             k = k.lower()
             if k in REQUEST_HEADERS:  # a header sent several times is one list (RFC 9110 5.3)

@@ -74,7 +74,7 @@ def local_viewer(link: str) -> str | None:
     neuroglancer.set_server_bind_address("127.0.0.1")
     viewer = neuroglancer.Viewer()
     viewer.set_state(neuroglancer.ViewerState(state_from_url(link)))
-    local_viewer.viewer = viewer  # keep it alive while serving
+    local_viewer.viewer = viewer  # type: ignore[attr-defined]  # keep it alive while serving
     return viewer.get_viewer_url()
 
 

@@ -95,7 +95,8 @@ def _worker_terminated(signum, frame) -> None:
     as leaked, in lines around the main process's one; then end at once, abandoning the task."""
     from multiprocessing import util
 
-    util._run_finalizers(0)  # the finalizers a normal exit runs first, semaphores' among them
+    # the finalizers a normal exit runs first, semaphores' among them (private: not in typeshed)
+    util._run_finalizers(0)  # type: ignore[attr-defined]
     os._exit(128 + signum)
 
 

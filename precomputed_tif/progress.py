@@ -9,6 +9,7 @@ task that did not finish.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 
 DONE_LOG = ".precomputed-tif-done"
@@ -17,7 +18,7 @@ DONE_LOG = ".precomputed-tif-done"
 class DoneLog:
     def __init__(self, dest: str):
         self.path = os.path.join(dest, DONE_LOG)
-        self._file = None
+        self._file: io.FileIO | None = None
 
     def load(self) -> set[str]:
         """Ids of the finished tasks (a torn last line is ignored)."""

@@ -170,7 +170,7 @@ def plan_sharded_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int =
         # still a shard-shaped box (x, y before z) one level down.
         nxt = geometry.level(first + 1).step if first < n else (2, 2, 2)
         start_bits = bits = [k - (s != 2) for s in nxt]
-        shards = []
+        shards: list[tuple[int, int]] = []
         last = first
         for number in range(first if from_source else first + 1, n + 1):
             wrote_already = last > first or (from_source and number > first)
@@ -331,6 +331,6 @@ def _write_level(writer, g: Geometry, number: int, region: Box, data: np.ndarray
     key = g.level(number).key
     n = 0
     for box in g.chunk_boxes(number, region):
-        writer.write_chunk(key, box, data[(..., *box.relative_to(region))])
+        writer.write_chunk(key, box, data[(...,) + box.relative_to(region)])
         n += 1
     return n

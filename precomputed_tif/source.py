@@ -611,7 +611,7 @@ def _walk_chain(tif, size: int) -> tuple[int, bool]:
     fh = tif.filehandle
     fh.seek(8 if t.is_bigtiff else 4)
     (ifd,) = struct.unpack(t.offsetformat, fh.read(t.offsetsize))
-    seen = set()
+    seen: set[int] = set()
     while ifd:
         if ifd in seen or ifd < 8 or ifd + t.tagnosize > size:
             return len(seen), False

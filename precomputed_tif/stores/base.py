@@ -130,7 +130,7 @@ class ChunkStore(ABC):
                 for x0 in range(box.x0 // cx * cx, box.x1, cx):
                     chunk = Box(x0, min(x0 + cx, sx), y0, min(y0 + cy, sy), z0, min(z0 + cz, sz))
                     part = chunk.intersect(box)
-                    out[(..., *part.relative_to(box))] = self.read_chunk(key, chunk)[(..., *part.relative_to(chunk))]
+                    out[(...,) + part.relative_to(box)] = self.read_chunk(key, chunk)[(...,) + part.relative_to(chunk)]
         return out
 
     def finish(self) -> None:
@@ -264,7 +264,8 @@ def files_version(paths: list[str]) -> tuple[tuple, int] | None:
     """:meth:`ChunkStore.chunk_version` of a chunk read from whole files: each file's
     :func:`~precomputed_tif.regular_files.file_version` (None for a missing one) and the latest
     modification time; None when a file cannot be looked at (its read will say why)."""
-    versions, latest = [], 0
+    versions: list[tuple[int, int, int, int] | None] = []
+    latest = 0
     for path in paths:
         try:
             st = os.stat(path)

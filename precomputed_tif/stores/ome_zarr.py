@@ -201,7 +201,7 @@ class OmeZarrStore(ChunkStore):
         if raw.nbytes != expected:
             raise DamagedData(f"{path}: a chunk decodes to {raw.nbytes} bytes, not {expected}")
         full = raw.view(meta["dtype"]).reshape(inner)
-        return full[(..., *(slice(0, n) for n in box.shape))].astype(self.dtype, copy=True).reshape(shape)
+        return full[(...,) + tuple(slice(0, n) for n in box.shape)].astype(self.dtype, copy=True).reshape(shape)
 
 
 def _parse_array(level_dir: str, read_file) -> dict:
