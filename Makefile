@@ -1,18 +1,22 @@
-# Two commands: `make demo` and `make test`. Both make a virtual environment in
-# .venv with everything they need, using whichever python3 is on the PATH.
+# `make demo`, `make test` and `make lint`. Each makes a virtual environment in .venv with
+# everything it needs (the project's extras: demo, test, dev), using whichever python3 is on the PATH.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-test
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP := $(VENV)/.installed-dev
 # Bio-Formats, the OME's Java reader and writer, writes the multi-file OME-TIFFs the tests read.
 BIOFORMATS_JAR := $(VENV)/share/bioformats/bioformats_package.jar
 
-.PHONY: demo test bench install bioformats clean
+.PHONY: demo test lint bench install bioformats clean
 
-$(STAMP): setup.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	@# ome-zarr-py, the tests' NGFF reader, asks for fsspec[s3]: s3fs's exact botocore pins against
 	@# cloud-volume's boto3 send pip's resolver back through every s3fs release. Its reader needs
@@ -21,6 +25,17 @@ $(STAMP): setup.py
 	@# mod_wsgi compiles against Apache (Debian: apache2-dev); without it the Apache test is skipped.
 	if command -v apxs >/dev/null 2>&1; then $(BIN)/python -m pip install --quiet mod_wsgi; fi
 	touch $(STAMP)
+
+# The demo's sample data (scikit-image), its meshes (the mesh extra, which demo includes) and the
+# neuroglancer package's own client that it also serves (view).
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[demo,view]"
+	touch $(DEMO_STAMP)
+
+# ruff and mypy, beside everything the tests need (mypy checks the package against it).
+$(DEV_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(DEV_STAMP)
 
 install: $(STAMP)
 
@@ -38,11 +53,15 @@ $(BIOFORMATS_JAR): | $(STAMP)
 
 bioformats: $(BIOFORMATS_JAR)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m precomputed_tif.demo --dir demo
 
 test: $(STAMP) $(BIOFORMATS_JAR)
 	$(BIN)/python -m pytest -q tests
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy precomputed_tif
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert.py

@@ -22,10 +22,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from peak_rss import PeakRSS  # noqa: E402
-
-from precomputed_tif import convert
+from precomputed_tif import convert, formats
 from precomputed_tif.geometry import Geometry
-from precomputed_tif import formats
 from precomputed_tif.synthetic import kept_synthetic_planes
 
 

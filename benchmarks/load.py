@@ -18,6 +18,7 @@ comparison ``gunicorn`` alone. Phases:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -30,14 +31,11 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from servers import free_port, start_gunicorn, start_nginx, start_webserver, wait_for_port  # noqa: E402
-
 from precomputed_tif import convert  # noqa: E402
 from precomputed_tif.synthetic import write_synthetic_planes  # noqa: E402
+from servers import free_port, start_gunicorn, start_nginx, start_webserver, wait_for_port  # noqa: E402
 
 SHAPE = (128, 512, 512)
 
@@ -151,10 +149,8 @@ class Hostiles:
                     s.send(b"X")
                 except OSError:
                     s.close()
-                    try:
+                    with contextlib.suppress(OSError):
                         self.slow[i] = self._slow()
-                    except OSError:
-                        pass
             for i, s in enumerate(self.idle):  # replace idle connections the server closed
                 s.setblocking(False)
                 try:
@@ -166,10 +162,8 @@ class Hostiles:
                 s.setblocking(True)
                 if closed:
                     s.close()
-                    try:
+                    with contextlib.suppress(OSError):
                         self.idle[i] = self._connect()
-                    except OSError:
-                        pass
 
     def close(self):
         self.stop.set()

@@ -24,6 +24,7 @@ igneous-pipeline``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -50,10 +51,8 @@ class PeakPSS:
         while not self._stop.is_set():
             total = 0
             for p in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_full_info().pss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 

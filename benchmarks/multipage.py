@@ -90,7 +90,7 @@ def main(argv=None):
         for n in counts:
             path = lzw_stack(os.path.join(args.data, f"lzw-{n}x256x256.tif"), (n, 256, 256))
             dest = os.path.join(work, f"pages-{n}")
-            cpu, wall = measure(lambda: convert(path, dest, format="zarr", n_cores=args.n_cores))
+            cpu, wall = measure(lambda path=path, dest=dest: convert(path, dest, format="zarr", n_cores=args.n_cores))
             per.append(cpu / n * 1000)
             print(f"{n:6d} {cpu:7.2f} {wall:7.2f} {per[-1]:19.2f}", flush=True)
         print(f"cost per page, {counts[1]} vs {counts[0]} pages: x{per[1] / per[0]:.2f} (linear: x1.00)")

@@ -13,25 +13,22 @@ connection. Prints requests/s, MB/s, p50/p99 latency and errors per case.
 from __future__ import annotations
 
 import argparse
-import glob
 import http.client
 import json
 import multiprocessing
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from servers import start_gunicorn, start_webserver  # noqa: E402
-
 from precomputed_tif import convert, open_volume  # noqa: E402
 from precomputed_tif.geometry import Box  # noqa: E402
 from precomputed_tif.synthetic import write_synthetic_planes  # noqa: E402
+from servers import start_gunicorn, start_webserver  # noqa: E402
 
 FORMATS = ("tiff", "zarr", "blockfs")
 

@@ -25,6 +25,7 @@ error naming the file and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -253,10 +254,8 @@ def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None 
         if isinstance(exc, OSError):
             raise _write_error(exc, directory, cleared) from None
         raise
-    try:
+    with contextlib.suppress(OSError):  # the layer is complete (info exists) with or without the marker
         os.unlink(os.path.join(directory, UNFINISHED))
-    except OSError:
-        pass  # the layer is complete (info exists) with or without the marker
     return info
 
 
@@ -345,10 +344,8 @@ def _remove_layer(directory: str, strict: bool = False, remove_directory: bool =
                 raise
             cleared = False
     if cleared and remove_directory:
-        try:
+        with contextlib.suppress(OSError):  # something else is in it now
             os.rmdir(directory)
-        except OSError:
-            pass  # something else is in it now
     return cleared
 
 

@@ -10,9 +10,10 @@ trip, so writers of many files batch it: write them all, then
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def temporary_name(path: str) -> str:
@@ -40,10 +41,8 @@ def write_atomic(path: str, data: bytes, durable: bool = True) -> None:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(exc, OSError) and exc.filename in (None, tmp):
             # A failed write (a full disk) names no file, a failed open the temporary
             # one: either way the caller's message should name the file being written.

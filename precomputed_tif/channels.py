@@ -15,7 +15,7 @@ Colours are ``"#rrggbb"`` strings (lower case) throughout.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .info import EXTRA
 

@@ -26,6 +26,7 @@ comes from :func:`precomputed_tif.serving.handle`. Made to face a lab network:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import ipaddress
 import logging
@@ -45,8 +46,17 @@ from .executor import default_workers, die_with_parent
 from .info import read_info
 from .links import AVIVATOR, dataset_link
 from .ngff import root_version
-from .serving import (REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle,
-                      text_response, url_path)
+from .serving import (
+    REASONS,
+    REQUEST_HEADERS,
+    Catalog,
+    ConfigCatalog,
+    Dataset,
+    Response,
+    handle,
+    text_response,
+    url_path,
+)
 
 access_log = logging.getLogger("precomputed_tif.access")
 log = logging.getLogger(__name__)
@@ -175,7 +185,7 @@ class Handler(BaseHTTPRequestHandler):
         raw_path = self.path.split("?", 1)[0].split("#", 1)[0]
         if raw_path.startswith(("http://", "https://")):  # absolute-form request target
             raw_path = urllib.parse.urlsplit(raw_path).path
-        headers = {}
+        headers: dict[str, str] = {}
         for k, v in self.headers.items():
             k = k.lower()
             if k in REQUEST_HEADERS:  # a header sent several times is one list (RFC 9110 5.3)
@@ -312,15 +322,11 @@ def serve(server: PrecomputedServer, workers: int) -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for pid in children:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
         server.server_close()
 
 

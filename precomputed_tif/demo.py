@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
-
-import shutil
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from .annotations import PointSet, write_points
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .cors_webserver import PrecomputedServer, serve, urls
-from .errors import PrecomputedTifError
+from .errors import PrecomputedTifError, require_extra
 from .links import layer, neuroglancer_link, viewer_state
 from .serving import Catalog, Dataset
 from .synthetic import blob_centres, blob_labels, write_synthetic_planes
@@ -75,7 +74,7 @@ def local_viewer(link: str) -> str | None:
     neuroglancer.set_server_bind_address("127.0.0.1")
     viewer = neuroglancer.Viewer()
     viewer.set_state(neuroglancer.ViewerState(state_from_url(link)))
-    local_viewer.viewer = viewer  # keep it alive while serving
+    local_viewer.viewer = viewer  # type: ignore[attr-defined]  # keep it alive while serving
     return viewer.get_viewer_url()
 
 
@@ -91,6 +90,7 @@ def main(argv=None) -> int:
     setup_logging(args.log)
 
     def body():
+        require_extra("demo", "the demo", "skimage", "zmesh", "DracoPy")
         planes = os.path.join(args.dir, "planes")
         dest = os.path.join(args.dir, "precomputed")
         pattern = os.path.join(planes, "img_*.tif")

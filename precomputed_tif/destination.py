@@ -18,6 +18,7 @@ as it removes ``info`` and the scale directories.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -164,10 +165,8 @@ def _remove_temporaries(dest: str) -> None:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _scale_keys(source) -> set[str]:
@@ -228,7 +227,7 @@ def _check_removable(dest: str, doomed: list[str], job: dict) -> None:
     for name in doomed:
         path = os.path.join(dest, name)
         if os.path.isdir(path) and not os.path.islink(path):
-            for base, dirs, _ in os.walk(path):
+            for base, _dirs, _ in os.walk(path):
                 if not os.access(base, os.W_OK | os.X_OK):
                     raise PrecomputedTifError(
                         f"cannot remove the old dataset: {base} is not writable; nothing was removed")

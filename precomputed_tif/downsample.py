@@ -9,7 +9,7 @@ exist (the array is never padded with zeros).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

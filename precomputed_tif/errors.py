@@ -1,5 +1,7 @@
 """The one exception type for mistakes a user can make."""
 
+import importlib.util
+
 
 class PrecomputedTifError(Exception):
     """A problem with the user's input or environment, not a bug.
@@ -27,3 +29,14 @@ def unfinished(exc: BaseException, dest: str, why: str) -> PrecomputedTifError:
     ``dest`` is not finished (``why``: how to tell), and that the same command resumes it."""
     return PrecomputedTifError(f"{describe(exc)}; {dest} is unfinished ({why}): fix this and run the same "
                                "command again")
+
+
+_DISTRIBUTIONS = {"skimage": "scikit-image"}  # import names that differ from what pip installs
+
+
+def require_extra(extra: str, what: str, *modules: str) -> None:
+    """Raise a one-line error naming the extra to install when any of ``modules`` (import names) is
+    not installed; finds them without importing them, so a run fails before any work is done."""
+    missing = [_DISTRIBUTIONS.get(name, name) for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PrecomputedTifError(f"{what} needs {' and '.join(missing)}: pip install 'precomputed-tif[{extra}]'")

@@ -21,7 +21,7 @@ import itertools
 import multiprocessing
 import os
 import signal
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .errors import PrecomputedTifError
 
@@ -67,10 +67,8 @@ class SerialExecutor(_Executor):
 def die_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when its parent ends, however it ends (SIGKILL
     included: prctl PR_SET_PDEATHSIG). Elsewhere nothing is asked; callers check getppid."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no prctl
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
 
 
 # Signals only the main process answers (it then stops the workers with SIGTERM).
@@ -97,7 +95,8 @@ def _worker_terminated(signum, frame) -> None:
     as leaked, in lines around the main process's one; then end at once, abandoning the task."""
     from multiprocessing import util
 
-    util._run_finalizers(0)  # the finalizers a normal exit runs first, semaphores' among them
+    # the finalizers a normal exit runs first, semaphores' among them (private: not in typeshed)
+    util._run_finalizers(0)  # type: ignore[attr-defined]
     os._exit(128 + signum)
 
 
@@ -219,10 +218,8 @@ class DaskExecutor(_Executor):
     def stop(self) -> None:
         # imap_unordered has cancelled its futures (tasks already running on a worker's thread
         # finish there: Dask cannot interrupt a thread); do not wait long for the scheduler.
-        try:
+        with contextlib.suppress(Exception):  # leaving anyway; the interrupt or error is what is reported
             self.client.close(timeout=5)
-        except Exception:  # noqa: BLE001 - leaving anyway; the interrupt or error is what is reported
-            pass
 
 
 def make_executor(n_workers: int | None, dask_scheduler: str | None = None):

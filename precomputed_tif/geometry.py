@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from .errors import PrecomputedTifError
 
@@ -50,7 +50,7 @@ class Box:
         return f"{self.x0}-{self.x1}_{self.y0}-{self.y1}_{self.z0}-{self.z1}"
 
     @classmethod
-    def parse(cls, name: str) -> "Box":
+    def parse(cls, name: str) -> Box:
         """Inverse of :attr:`name`; raises ``ValueError`` for anything else."""
         m = _CHUNK_NAME.match(name)
         if m is None:
@@ -67,7 +67,7 @@ class Box:
         """(z, y, x) slices that cut this box out of a level-sized array."""
         return (slice(self.z0, self.z1), slice(self.y0, self.y1), slice(self.x0, self.x1))
 
-    def relative_to(self, outer: "Box") -> tuple[slice, slice, slice]:
+    def relative_to(self, outer: Box) -> tuple[slice, slice, slice]:
         """(z, y, x) slices of this box inside an array that holds ``outer``."""
         return (
             slice(self.z0 - outer.z0, self.z1 - outer.z0),
@@ -75,7 +75,7 @@ class Box:
             slice(self.x0 - outer.x0, self.x1 - outer.x0),
         )
 
-    def intersect(self, other: "Box") -> "Box | None":
+    def intersect(self, other: Box) -> Box | None:
         """The common part of two boxes, or None when they do not overlap."""
         b = Box(
             max(self.x0, other.x0), min(self.x1, other.x1),
@@ -86,7 +86,7 @@ class Box:
             return None
         return b
 
-    def scaled_down(self, factor: Sequence[int]) -> "Box":
+    def scaled_down(self, factor: Sequence[int]) -> Box:
         """The box one level down that this box's voxels shrink into (x, y, z factors)."""
         fx, fy, fz = factor
         return Box(
@@ -315,7 +315,7 @@ class Scale:
     voxel_offset: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
-    def from_info(cls, scale: dict) -> "Scale":
+    def from_info(cls, scale: dict) -> Scale:
         return cls(scale["key"], tuple(int(v) for v in scale["size"]),
                    tuple(int(v) for v in scale["chunk_sizes"][0]),
                    tuple(int(v) for v in scale.get("voxel_offset", (0, 0, 0))))

@@ -77,7 +77,8 @@ def _control_names(names: list[str], rgb: bool) -> list[tuple[str, str]]:
     ``#define`` for the rest of the shader, so a bare channel name (``max``, ``DAPI``) could
     break the shader or be refused: the prefixes keep clear of GLSL's and Neuroglancer's own
     names."""
-    out, used = [], set()
+    out: list[tuple[str, str]] = []
+    used: set[str] = set()
     for i, name in enumerate(names):
         ident = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:40]
         pair = (f"ch_{ident}", f"color_{ident}")

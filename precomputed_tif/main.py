@@ -9,11 +9,10 @@ from . import formats, memory
 from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
-from .mesh_cli import add_mesh_arguments, sharded_value
-from .mesh_cli import summary as mesh_summary
-from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from .executor import default_workers
 from .geometry import parse_triple
+from .mesh_cli import add_mesh_arguments, sharded_value, summary as mesh_summary
+from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 
 EPILOG = """\
 examples:
@@ -65,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
     p.add_argument("--format", default=formats.DEFAULT, metavar="FORMAT",
-                   help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). tiff and blockfs "
-                        "need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; precomputed "
-                        "is Neuroglancer's own format, which any static web server or bucket serves; "
+                   help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). "
+                        "tiff and blockfs need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; "
+                        "precomputed is Neuroglancer's own format, which any static web server or bucket serves; "
                         "ome-zarr is the OME-NGFF image format (Neuroglancer's zarr://, napari, OME tools), "
                         "also served by any static server; zarr is served by precomputed-webserver as "
                         "precomputed:// and by any static server as an NGFF 0.4 zarr://. ome-tiff writes one "
@@ -132,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                                       f"go with --format {fmt.name}")
         if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
             raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
+        if args.mesh:
+            from .meshing import require_mesh_packages
+
+            require_mesh_packages()  # before converting, not after
         if args.properties:
             from .segment_properties import read_properties_csv
 

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import stat
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import PrecomputedTifError
 

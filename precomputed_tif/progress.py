@@ -8,6 +8,8 @@ task that did not finish.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 DONE_LOG = ".precomputed-tif-done"
@@ -16,7 +18,7 @@ DONE_LOG = ".precomputed-tif-done"
 class DoneLog:
     def __init__(self, dest: str):
         self.path = os.path.join(dest, DONE_LOG)
-        self._file = None
+        self._file: io.FileIO | None = None
 
     def load(self) -> set[str]:
         """Ids of the finished tasks (a torn last line is ignored)."""
@@ -30,7 +32,7 @@ class DoneLog:
 
     def record(self, task_id: str) -> None:
         if self._file is None:
-            self._file = open(self.path, "ab", buffering=0)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held by the object, which closes it
         self._file.write(task_id.encode() + b"\n")
 
     def close(self) -> None:
@@ -40,7 +42,5 @@ class DoneLog:
 
     def remove(self) -> None:
         self.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass

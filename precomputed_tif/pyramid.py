@@ -20,8 +20,8 @@ block however large the shard (see :func:`plan_sharded_passes`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -170,7 +170,7 @@ def plan_sharded_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int =
         # still a shard-shaped box (x, y before z) one level down.
         nxt = geometry.level(first + 1).step if first < n else (2, 2, 2)
         start_bits = bits = [k - (s != 2) for s in nxt]
-        shards = []
+        shards: list[tuple[int, int]] = []
         last = first
         for number in range(first if from_source else first + 1, n + 1):
             wrote_already = last > first or (from_source and number > first)
@@ -218,10 +218,10 @@ def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: in
         size = geometry.level(p.first).size
         region = list(p.block)
 
-        def chunks_along(r, i):
+        def chunks_along(r, i, size=size, ratio=ratio):
             return -(-min(r[i], size[i]) // (ratio[i] * geometry.chunk_size[i]))
 
-        def tasks(r):
+        def tasks(r, size=size):
             return int(np.prod([-(-s // n) for s, n in zip(size, r)]))
 
         while int(np.prod([chunks_along(region, i) for i in range(3)])) < min_chunks:
@@ -331,6 +331,6 @@ def _write_level(writer, g: Geometry, number: int, region: Box, data: np.ndarray
     key = g.level(number).key
     n = 0
     for box in g.chunk_boxes(number, region):
-        writer.write_chunk(key, box, data[(..., *box.relative_to(region))])
+        writer.write_chunk(key, box, data[(...,) + box.relative_to(region)])
         n += 1
     return n

@@ -58,10 +58,10 @@ import stat
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate, mktime_tz, parsedate_tz
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -301,7 +301,7 @@ class Dataset:
     def __repr__(self):
         return f"Dataset({self.name!r}, {self.directory!r}, {self.format!r})"
 
-    def same_as(self, other: "Dataset") -> bool:
+    def same_as(self, other: Dataset) -> bool:
         return (self.name, self.directory, self.format, self.gzip) == (other.name, other.directory, other.format,
                                                                        other.gzip)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from typing import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

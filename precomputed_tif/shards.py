@@ -16,10 +16,11 @@ indexes -- under a temporary name and renames it into place.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class ShardWriter:
         self.path = shard_path(directory, spec, shard)
         self.spec = spec
         self._spill_path = temporary_name(self.path)
-        self._spill = open(self._spill_path, "xb+")
+        self._spill = open(self._spill_path, "xb+")  # noqa: SIM115 - held by the object, which closes it
         self._entries: list[tuple[int, int, int, int]] = []  # minishard, key, offset in spill, size
 
     def add(self, key: int, data: bytes) -> None:
@@ -144,10 +145,8 @@ class ShardWriter:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class ShardReader:
@@ -202,7 +201,7 @@ class ShardReader:
         shard, minishard = _split(self.spec, key)
         path = shard_path(self.directory, self.spec, shard)
         try:
-            f = open(path, "rb")
+            f = open(path, "rb")  # noqa: SIM115 - used by the with below; only opening may mean "no shard"
         except FileNotFoundError:
             return None
         with f:

@@ -26,8 +26,9 @@ import logging
 import math
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -133,7 +134,7 @@ class PlaneStack:
             return np.dtype(np.uint8)
         return np.dtype(_NARROWED.get(d.name, d.name))
 
-    def subset(self, z0: int, z1: int) -> "PlaneStack":
+    def subset(self, z0: int, z1: int) -> PlaneStack:
         """The same stack holding only planes z0 <= z < z1 (z stays absolute)."""
         c = self.n_channels
         refs = self.planes[(z0 - self.first_plane) * c:(z1 - self.first_plane) * c]
@@ -610,7 +611,7 @@ def _walk_chain(tif, size: int) -> tuple[int, bool]:
     fh = tif.filehandle
     fh.seek(8 if t.is_bigtiff else 4)
     (ifd,) = struct.unpack(t.offsetformat, fh.read(t.offsetsize))
-    seen = set()
+    seen: set[int] = set()
     while ifd:
         if ifd in seen or ifd < 8 or ifd + t.tagnosize > size:
             return len(seen), False

@@ -12,8 +12,8 @@ colours (``channel_names``, ``channel_colors``; see :mod:`.channels`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class DatasetSource:
 
     whole_rows = False
 
-    def subset(self, z0: int, z1: int) -> "DatasetSource":
+    def subset(self, z0: int, z1: int) -> DatasetSource:
         return self
 
     def read(self, box: Box) -> np.ndarray:

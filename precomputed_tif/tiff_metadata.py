@@ -22,7 +22,7 @@ from . import channels
 
 _UNIT_UM = {
     "pm": 1e-6, "Å": 1e-4, "\u212b": 1e-4, "angstrom": 1e-4, "nm": 1e-3, "nanometer": 1e-3,
-    "µm": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
     "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6,
 }
 

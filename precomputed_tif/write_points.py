@@ -16,7 +16,7 @@ import numpy as np
 from .annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_directory, write_points
 from .cli_support import add_log_argument, run_main, setup_logging
 from .errors import PrecomputedTifError
-from .geometry import DEFAULT_VOXEL_SIZE_UM, parse_triple
+from .geometry import parse_triple
 
 _PROPERTY_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
 _INT_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
@@ -242,7 +242,8 @@ def point_set(points: np.ndarray, extra: dict, lower=None, upper=None, path: str
     if upper is None:
         hi = np.maximum(hi, lo + 1)
     if (lo >= hi).any():
-        raise PrecomputedTifError(f"--lower-bound {lo.tolist()} must be below --upper-bound {hi.tolist()} on every axis")
+        raise PrecomputedTifError(
+            f"--lower-bound {lo.tolist()} must be below --upper-bound {hi.tolist()} on every axis")
     outside = ((points < lo) | (points >= hi)).any(axis=1)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])

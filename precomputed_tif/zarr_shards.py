@@ -16,6 +16,7 @@ it arrives, so memory holds one chunk, never the shard.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 
@@ -66,7 +67,7 @@ class ZarrShardWriter:
         self._index = np.full((*self.chunks_per_shard, 2), EMPTY, np.uint64)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self._tmp = temporary_name(path)
-        self._file = open(self._tmp, "xb")
+        self._file = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
         self._offset = 0
 
     def add(self, position, data: bytes) -> None:
@@ -95,10 +96,8 @@ class ZarrShardWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
 
 
 def read_index(f, path: str, chunks_per_shard) -> np.ndarray:

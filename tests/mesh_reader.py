@@ -12,7 +12,6 @@ import numpy as np
 from shard_reader import shard_entries  # noqa: F401  (part of this reader)
 
 
-
 def read_mesh_dir(directory: str) -> tuple[dict, dict[int, tuple[bytes, bytes]]]:
     """(info, {segment: (fragment data, manifest)}) for sharded and unsharded layouts."""
     with open(os.path.join(directory, "info")) as f:

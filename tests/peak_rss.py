@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import psutil
@@ -18,10 +19,8 @@ class PeakRSS:
         while not self._stop.is_set():
             total = 0
             for p in [me] + me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 

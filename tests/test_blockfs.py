@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from blockfs_reader import read_blockfs, read_header
 from precomputed_tif import PrecomputedTifError, open_volume
 from precomputed_tif.blockfs import Directory, create
 from precomputed_tif.blockfs.cli import info_main, tif_main
 from precomputed_tif.blockfs.directory import entry_bits
-from blockfs_reader import read_blockfs, read_header
 from stacks import make_volume
 
 HERE = os.path.dirname(__file__)
@@ -172,7 +172,8 @@ KILLED_WRITER = textwrap.dedent("""
     for z0 in range(0, 256, 32):
         for y0 in range(0, 256, 32):
             for x0 in range(0, 256, 32):
-                block = np.random.default_rng(x0 + 1000 * y0 + 10**6 * z0).integers(0, 65535, (32, 32, 32), dtype=np.uint16)
+                rng = np.random.default_rng(x0 + 1000 * y0 + 10**6 * z0)
+                block = rng.integers(0, 65535, (32, 32, 32), dtype=np.uint16)
                 d.write_block(x0, y0, z0, block)
             d.sync()  # a batch of blocks made durable and recorded, as a conversion task does
     d.close()

@@ -140,9 +140,9 @@ def read_ngff(dest, version) -> tuple[list, list]:
 def read_ome_tiff(dest) -> tuple[list, list]:
     """(names, colours as #rrggbb) of the OME-XML, validated against the schema by ome-types, and
     the names bioio sees."""
+    import bioio_ome_tiff
     from bioio import BioImage
     from ome_types import from_xml
-    import bioio_ome_tiff
 
     image = os.path.join(dest, os.path.basename(os.path.abspath(dest)) + ".ome.tif")
     with tifffile.TiffFile(image) as tif:
@@ -150,7 +150,7 @@ def read_ome_tiff(dest) -> tuple[list, list]:
     channels = ome.images[0].pixels.channels
     names = [c.name for c in channels]
     assert list(BioImage(image, reader=bioio_ome_tiff.Reader).channel_names) == names
-    return names, ["#%02x%02x%02x" % c.color.as_rgb_tuple()[:3] for c in channels]
+    return names, ["#{:02x}{:02x}{:02x}".format(*c.color.as_rgb_tuple()[:3]) for c in channels]
 
 
 def read_back(dest, fmt, version) -> tuple[list, list]:

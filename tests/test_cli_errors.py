@@ -194,6 +194,24 @@ def test_overwrite_decides_before_deleting(tmp_path, capsys, planes):
     assert json.loads((out / "info").read_text())["scales"][0]["key"] == "1_1_1"
 
 
+@pytest.mark.parametrize("blocked", ["zmesh", "DracoPy"])
+def test_mesh_without_the_mesh_extra_names_it_before_converting(tmp_path, capsys, monkeypatch, blocked):
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if not installed: importing it fails
+    glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16", segmentation=True))
+    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out", "--segmentation", "--mesh")
+    assert_user_error(code, err, blocked, "pip install 'precomputed-tif[mesh]'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_converting_needs_no_mesh_extra(tmp_path, capsys, monkeypatch):
+    for name in ("zmesh", "DracoPy"):
+        monkeypatch.setitem(sys.modules, name, None)
+    glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16", segmentation=True))
+    code, err = run(capsys, "--source", glob, "--dest", tmp_path / "out", "--segmentation")
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "info").read_text())["type"] == "segmentation"
+
+
 def test_real_console_script_reports_one_line(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
     proc = subprocess.run([exe, "--source", str(tmp_path / "none*.tif"), "--dest", str(tmp_path / "o")],

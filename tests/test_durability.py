@@ -67,7 +67,7 @@ def test_writer_killed_at_random_points_leaves_only_whole_chunks(tmp_path, fmt):
     dest = str(tmp_path / "out")
     rng = random.Random(f"kill-{fmt}")
     seen_any = False
-    for attempt in range(3):
+    for _attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-c", CONVERT, glob, dest, fmt, str(BLOCK)],
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Once the writers are under way (a task recorded), kill them at a random moment.

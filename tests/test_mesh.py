@@ -16,12 +16,12 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
+from label_cells import BIG_ID, cell_volume
 from mesh_reader import fragments, parse_manifest, read_mesh_dir, to_model
 from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.main import main as tif_main
 from precomputed_tif.mesh_cli import main as mesh_main
 from precomputed_tif.meshing import mesh_dataset
-from label_cells import BIG_ID, cell_volume
 
 VOXEL = (0.5, 0.5, 1.0)  # microns
 NODE = 16
@@ -124,7 +124,7 @@ def test_every_level_of_detail_follows_the_spec(datasets, labels):
 
 
 def test_segment_properties_count_every_voxel(datasets, labels):
-    for fmt, path in datasets.items():
+    for path in datasets.values():
         with open(os.path.join(path, "segment_properties", "info")) as f:
             props = json.load(f)
         assert props["@type"] == "neuroglancer_segment_properties"

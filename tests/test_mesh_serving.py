@@ -14,6 +14,7 @@ from precomputed_tif import convert
 from precomputed_tif.meshing import mesh_dataset
 from servers import require_nginx, start_gunicorn, start_static_nginx, start_webserver
 
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("mesh-serving")

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from peak_rss import conversion_peak_rss
 from precomputed_tif import convert
 from precomputed_tif.main import main
 from precomputed_tif.progress import DONE_LOG
-from peak_rss import conversion_peak_rss
 from stacks import make_volume, reference_downsample, write_planes
 
 SHAPE = (5, 45, 70)  # z, y, x: odd, and no multiple of the tile size
@@ -88,7 +88,8 @@ def test_pyramid_reads_back_as_the_source_and_its_means(tmp_path, name, dtype, c
                      voxel_size=(0.4, 0.5, 2.0))
     image = dest / "out.ome.tif"
     assert result["image"] == str(image)
-    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "out.offsets.json", "out.ome.tif"]
+    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "out.offsets.json",
+                                        "out.ome.tif"]
     levels = levels_of(image)
     # 70x45 -> 35x23 -> 18x12 -> 9x6: the coarsest fits in one 16 x 16 tile.
     assert [lv.shape[-2:] for lv in levels] == [(45, 70), (23, 35), (12, 18), (6, 9)]
@@ -128,8 +129,8 @@ def test_ome_xml_is_valid_and_describes_the_image(tmp_path):
 
 
 def test_bioio_reads_the_same_voxels_and_pixel_sizes(tmp_path):
-    from bioio import BioImage
     import bioio_ome_tiff
+    from bioio import BioImage
 
     volume = signed_volume((2, *SHAPE), 3)
     dest = tmp_path / "out"
@@ -296,7 +297,8 @@ def test_a_different_conversion_needs_overwrite_which_removes_only_its_files(tmp
     assert not (dest / "out.ome.tif").exists() and not (dest / "out.offsets.json").exists()
     assert (dest / "info").exists() and (dest / "notes.txt").read_text() == "precious"
     assert main([*base, "--format", "ome-tiff", "--overwrite"]) == 0  # and the precomputed dataset too
-    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "notes.txt", "out.offsets.json", "out.ome.tif"]
+    assert sorted(os.listdir(dest)) == [".precomputed-tif-inputs.json", ".precomputed-tif.json", "notes.txt",
+                                        "out.offsets.json", "out.ome.tif"]
 
 
 def test_dask_cluster_writes_the_same_file(tmp_path):

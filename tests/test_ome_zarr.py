@@ -15,11 +15,11 @@ import pytest
 import tifffile
 import zarr
 
+from peak_rss import conversion_peak_rss
 from precomputed_tif import convert, open_volume
 from precomputed_tif.geometry import Geometry
 from precomputed_tif.main import main
 from precomputed_tif.progress import DoneLog
-from peak_rss import conversion_peak_rss
 from stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides the chunk size

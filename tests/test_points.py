@@ -162,7 +162,9 @@ def test_matches_neuroglancers_own_writer(tmp_path, capsys):
     # Their single cell and our levels hold the same annotations.
     _, their_levels, _, _ = read_layer(tmp_path / "theirs")
     _, our_levels, _, _ = read_layer(tmp_path / "ours")
-    flatten = lambda levels: sorted(e for cells in levels for entries in cells.values() for e in entries)
+    def flatten(levels):
+        return sorted(e for cells in levels for entries in cells.values() for e in entries)
+
     assert flatten(our_levels) == flatten(their_levels)
 
 

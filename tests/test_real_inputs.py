@@ -21,8 +21,8 @@ import tifffile
 
 import foreign_tiffs as ft
 from precomputed_tif import convert, open_volume
-from precomputed_tif.source import open_stack
 from precomputed_tif.main import main
+from precomputed_tif.source import open_stack
 from readback import expected_chunk_names
 from stacks import reference_pyramid
 

@@ -1,6 +1,5 @@
 """Resume after a kill, a memory limit for the whole conversion, and Dask."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,11 +11,10 @@ import numpy as np
 import psutil
 import pytest
 
-from precomputed_tif import PrecomputedTifError, convert, open_volume
-from precomputed_tif import memory
+from peak_rss import PeakRSS
+from precomputed_tif import PrecomputedTifError, convert, memory, open_volume
 from precomputed_tif.main import main
 from precomputed_tif.progress import DONE_LOG
-from peak_rss import PeakRSS
 from readback import files_of
 from stacks import make_volume, write_planes
 

@@ -25,7 +25,8 @@ CHUNK = (32, 32, 32)
 HOSTILE = [
     "/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
     "/..%2f..%2f..%2fetc%2fpasswd", "//etc/passwd", "/%2Fetc%2Fpasswd", "/1_1_1/../../secret.txt",
-    "/.precomputed-tif.json", "/%00/info", "/%ff%fe/info", "/1_1_1/..%5c..%5csecret.txt", "/%252e%252e/%252e%252e/etc/passwd",
+    "/.precomputed-tif.json", "/%00/info", "/%ff%fe/info", "/1_1_1/..%5c..%5csecret.txt",
+    "/%252e%252e/%252e%252e/etc/passwd",
 ]
 
 

@@ -65,7 +65,7 @@ def write_planes(d: Directory, pattern: str, progress: bool = False) -> int:
     import tifffile
     from tqdm import tqdm
 
-    (ex, ey, ez), (bx, by, bz) = d.extent, d.block_size
+    (ex, ey, ez), (_, by, bz) = d.extent, d.block_size
     with tqdm(total=ez, unit="plane", desc="writing planes", disable=not progress) as bar:
         for z0 in range(0, ez, bz):
             z1 = min(z0 + bz, ez)

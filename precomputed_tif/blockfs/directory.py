@@ -23,7 +23,8 @@ its size fields against the bytes its entry spans and the block's size. Volumes
 this package writes record ``"precomputed_tif_checksum": "crc32"`` in their
 metadata and store each block as its Blosc frame followed by the CRC-32 of the
 frame, both inside the size the entry records; readers that decode the frame by
-its own header (the original package, numcodecs) ignore the four extra bytes. Block (x, y, z) -- in block units -- has slot
+its own header (the original package, numcodecs) ignore the four extra bytes.
+Block (x, y, z) -- in block units -- has slot
 ``x*XStride + y*YStride + z*ZStride`` and lives in
 ``BlockFilenames[slot % len(BlockFilenames)]``. A block's frame decodes to a
 C-ordered (z, y, x) array, truncated (not padded) at the volume's far edges.
@@ -54,6 +55,7 @@ they write, :func:`reclaim` an exclusive one, so it never runs under a writer.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -63,7 +65,7 @@ import stat
 import struct
 import threading
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numcodecs
 import numpy as np
@@ -595,9 +597,7 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
         os.replace(tmp, path)
         sync_directory(os.path.dirname(path))
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise PrecomputedTifError(f"cannot create blockfs volume {path}: {exc.strerror}") from None
     return Directory(path, writable=True)

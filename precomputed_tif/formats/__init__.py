@@ -24,6 +24,7 @@ from ..errors import PrecomputedTifError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..geometry import Geometry
+    from ..stores.base import ChunkStore
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ class FormatOptions:
 
 
 # How the command line spells each option, for messages about options given to the wrong format.
-OPTION_FLAGS = {"encoding": ("--encoding",), "jpeg_quality": ("--jpeg-quality",), "sharded": ("--sharded", "--unsharded"),
-                "ngff_version": ("--ngff-version",), "tile_size": ("--tile-size",), "compression": ("--compression",)}
+OPTION_FLAGS = {"encoding": ("--encoding",), "jpeg_quality": ("--jpeg-quality",),
+                "sharded": ("--sharded", "--unsharded"), "ngff_version": ("--ngff-version",),
+                "tile_size": ("--tile-size",), "compression": ("--compression",)}
 
 
 def _listed(options) -> str:
@@ -91,7 +93,7 @@ class Format:
         """The options with this format's defaults filled in, or a user error for a bad value."""
         return options
 
-    def store_class(self, options: FormatOptions | None = None) -> type:
+    def store_class(self, options: FormatOptions | None = None) -> type[ChunkStore]:
         """The store class that holds this format's chunks (for these options)."""
         import importlib
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..errors import PrecomputedTifError
 from . import Format, FormatOptions, Planned
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stores.base import ChunkStore
 
 
 class TiffFormat(Format):
@@ -63,7 +66,7 @@ class PrecomputedFormat(Format):
             passes = plan_sharded_passes(geometry, voxel_bytes, block_bytes, shard_all=bool(options.sharded))
         else:
             passes = plan_passes(geometry, voxel_bytes, block_bytes, stack.whole_rows)
-        lossless = frozenset()
+        lossless: frozenset[str] = frozenset()
         if not codec.lossless:
             # Later passes read these levels back: from a lossless copy, never from decoded jpeg.
             lossless = frozenset(geometry.level(p.first).key for p in passes if not p.from_source)
@@ -102,7 +105,7 @@ class OmeZarrFormat(Format):
             raise PrecomputedTifError(ZARR3_NEEDED)
         return FormatOptions(ngff_version=version)
 
-    def store_class(self, options=None) -> type:
+    def store_class(self, options=None) -> type[ChunkStore]:
         if options is not None and options.ngff_version == "0.4":
             # NGFF 0.4 is Zarr v2: the zarr format's layout, with levels 0, 1, ...
             return ZarrFormat().store_class()

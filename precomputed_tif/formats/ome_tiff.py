@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import PrecomputedTifError
 from ..geometry import DEFAULT_CHUNK_SIZE
 from . import Format, FormatOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stores.base import ChunkStore
 
 
 class OmeTiffFormat(Format):
@@ -21,7 +26,7 @@ class OmeTiffFormat(Format):
                                       "in 2-D tiles: give --tile-size instead")
         return options
 
-    def store_class(self, options=None) -> type:
+    def store_class(self, options=None) -> type[ChunkStore]:
         raise TypeError("an OME-TIFF has no chunk store")
 
     def summary(self, dest: str, result: dict) -> str:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .. import memory
 from ..atomic import write_atomic
-from ..errors import PrecomputedTifError, unfinished
+from ..errors import PrecomputedTifError, require_extra, unfinished
 from ..executor import default_workers, make_executor
 from ..info import read_info, write_info
 from ..progress import DoneLog
@@ -45,6 +45,12 @@ DEFAULT_NODE = 64  # voxels per axis of a full-resolution octree node
 MAX_BLOCK_BYTES = 64 * 2**20
 
 
+def require_mesh_packages() -> None:
+    """Raise a one-line error when the ``mesh`` extra (zmesh, DracoPy: imported only by the
+    workers that mesh) is not installed."""
+    require_extra("mesh", "meshing", "zmesh", "DracoPy")
+
+
 def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | None = None,
                  dask_scheduler: str | None = None, properties: str | None = None,
                  sharded: bool | None = None, node: int = DEFAULT_NODE, progress: bool = False,
@@ -58,6 +64,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     :func:`precomputed_tif.convert`. Returns the dataset's new ``info``.
     """
     started = time.perf_counter()
+    require_mesh_packages()
     if n_cores is not None and n_cores < 1:
         raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
     if node < 2 or node % 2:

@@ -25,7 +25,7 @@ See ``meshes.md`` in the neuroglancer repository. The coordinates used here:
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def complete_octree(fragments: dict[tuple[int, int, int, int], bytes], num_lods:
     """Per level of detail, ``[(position, bytes)]`` in Z-curve order, with an empty fragment added
     for every missing ancestor of a node: Neuroglancer walks the octree down from the top
     level, and a node without a parent would never be drawn."""
-    nodes = [dict() for _ in range(num_lods)]
+    nodes: list[dict[tuple[int, int, int], bytes]] = [{} for _ in range(num_lods)]
     for (lod, x, y, z), data in fragments.items():
         nodes[lod][(x, y, z)] = data
     for lod in range(num_lods - 1):

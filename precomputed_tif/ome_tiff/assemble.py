@@ -15,7 +15,7 @@ name -- so ``X.ome.tif`` exists only whole, with ``X.offsets.json`` beside it.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import tifffile
 from tqdm import tqdm

@@ -8,7 +8,7 @@ QuPath) and Viv (geotiff.js) all read.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import imagecodecs
 

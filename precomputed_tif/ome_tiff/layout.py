@@ -96,6 +96,6 @@ class Names:
     work: str = WORK_DIR
 
     @classmethod
-    def of(cls, dest: str) -> "Names":
+    def of(cls, dest: str) -> Names:
         base = os.path.basename(os.path.normpath(os.path.abspath(dest)))
         return cls(f"{base}.ome.tif", f"{base}.offsets.json")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -35,14 +35,14 @@ class SpillWriter:
     def __init__(self, path: str):
         self.path = path
         self._tmp = temporary_name(path)
-        self._file = open(self._tmp, "xb")
+        self._file = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
         self._counts: list[int] = []
 
     def add(self, tile: bytes) -> None:
         self._file.write(tile)
         self._counts.append(len(tile))
 
-    def __enter__(self) -> "SpillWriter":
+    def __enter__(self) -> SpillWriter:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
@@ -64,7 +64,7 @@ class SpillReader:
     def __init__(self, path: str, n_tiles: int):
         self.path = path
         try:
-            self._file = open(path, "rb")
+            self._file = open(path, "rb")  # noqa: SIM115 - held by the object, which closes it
         except FileNotFoundError:
             raise PrecomputedTifError(
                 f"work file {path} is missing; run again with --overwrite to start over") from None
@@ -92,7 +92,7 @@ class SpillReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "SpillReader":
+    def __enter__(self) -> SpillReader:
         return self
 
     def __exit__(self, *exc) -> None:

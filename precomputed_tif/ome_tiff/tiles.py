@@ -14,8 +14,8 @@ so a task recorded as done has its files on disk.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

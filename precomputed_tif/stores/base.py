@@ -130,7 +130,7 @@ class ChunkStore(ABC):
                 for x0 in range(box.x0 // cx * cx, box.x1, cx):
                     chunk = Box(x0, min(x0 + cx, sx), y0, min(y0 + cy, sy), z0, min(z0 + cz, sz))
                     part = chunk.intersect(box)
-                    out[(..., *part.relative_to(box))] = self.read_chunk(key, chunk)[(..., *part.relative_to(chunk))]
+                    out[(...,) + part.relative_to(box)] = self.read_chunk(key, chunk)[(...,) + part.relative_to(chunk)]
         return out
 
     def finish(self) -> None:
@@ -153,14 +153,14 @@ class ChunkStore(ABC):
             finally:
                 os.close(fd)
 
-    def write_metadata(self, info: dict, name: str) -> None:
+    def write_metadata(self, info: dict, name: str) -> None:  # noqa: B027 - optional; most formats have none
         """Write what the format keeps besides chunks, once every chunk is written and before
         ``info`` (e.g. a Zarr root group's NGFF metadata); ``name`` names the dataset."""
 
-    def drop_lossless_copies(self) -> None:
+    def drop_lossless_copies(self) -> None:  # noqa: B027 - optional; most formats keep none
         """Remove the lossless copies kept for reading back, once nothing needs them."""
 
-    def writer(self) -> "DirectWriter":
+    def writer(self) -> DirectWriter:
         """What one task writes through; its ``finish`` is called when the task's chunks are all
         written, ``abort`` when the task fails. Layouts whose files hold many chunks (shards)
         collect them here."""
@@ -264,7 +264,8 @@ def files_version(paths: list[str]) -> tuple[tuple, int] | None:
     """:meth:`ChunkStore.chunk_version` of a chunk read from whole files: each file's
     :func:`~precomputed_tif.regular_files.file_version` (None for a missing one) and the latest
     modification time; None when a file cannot be looked at (its read will say why)."""
-    versions, latest = [], 0
+    versions: list[tuple[int, int, int, int] | None] = []
+    latest = 0
     for path in paths:
         try:
             st = os.stat(path)

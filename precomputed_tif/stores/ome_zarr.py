@@ -143,7 +143,7 @@ class OmeZarrStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         raise PrecomputedTifError(f"scale {key} is sharded: its chunks are written a whole shard at a time")
 
-    def writer(self) -> "ShardTaskWriter":
+    def writer(self) -> ShardTaskWriter:
         return ShardTaskWriter(self)
 
     # -- reading -------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class OmeZarrStore(ChunkStore):
         if raw.nbytes != expected:
             raise DamagedData(f"{path}: a chunk decodes to {raw.nbytes} bytes, not {expected}")
         full = raw.view(meta["dtype"]).reshape(inner)
-        return full[(..., *(slice(0, n) for n in box.shape))].astype(self.dtype, copy=True).reshape(shape)
+        return full[(...,) + tuple(slice(0, n) for n in box.shape)].astype(self.dtype, copy=True).reshape(shape)
 
 
 def _parse_array(level_dir: str, read_file) -> dict:
@@ -218,7 +218,8 @@ def _parse_array(level_dir: str, read_file) -> dict:
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         dtype = np.dtype(meta["data_type"])
         encoding = meta.get("chunk_key_encoding", {"name": "default"})
-        separator = (encoding.get("configuration") or {}).get("separator", "/" if encoding["name"] == "default" else ".")
+        default_separator = "/" if encoding["name"] == "default" else "."
+        separator = (encoding.get("configuration") or {}).get("separator", default_separator)
         codecs = meta["codecs"]
         outer = None
         if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":

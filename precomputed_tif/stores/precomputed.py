@@ -115,7 +115,7 @@ class PrecomputedStore(ChunkStore):
             raise PrecomputedTifError(f"{self.level_dir(key)}: chunk {box.name}: {exc}") from None
         return array.reshape(shape)
 
-    def writer(self) -> "TaskWriter":
+    def writer(self) -> TaskWriter:
         return TaskWriter(self)
 
 

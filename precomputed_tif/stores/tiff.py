@@ -40,8 +40,8 @@ class TiffStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         buf = io.BytesIO()
         # Channels follow each other: the pages are channel 0's z planes, then channel 1's.
-        tifffile.imwrite(buf, array.reshape(-1, *box.shape[1:]), compression="zlib", compressionargs={"level": ZLIB_LEVEL},
-                         photometric="minisblack", metadata=None)
+        tifffile.imwrite(buf, array.reshape(-1, *box.shape[1:]), compression="zlib",
+                         compressionargs={"level": ZLIB_LEVEL}, photometric="minisblack", metadata=None)
         path = self.chunk_path(key, box)
         write_atomic(path, buf.getbuffer(), durable=False)
         self._unsynced.append(path)

@@ -41,7 +41,6 @@ def decode_chunk(data: bytes, shape_zyx: tuple[int, int, int], dtype: np.dtype) 
         return None
     dtype = np.dtype(dtype)
     nz, ny, nx = shape_zyx
-    plane_bytes = ny * nx * dtype.itemsize
     out = np.empty(shape_zyx, dtype.newbyteorder(bo))
     flat = out.reshape(nz, -1).view(np.uint8)
     (ifd,) = struct.unpack_from(bo + "I", data, 4)

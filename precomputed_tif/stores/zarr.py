@@ -38,7 +38,7 @@ class ZarrStore(ChunkStore):
 
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
-        self._meta = {}
+        self._meta: dict[str, dict] = {}
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -176,7 +176,7 @@ class ZarrStore(ChunkStore):
             part = zchunk.intersect(box)
             data = self._read_zarr_chunk(key, index)
             if data is None:
-                out[(..., *part.relative_to(box))] = meta["fill"]
+                out[(...,) + part.relative_to(box)] = meta["fill"]
             else:
-                out[(..., *part.relative_to(box))] = data[(..., *part.relative_to(zchunk))]
+                out[(...,) + part.relative_to(box)] = data[(...,) + part.relative_to(zchunk)]
         return out

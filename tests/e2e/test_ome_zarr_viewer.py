@@ -95,7 +95,7 @@ def zarr_state(url: str, name: str, scale: float) -> dict:
 def opened(browser, state) -> list[dict]:  # noqa: F811
     """Show ``state`` and wait until Neuroglancer has made its "auto" layer into image layers
     (one per channel) set up from the OME metadata; returns those layers."""
-    for attempt in range(3):
+    for _attempt in range(3):
         # Opening an "auto" layer now and then does not finish in the viewer (it stays "auto"
         # with its data loaded); showing it afresh does.
         browser.show({"layers": []})
