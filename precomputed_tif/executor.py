@@ -77,11 +77,15 @@ _MAIN_ONLY = {signal.SIGINT, signal.SIGHUP}
 
 @contextlib.contextmanager
 def _signals_blocked():
-    """Block Ctrl-C's SIGINT and SIGHUP while worker processes may start: a new process keeps
-    the blocked set through exec, so a worker never sees them, even while it is still importing
-    (when no handler of ours could turn them into anything but a traceback). One that arrives
-    meanwhile is delivered to this process when the block ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_ONLY)
+    """Block Ctrl-C's SIGINT, SIGHUP and SIGTERM while worker processes may start.
+
+    A new process keeps the blocked set through exec, so a worker never sees SIGINT
+    or SIGHUP, even while it is still importing (when no handler of ours could turn
+    them into anything but a traceback); it unblocks SIGTERM once it has its handler.
+    And no SIGTERM stops this process between a worker's start and the pool's record
+    of it, which would leave that worker out of :meth:`ProcessExecutor.stop`. A signal
+    that arrives meanwhile is delivered to this process when the block ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_ONLY | {signal.SIGTERM})
     try:
         yield
     finally:
@@ -112,6 +116,7 @@ def _worker_started(parent: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_terminated)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     die_with_parent()
     if os.getppid() != parent:  # the main process ended before the line above took effect
         os._exit(1)
@@ -131,24 +136,23 @@ class ProcessExecutor(_Executor):
                                            initializer=_worker_started, initargs=(os.getpid(),))
 
     def imap_unordered(self, fn: Callable, tasks: Iterable) -> Iterator:
+        # Futures left pending when the caller stops are not cancelled here: close() cancels
+        # them, and stop() ends the workers, after which the pool fails them (a cancelled one
+        # would make the pool's own thread fail with a traceback as it does).
         pending: set[cf.Future] = set()
         tasks = iter(tasks)
         window = 2 * self.n
-        try:
-            while True:
-                for task in tasks:
-                    with _signals_blocked():  # a submit may start a worker process
-                        pending.add(self.pool.submit(fn, task))
-                    if len(pending) >= window:
-                        break
-                if not pending:
-                    return
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for f in done:
-                    yield f.result()
-        finally:
-            for f in pending:
-                f.cancel()
+        while True:
+            for task in tasks:
+                with _signals_blocked():  # a submit may start a worker process
+                    pending.add(self.pool.submit(fn, task))
+                if len(pending) >= window:
+                    break
+            if not pending:
+                return
+            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -164,9 +168,9 @@ class ProcessExecutor(_Executor):
             if p.is_alive():  # pragma: no cover - a worker stuck in uninterruptible I/O
                 p.kill()
                 p.join(5)
-        # Now the pool sees its workers gone and releases its queues and locks (which would
-        # otherwise be reported as leaked by multiprocessing's resource tracker at exit).
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Now the pool sees its workers gone, fails what was pending and releases its queues and
+        # locks (which multiprocessing's resource tracker would otherwise report as leaked at exit).
+        self.pool.shutdown(wait=True)
 
 
 class DaskExecutor(_Executor):
