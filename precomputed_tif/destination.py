@@ -118,7 +118,7 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
                     "the source is unchanged", dest)
         return
     files = _load_json(os.path.join(dest, INPUTS))
-    change = first_change(files if isinstance(files, list) else [], identity.files)
+    change = first_change(files if isinstance(files, list) else None, identity.files)
     made = "made" if finished else "begun"
     raise PrecomputedTifError(
         f"--source changed since the conversion in --dest {dest} was {made}: {change}. Resuming would mix "

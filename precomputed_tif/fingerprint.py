@@ -8,10 +8,11 @@ exported again under the same names would otherwise give a dataset whose chunks
 Each input file is identified by its size and modification time in nanoseconds
 (what ``make`` and ``rsync`` trust), plus, for TIFF input, where each plane was
 found in it (page offsets: the page layout). A dataset given as the source is
-identified by its ``info``, its conversion record and its full-resolution
-level's directory entries (names, sizes, modification times): rewriting a
-chunk replaces its file, which changes the entry. Stat calls only: no pixel is
-read, so identifying 10,000 planes costs milliseconds next to opening them.
+identified by the contents of its ``info`` and conversion record (a rerun of
+the conversion that made it rewrites them, byte for byte the same) and by the
+name, size and modification time of every file of its full-resolution level,
+at any depth (Zarr keeps chunks in nested directories). Stat calls only, no
+pixel is read: a stat per plane or chunk file, streamed into the digest.
 """
 
 from __future__ import annotations
@@ -38,31 +39,41 @@ def _stat(path: str) -> list:
     return [path, st.st_size, st.st_mtime_ns]
 
 
+def _content(path: str) -> list:
+    """[path, size, sha256 of the bytes] of a small metadata file ([path, None, None] when absent)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return [path, None, None]
+    return [path, len(data), hashlib.sha256(data).hexdigest()]
+
+
 def identify(source) -> Identity:
     """The identity of an opened source (a :class:`~.source.PlaneStack` or a
     :class:`~.sources.DatasetSource`), as it is on disk now."""
+    digest = hashlib.sha256()
     if hasattr(source, "planes"):  # TIFF planes: the files and where each plane sits in them
         files = [_stat(os.path.abspath(p)) for p in source.files]
         layout = [list(ref) for ref in source.planes]
-        extra: list = [list(source.plane_shape), source.stored_dtype, layout]
-    else:  # a dataset directory
+        digest.update(json.dumps([files, list(source.plane_shape), source.stored_dtype, layout],
+                                 separators=(",", ":")).encode())
+    else:  # a dataset directory: its metadata by content, its full-resolution files by stat
         root = source.path
-        files = [_stat(os.path.join(root, n)) for n in ("info", ".precomputed-tif.json")]
+        files = [_content(os.path.join(root, n)) for n in ("info", ".precomputed-tif.json")]
+        digest.update(json.dumps(files, separators=(",", ":")).encode())
         level = os.path.join(root, source.info["scales"][0]["key"])
-        try:
-            with os.scandir(level) as it:
-                entries = sorted(_stat(e.path) for e in it)
-        except OSError:
-            entries = []
-        files.append(_stat(level))
-        extra = [entries]
-    blob = json.dumps([files, extra], separators=(",", ":")).encode()
-    return Identity(hashlib.sha256(blob).hexdigest(), files)
-
-
-def first_change(recorded: list, now: list) -> str:
+        for base, dirs, names in os.walk(level):
+            dirs.sort()
+            for name in sorted(names):
+                if not name.startswith("."):  # the store's own records (checksums) say nothing new
+                    digest.update(json.dumps(_stat(os.path.join(base, name))[1:] + [name]).encode())
+    return Identity(digest.hexdigest(), files)
+def first_change(recorded: list | None, now: list) -> str:
     """What changed between two :attr:`Identity.files` lists, in words: the first file that
-    differs, or the source's other contents."""
+    differs, or the source's other contents. ``recorded`` None: the list was lost."""
+    if recorded is None:
+        return "its record of the input files is missing, so it cannot be told what changed"
     for old, new in zip(recorded, now):
         if not (isinstance(old, list) and len(old) == 3):
             break
@@ -72,7 +83,9 @@ def first_change(recorded: list, now: list) -> str:
             return f"{new[0]} is missing"
         if old[1:] != new[1:]:
             what = "is another size" if old[1] != new[1] else "was modified"
+            if os.path.basename(new[0]) in ("info", ".precomputed-tif.json"):
+                what = "changed"  # a dataset's metadata, identified by content
             return f"{new[0]} {what} since then"
     if len(recorded) != len(now):
         return f"it had {len(recorded)} files and has {len(now)} now"
-    return "the layout of its planes, or the dataset's chunks, changed"
+    return "the layout of its planes, or the dataset's full-resolution files, changed"

@@ -108,6 +108,27 @@ def test_a_source_dataset_converted_again_is_refused(tmp_path):
         convert(first, dest, format="zarr", chunk_size=(8, 8, 8))
 
 
+@pytest.mark.parametrize("fmt", ["tiff", "zarr", "blockfs", "precomputed", "ome-zarr"])
+def test_a_source_dataset_rerun_unchanged_is_accepted_and_a_rewritten_chunk_is_not(tmp_path, fmt):
+    """Pipelines rerun every step: the same conversion of the source dataset changes nothing that
+    matters downstream. A chunk rewritten in it (by any tool) does, at any depth of its level."""
+    planes = write_planes(tmp_path / "a", make_volume(SHAPE, "uint16", seed=90))
+    upstream, downstream = str(tmp_path / "up"), str(tmp_path / "down")
+    convert(planes, upstream, format=fmt, chunk_size=(16, 16, 16))
+    convert(upstream, downstream, format="precomputed")
+    convert(planes, upstream, format=fmt, chunk_size=(16, 16, 16))  # the same step again
+    convert(upstream, downstream, format="precomputed")
+    level = os.path.join(upstream, "0" if fmt == "ome-zarr" else "1_1_1")
+    chunk = max((os.path.join(b, n) for b, _, names in os.walk(level) for n in names
+                 if not n.startswith(".") and n not in ("zarr.json", "precomputed.blockfs")), key=os.path.getsize)
+    time.sleep(0.01)
+    with open(chunk, "r+b") as f:  # rewritten in place: the directories around it do not change
+        f.seek(0, os.SEEK_END)
+        f.write(b"\0")
+    with pytest.raises(PrecomputedTifError, match="--source changed"):
+        convert(upstream, downstream, format="precomputed")
+
+
 def test_a_conversion_begun_by_an_older_version_resumes_with_a_warning(tmp_path, caplog):
     glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16", seed=89))
     dest = str(tmp_path / "out")
