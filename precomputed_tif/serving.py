@@ -264,7 +264,7 @@ class _Opened:
 
     def __init__(self, volume: Volume | None, info_bytes: bytes, stamp):
         self.volume, self.info_bytes = volume, info_bytes
-        # The info file's version when it was opened: every translated chunk's validator names it.
+        # The info file's version when it was opened (its date is part of the chunks' dates).
         self.stamp = stamp
         self.info_validators = Validators(_tag("info", hashlib.blake2b(info_bytes).hexdigest()),
                                           stamp[0] if stamp else 0)
@@ -317,7 +317,8 @@ class Dataset:
             return None
         if not stat.S_ISREG(st.st_mode):
             raise PrecomputedTifError(f"{self.directory}/info is not a regular file")
-        return st.st_mtime_ns, st.st_ino, st.st_size, st.st_ctime_ns
+        ino, size, mtime_ns, ctime_ns = file_version(st)
+        return mtime_ns, ino, size, ctime_ns  # the modification time first: the date validators use
 
     def _acquire(self) -> _Opened:
         stamp = self._info_stamp()
@@ -509,12 +510,15 @@ def _chunk(dataset: Dataset, opened: _Opened, key: str, name: str, headers) -> R
         return text_response(404)
     zipped = dataset.gzip and "gzip" in headers.get("accept-encoding", "")
     vary = [("Vary", "Accept-Encoding")] if dataset.gzip else []
-    # Taken before the chunk is read (see ChunkStore.chunk_version). The info file's version
-    # stands for everything else the bytes depend on (scale, data type, store settings).
+    # Taken before the chunk is read (see ChunkStore.chunk_version). The info file's content
+    # stands for everything else the bytes depend on (scale, data type, store settings): its
+    # content, not its file's version, so rewriting the same info (a rerun of the finished
+    # conversion) does not make every client fetch every chunk again.
     version = volume.store.chunk_version(key, local)
     extra = list(vary)
     if version is not None:
-        v = Validators(_tag("chunk", opened.stamp, key, name, version[0], "gzip" if zipped else "identity"),
+        v = Validators(_tag("chunk", opened.info_validators.etag, key, name, version[0],
+                            "gzip" if zipped else "identity"),
                        max(version[1], opened.stamp[0] if opened.stamp else 0))
         answered = _preconditions(headers, v, vary)
         if answered is not None:

@@ -362,3 +362,17 @@ def test_http11_without_host_is_refused(site, front):
             assert "access-control-allow-origin: *" in head.lower(), (front, case, head)
             if expected == 400:
                 assert body == b"400 Bad Request\n", (front, case, body)
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+def test_rewriting_the_same_info_keeps_the_chunks_tags(site, fmt):
+    """A rerun of a finished conversion writes info again, byte for byte the same: clients must not
+    fetch every chunk again for that."""
+    server = front_server(site, "webserver")
+    url = chunk_url(fmt, chunk_boxes()[-1])
+    _, before, _ = server.request(url)
+    info = os.path.join(site["root"], fmt, "info")
+    with open(info, "rb") as f:
+        rewrite(info, f.read())  # a new file (a new inode) with the same bytes
+    status, after, _ = server.request(url, headers={"If-None-Match": before["etag"]})
+    assert status == 304 and after["etag"] == before["etag"]
