@@ -28,7 +28,7 @@ import shutil
 from . import formats
 from .atomic import write_atomic
 from .errors import PrecomputedTifError
-from .fingerprint import Identity, first_change
+from .fingerprint import Identity, comparable, first_change
 from .info import INFO
 from .ngff import ROOT_FILES
 from .progress import DONE_LOG
@@ -113,8 +113,8 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
     recorded = record["source"].get("fingerprint") if isinstance(record.get("source"), dict) else None
     if identity is None or recorded == identity.digest:
         return
-    if recorded is None:
-        log.warning("%s was begun by an older version that kept no fingerprint of the source: cannot check that "
+    if not isinstance(recorded, str) or not comparable(recorded):
+        log.warning("%s was begun by another version, which identified the source otherwise: cannot check that "
                     "the source is unchanged", dest)
         return
     files = _load_json(os.path.join(dest, INPUTS))

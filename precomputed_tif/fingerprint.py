@@ -23,6 +23,11 @@ import os
 from typing import NamedTuple
 
 
+# Which way of identifying a source a recorded digest was made by ("1:<sha256>"): a version that
+# identifies sources otherwise cannot compare, and says so rather than call the source changed.
+SCHEME = "1"
+
+
 class Identity(NamedTuple):
     """``digest`` (hex) covers everything; ``files`` lists [path, size, mtime_ns] of each
     input file, in the source's order, to name the first one that changed."""
@@ -68,7 +73,12 @@ def identify(source) -> Identity:
             for name in sorted(names):
                 if not name.startswith("."):  # the store's own records (checksums) say nothing new
                     digest.update(json.dumps(_stat(os.path.join(base, name))[1:] + [name]).encode())
-    return Identity(digest.hexdigest(), files)
+    return Identity(f"{SCHEME}:{digest.hexdigest()}", files)
+
+
+def comparable(recorded: str) -> bool:
+    """Whether a recorded digest was made the way :func:`identify` makes them now."""
+    return recorded.partition(":")[0] == SCHEME and ":" in recorded
 def first_change(recorded: list | None, now: list) -> str:
     """What changed between two :attr:`Identity.files` lists, in words: the first file that
     differs, or the source's other contents. ``recorded`` None: the list was lost."""

@@ -144,5 +144,14 @@ def test_a_conversion_begun_by_an_older_version_resumes_with_a_warning(tmp_path,
     with caplog.at_level(logging.WARNING):
         convert(glob, dest, chunk_size=(8, 8, 8))
     assert "cannot check that the source is unchanged" in caplog.text
+    caplog.clear()
+    with open(record_path) as f:
+        record = json.load(f)
+    record["source"]["fingerprint"] = "0:" + record["source"]["fingerprint"].partition(":")[2]  # another scheme
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    with caplog.at_level(logging.WARNING):
+        convert(glob, dest, chunk_size=(8, 8, 8))
+    assert "identified the source otherwise" in caplog.text
     with open(record_path) as f:
         assert json.load(f)["source"]["fingerprint"]  # from now on it is checked
