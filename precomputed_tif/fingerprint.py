@@ -22,7 +22,6 @@ import json
 import os
 from typing import NamedTuple
 
-
 # Which way of identifying a source a recorded digest was made by ("1:<sha256>"): a version that
 # identifies sources otherwise cannot compare, and says so rather than call the source changed.
 SCHEME = "1"
