@@ -16,10 +16,11 @@ from .display import add_display
 from .errors import PrecomputedTifError, describe, unfinished
 from .executor import default_workers, make_executor
 from .fingerprint import identify
-from .geometry import DEFAULT_CHUNK_SIZE, DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
+from .geometry import DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, INFO, build_info, read_info, write_info
+from .options import ConvertOptions, Resources, Result, split_keywords
 from .progress import DoneLog
-from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, run_task, tasks_of
+from .pyramid import count_chunks, run_task, tasks_of
 from .sources import open_source
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Plan:
 
     source: object
     dest: str
+    format: str  # the format's name
     store: type  # the ChunkStore class that holds the chunks (ome-zarr 0.4's is the zarr format's)
     geometry: Geometry
     info: dict
@@ -42,31 +44,14 @@ class Plan:
     lossless_copies: frozenset = frozenset()
 
 
-def convert(
-    source: str | Sequence[str],
-    dest: str,
-    levels: int | None = None,
-    voxel_size: Sequence[float] | None = None,
-    format: str = "tiff",
-    chunk_size: Sequence[int] = DEFAULT_CHUNK_SIZE,
-    segmentation: bool = False,
-    n_cores: int | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
-    memory_limit: int | None = None,
-    dask_scheduler: str | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    channel: int | None = None,
-    timepoint: int | None = None,
-    encoding: str | None = None,
-    jpeg_quality: int | None = None,
-    sharded: bool | None = None,
-    ngff_version: str | None = None,
-    tile_size: int | None = None,
-    compression: str | None = None,
-) -> dict:
+def convert(source: str | Sequence[str], dest: str, options: ConvertOptions | None = None,
+            resources: Resources | None = None, *, overwrite: bool = False, **keywords) -> Result:
     """Convert a stack of TIFF planes (or an existing dataset) into a precomputed pyramid at
-    ``dest``; returns its ``info``.
+    ``dest``; returns its ``info`` (a :class:`~.options.Result`).
+
+    What to make is ``options`` (:class:`~.options.ConvertOptions`), with what
+    ``resources`` (:class:`~.options.Resources`); their fields may also be given
+    as keyword arguments, as in ``convert(src, dest, format="zarr", n_cores=4)``.
 
     ``source`` is a glob (planes in natural order of their names: ``img_2``
     before ``img_10``), a list of files (z in the list's order), one
@@ -106,68 +91,66 @@ def convert(
     last: a ``dest`` without it is unfinished, and running the same call
     again resumes it, skipping the blocks that were finished.
     """
-    plan = plan_conversion(source, dest, levels=levels, voxel_size=voxel_size, format=format,
-                           chunk_size=chunk_size, segmentation=segmentation, n_cores=n_cores,
-                           progress=progress, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
-                           block_bytes=block_bytes, channel=channel, timepoint=timepoint, encoding=encoding,
-                           jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version,
-                           tile_size=tile_size, compression=compression)
-    return run(plan, overwrite=overwrite, progress=progress)
+    options, resources = split_keywords(options, resources, keywords)
+    return run(plan_conversion(source, dest, options, resources), overwrite=overwrite, progress=resources.progress)
 
 
-def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", chunk_size=DEFAULT_CHUNK_SIZE,
-                    segmentation=False, n_cores=None, progress=False, memory_limit=None, dask_scheduler=None,
-                    block_bytes=DEFAULT_BLOCK_BYTES, channel=None, timepoint=None, encoding=None,
-                    jpeg_quality=None, sharded=None, ngff_version=None, tile_size=None,
-                    compression=None) -> Plan | ome_tiff.OmeTiffPlan:
+def plan_conversion(source, dest: str, options: ConvertOptions | None = None, resources: Resources | None = None,
+                    **keywords) -> Plan | ome_tiff.OmeTiffPlan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
-    fmt = formats.get(format)
-    options = formats.check_options(fmt, formats.FormatOptions(
-        encoding=encoding, jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version,
-        tile_size=tile_size, compression=compression), chunk_size)
+    options, resources = split_keywords(options, resources, keywords)
+    fmt = formats.get(options.format)
+    chosen = formats.check_options(fmt, options.format_options, options.chunk_size)
+    levels, voxel_size, chunk_size, segmentation = (options.levels, options.voxel_size, options.chunk_size,
+                                                    options.segmentation)
+    channel, timepoint = options.channel, options.timepoint
+    n_cores, memory_limit, dask_scheduler = resources.n_cores, resources.memory_limit, resources.dask_scheduler
     if voxel_size is not None:
         check_triple(tuple(voxel_size), "voxel size", integer=False)
     check_triple(tuple(chunk_size), "chunk size", integer=True)
     if n_cores is not None and n_cores < 1:
         raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
-    stack = open_source(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)
+    stack = open_source(source, segmentation=segmentation, progress=resources.progress, channel=channel,
+                        timepoint=timepoint)
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     if not fmt.chunked:
         return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
-                             tile_size=tile_size, compression=compression, segmentation=segmentation,
-                             n_cores=n_cores, memory_limit=memory_limit, dask_scheduler=dask_scheduler,
-                             block_bytes=block_bytes, channel=channel, timepoint=timepoint)
+                             tile_size=chosen.tile_size, compression=chosen.compression,
+                             segmentation=segmentation, n_cores=n_cores, memory_limit=memory_limit,
+                             dask_scheduler=dask_scheduler, block_bytes=resources.block_bytes, channel=channel,
+                             timepoint=timepoint)
     z, y, x = stack.shape
     if levels is None and getattr(stack, "levels", None):
         # A dataset stored again keeps its levels, as far as the new chunk size leaves them meaningful.
         levels = min(stack.levels, Geometry((x, y, z), chunk_size, voxel_size).max_levels())
     geometry = Geometry((x, y, z), chunk_size, voxel_size, levels, numbered_keys=fmt.numbered_keys)
-    n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack, block_bytes)
-    planned = fmt.plan(geometry, stack, segmentation, n_workers, block_bytes, options)
+    n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack,
+                                         resources.block_bytes)
+    planned = fmt.plan(geometry, stack, segmentation, n_workers, block_bytes, chosen)
     info = build_info(geometry, planned.dtype, segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
     if not segmentation:
         # Names and colours as the source records them, for every writer and every link.
         names, colors = channels.of_source(stack)
         info[EXTRA].update(channel_names=names, channel_colors=colors)
-    fmt.add_to_info(info, geometry, planned, options)
+    fmt.add_to_info(info, geometry, planned, chosen)
     job = {
-        "format": fmt.job_name(options),
+        "format": fmt.job_name(chosen),
         "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "info": info,
     }
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
-             f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), format)
-    return Plan(stack, dest, fmt.store_class(options), geometry, info, planned.passes, n_workers, segmentation,
-                dask_scheduler, job, planned.lossless_copies)
+             f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), fmt.name)
+    return Plan(stack, dest, fmt.name, fmt.store_class(chosen), geometry, info, planned.passes, n_workers,
+                segmentation, dask_scheduler, job, planned.lossless_copies)
 
 
-def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> dict:
+def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> Result:
     """Carry out a plan: write every chunk (skipping what an earlier run finished), then ``info``."""
     if isinstance(plan, ome_tiff.OmeTiffPlan):
-        return ome_tiff.run(plan, overwrite=overwrite, progress=progress)
+        return Result(ome_tiff.run(plan, overwrite=overwrite, progress=progress), plan.dest, ome_tiff.FORMAT)
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
     destination.prepare(dest, plan.job, overwrite, identify(plan.source))
@@ -207,7 +190,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
             raise PrecomputedTifError(describe(exc)) from None
         raise unfinished(exc, dest, "it has no info file") from None
     log.info("wrote %d chunks in %.1f s", total, time.perf_counter() - started)
-    return info
+    return Result(info, dest, plan.format)
 
 
 def _keep_meshes(dest: str, info: dict) -> dict:

@@ -10,9 +10,11 @@ from .cli_support import add_log_argument, run_main, setup_logging
 from .convert import convert
 from .errors import PrecomputedTifError
 from .executor import default_workers
+from .formats import FormatOptions
 from .geometry import parse_triple
 from .mesh_cli import add_mesh_arguments, sharded_value, summary as mesh_summary
 from .ome_tiff.cli import add_arguments as add_ome_tiff_arguments
+from .options import ConvertOptions, Resources
 
 EPILOG = """\
 examples:
@@ -142,21 +144,23 @@ def main(argv: list[str] | None = None) -> int:
         for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
             if value is not None and value < 0:
                 raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
-        info = convert(args.source, args.dest, levels=args.levels, voxel_size=voxel_size, format=args.format,
-                       chunk_size=chunk_size, segmentation=args.segmentation, n_cores=args.n_cores,
-                       overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
-                       memory_limit=limit, dask_scheduler=args.dask_scheduler, channel=args.channel,
-                       timepoint=args.timepoint, encoding=args.encoding, jpeg_quality=args.jpeg_quality,
-                       sharded=args.sharded, ngff_version=args.ngff_version, tile_size=args.tile_size,
-                       compression=args.compression)
-        print(fmt.summary(args.dest, info))
+        progress = not args.no_progress and sys.stderr.isatty()
+        options = ConvertOptions(
+            format=fmt.name, levels=args.levels, voxel_size=voxel_size, chunk_size=chunk_size,
+            segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint,
+            format_options=FormatOptions(encoding=args.encoding, jpeg_quality=args.jpeg_quality, sharded=args.sharded,
+                                         ngff_version=args.ngff_version, tile_size=args.tile_size,
+                                         compression=args.compression))
+        resources = Resources(n_cores=args.n_cores, memory_limit=limit, dask_scheduler=args.dask_scheduler,
+                              progress=progress)
+        print(convert(args.source, args.dest, options, resources, overwrite=args.overwrite).summary())
         if args.mesh:
             from .meshing import mesh_dataset
 
             info = mesh_dataset(args.dest, n_cores=args.n_cores, memory_limit=limit,
                                 dask_scheduler=args.dask_scheduler, properties=args.properties,
                                 sharded=sharded_value(args.mesh_sharded),
-                                progress=not args.no_progress and sys.stderr.isatty())
+                                progress=progress)
             print(mesh_summary(args.dest, info))
 
     return run_main("precomputed-tif", body, resumable=True)

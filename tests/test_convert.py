@@ -214,3 +214,19 @@ def test_planes_in_whole_width_strips_are_read_by_whole_width_blocks():
     # When not even one chunk-high row of blocks fits, blocks stay narrow.
     small = 64 * 64 * 999 * 2
     assert plan_passes(g, 2, small, whole_rows=True) == plan_passes(g, 2, small)
+
+
+def test_option_objects_and_keywords_make_the_same_dataset(tmp_path):
+    from precomputed_tif.formats import FormatOptions
+    from precomputed_tif.options import ConvertOptions, Resources
+    from readback import files_of
+
+    glob = write_planes(tmp_path / "src", make_volume((9, 23, 21), "uint16", seed=130))
+    a = convert(glob, str(tmp_path / "a"), ConvertOptions(format="precomputed", chunk_size=(8, 8, 8),
+                                                          format_options=FormatOptions(encoding="png")),
+                Resources(n_cores=1))
+    b = convert(glob, str(tmp_path / "b"), format="precomputed", chunk_size=[8, 8, 8], encoding="png", n_cores=1)
+    assert a == b and files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    assert a.summary().startswith(f"wrote {tmp_path / 'a'}: 21x23x9 uint16 image")
+    with pytest.raises(TypeError, match="chunksize"):
+        convert(glob, str(tmp_path / "c"), chunksize=(8, 8, 8))
