@@ -21,6 +21,7 @@ from .info import EXTRA, INFO, build_info, read_info, write_info
 from .progress import DoneLog
 from .pyramid import DEFAULT_BLOCK_BYTES, count_chunks, run_task, tasks_of
 from .sources import open_source
+from .storage import LocalStorage, local_path
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ def plan_conversion(source, dest, levels=None, voxel_size=None, format="tiff", c
                     jpeg_quality=None, sharded=None, ngff_version=None, tile_size=None,
                     compression=None) -> Plan | ome_tiff.OmeTiffPlan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
+    # Before anything else: an object-store URL is refused in one line, never taken for a local path.
+    dest = local_path(dest, "--dest")
+    source = (local_path(source, "--source") if isinstance(source, (str, os.PathLike))
+              else [local_path(s, "--source") for s in source])
     fmt = formats.get(format)
     options = formats.check_options(fmt, formats.FormatOptions(
         encoding=encoding, jpeg_quality=jpeg_quality, sharded=sharded, ngff_version=ngff_version,
@@ -171,12 +176,13 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
     destination.prepare(dest, plan.job, overwrite, identify(plan.source))
-    finished = os.path.exists(os.path.join(dest, INFO))
+    storage = LocalStorage(dest)
+    finished = storage.exists(INFO)
     store = plan.store(dest, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
     total = sum(count_chunks(p, geometry) for p in plan.passes)
-    done_log = DoneLog(dest)
+    done_log = DoneLog(storage)
     done = done_log.load()
     try:
         # Leaving this block by an exception (an error, Ctrl-C, SIGTERM) stops the workers at once.
@@ -200,8 +206,8 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         store.finish()
         store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
         store.drop_lossless_copies()
-        info = _keep_meshes(dest, info)
-        write_info(dest, info)
+        info = _keep_meshes(storage, info)
+        write_info(storage, info)
     except (PrecomputedTifError, OSError) as exc:
         if finished:  # the rerun of a finished conversion: the dataset stays as it was, info and all
             raise PrecomputedTifError(describe(exc)) from None
@@ -210,15 +216,16 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     return info
 
 
-def _keep_meshes(dest: str, info: dict) -> dict:
+def _keep_meshes(storage: LocalStorage, info: dict) -> dict:
     """``info`` with the mesh and segment-properties keys that a finished run of the same
     conversion had gained from meshing, so rerunning the command does not hide them."""
     try:
-        old = read_info(dest)
+        old = read_info(storage)
     except PrecomputedTifError:
         return info
+    # Meshes are still written beside the dataset as local directories (not through storage).
     kept = {k: old[k] for k in ("mesh", "segment_properties")
-            if isinstance(old.get(k), str) and os.path.isdir(os.path.join(dest, old[k]))}
+            if isinstance(old.get(k), str) and os.path.isdir(os.path.join(storage.root, old[k]))}
     return {**info, **kept} if info.get("type") == "segmentation" else info
 
 

@@ -1,14 +1,19 @@
-"""The storage seam: LocalStorage passes the contract every backend must pass, and keeps what
-local directories promised before it existed."""
+"""The storage seam: LocalStorage passes the contract every backend must pass, keeps what local
+directories promised before it existed, and the records that go through it read as before."""
 
 import os
+import subprocess
+import sys
 import threading
 
+import numpy as np
 import pytest
 
 from precomputed_tif.atomic import temporary_name
 from precomputed_tif.errors import PrecomputedTifError
-from precomputed_tif.storage import LocalStorage
+from precomputed_tif.progress import DONE_LOG, DONE_OBJECTS, DoneLog
+from precomputed_tif.storage import LocalStorage, Storage, local_path, open_storage
+from stacks import write_planes
 from storage_contract import StorageContract
 
 
@@ -107,3 +112,101 @@ class TestLocalStorage(StorageContract):
         os.mkfifo("rel/fifo")
         with pytest.raises(PrecomputedTifError, match=r"^rel/fifo is not a regular file"):
             storage.get("fifo")
+
+
+class NoAppend(LocalStorage):
+    """A local directory used as an object store would be: no append (the DoneLog's other form)."""
+
+    can_append = False
+
+    def append(self, key, data):
+        raise AssertionError("append used on a storage without it")
+
+
+@pytest.mark.parametrize("kind", [LocalStorage, NoAppend])
+def test_done_log_round_trip(tmp_path, kind):
+    storage = kind(tmp_path)
+    log = DoneLog(storage)
+    assert log.load() == set()
+    ids = ["1-3/0-64_0-64_0-64", "ome-tiff/z0-8", "merge/2", "0/0-8_0-8_0-8"]
+    for task_id in ids:
+        log.record(task_id)
+    log.close()
+    assert DoneLog(kind(tmp_path)).load() == set(ids)
+    if kind is LocalStorage:  # the file every earlier version kept, in its format
+        with open(tmp_path / DONE_LOG, "rb") as f:
+            assert f.read() == "".join(i + "\n" for i in ids).encode()
+        assert not os.path.exists(tmp_path / DONE_OBJECTS)
+    else:  # one object per task, never rewritten
+        assert not os.path.exists(tmp_path / DONE_LOG)
+        assert len(list(storage.list(DONE_OBJECTS))) == len(ids)
+    DoneLog(storage).remove()
+    assert DoneLog(storage).load() == set()
+    assert list(storage.list()) == []
+
+
+def test_done_log_of_an_older_version_is_read(tmp_path):
+    """A log an older version appended to, torn last line and all; and both forms together (a
+    dataset copied between kinds of storage)."""
+    with open(tmp_path / DONE_LOG, "wb") as f:
+        f.write(b"1-1/0-16_0-16_0-16\n2-4/0-16_0-16_0-16\n1-1/16-3")
+    NoAppend(tmp_path).put(f"{DONE_OBJECTS}/merge%2F0", b"")
+    assert DoneLog(str(tmp_path)).load() == {"1-1/0-16_0-16_0-16", "2-4/0-16_0-16_0-16", "merge/0"}
+
+
+def test_open_storage(tmp_path):
+    assert isinstance(open_storage(str(tmp_path)), LocalStorage)
+    assert open_storage(tmp_path).root == str(tmp_path)
+    assert open_storage(f"file://{tmp_path}/a%20b").root == f"{tmp_path}/a b"
+    assert local_path(f"file://localhost{tmp_path}") == str(tmp_path)
+    given = LocalStorage(tmp_path)
+    assert open_storage(given) is given
+    assert isinstance(given, Storage)
+    for url in ("s3://bucket/x", "gs://bucket/x", "https://example.org/data", "S3://b/x"):
+        with pytest.raises(PrecomputedTifError, match=r"^--dest .*:// storage is not supported yet"):
+            open_storage(url, "--dest")
+    with pytest.raises(PrecomputedTifError, match="another host"):
+        local_path("file://elsewhere/data")
+
+
+@pytest.mark.parametrize("flag", ["--dest", "--source"])
+def test_object_store_urls_are_one_line_and_nothing_is_written(tmp_path, flag):
+    """The real command, in its own process: one line, exit 2, and no local directory named
+    after the URL (``s3:`` in the working directory) or anything else written."""
+    write_planes(tmp_path / "src", np.arange(5 * 9 * 11, dtype=np.uint16).reshape(5, 9, 11))
+    work = tmp_path / "work"
+    work.mkdir()
+    args = {"--source": str(tmp_path / "src" / "*.tif"), "--dest": str(tmp_path / "out")}
+    args[flag] = "s3://bucket/data" + ("/*.tif" if flag == "--source" else "")
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "precomputed-tif"),
+                           "--source", args["--source"], "--dest", args["--dest"], "--no-progress"],
+                          cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"precomputed-tif: error: {flag} {args[flag]}: s3:// storage is not supported yet; "
+                     "give a local path"], proc.stderr
+    assert os.listdir(work) == []
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_file_url_dest_is_the_local_directory(tmp_path):
+    from precomputed_tif import convert
+
+    write_planes(tmp_path / "src", np.arange(3 * 7 * 5, dtype=np.uint8).reshape(3, 7, 5))
+    info = convert(str(tmp_path / "src" / "*.tif"), f"file://{tmp_path}/out", chunk_size=(4, 4, 4), n_cores=1)
+    assert os.path.isfile(tmp_path / "out" / "info")
+    assert info["scales"][0]["size"] == [5, 7, 3]
+
+
+def test_fifo_in_place_of_the_job_record_is_one_line_not_a_wait(tmp_path):
+    """The records are read through storage: a FIFO named like one is refused, never opened
+    for a wait on a writer that never comes."""
+    src = write_planes(tmp_path / "src", np.zeros((3, 5, 7), np.uint8))
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / ".precomputed-tif.json")
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "precomputed-tif"), "--source", src,
+                           "--dest", str(tmp_path / "out"), "--no-progress"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "is not a regular file" in proc.stderr, proc.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == [".precomputed-tif.json"]
