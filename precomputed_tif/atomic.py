@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterable
+
+# What temporary_name makes: a hidden name, the writer's process id, 8 random hex digits, .tmp.
+_TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
 
 
 def temporary_name(path: str) -> str:
     """A name beside ``path`` that no other writer picks and no reader looks for."""
     directory, base = os.path.split(path)
     return os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name (no directory) is one :func:`temporary_name` makes: a write not
+    finished, or left behind by a killed writer."""
+    return _TEMPORARY.match(name) is not None
 
 
 def write_atomic(path: str, data: bytes, durable: bool = True) -> None:

@@ -22,6 +22,7 @@ from .options import ConvertOptions, Resources, Result, split_keywords
 from .progress import DoneLog
 from .pyramid import count_chunks, run_task, tasks_of
 from .sources import open_source
+from .storage import LocalStorage, local_path
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
                     **keywords) -> Plan | ome_tiff.OmeTiffPlan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
     options, resources = split_keywords(options, resources, keywords)
+    # Before anything else: an object-store URL is refused in one line, never taken for a local path.
+    dest = local_path(dest, "--dest")
+    source = (local_path(source, "--source") if isinstance(source, (str, os.PathLike))
+              else [local_path(s, "--source") for s in source])
     fmt = formats.get(options.format)
     chosen = formats.check_options(fmt, options.format_options, options.chunk_size)
     levels, voxel_size, chunk_size, segmentation = (options.levels, options.voxel_size, options.chunk_size,
@@ -154,12 +159,13 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
     destination.prepare(dest, plan.job, overwrite, identify(plan.source))
-    finished = os.path.exists(os.path.join(dest, INFO))
+    storage = LocalStorage(dest)
+    finished = storage.exists(INFO)
     store = plan.store(dest, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
     total = sum(count_chunks(p, geometry) for p in plan.passes)
-    done_log = DoneLog(dest)
+    done_log = DoneLog(storage)
     done = done_log.load()
     try:
         # Leaving this block by an exception (an error, Ctrl-C, SIGTERM) stops the workers at once.
@@ -183,8 +189,8 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         store.finish()
         store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
         store.drop_lossless_copies()
-        info = _keep_meshes(dest, info)
-        write_info(dest, info)
+        info = _keep_meshes(storage, info)
+        write_info(storage, info)
     except (PrecomputedTifError, OSError) as exc:
         if finished:  # the rerun of a finished conversion: the dataset stays as it was, info and all
             raise PrecomputedTifError(describe(exc)) from None
@@ -193,15 +199,16 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     return Result(info, dest, plan.format)
 
 
-def _keep_meshes(dest: str, info: dict) -> dict:
+def _keep_meshes(storage: LocalStorage, info: dict) -> dict:
     """``info`` with the mesh and segment-properties keys that a finished run of the same
     conversion had gained from meshing, so rerunning the command does not hide them."""
     try:
-        old = read_info(dest)
+        old = read_info(storage)
     except PrecomputedTifError:
         return info
+    # Meshes are still written beside the dataset as local directories (not through storage).
     kept = {k: old[k] for k in ("mesh", "segment_properties")
-            if isinstance(old.get(k), str) and os.path.isdir(os.path.join(dest, old[k]))}
+            if isinstance(old.get(k), str) and os.path.isdir(os.path.join(storage.root, old[k]))}
     return {**info, **kept} if info.get("type") == "segmentation" else info
 
 

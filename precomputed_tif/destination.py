@@ -26,12 +26,13 @@ import re
 import shutil
 
 from . import formats
-from .atomic import write_atomic
+from .atomic import is_temporary_name
 from .errors import PrecomputedTifError
 from .fingerprint import Identity, comparable, first_change
 from .info import INFO
 from .ngff import ROOT_FILES
-from .progress import DONE_LOG
+from .progress import DONE_LOG, DONE_OBJECTS
+from .storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,19 @@ _SCALE_DIR = re.compile(r"^(\d+_\d+_\d+|\d+)$")  # factor keys, or OME-Zarr's nu
 _ZARR_ROOT = ROOT_FILES
 
 
-def _load_json(path: str):
+def _load_json(storage: Storage, key: str):
+    """The JSON object ``key`` holds: None when there is none, ``{}`` when it does not read or parse
+    (a record that says nothing matches no job). A FIFO or a symlink out of the directory in its
+    place is a user error (:class:`~.storage.LocalStorage` refuses it)."""
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
+        data = storage.get(key)
+    except OSError:
+        return {}
+    if data is None:
         return None
-    except (OSError, ValueError):
+    try:
+        return json.loads(data)
+    except ValueError:
         return {}
 
 
@@ -80,11 +87,13 @@ def prepare(dest: str, job: dict, overwrite: bool, identity: Identity | None = N
             _check_existing(dest, job, overwrite, identity)
     if not os.access(dest, os.W_OK):
         raise PrecomputedTifError(f"--dest {dest} is not writable")
+    storage = LocalStorage(dest)
     if identity is not None:
         # The per-file list first: a record with a fingerprint always has the list beside it.
-        write_atomic(os.path.join(dest, INPUTS), json.dumps(identity.files, separators=(",", ":")).encode())
+        storage.put(INPUTS, json.dumps(identity.files, separators=(",", ":")).encode(), durable=True)
         job = {**job, "source": {**job.get("source", {}), "fingerprint": identity.digest}}
-    write_atomic(os.path.join(dest, JOB_RECORD), json.dumps(job, indent=1).encode())
+    # Durable before any chunk is written: a chunk on disk always has its job's record.
+    storage.put(JOB_RECORD, json.dumps(job, indent=1).encode(), durable=True)
 
 
 def _without_fingerprint(record):
@@ -117,7 +126,7 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
         log.warning("%s was begun by another version, which identified the source otherwise: cannot check that "
                     "the source is unchanged", dest)
         return
-    files = _load_json(os.path.join(dest, INPUTS))
+    files = _load_json(LocalStorage(dest), INPUTS)
     change = first_change(files if isinstance(files, list) else None, identity.files)
     made = "made" if finished else "begun"
     raise PrecomputedTifError(
@@ -126,8 +135,9 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
 
 
 def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | None) -> None:
-    record = _load_json(os.path.join(dest, JOB_RECORD))
-    info = _load_json(os.path.join(dest, INFO))
+    storage = LocalStorage(dest)
+    record = _load_json(storage, JOB_RECORD)
+    info = _load_json(storage, INFO)
     if record is None and info is None:
         raise PrecomputedTifError(
             f"--dest {dest} is not empty and holds no precomputed dataset; "
@@ -153,14 +163,11 @@ def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | 
     _remove(dest, doomed)
 
 
-_TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
-
-
 def _remove_temporaries(dest: str) -> None:
     """Files a killed run left half written under temporary names (see :mod:`.atomic`)."""
     for base, _, files in os.walk(dest):
         for name in files:
-            if _TEMPORARY.match(name):
+            if is_temporary_name(name):
                 _unlink(os.path.join(base, name))
 
 
@@ -206,11 +213,11 @@ def _dataset_entries(dest: str, info, record) -> list[str]:
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
     # The NGFF root metadata only when the dataset there is a Zarr one (someone else's otherwise).
     zarr_root = list(_ZARR_ROOT) if _is_zarr(dest, info, record) else []
-    names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG, INPUTS]
+    names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG, DONE_OBJECTS, INPUTS]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")
-    names += [n for n in sorted(os.listdir(dest)) if _TEMPORARY.match(n)]
+    names += [n for n in sorted(os.listdir(dest)) if is_temporary_name(n)]
     return [n for n in names + [JOB_RECORD] if os.path.lexists(os.path.join(dest, n))]
 
 

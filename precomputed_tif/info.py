@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
-from .atomic import write_atomic
 from .errors import PrecomputedTifError
 from .geometry import Geometry
+from .storage import StorageLike, open_storage
 
 INFO = "info"
 
@@ -44,19 +43,23 @@ def build_info(geometry: Geometry, dtype: np.dtype, segmentation: bool, channels
     }
 
 
-def write_info(directory: str, info: dict) -> None:
-    """Write ``directory/info`` atomically, so a reader sees the old file or the whole new one."""
-    write_atomic(os.path.join(directory, INFO), json.dumps(info, indent=2).encode() + b"\n")
+def write_info(where: StorageLike, info: dict) -> None:
+    """Write ``info`` into ``where`` (a :class:`~.storage.Storage`, or a directory's path or URL)
+    atomically and durably: a reader sees the old file or the whole new one, and once this
+    returns it survives a crash. Indented JSON and a final newline, as every version wrote it."""
+    open_storage(where).put(INFO, json.dumps(info, indent=2).encode() + b"\n", durable=True)
 
 
-def read_info(directory: str) -> dict:
-    """Parse ``directory/info``; a user error when it is missing or not a volume ``info``."""
-    path = os.path.join(directory, INFO)
+def read_info(where: StorageLike) -> dict:
+    """Parse the ``info`` in ``where`` (a :class:`~.storage.Storage`, or a directory's path or
+    URL); a user error when it is missing or not a volume ``info``."""
+    storage = open_storage(where)
+    path = storage.location(INFO)
     try:
-        with open(path, "rb") as f:
-            info = json.loads(f.read())
-    except FileNotFoundError:
-        raise PrecomputedTifError(f"{directory} holds no precomputed dataset (no info file)") from None
+        data = storage.get(INFO)
+        if data is None:
+            raise PrecomputedTifError(f"{storage.location()} holds no precomputed dataset (no info file)")
+        info = json.loads(data)
     except (OSError, ValueError) as exc:
         raise PrecomputedTifError(f"{path} is not a readable info file ({exc})") from None
     if not isinstance(info, dict) or not isinstance(info.get("scales"), list) or not info["scales"]:

@@ -1,0 +1,152 @@
+"""What every storage backend promises: where a dataset's bytes live, named by keys.
+
+A key is a path relative to the storage's root, with ``/`` between its parts:
+``info``, ``1_1_1/0-64_0-64_0-64.tiff``. No part is empty, ``.`` or ``..``, and a key never
+starts with ``/``: a key that could name something outside the root is a
+:class:`~precomputed_tif.errors.PrecomputedTifError`, raised before anything is touched.
+
+No key is both an object and the prefix of others (``a/b`` and ``a/b/c``): a local directory
+cannot hold both, so no writer makes such a pair, and a backend may refuse the second
+(:class:`~.local.LocalStorage` raises ``NotADirectoryError`` or ``IsADirectoryError``).
+
+The operations are the ones an object store (S3, GCS) has -- whole objects put and got,
+byte ranges, listing by prefix -- because a local directory can keep those promises and an
+object store cannot keep more: there is no rename and no append. A writer that needs
+either is local-only and says so (:attr:`Storage.can_append`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from ..errors import PrecomputedTifError
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a valid key (see the module's docstring), else a user error naming it."""
+    if not isinstance(key, str) or not key:
+        raise PrecomputedTifError(f"storage key {key!r} is empty: a key names a file inside the dataset")
+    parts = key.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+        raise PrecomputedTifError(
+            f"storage key {key!r} is not a plain path inside the dataset (no leading '/', no empty, '.' or "
+            "'..' parts)")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix as a key (a trailing ``/`` dropped), or ``""`` for everything."""
+    prefix = prefix.rstrip("/") if prefix != "/" else prefix
+    return "" if prefix == "" else check_key(prefix)
+
+
+def under(key: str, prefix: str) -> bool:
+    """Whether ``key`` is ``prefix`` itself or lies below it: whole parts only, so ``a/bc`` is
+    not under ``a/b``. Every key is under ``""``."""
+    return prefix == "" or key == prefix or key.startswith(prefix + "/")
+
+
+class StreamWriter(ABC):
+    """An object written piece by piece (a shard, a large file), which appears only when complete.
+
+    Until :meth:`close` returns, readers see the previous object under the key (or none);
+    after it, the whole new one. :meth:`abort` leaves the key as it was and nothing else
+    behind. Used as a context manager: leaving the block normally closes, by an exception
+    aborts (and the exception propagates).
+    """
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Add ``data`` after what was written so far."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Make the object appear, whole, under its key (durable after :meth:`Storage.flush`)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drop what was written; the key keeps its previous object. Harmless after close or abort."""
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Storage(ABC):
+    """Objects under one root, named by keys (see the module's docstring).
+
+    Every write is whole: a reader, in this process or another, sees for a key either no
+    object, the previous object or the complete new one, never a part. Durability is the
+    writer's choice: a ``put(..., durable=True)`` survives a crash once it returns (and a
+    crash during it leaves the old object or the whole new one); other writes are durable
+    once :meth:`flush` returns. Until then a crash (a power loss) may leave the old object,
+    none, or -- on a local file system, whose names can reach the disk before the data --
+    a damaged new one: record nothing that depends on such writes (a task as done) before
+    flushing them. A storage object is picklable, so tasks can carry it to worker
+    processes; each copy flushes what it itself wrote.
+    """
+
+    # Whether append() exists: local directories only (object stores cannot append).
+    can_append: bool = False
+
+    @abstractmethod
+    def location(self, key: str = "") -> str:
+        """How a user would name ``key`` (or the root, for ``""``) in a message: a path, a URL."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, durable: bool = False) -> None:
+        """Store ``data`` as the whole object ``key``, replacing any previous one atomically.
+        ``durable``: flushed before returning (metadata written one file at a time, like
+        ``info``); without, :meth:`flush` makes a batch of puts durable at once."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The whole object ``key``, or None when there is none."""
+
+    @abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes | None:
+        """Bytes ``start`` (inclusive) to ``start + length`` (exclusive) of the object ``key``,
+        counted from 0; fewer when the object ends sooner (``b""`` when ``start`` is at or past
+        its end), None when there is no object. ``start`` and ``length`` are >= 0 (a
+        ``ValueError`` otherwise: a bug, not a user's mistake). All the bytes come from one
+        version of the object."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is none."""
+
+    def exists(self, key: str) -> bool:
+        """Whether there is an object ``key`` (a "directory" holding objects is not one)."""
+        return self.size(key) is not None
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """The keys of every object equal to ``prefix`` or below it (whole parts: ``a/b`` lists
+        ``a/b`` and ``a/b/c``, never ``a/bc``), at any depth, in sorted order (by code point);
+        ``""`` lists everything. Writes in progress are never listed."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object ``key``; nothing there is fine (deleting is idempotent)."""
+
+    @abstractmethod
+    def open_stream(self, key: str) -> StreamWriter:
+        """A :class:`StreamWriter` for the object ``key``, for what is too large to hold whole."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make every object this storage object put, closed or deleted so far durable: after
+        it returns they survive a crash or power loss. Batched: one flush after many puts
+        costs far less than a durable write each."""
+
+    def append(self, key: str, data: bytes) -> None:
+        """Add ``data`` at the end of the object ``key``, creating it (only where
+        :attr:`can_append`). Not atomic: a crash can leave a torn tail, which readers of such
+        objects must tolerate. Not durable until :meth:`flush`."""
+        raise PrecomputedTifError(f"{self.location()} cannot append to {key}: this storage has no append")
