@@ -54,7 +54,7 @@ $(BIOFORMATS_JAR): | $(STAMP)
 bioformats: $(BIOFORMATS_JAR)
 
 demo: $(DEMO_STAMP)
-	$(BIN)/python -m precomputed_tif.demo --dir demo
+	$(BIN)/python -m precomputed_tif.cli.demo --dir demo
 
 test: $(STAMP) $(BIOFORMATS_JAR)
 	$(BIN)/python -m pytest -q tests

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from peak_rss import PeakRSS  # noqa: E402
 from precomputed_tif import convert, formats
 from precomputed_tif.geometry import Geometry
-from precomputed_tif.synthetic import kept_synthetic_planes
+from precomputed_tif.sources.synthetic import kept_synthetic_planes
 
 
 def du(path):

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import tifffile
 
-from precomputed_tif.fingerprint import identify
-from precomputed_tif.source import open_stack
+from precomputed_tif.sources.fingerprint import identify
+from precomputed_tif.sources.tiff import open_stack
 
 
 def make_planes(directory: str, n: int) -> str:

@@ -34,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from precomputed_tif import convert  # noqa: E402
-from precomputed_tif.synthetic import write_synthetic_planes  # noqa: E402
+from precomputed_tif.sources.synthetic import write_synthetic_planes  # noqa: E402
 from servers import free_port, start_gunicorn, start_nginx, start_webserver, wait_for_port  # noqa: E402
 
 SHAPE = (128, 512, 512)

@@ -30,7 +30,7 @@ import time
 import tifffile
 
 from precomputed_tif import convert
-from precomputed_tif.synthetic import synthetic_planes, write_synthetic_planes
+from precomputed_tif.sources.synthetic import synthetic_planes, write_synthetic_planes
 
 
 def cpu_seconds() -> float:

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from peak_rss import PeakRSS  # noqa: E402
 from precomputed_tif import convert
 from precomputed_tif.geometry import Box, Geometry
-from precomputed_tif.synthetic import kept_synthetic_planes
+from precomputed_tif.sources.synthetic import kept_synthetic_planes
 
 VARIANTS = [("zarr", {"format": "zarr"}), ("ome-zarr 0.5", {"format": "ome-zarr"}),
             ("ome-zarr 0.4", {"format": "ome-zarr", "ngff_version": "0.4"})]
@@ -56,8 +56,8 @@ def shard_writers(volume: np.ndarray, workdir: str) -> None:
     import zarr
     from zarr.codecs import BloscCodec
 
+    from precomputed_tif.formats.ome_zarr.store import OmeZarrStore
     from precomputed_tif.info import build_info
-    from precomputed_tif.stores.ome_zarr import OmeZarrStore
 
     z, y, x = volume.shape
     block, shard = 256, 512

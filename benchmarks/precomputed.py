@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from peak_rss import PeakRSS  # noqa: E402
 from precomputed_tif import convert
-from precomputed_tif.synthetic import kept_synthetic_planes
+from precomputed_tif.sources.synthetic import kept_synthetic_planes
 
 
 def files_per_scale(dest: str, info: dict) -> list[int]:

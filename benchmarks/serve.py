@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from precomputed_tif import convert, open_volume  # noqa: E402
 from precomputed_tif.geometry import Box  # noqa: E402
-from precomputed_tif.synthetic import write_synthetic_planes  # noqa: E402
+from precomputed_tif.sources.synthetic import write_synthetic_planes  # noqa: E402
 from servers import start_gunicorn, start_webserver  # noqa: E402
 
 FORMATS = ("tiff", "zarr", "blockfs")

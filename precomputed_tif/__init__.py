@@ -8,9 +8,9 @@ __version__ = "2.0.0"
 try:
     from .convert import convert
     from .errors import PrecomputedTifError
+    from .formats.volume import Volume, open_volume
     from .geometry import Box, Geometry
     from .meshing import mesh_dataset
-    from .volume import Volume, open_volume
 except KeyboardInterrupt:
     # Ctrl-C while a command's modules load (a second or more from a cold disk) is one line,
     # as at any later moment, rather than a traceback from inside an import. Only for the

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import write_atomic
 from .errors import PrecomputedTifError
+from .formats.precomputed.sharding import compressed_morton_codes, sharding_spec, write_sharded
 from .info import INFO
-from .sharding import compressed_morton_codes, sharding_spec, write_sharded
+from .storage.atomic import write_atomic
 
 DEFAULT_LIMIT = 10_000
 # Levels stop being refined once cells are this small (in voxels) on every

@@ -11,18 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from . import channels, destination, formats, memory, ome_tiff
-from .display import add_display
+from . import channels, formats
 from .errors import PrecomputedTifError, describe, unfinished
-from .executor import default_workers, make_executor
-from .fingerprint import identify
+from .formats import ome_tiff
 from .geometry import DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, INFO, build_info, read_info, write_info
 from .options import ConvertOptions, Resources, Result, split_keywords
-from .progress import DoneLog
+from .pipeline import destination, memory
+from .pipeline.executor import default_workers, make_executor
+from .pipeline.progress import DoneLog
 from .pyramid import count_chunks, run_task, tasks_of
 from .sources import open_source
+from .sources.fingerprint import identify
 from .storage import LocalStorage, local_path
+from .viewer.display import add_display
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A blockfs 1.0.0 reader written from the format description alone, for checking the project's writer.
 
-Deliberately simple and separate from ``precomputed_tif.blockfs``: it reads
+Deliberately simple and separate from ``precomputed_tif.formats.blockfs``: it reads
 the whole directory at once and decodes with numcodecs directly.
 """
 

@@ -95,8 +95,8 @@ def library_versions() -> dict[str, str]:
 
 def current_digests() -> dict[str, dict[str, str]]:
     """{case: {relative path: sha256}} of what this checkout writes for every case."""
-    from precomputed_tif.main import main
-    from precomputed_tif.write_points import main as write_points
+    from precomputed_tif.cli.convert import main
+    from precomputed_tif.cli.write_points import main as write_points
 
     out = {}
     with tempfile.TemporaryDirectory() as root:

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import tifffile
 
-from precomputed_tif.destination import INPUTS
-from precomputed_tif.progress import DONE_LOG
+from precomputed_tif.pipeline.destination import INPUTS
+from precomputed_tif.pipeline.progress import DONE_LOG
 
 
 def expected_chunk_names(size_xyz, chunk_xyz) -> set[str]:

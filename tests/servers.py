@@ -94,7 +94,7 @@ def start_webserver(*args: str) -> Server:
     return server
 
 
-WSGI_SCRIPT = '''from precomputed_tif.wsgi_webserver import serve_precomputed
+WSGI_SCRIPT = '''from precomputed_tif.serving.wsgi import serve_precomputed
 
 CONFIG_FILE = "{config}"
 

@@ -16,9 +16,9 @@ import tifffile
 
 from blockfs_reader import read_blockfs, read_header
 from precomputed_tif import PrecomputedTifError, open_volume
-from precomputed_tif.blockfs import Directory, create
-from precomputed_tif.blockfs.cli import info_main, tif_main
-from precomputed_tif.blockfs.directory import entry_bits
+from precomputed_tif.cli.blockfs import info_main, tif_main
+from precomputed_tif.formats.blockfs import Directory, create
+from precomputed_tif.formats.blockfs.directory import entry_bits
 from stacks import make_volume
 
 HERE = os.path.dirname(__file__)
@@ -165,7 +165,7 @@ def test_concurrent_writers_equal_a_single_writer(tmp_path):
 
 KILLED_WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from precomputed_tif.blockfs import Directory
+    from precomputed_tif.formats.blockfs import Directory
     path, seed = sys.argv[1], int(sys.argv[2])
     d = Directory(path, writable=True)
     rng = np.random.default_rng(seed)

@@ -19,11 +19,11 @@ import pytest
 
 from blockfs_reader import read_blockfs, read_header
 from precomputed_tif import PrecomputedTifError
-from precomputed_tif.blockfs import create
-from precomputed_tif.blockfs.directory import reclaim
 from precomputed_tif.convert import plan_conversion
+from precomputed_tif.formats.blockfs import create
+from precomputed_tif.formats.blockfs.directory import reclaim
 from precomputed_tif.geometry import Geometry
-from precomputed_tif.memory import BLOCK_FACTOR, PROCESS_BYTES
+from precomputed_tif.pipeline.memory import BLOCK_FACTOR, PROCESS_BYTES
 from precomputed_tif.pyramid import tasks_of
 from stacks import make_volume, reference_pyramid, write_planes
 
@@ -178,7 +178,7 @@ def test_killed_again_and_again_a_rerun_finishes_and_reclaims(stack, tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time, numpy as np
-    from precomputed_tif.blockfs import Directory
+    from precomputed_tif.formats.blockfs import Directory
     d = Directory(sys.argv[1], writable=True)
     d.write_block(0, 0, 0, np.ones((8, 8, 8), np.uint16))
     print("writing", flush=True)

@@ -16,9 +16,9 @@ import pytest
 import tifffile
 
 from precomputed_tif import PrecomputedTifError, convert
-from precomputed_tif.destination import INPUTS, JOB_RECORD
-from precomputed_tif.main import main
-from precomputed_tif.progress import DoneLog
+from precomputed_tif.cli.convert import main
+from precomputed_tif.pipeline.destination import INPUTS, JOB_RECORD
+from precomputed_tif.pipeline.progress import DoneLog
 from readback import assert_same_contents, dataset_contents, files_of
 from stacks import make_volume, write_planes
 

@@ -18,8 +18,8 @@ import pytest
 import tifffile
 
 from precomputed_tif import convert
-from precomputed_tif.links import dataset_link
-from precomputed_tif.main import main
+from precomputed_tif.cli.convert import main
+from precomputed_tif.viewer.links import dataset_link
 from servers import start_webserver
 
 Z, Y, X = 5, 37, 41  # odd; nothing divides the chunk size

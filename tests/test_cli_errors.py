@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from precomputed_tif.main import main
+from precomputed_tif.cli.convert import main
 from stacks import make_volume, write_planes
 
 SHAPE = (6, 20, 30)
@@ -222,7 +222,7 @@ def test_real_console_script_reports_one_line(tmp_path):
 
 
 def test_help_explains_the_options():
-    proc = subprocess.run([sys.executable, "-m", "precomputed_tif.main", "-h"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "precomputed_tif.cli.convert", "-h"], capture_output=True, text=True)
     assert proc.returncode == 0
     for word in ("--source", "--dest", "--levels", "--voxel-size", "microns", "--format", "zarr",
                  "--chunk-size", "--segmentation", "--n-cores", "--log", "examples"):

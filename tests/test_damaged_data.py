@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from precomputed_tif import convert
-from precomputed_tif.blockfs import Directory
+from precomputed_tif.formats.blockfs import Directory
 from servers import start_gunicorn_behind_nginx, start_webserver
 from stacks import make_volume, write_planes
 

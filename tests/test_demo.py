@@ -13,7 +13,7 @@ import pytest
 
 
 def test_demo_converts_serves_and_prints_links(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "precomputed_tif.demo", "--dir", str(tmp_path), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "precomputed_tif.cli.demo", "--dir", str(tmp_path), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from precomputed_tif.downsample import downsample_mean, downsample_mode
+from precomputed_tif.pyramid.downsample import downsample_mean, downsample_mode
 from stacks import make_volume, reference_downsample
 
 SHAPES = [(5, 7, 9), (4, 6, 8), (1, 3, 1), (2, 1, 5)]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from precomputed_tif import convert
-from precomputed_tif.destination import INPUTS
+from precomputed_tif.formats.stores import store_class
 from precomputed_tif.geometry import Box, Geometry
-from precomputed_tif.progress import DONE_LOG, DoneLog
-from precomputed_tif.stores import store_class
+from precomputed_tif.pipeline.destination import INPUTS
+from precomputed_tif.pipeline.progress import DONE_LOG, DoneLog
 from stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (48, 90, 110)

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from precomputed_tif import formats, open_volume
-from precomputed_tif.main import build_parser, main
+from precomputed_tif.cli.convert import build_parser, main
 from readback import read_level
 from stacks import make_volume, reference_downsample, reference_pyramid, write_planes
 from toy_format import NpyFormat
@@ -134,3 +134,18 @@ def test_a_new_format_is_one_class_and_one_registry_entry(tmp_path, monkeypatch,
         np.testing.assert_array_equal(vol.read(key), w[0], err_msg=key)
     # A different format on the same destination is refused, as for any other.
     assert main(["--source", glob, "--dest", dest, "--format", "tiff", "--no-progress"]) == 2
+
+
+def test_tiff_planes_and_a_stored_dataset_are_both_sources_of_the_same_voxels(tmp_path):
+    from precomputed_tif.geometry import Box
+    from precomputed_tif.sources import Source, open_source
+
+    volume = make_volume((7, 19, 23), "uint16", seed=121)
+    glob = write_planes(tmp_path / "src", volume)
+    main(["--source", glob, "--dest", str(tmp_path / "z"), "--format", "zarr", "--n-cores", "1", "--no-progress"])
+    planes, dataset = open_source(glob), open_source(str(tmp_path / "z"))
+    box = Box(3, 20, 2, 17, 1, 6)
+    for source in (planes, dataset):
+        assert isinstance(source, Source)
+        assert source.shape == volume.shape and source.dtype == volume.dtype and source.n_channels == 1
+        np.testing.assert_array_equal(source.subset(1, 6).read(box), volume[box.slices])

@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 
 from precomputed_tif import convert
+from precomputed_tif.formats.volume import Volume
 from precomputed_tif.geometry import Box
-from precomputed_tif.volume import Volume
 from servers import apache_problem, require_nginx, start_apache, start_gunicorn, start_static_nginx, start_webserver
 from stacks import make_volume, write_planes
 

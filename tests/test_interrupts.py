@@ -17,8 +17,8 @@ import time
 import psutil
 import pytest
 
-from precomputed_tif.main import main
-from precomputed_tif.progress import DoneLog
+from precomputed_tif.cli.convert import main
+from precomputed_tif.pipeline.progress import DoneLog
 from readback import assert_same_contents, dataset_contents, files_of
 from stacks import make_volume, write_planes
 

@@ -19,8 +19,8 @@ from scipy.spatial import cKDTree
 from label_cells import BIG_ID, cell_volume
 from mesh_reader import fragments, parse_manifest, read_mesh_dir, to_model
 from precomputed_tif import PrecomputedTifError, convert
-from precomputed_tif.main import main as tif_main
-from precomputed_tif.mesh_cli import main as mesh_main
+from precomputed_tif.cli.convert import main as tif_main
+from precomputed_tif.cli.mesh import main as mesh_main
 from precomputed_tif.meshing import mesh_dataset
 
 VOXEL = (0.5, 0.5, 1.0)  # microns
@@ -312,7 +312,7 @@ def test_meshing_stays_under_the_memory_limit(tmp_path):
 
 def test_spreadsheet_csv_dialects(tmp_path):
     """Semicolons between columns (and commas between tags), tabs, a byte-order mark."""
-    from precomputed_tif.segment_properties import read_properties_csv
+    from precomputed_tif.meshing.segment_properties import read_properties_csv
 
     for name, text in (("semi.csv", "\ufeffID;Name;Tags;Area\n5;big one;neuron, layer 4;12,5\n"),
                        ("tab.tsv", "id\tname\ttags\tarea\n5\tbig one\tneuron;layer 4\t12.5\n")):

@@ -143,7 +143,7 @@ def test_the_webserver_prints_what_to_open(site):
 def test_a_fifo_for_metadata_does_not_stop_the_server_starting(tmp_path):
     """precomputed-webserver looks for OME metadata in every source when it starts: a FIFO there
     (which would block a plain open forever) is passed over."""
-    from precomputed_tif.ngff import root_version
+    from precomputed_tif.formats.zarr.ngff import root_version
 
     os.mkfifo(tmp_path / "zarr.json")
     os.mkfifo(tmp_path / ".zattrs")

@@ -23,8 +23,8 @@ import tifffile
 
 from peak_rss import conversion_peak_rss
 from precomputed_tif import convert
-from precomputed_tif.main import main
-from precomputed_tif.progress import DONE_LOG
+from precomputed_tif.cli.convert import main
+from precomputed_tif.pipeline.progress import DONE_LOG
 from stacks import make_volume, reference_downsample, write_planes
 
 SHAPE = (5, 45, 70)  # z, y, x: odd, and no multiple of the tile size

@@ -17,9 +17,9 @@ import zarr
 
 from peak_rss import conversion_peak_rss
 from precomputed_tif import convert, open_volume
+from precomputed_tif.cli.convert import main
 from precomputed_tif.geometry import Geometry
-from precomputed_tif.main import main
-from precomputed_tif.progress import DoneLog
+from precomputed_tif.pipeline.progress import DoneLog
 from stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides the chunk size
@@ -322,7 +322,7 @@ def test_overwrite_leaves_zarr_metadata_that_is_not_the_datasets(tmp_path):
 def test_blosc_settings_are_those_zarr_json_declares(tmp_path, monkeypatch):
     """The inner chunks are compressed as the arrays' metadata says, not by a default that
     happens to agree."""
-    from precomputed_tif.stores import zarr as zarr_store
+    from precomputed_tif.formats.zarr import store as zarr_store
 
     monkeypatch.setitem(zarr_store.COMPRESSOR, "cname", "zstd")
     glob = write_planes(tmp_path / "src", make_volume((20, 30, 40), "uint16", seed=9))

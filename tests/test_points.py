@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from annotation_reader import read_layer
-from precomputed_tif.write_points import main
+from precomputed_tif.cli.write_points import main
 from servers import start_webserver
 
 VOXEL = (1.8, 1.8, 2.0)

@@ -25,7 +25,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs (rea
 def cli(*argv, user=None):
     """Run the command in a new process, as ``user`` (a uid) if given, with this checkout's code."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "precomputed_tif.write_points", *map(str, argv)]
+    cmd = [sys.executable, "-m", "precomputed_tif.cli.write_points", *map(str, argv)]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -234,8 +234,9 @@ def test_a_killed_run_leaves_no_layer_and_the_next_run_replaces_it(tmp_path):
     write_json(tmp_path / "p.json", points)
     out = tmp_path / "cells"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-m", "precomputed_tif.write_points", "--input", str(tmp_path / "p.json"),
-                             "--output-directory", str(out), "--unsharded", "--limit", "200"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "precomputed_tif.cli.write_points",
+                             "--input", str(tmp_path / "p.json"), "--output-directory", str(out), "--unsharded",
+                             "--limit", "200"], env=env)
     deadline = time.monotonic() + 120
     while not (out / "spatial1").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)

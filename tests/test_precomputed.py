@@ -11,8 +11,8 @@ import tifffile
 
 from annotation_reader import morton_decode, read_shards
 from precomputed_tif import convert, open_volume
+from precomputed_tif.cli.convert import main
 from precomputed_tif.geometry import Geometry
-from precomputed_tif.main import main
 from stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides the chunk size
@@ -133,7 +133,7 @@ def test_lossless_encodings_read_back_exactly(tmp_path, name, dtype, channels, s
 
 def test_jpeg_levels_come_from_lossless_data(tmp_path):
     """Each jpeg level is close to the mean pyramid of the source, not to means of decoded jpeg."""
-    from precomputed_tif.synthetic import synthetic_planes
+    from precomputed_tif.sources.synthetic import synthetic_planes
 
     volume = (np.stack(list(synthetic_planes((40, 90, 110), seed=3))) // 12).astype(np.uint8)[None]
     tifffile.imwrite(tmp_path / "s.tif", volume[0])
@@ -193,10 +193,10 @@ def test_an_existing_dataset_is_stored_again_without_its_planes(tmp_path, fmt):
 def test_the_chunks_of_a_shard_make_the_box_the_planner_expects(grid):
     """With identity hashing, the chunks sharing all Morton bits above the lowest n are an
     aligned box of 2**box_bits(grid, n) chunks per axis (cut where the grid ends)."""
-    from precomputed_tif.shards import box_bits
+    from precomputed_tif.formats.precomputed.shards import box_bits
 
     cells = np.array([(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])])
-    from precomputed_tif.sharding import compressed_morton_codes
+    from precomputed_tif.formats.precomputed.sharding import compressed_morton_codes
 
     codes = compressed_morton_codes(cells, grid)
     assert all(morton_decode(int(c), grid) == tuple(cell) for c, cell in zip(codes, cells))

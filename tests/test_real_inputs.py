@@ -21,8 +21,8 @@ import tifffile
 
 import foreign_tiffs as ft
 from precomputed_tif import convert, open_volume
-from precomputed_tif.main import main
-from precomputed_tif.source import open_stack
+from precomputed_tif.cli.convert import main
+from precomputed_tif.sources.tiff import open_stack
 from readback import expected_chunk_names
 from stacks import reference_pyramid
 
@@ -70,7 +70,7 @@ def mentions_number(line: str, n: int) -> bool:
 def raw_copy(dest) -> str:
     """The dataset as Neuroglancer receives it: ``info`` and every chunk of every scale, as the
     project's web server answers them, written as plain files next to ``dest``; returns the directory."""
-    from precomputed_tif.serving import Catalog, Dataset, handle
+    from precomputed_tif.serving.core.core import Catalog, Dataset, handle
 
     def get(path) -> bytes:
         r = handle(catalog, "GET", path)

@@ -12,9 +12,10 @@ import psutil
 import pytest
 
 from peak_rss import PeakRSS
-from precomputed_tif import PrecomputedTifError, convert, memory, open_volume
-from precomputed_tif.main import main
-from precomputed_tif.progress import DONE_LOG
+from precomputed_tif import PrecomputedTifError, convert, open_volume
+from precomputed_tif.cli.convert import main
+from precomputed_tif.pipeline import memory
+from precomputed_tif.pipeline.progress import DONE_LOG
 from readback import files_of
 from stacks import make_volume, write_planes
 

@@ -9,10 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from precomputed_tif.atomic import temporary_name
 from precomputed_tif.errors import PrecomputedTifError
-from precomputed_tif.progress import DONE_LOG, DONE_OBJECTS, DoneLog
+from precomputed_tif.pipeline.progress import DONE_LOG, DONE_OBJECTS, DoneLog
 from precomputed_tif.storage import LocalStorage, Storage, local_path, open_storage
+from precomputed_tif.storage.atomic import temporary_name
 from stacks import write_planes
 from storage_contract import StorageContract
 

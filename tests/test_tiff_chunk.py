@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from precomputed_tif.stores.tiff_chunk import decode_chunk
+from precomputed_tif.formats.tiff.chunk import decode_chunk
 from stacks import make_volume
 
 

@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 
-from precomputed_tif.atomic import write_atomic
 from precomputed_tif.formats import Format
+from precomputed_tif.formats.store import ChunkStore
 from precomputed_tif.geometry import Box
-from precomputed_tif.stores.base import ChunkStore
+from precomputed_tif.storage.atomic import write_atomic
 
 
 class NpyStore(ChunkStore):

@@ -24,7 +24,7 @@ from ..errors import PrecomputedTifError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..geometry import Geometry
-    from ..stores.base import ChunkStore
+    from .store import ChunkStore
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Format:
     served_as_files: ClassVar[bool] = False
     #: Its files are what Neuroglancer's precomputed:// asks for (nothing to translate).
     precomputed_native: ClassVar[bool] = False
-    #: ``module:Class`` of the :class:`~precomputed_tif.stores.base.ChunkStore` holding its chunks.
+    #: ``module:Class`` of the :class:`~precomputed_tif.formats.store.ChunkStore` holding its chunks.
     store: ClassVar[str] = ""
 
     def check_options(self, options: FormatOptions, chunk_size) -> FormatOptions:
@@ -133,8 +133,12 @@ class Format:
                 f"levels, voxel size {voxel} µm ({origin}){contrast}")
 
 
-from .chunked import BlockfsFormat, OmeZarrFormat, PrecomputedFormat, TiffFormat, ZarrFormat  # noqa: E402
-from .ome_tiff import OmeTiffFormat  # noqa: E402
+from .blockfs import BlockfsFormat  # noqa: E402
+from .ome_tiff.format import OmeTiffFormat  # noqa: E402
+from .ome_zarr import OmeZarrFormat  # noqa: E402
+from .precomputed import PrecomputedFormat  # noqa: E402
+from .tiff import TiffFormat  # noqa: E402
+from .zarr import ZarrFormat  # noqa: E402
 
 #: Every format, in the order the help lists them; the first is the default.
 REGISTRY: tuple[Format, ...] = (TiffFormat(), ZarrFormat(), BlockfsFormat(), PrecomputedFormat(), OmeZarrFormat(),

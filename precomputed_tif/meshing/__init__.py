@@ -25,17 +25,17 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .. import memory
-from ..atomic import write_atomic
 from ..errors import PrecomputedTifError, require_extra, unfinished
-from ..executor import default_workers, make_executor
+from ..formats.volume import open_volume
 from ..info import read_info, write_info
-from ..progress import DoneLog
-from ..segment_properties import PROPERTIES_DIR, build_properties, read_properties_csv, write_properties
-from ..volume import open_volume
+from ..pipeline import memory
+from ..pipeline.executor import default_workers, make_executor
+from ..pipeline.progress import DoneLog
+from ..storage.atomic import write_atomic
 from .blocks import WorkFile, lod_size, plan_blocks, run_block
 from .merge import MergeTask, plan_groups, run_merge
 from .multires import MESH_DIR, mesh_info
+from .segment_properties import PROPERTIES_DIR, build_properties, read_properties_csv, write_properties
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atomic import write_atomic
-from ..downsample import downsample
+from ..formats.volume import open_volume
 from ..geometry import Box
-from ..volume import open_volume
+from ..pyramid.downsample import downsample
+from ..storage.atomic import write_atomic
 from .multires import encode_fragment, quantize
 
 MAGIC = b"PTMESH1\0"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atomic import write_atomic
-from ..sharding import sharding_spec, write_sharded
+from ..formats.precomputed.sharding import sharding_spec, write_sharded
+from ..storage.atomic import write_atomic
 from .blocks import WorkFile
 from .multires import complete_octree, manifest
 

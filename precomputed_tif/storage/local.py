@@ -16,10 +16,10 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..atomic import is_temporary_name, sync_directory, sync_files, temporary_name, write_atomic
 from ..errors import PrecomputedTifError
-from ..regular_files import NotRegularFile, open_regular_or_raise
+from .atomic import is_temporary_name, sync_directory, sync_files, temporary_name, write_atomic
 from .base import Storage, StreamWriter, check_key, check_prefix, under
+from .regular_files import NotRegularFile, open_regular_or_raise
 
 _ABSENT = (FileNotFoundError, NotADirectoryError)
 

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 
 from precomputed_tif import convert
-from precomputed_tif.synthetic import synthetic_planes
+from precomputed_tif.sources.synthetic import synthetic_planes
 from servers import start_webserver
 from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
 

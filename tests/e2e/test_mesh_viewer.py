@@ -32,7 +32,7 @@ def browser():
     problem = browser_problem()
     if problem:
         (pytest.fail if os.environ.get("REQUIRE_BROWSER") else pytest.skip)(problem)
-    from precomputed_tif.screenshot import Browser
+    from precomputed_tif.viewer.screenshot import Browser
 
     b = Browser(*SIZE)
     yield b

@@ -13,9 +13,9 @@ import pytest
 import tifffile
 
 from precomputed_tif import convert
-from precomputed_tif.links import dataset_link
-from precomputed_tif.screenshot import state_from_url
-from precomputed_tif.synthetic import synthetic_planes
+from precomputed_tif.sources.synthetic import synthetic_planes
+from precomputed_tif.viewer.links import dataset_link
+from precomputed_tif.viewer.screenshot import state_from_url
 from servers import require_nginx, start_static_nginx
 from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
 

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from precomputed_tif import convert
-from precomputed_tif.synthetic import synthetic_planes
+from precomputed_tif.sources.synthetic import synthetic_planes
 from servers import require_nginx, start_static_nginx, start_webserver
 from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
 

@@ -18,8 +18,8 @@ import pytest
 
 from precomputed_tif import convert
 from precomputed_tif.annotations import PointSet, write_points
-from precomputed_tif.screenshot import CHROMEDRIVER, CHROMIUM
-from precomputed_tif.synthetic import blob_centres, write_synthetic_planes
+from precomputed_tif.sources.synthetic import blob_centres, write_synthetic_planes
+from precomputed_tif.viewer.screenshot import CHROMEDRIVER, CHROMIUM
 from servers import start_gunicorn, start_webserver
 
 SHAPE = (40, 150, 170)  # z, y, x
@@ -47,7 +47,7 @@ def browser():
     if problem:
         # CI sets REQUIRE_BROWSER: there a missing browser is a failure, not a skip.
         (pytest.fail if os.environ.get("REQUIRE_BROWSER") else pytest.skip)(problem)
-    from precomputed_tif.screenshot import Browser
+    from precomputed_tif.viewer.screenshot import Browser
 
     b = Browser(*SIZE)
     yield b
@@ -170,7 +170,7 @@ def test_screenshot_command_renders_a_link(site, tmp_path):
     problem = browser_problem()
     if problem:
         (pytest.fail if os.environ.get("REQUIRE_BROWSER") else pytest.skip)(problem)
-    from precomputed_tif.links import layer, neuroglancer_link, viewer_state
+    from precomputed_tif.viewer.links import layer, neuroglancer_link, viewer_state
 
     port = site["servers"]["webserver"].port
     layers = [layer(f"precomputed://http://127.0.0.1:{port}/blockfs", site["info"], "image"),
@@ -198,7 +198,7 @@ def typed_site():
     """A 2-channel OME-TIFF and an int16 stack with negative values, converted and served."""
     import tifffile
 
-    from precomputed_tif.synthetic import synthetic_planes
+    from precomputed_tif.sources.synthetic import synthetic_planes
 
     root = tempfile.mkdtemp(prefix="pt-e2e-typed-")
     try:
@@ -234,7 +234,7 @@ def printed_link(server, name: str) -> str:
 
 
 def test_the_printed_link_shows_two_channels_in_two_colours(browser, typed_site):
-    from precomputed_tif.screenshot import state_from_url
+    from precomputed_tif.viewer.screenshot import state_from_url
 
     info = typed_site["infos"]["two"]
     assert info["num_channels"] == 2
@@ -256,7 +256,7 @@ def test_the_printed_link_shows_two_channels_in_two_colours(browser, typed_site)
 
 
 def test_the_printed_link_shows_negative_values(browser, typed_site):
-    from precomputed_tif.screenshot import state_from_url
+    from precomputed_tif.viewer.screenshot import state_from_url
 
     info = typed_site["infos"]["signed"]
     assert info["data_type"] == "int16"

@@ -1,0 +1,171 @@
+"""``precomputed-tif``: the command line of :func:`precomputed_tif.convert`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import formats
+from ..convert import convert
+from ..errors import PrecomputedTifError
+from ..formats import FormatOptions
+from ..formats.ome_tiff.cli import add_arguments as add_ome_tiff_arguments
+from ..geometry import parse_triple
+from ..options import ConvertOptions, Resources
+from ..pipeline import memory
+from ..pipeline.executor import default_workers
+from .mesh import add_mesh_arguments, sharded_value, summary as mesh_summary
+from .support import add_log_argument, run_main, setup_logging
+
+EPILOG = """\
+examples:
+  precomputed-tif --source "/data/img_*.tif" --dest /data/precomputed
+  precomputed-tif --source stack.tif --dest out --format zarr --voxel-size 0.4,0.4,2.0
+  precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation
+  precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation --mesh --properties cells.csv
+  precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
+  precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
+  precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
+        (Neuroglancer's own files: any static web server or bucket serves them)
+  precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
+        (store an existing dataset again, in another format, without its TIFF planes)
+  precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain.zarr --format ome-zarr
+        (OME-Zarr: Neuroglancer as zarr://, napari, and other OME tools, from any static web server)
+  precomputed-tif --source "/data/img_*.tif" --dest /data/brain --format ome-tiff
+        (one pyramidal /data/brain/brain.ome.tif for Fiji, QuPath and Viv/Avivator)
+
+Then serve the result and open it in Neuroglancer:
+  precomputed-webserver --directory /data/precomputed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="precomputed-tif",
+        description="Convert a stack of TIFF planes (one file per z plane, or one multi-page TIFF) "
+                    "into a multi-resolution Neuroglancer precomputed volume.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", required=True, metavar="GLOB",
+                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it), or the directory of an "
+                        "existing dataset to store again in another --format; planes are sorted by the numbers in "
+                        "their names (img_2 before img_10), the first file is z = 0. A single multi-page TIFF "
+                        "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
+                        "channels, time points. A path that exists is taken as it is, brackets and all.")
+    p.add_argument("--dest", required=True, metavar="DIR",
+                   help="output directory; created if missing, must be empty or hold this same conversion")
+    p.add_argument("--levels", type=int, default=None, metavar="N",
+                   help="number of resolution levels, level 1 being full resolution "
+                        "(default: until the coarsest fits in one chunk in x and y)")
+    p.add_argument("--voxel-size", default=None, metavar="X,Y,Z",
+                   help="voxel size in microns (default: what the files' OME or ImageJ metadata records, "
+                        "else 1.8,1.8,2.0)")
+    p.add_argument("--channel", type=int, default=None, metavar="N",
+                   help="convert only channel N (0 is the first) of a multi-channel or colour input "
+                        "(default: all channels, in one dataset)")
+    p.add_argument("--timepoint", type=int, default=None, metavar="N",
+                   help="convert time point N (0 is the first) of a time series; required when the "
+                        "input has several")
+    p.add_argument("--format", default=formats.DEFAULT, metavar="FORMAT",
+                   help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). "
+                        "tiff and blockfs need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; "
+                        "precomputed is Neuroglancer's own format, which any static web server or bucket serves; "
+                        "ome-zarr is the OME-NGFF image format (Neuroglancer's zarr://, napari, OME tools), "
+                        "also served by any static server; zarr is served by precomputed-webserver as "
+                        "precomputed:// and by any static server as an NGFF 0.4 zarr://. ome-tiff writes one "
+                        "pyramidal OME-TIFF, DIR/<name of DIR>.ome.tif, for Fiji, QuPath and Viv instead")
+    p.add_argument("--ngff-version", default=None, metavar="V",
+                   help="with --format ome-zarr: 0.5 (default; Zarr v3, chunks grouped into a few shard "
+                        "files) or 0.4 (Zarr v2, one file per chunk, for older readers)")
+    p.add_argument("--encoding", default=None, metavar="NAME",
+                   help="with --format precomputed: raw (default for images), png (lossless; uint8, or "
+                        "one-channel uint16), jpeg (lossy; uint8 with 1 or 3 channels) or "
+                        "compressed_segmentation (default for --segmentation)")
+    p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
+                   help="with --encoding jpeg: 1-100 (default 90); coarser levels are still made from the "
+                        "lossless data")
+    shard = p.add_mutually_exclusive_group()
+    shard.add_argument("--sharded", dest="sharded", action="store_const", const=True, default=None,
+                       help="with --format precomputed: store every scale that can be in a few shard files "
+                            "(default: the scales of more than 64 chunks)")
+    shard.add_argument("--unsharded", dest="sharded", action="store_const", const=False,
+                       help="with --format precomputed: one file per chunk at every scale")
+    add_ome_tiff_arguments(p)
+    p.add_argument("--chunk-size", default="64,64,64", metavar="X,Y,Z",
+                   help="chunk size in voxels (default: 64,64,64)")
+    p.add_argument("--segmentation", action="store_true",
+                   help="the planes are integer labels: coarser levels take the most frequent label "
+                        "instead of the mean, and Neuroglancer shows them as a segmentation")
+    p.add_argument("--mesh", action="store_true",
+                   help="with --segmentation: also make 3-D meshes and segment properties (voxel counts) "
+                        "for Neuroglancer, as precomputed-mesh does")
+    add_mesh_arguments(p, sharded_flag="--mesh-sharded")
+    p.add_argument("--n-cores", type=int, default=None, metavar="N",
+                   help=f"worker processes (default: all cores, here {default_workers()})")
+    p.add_argument("--memory-limit", metavar="SIZE", default=None,
+                   help="peak memory of the whole conversion, all workers together, e.g. 8G or 500M "
+                        f"(default: half of this machine's memory, here {memory.default_limit() / 2**30:.1f}G)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS", default=None,
+                   help="run on an existing Dask distributed cluster, e.g. tcp://10.0.0.5:8786, instead of "
+                        "local processes; its workers must see --source and --dest at the same paths")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the precomputed dataset already in --dest (by default a rerun of the same "
+                        "command resumes, and a different one is refused)")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    add_log_argument(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+
+    def body():
+        voxel_size = None if args.voxel_size is None else parse_triple(args.voxel_size, "--voxel-size",
+                                                                       integer=False)
+        chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
+        limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
+        if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
+            raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
+                                      "made from labels")
+        fmt = formats.get(args.format)
+        if args.mesh and not fmt.chunked:
+            raise PrecomputedTifError("--mesh makes Neuroglancer meshes beside a precomputed dataset; it does not "
+                                      f"go with --format {fmt.name}")
+        if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
+            raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
+        if args.mesh:
+            from ..meshing import require_mesh_packages
+
+            require_mesh_packages()  # before converting, not after
+        if args.properties:
+            from ..meshing.segment_properties import read_properties_csv
+
+            read_properties_csv(args.properties)  # a mistake in it is found before converting
+        for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
+            if value is not None and value < 0:
+                raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
+        progress = not args.no_progress and sys.stderr.isatty()
+        options = ConvertOptions(
+            format=fmt.name, levels=args.levels, voxel_size=voxel_size, chunk_size=chunk_size,
+            segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint,
+            format_options=FormatOptions(encoding=args.encoding, jpeg_quality=args.jpeg_quality, sharded=args.sharded,
+                                         ngff_version=args.ngff_version, tile_size=args.tile_size,
+                                         compression=args.compression))
+        resources = Resources(n_cores=args.n_cores, memory_limit=limit, dask_scheduler=args.dask_scheduler,
+                              progress=progress)
+        print(convert(args.source, args.dest, options, resources, overwrite=args.overwrite).summary())
+        if args.mesh:
+            from ..meshing import mesh_dataset
+
+            info = mesh_dataset(args.dest, n_cores=args.n_cores, memory_limit=limit,
+                                dask_scheduler=args.dask_scheduler, properties=args.properties,
+                                sharded=sharded_value(args.mesh_sharded),
+                                progress=progress)
+            print(mesh_summary(args.dest, info))
+
+    return run_main("precomputed-tif", body, resumable=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""What every command-line tool of the project does the same way: logging and errors."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from ..errors import PrecomputedTifError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_argument(parser) -> None:
+    parser.add_argument("--log", default="WARNING", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                        help="how much to log: DEBUG, INFO, WARNING (default) or ERROR")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncio").addFilter(_drop_sibling_write_errors)
+
+
+def _drop_sibling_write_errors(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task (or Future) exception was never retrieved" about an ``OSError``.
+
+    zarr-python writes a group's or array's metadata files in concurrent tasks: when the
+    disk is full (or not writable) they all fail, the first failure is raised and reported
+    as the command's one line, and the others end as these records, tracebacks and all, at
+    some later garbage collection. They add nothing to the line already printed."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, OSError) and record.getMessage().startswith(
+        ("Task exception was never retrieved", "Future exception was never retrieved")))
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so the
+    same ``finally`` blocks stop the workers and nothing is presented as finished."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interrupt(signum, frame) -> None:
+    """A signal handler raising :class:`Interrupted`."""
+    raise Interrupted(signum)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> int:
+    """Run a command's body; a user error becomes one line on stderr and status 2.
+
+    SIGTERM (``kill``, ``timeout``, a batch scheduler) and SIGHUP (a closed
+    terminal or SSH session) are treated like Ctrl-C: the body's ``finally``
+    blocks run (stopping worker processes), then one line says "interrupted"
+    (and, for a ``resumable`` command, how to resume) and the status is 128 +
+    the signal's number: 130, 143 or 129. The previous signal handlers are put
+    back before returning, for callers that run the body in their own process.
+    """
+    # Handlers can be set only in the main thread; elsewhere (a caller's thread) leave them.
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main_thread else {}
+    try:
+        if main_thread:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, interrupt)
+        try:
+            body()
+        except PrecomputedTifError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            # A second signal while this line is printed must not turn it into a traceback.
+            for sig in _SIGNALS if main_thread else ():
+                signal.signal(sig, signal.SIG_IGN)
+            hint = "; run the same command again to resume" if resumable else ""
+            print(f"{prog}: interrupted ({signal.Signals(signum).name}){hint}", file=sys.stderr)
+            return 128 + signum
+        return 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

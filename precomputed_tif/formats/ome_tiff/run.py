@@ -1,0 +1,123 @@
+"""Carrying out an OME-TIFF plan: parallel, resumable tiling (stage 1), then one assembly (stage 2).
+
+Stage 1 records each finished task in the destination's done log, so a rerun
+of the same command after a kill skips them; a kill during stage 2 leaves only
+a hidden temporary file, which the rerun removes before assembling again. The
+final ``X.ome.tif`` is the mark of a finished conversion: a rerun then does
+nothing but tidy work files a kill may have left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+
+from tqdm import tqdm
+
+from ...errors import PrecomputedTifError, unfinished
+from ...pipeline import destination
+from ...pipeline.executor import make_executor
+from ...pipeline.progress import DoneLog
+from ...sources.fingerprint import identify
+from ...storage.atomic import sync_directory
+from .assemble import assemble
+from .plan import FORMAT, OmeTiffPlan
+from .tiles import run_slab, slab_tasks
+
+log = logging.getLogger(__name__)
+
+
+def run(plan: OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> dict:
+    """Write the plan's OME-TIFF and its offsets (resuming an unfinished run); returns :func:`result`."""
+    started = time.perf_counter()
+    dest = plan.dest
+    destination.prepare(dest, plan.job, overwrite, identify(plan.source))
+    final = os.path.join(dest, plan.names.image)
+    if os.path.exists(final):
+        log.info("%s is already finished", final)
+    else:
+        try:
+            _tile(plan, progress)
+            tiled = time.perf_counter()
+            assemble(plan, progress)
+        except (PrecomputedTifError, OSError) as exc:
+            raise unfinished(exc, dest, f"it has no {plan.names.image} yet") from None
+        log.info("wrote %s in %.1f s (tiling %.1f s, assembly %.1f s)", final, time.perf_counter() - started,
+                 tiled - started, time.perf_counter() - tiled)
+    _remove_work(plan)
+    return result(plan)
+
+
+def _tile(plan: OmeTiffPlan, progress: bool) -> None:
+    """Stage 1: every slab's work files, skipping the slabs an earlier run finished."""
+    # Absolute: the tasks may run on a Dask cluster's nodes, in other working directories.
+    work = os.path.abspath(os.path.join(plan.dest, plan.names.work))
+    if not os.path.isdir(work):
+        os.makedirs(work)
+        sync_directory(plan.dest)
+    done_log = DoneLog(plan.dest)
+    done = done_log.load()
+    with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
+        try:
+            with tqdm(total=plan.layout.size[2], desc="tiling planes", unit="plane", disable=not progress,
+                      smoothing=0.1) as bar:
+                tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, work, plan.compression,
+                                   plan.segmentation)
+                for task_id, n in executor.imap_unordered(run_slab, _not_done(tasks, done, bar)):
+                    done_log.record(task_id)
+                    bar.update(n)
+        finally:
+            done_log.close()
+
+
+def _not_done(tasks, done: set[str], bar):
+    skipped = 0
+    for task in tasks:
+        if task.id in done:
+            skipped += 1
+            bar.update(task.z1 - task.z0)
+        else:
+            yield task
+    if skipped:
+        log.info("skipped %d slabs of planes finished by an earlier run", skipped)
+
+
+def _remove_work(plan: OmeTiffPlan) -> None:
+    """The work files and done log of a finished conversion (kept until the image is in place)."""
+    shutil.rmtree(os.path.join(plan.dest, plan.names.work), ignore_errors=True)
+    DoneLog(plan.dest).remove()
+
+
+def result(plan: OmeTiffPlan) -> dict:
+    """What was written, for :func:`summary` and for callers of :func:`~precomputed_tif.convert`."""
+    layout = plan.layout
+    return {
+        "format": FORMAT,
+        "image": os.path.join(plan.dest, plan.names.image),
+        "offsets": os.path.join(plan.dest, plan.names.offsets),
+        "size": list(layout.size),
+        "channels": layout.channels,
+        "data_type": layout.dtype,
+        "levels": [list(s) for s in layout.levels],
+        "tile_size": layout.tile,
+        "compression": plan.compression,
+        "voxel_size_um": list(plan.voxel_size),
+        "voxel_size_from": plan.voxel_size_from,
+    }
+
+
+def summary(result: dict) -> str:
+    """One line saying what was written, for the user to check at a glance."""
+    x, y, z = result["size"]
+    n = result["channels"]
+    origin = {"given": "as given", "default": "the default"}.get(result["voxel_size_from"],
+                                                                 "from the " + result["voxel_size_from"])
+    voxel = ",".join(f"{v:g}" for v in result["voxel_size_um"])
+    channels = f", {n} channels" if n > 1 else ""
+    levels = len(result["levels"])
+    return (f"wrote {result['image']}: {x}x{y}x{z} {result['data_type']}{channels}, {levels} "
+            f"level{'s' if levels > 1 else ''} "
+            f"in tiles of {result['tile_size']}, {result['compression']}, voxel size {voxel} µm ({origin}); "
+            f"Viv's index beside it: {os.path.basename(result['offsets'])}")

@@ -1,0 +1,99 @@
+"""Stage 1: independent tasks that turn slabs of z planes into compressed tiles of every level.
+
+A task reads planes z0 <= z < z1 (all channels) from the source, and for each
+z plane and channel makes the levels one after the other -- each the 2 x 2
+mean in x and y of the one before (the most frequent label for
+segmentations), through :func:`~precomputed_tif.pyramid.downsample.downsample` -- and
+encodes each level's tiles as it goes. An odd last column or row is averaged
+on its own: its coarser voxels are the mean of the 2 (or 1) voxels that
+exist, integers rounded half up, as everywhere in the project. The tiles go to
+one work file per z (:mod:`.spill`), flushed to disk before the task returns,
+so a task recorded as done has its files on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...geometry import Box
+from ...pyramid.downsample import downsample
+from ...storage.atomic import sync_files
+from .codecs import encoder
+from .layout import Layout
+from .spill import SpillWriter, spill_path
+
+
+@dataclass(frozen=True)
+class SlabTask:
+    """Planes z0 <= z < z1 of ``source`` (cut to them), to tile into ``work``."""
+
+    source: object
+    layout: Layout
+    z0: int
+    z1: int
+    work: str
+    compression: str
+    segmentation: bool
+
+    @property
+    def id(self) -> str:
+        return f"ome-tiff/z{self.z0}-{self.z1}"
+
+
+def slab_tasks(source, layout: Layout, slab_planes: int, work: str, compression: str,
+               segmentation: bool) -> Iterator[SlabTask]:
+    """Tasks of ``slab_planes`` z planes each (the last one may have fewer), in z order."""
+    nz = layout.size[2]
+    for z0 in range(0, nz, slab_planes):
+        z1 = min(z0 + slab_planes, nz)
+        yield SlabTask(source.subset(z0, z1), layout, z0, z1, work, compression, segmentation)
+
+
+def plane_levels(plane: np.ndarray, n_levels: int, segmentation: bool) -> Iterator[np.ndarray]:
+    """The (y, x) levels of one plane, finest first; only two are held at a time."""
+    level = plane
+    for number in range(n_levels):
+        yield level
+        if number + 1 < n_levels:
+            level = downsample(level[None], (2, 2, 1), segmentation)[0]
+
+
+def plane_tiles(level: np.ndarray, tile: int) -> Iterator[np.ndarray]:
+    """Whole ``tile`` x ``tile`` tiles of a (y, x) level, row by row; edge tiles padded with zeros
+    (as TIFF stores them)."""
+    height, width = level.shape
+    dtype = level.dtype.newbyteorder("<")
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            part = level[y0:y0 + tile, x0:x0 + tile]
+            if part.shape == (tile, tile):
+                yield np.ascontiguousarray(part, dtype)
+            else:
+                padded = np.zeros((tile, tile), dtype)
+                padded[:part.shape[0], :part.shape[1]] = part
+                yield padded
+
+
+def run_slab(task: SlabTask) -> tuple[str, int]:
+    """Write the work files of the task's planes; returns (task id, planes done)."""
+    layout = task.layout
+    x, y, _ = layout.size
+    data = task.source.read(Box(0, x, 0, y, task.z0, task.z1))
+    if data.ndim == 3:
+        data = data[None]  # (c, z, y, x) always
+    encode = encoder(task.compression)
+    paths = []
+    for i, z in enumerate(range(task.z0, task.z1)):
+        path = spill_path(task.work, z)
+        with SpillWriter(path) as out:
+            for c in range(layout.channels):
+                for level in plane_levels(data[c, i], layout.n_levels, task.segmentation):
+                    for tile in plane_tiles(level, layout.tile):
+                        out.add(encode(tile.tobytes()))
+        paths.append(path)
+    sync_files(paths, os.path.dirname(task.work))
+    return task.id, task.z1 - task.z0

@@ -1,0 +1,331 @@
+"""The interface every chunk store implements, and what they share."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import zlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..errors import DamagedData, PrecomputedTifError
+from ..geometry import Box
+from ..storage.atomic import sync_directory, sync_files
+from ..storage.regular_files import file_version
+
+
+class ChunkStore(ABC):
+    """Chunks of every scale of one precomputed volume, stored in some format.
+
+    A store is built from the dataset directory and its ``info`` dict (the
+    scales' keys, sizes and chunk sizes and the data type come from there). It
+    is small and picklable: workers receive it as an argument. Boxes are in
+    the coordinates of the scale they name; arrays are (z, y, x), or
+    (c, z, y, x) when the volume has several channels (``num_channels`` > 1).
+    """
+
+    format: str = ""
+    # Scales whose chunks are also kept losslessly, to be read back (see the precomputed store).
+    lossless_copies: frozenset = frozenset()
+
+    def __init__(self, root: str, info: dict):
+        self.root = os.path.abspath(root)
+        self.real_root = os.path.realpath(self.root)
+        self.info = info
+        self.dtype = np.dtype(info["data_type"])
+        self._scales = {s["key"]: s for s in info["scales"]}
+        self.channels = int(info.get("num_channels", 1))
+        self._unsynced: list[str] = []  # chunk files written since the last finish()
+        self._sums: dict[str, dict[int, tuple[int, int]]] = {}  # key -> slot -> (size, crc), for finish()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_unsynced"], state["_sums"] = [], {}
+        return state
+
+    def array_shape(self, box: Box) -> tuple[int, ...]:
+        """Shape of the array that holds ``box``: (z, y, x), or (c, z, y, x) with channels."""
+        return box.shape if self.channels == 1 else (self.channels, *box.shape)
+
+    def scale(self, key: str) -> dict:
+        try:
+            return self._scales[key]
+        except KeyError:
+            raise PrecomputedTifError(f"{self.root} has no scale {key!r}") from None
+
+    def chunk_size(self, key: str) -> tuple[int, int, int]:
+        """(x, y, z) chunk size of a scale."""
+        return tuple(self.scale(key)["chunk_sizes"][0])
+
+    def size(self, key: str) -> tuple[int, int, int]:
+        """(x, y, z) size of a scale in voxels."""
+        return tuple(self.scale(key)["size"])
+
+    def level_dir(self, key: str) -> str:
+        return os.path.join(self.root, key)
+
+    @classmethod
+    def holds(cls, level_dir: str) -> bool:
+        """True when a level directory looks like it was written in this format."""
+        return False
+
+    def create(self, n_writers: int = 1) -> None:
+        """Make what writers need before any chunk is written (called once, by one process).
+
+        ``n_writers`` is how many processes will write at once. What an earlier
+        run of the same conversion made is kept, so a rerun resumes.
+        """
+        for s in self.info["scales"]:
+            os.makedirs(self.level_dir(s["key"]), exist_ok=True)
+        if type(self).create is ChunkStore.create:
+            self.create_checksums()
+            self.sync_created()
+
+    def sync_created(self) -> None:
+        """Flush what :meth:`create` made (level directories and the files directly in them) to
+        disk, so no chunk recorded later depends on metadata that could still be lost."""
+        paths = []
+        for s in self.info["scales"]:
+            with os.scandir(self.level_dir(s["key"])) as it:
+                paths += [e.path for e in it if e.is_file(follow_symlinks=False) and not _is_chunk_name(e.name)]
+        sync_files(paths, self.root)
+        for s in self.info["scales"]:
+            sync_directory(self.level_dir(s["key"]))
+        sync_directory(self.root)
+
+    @abstractmethod
+    def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
+        """Store one chunk (``array`` has :meth:`array_shape`); atomic: never seen half written."""
+
+    @abstractmethod
+    def read_chunk(self, key: str, box: Box) -> np.ndarray:
+        """One chunk as an :meth:`array_shape` array of the volume's dtype; zeros where never written."""
+
+    def chunk_version(self, key: str, box: Box) -> tuple[tuple, int] | None:
+        """What the chunk ``box`` of scale ``key`` is read from, found without reading or decoding
+        it: ``(version, mtime_ns)``. ``version`` is a hashable value that differs whenever the
+        stored bytes the chunk is decoded from may differ, for this opening of the store;
+        ``mtime_ns`` is the latest modification time (ns since the epoch) of the files they are
+        in, 0 when nothing is stored (the chunk reads as zeros). None when the store cannot tell
+        cheaply. Servers derive a chunk's HTTP validators from it; they take it before reading
+        the chunk, so a chunk rewritten in between goes out under its older version, which the
+        next request then corrects (never the reverse, which a cache would keep)."""
+        files = self.chunk_files(key, box)
+        return None if files is None else files_version(files)
+
+    def chunk_files(self, key: str, box: Box) -> list[str] | None:
+        """The files the chunk ``box`` of scale ``key`` is decoded from, each read whole (missing
+        ones read as zeros); None for a store that does not keep whole chunks in files."""
+        return None
+
+    def read_region(self, key: str, box: Box) -> np.ndarray:
+        """Any box of a scale, assembled from the chunks it overlaps."""
+        cx, cy, cz = self.chunk_size(key)
+        sx, sy, sz = self.size(key)
+        out = np.empty(self.array_shape(box), self.dtype)
+        for z0 in range(box.z0 // cz * cz, box.z1, cz):
+            for y0 in range(box.y0 // cy * cy, box.y1, cy):
+                for x0 in range(box.x0 // cx * cx, box.x1, cx):
+                    chunk = Box(x0, min(x0 + cx, sx), y0, min(y0 + cy, sy), z0, min(z0 + cz, sz))
+                    part = chunk.intersect(box)
+                    out[(...,) + part.relative_to(box)] = self.read_chunk(key, chunk)[(...,) + part.relative_to(chunk)]
+        return out
+
+    def finish(self) -> None:
+        """Make every chunk written so far durable (flushed to disk, data before names, then
+        their checksums), and close whatever a writer holds open; the store stays usable. A
+        conversion records a task as done only after its store's ``finish`` returned."""
+        paths, self._unsynced = self._unsynced, []
+        sums, self._sums = self._sums, {}
+        if paths:
+            sync_files(paths, self.root)
+        for key, entries in sums.items():
+            try:
+                fd = os.open(self.checksum_path(key), os.O_WRONLY)
+            except FileNotFoundError:
+                continue  # a level made before checksums existed
+            try:
+                for slot, (size, crc) in sorted(entries.items()):
+                    os.pwrite(fd, struct.pack("<II", size, crc), 8 * slot)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def write_metadata(self, info: dict, name: str) -> None:  # noqa: B027 - optional; most formats have none
+        """Write what the format keeps besides chunks, once every chunk is written and before
+        ``info`` (e.g. a Zarr root group's NGFF metadata); ``name`` names the dataset."""
+
+    def drop_lossless_copies(self) -> None:  # noqa: B027 - optional; most formats keep none
+        """Remove the lossless copies kept for reading back, once nothing needs them."""
+
+    def writer(self) -> DirectWriter:
+        """What one task writes through; its ``finish`` is called when the task's chunks are all
+        written, ``abort`` when the task fails. Layouts whose files hold many chunks (shards)
+        collect them here."""
+        return DirectWriter(self)
+
+    # -- checksums of file-per-chunk stores ---------------------------------------------------
+    #
+    # Beside the chunk files, each level directory of a tiff or zarr store written by this
+    # project holds CHECKSUMS: for chunk (ix, iy, iz) of the level's grid, at offset
+    # 8 * ((iz * gy + iy) * gx + ix), the stored file's size and CRC-32 (two little-endian
+    # uint32). Size 0: no checksum recorded (the chunk was never written, or was written by
+    # another tool). Writers fill their chunks' entries when a task ends, after the chunk
+    # files are on disk; readers check a chunk file against its entry before decoding it.
+
+    def checksum_path(self, key: str) -> str:
+        return os.path.join(self.level_dir(key), CHECKSUMS)
+
+    def _grid(self, key: str) -> tuple[int, int, int]:
+        """Chunks along (x, y, z) of a scale."""
+        return tuple(-(-n // c) for n, c in zip(self.size(key), self.chunk_size(key)))
+
+    def _slot(self, key: str, index_zyx: tuple[int, int, int]) -> int:
+        gx, gy, _ = self._grid(key)
+        iz, iy, ix = index_zyx
+        return (iz * gy + iy) * gx + ix
+
+    def create_checksums(self) -> None:
+        """An empty checksum file in every level directory that has none (called by ``create``)."""
+        for s in self.info["scales"]:
+            path = self.checksum_path(s["key"])
+            if not os.path.exists(path):
+                gx, gy, gz = self._grid(s["key"])
+                with open(path, "wb") as f:
+                    f.truncate(8 * gx * gy * gz)
+
+    def record_checksum(self, key: str, index_zyx: tuple[int, int, int], data) -> None:
+        """Remember a written chunk file's checksum; :meth:`finish` records it."""
+        self._sums.setdefault(key, {})[self._slot(key, index_zyx)] = (len(data), zlib.crc32(data))
+
+    def verify_checksum(self, key: str, index_zyx: tuple[int, int, int], data: bytes, path: str) -> None:
+        """Raise :class:`DamagedData` if a chunk file's bytes differ from those recorded."""
+        try:
+            fd = os.open(self.checksum_path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DamagedData(f"{self.checksum_path(key)} is not a regular file")
+            raw = os.pread(fd, 8, 8 * self._slot(key, index_zyx))
+        finally:
+            os.close(fd)
+        if len(raw) < 8:
+            raise DamagedData(f"{self.checksum_path(key)} is truncated")
+        size, crc = struct.unpack("<II", raw)
+        if size == 0:
+            return
+        if size != len(data):
+            raise DamagedData(f"{path} holds {len(data)} bytes, {size} were written; the chunk is damaged")
+        if zlib.crc32(data) != crc:
+            raise DamagedData(f"{path}: checksum mismatch, the stored chunk is corrupt")
+
+    def inside(self, path: str) -> bool:
+        """True when ``path``, symlinks followed, lies inside the dataset's directory."""
+        return os.path.realpath(path).startswith(self.real_root + os.sep)
+
+    def read_file(self, path: str) -> bytes | None:
+        """The bytes of one stored file, or None when there is none.
+
+        Only a regular file inside the dataset's directory is read: a FIFO (which
+        would block the reader forever), a device or a symlink leading out of the
+        dataset is damage, not data.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DamagedData(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DamagedData(f"{path} is not a regular file")
+            if not self.inside(path):
+                raise DamagedData(f"{path} leads out of {self.root} through a symlink")
+            parts, left = [], st.st_size
+            while True:
+                block = os.read(fd, max(left, 1 << 16))
+                if not block:
+                    break
+                parts.append(block)
+                left -= len(block)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+
+CHECKSUMS = ".precomputed-tif-crc32"
+
+
+def files_version(paths: list[str]) -> tuple[tuple, int] | None:
+    """:meth:`ChunkStore.chunk_version` of a chunk read from whole files: each file's
+    :func:`~precomputed_tif.storage.regular_files.file_version` (None for a missing one) and the latest
+    modification time; None when a file cannot be looked at (its read will say why)."""
+    versions: list[tuple[int, int, int, int] | None] = []
+    latest = 0
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            versions.append(None)
+            continue
+        except (OSError, ValueError):
+            return None
+        versions.append(file_version(st))
+        latest = max(latest, st.st_mtime_ns)
+    return tuple(versions), latest
+
+
+def _is_chunk_name(name: str) -> bool:
+    """Chunk files are written (and flushed) by tasks; create() flushes only metadata."""
+    return not name.startswith(".") and name.endswith(".tiff")
+
+
+class DirectWriter:
+    """Writes every chunk straight into the store."""
+
+    def __init__(self, store: ChunkStore):
+        self.store = store
+
+    def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
+        self.store.write_chunk(key, box, array)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class ShardOwningWriter(DirectWriter):
+    """What one task writes into a layout whose files hold many chunks (shards): per scale, the
+    one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``,
+    ``path``) and finished -- renamed into place -- when the task is."""
+
+    def __init__(self, store: ChunkStore):
+        super().__init__(store)
+        self._shards: dict[str, tuple[object, object]] = {}
+
+    def owned(self, key: str, shard, open_writer):
+        """The writer of scale ``key``'s shard ``shard`` (``open_writer()`` makes it on first use);
+        a task that reaches a second shard of one scale is a planning bug."""
+        owned = self._shards.get(key)
+        if owned is None:
+            owned = self._shards[key] = (shard, open_writer())
+        elif owned[0] != shard:
+            raise AssertionError(f"a task wrote to shards {owned[0]} and {shard} of scale {key}")
+        return owned[1]
+
+    def finish(self) -> None:
+        for _, w in self._shards.values():
+            w.finish()
+            self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
+        self._shards = {}
+
+    def abort(self) -> None:
+        for _, w in self._shards.values():
+            w.close()
+        self._shards = {}

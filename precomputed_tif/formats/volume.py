@@ -1,0 +1,48 @@
+"""Reading a precomputed dataset written by this project (or the original precomputed-tif)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import PrecomputedTifError
+from ..geometry import Box, Scale
+from ..info import read_info
+from .stores import ChunkStore, open_store
+
+
+class Volume:
+    """A dataset directory: its ``info``, its store, and reads of any box of any scale."""
+
+    def __init__(self, path: str, format: str | None = None):
+        self.path = os.path.abspath(path)
+        self.info = read_info(self.path)
+        self.store: ChunkStore = open_store(self.path, self.info, format)
+        # Each scale's chunk grid, built once: every chunk request parses its name against one.
+        self.grids = {s["key"]: Scale.from_info(s) for s in self.info["scales"]}
+
+    @property
+    def format(self) -> str:
+        return self.store.format
+
+    @property
+    def keys(self) -> list[str]:
+        """Scale keys, finest first."""
+        return [s["key"] for s in self.info["scales"]]
+
+    def size(self, key: str) -> tuple[int, int, int]:
+        """(x, y, z) size of a scale."""
+        return self.store.size(key)
+
+    def read(self, key: str, box: Box | None = None) -> np.ndarray:
+        """A box (default: all) of one scale as a (z, y, x) array."""
+        if key not in self.keys:
+            raise PrecomputedTifError(f"{self.path} has no scale {key!r}; it has {', '.join(self.keys)}")
+        x, y, z = self.size(key)
+        return self.store.read_region(key, box or Box(0, x, 0, y, 0, z))
+
+
+def open_volume(path: str, format: str | None = None) -> Volume:
+    """Open a dataset directory; the format is detected when not given."""
+    return Volume(path, format)

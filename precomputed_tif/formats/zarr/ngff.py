@@ -1,0 +1,183 @@
+"""OME-NGFF metadata (0.4 and 0.5): what makes a pyramid of Zarr arrays an OME-Zarr image.
+
+Built from the dataset's ``info`` -- the same levels, voxel sizes, channel
+colours and display range every other writer gets -- and written with
+zarr-python as the attributes of the dataset's root group: ``.zgroup`` and
+``.zattrs`` (NGFF 0.4, Zarr v2) or ``zarr.json`` (NGFF 0.5, Zarr v3, under
+the ``ome`` key).
+
+Physical coordinates: axes ``c`` (when there are channels), ``z``, ``y``, ``x``
+in micrometres. NGFF puts the *centre* of voxel ``i`` at ``i * scale +
+translation``; each level's translation is half its voxel size, so voxel
+``i`` of any level covers ``[i, i + 1) * scale`` -- exactly the box the
+precomputed ``info`` gives it (``voxel_offset`` 0, the corner of the first
+voxel at the origin). A level-``n`` voxel is the mean of the level-1 voxels it
+covers, so a feature lands at the same physical point at every level, and an
+OME-Zarr and a precomputed layer of the same conversion overlay exactly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ... import channels
+from ...errors import PrecomputedTifError
+from ...info import EXTRA
+from ...storage.atomic import sync_files
+from ...storage.regular_files import open_regular
+
+VERSIONS = ("0.4", "0.5")
+UNIT = "micrometer"
+
+
+def axes(channels: int) -> list[dict]:
+    """NGFF axes, slowest first: ``c`` (only with several channels), ``z``, ``y``, ``x``."""
+    spatial = [{"name": a, "type": "space", "unit": UNIT} for a in "zyx"]
+    return ([{"name": "c", "type": "channel"}] if channels > 1 else []) + spatial
+
+
+def level_transforms(scale: dict, channels: int) -> list[dict]:
+    """A level's ``scale`` and ``translation`` (µm, axis order of :func:`axes`) from its
+    ``info`` entry (resolution in nm, x, y, z)."""
+    um = [r / 1000.0 for r in reversed(scale["resolution"])]  # z, y, x
+    lead = [1.0] if channels > 1 else []
+    return [
+        {"type": "scale", "scale": lead + um},
+        {"type": "translation", "translation": [0.0] * len(lead) + [v / 2 for v in um]},
+    ]
+
+
+def multiscale(info: dict, name: str, version: str) -> dict:
+    """One entry of ``multiscales``: every scale of ``info``, finest first."""
+    channels = int(info.get("num_channels", 1))
+    entry = {
+        "name": name,
+        "axes": axes(channels),
+        "datasets": [{"path": s["key"], "coordinateTransformations": level_transforms(s, channels)}
+                     for s in info["scales"]],
+        # How each level was made from the one before: the mean of 2x2x2 (or 2x2x1) voxels,
+        # or the most frequent label of a segmentation.
+        "type": "mode" if info.get("type") == "segmentation" else "mean",
+    }
+    if version == "0.4":
+        entry = {"version": "0.4", **entry}
+    return entry
+
+
+def omero(info: dict, version: str) -> dict:
+    """``omero`` rendering settings: per channel a label and a colour (``RRGGBB``, NGFF's spelling)
+    as :func:`.channels.of_info` reads them, and the display window measured at conversion
+    (``info["precomputed_tif"]``)."""
+    extra = info.get(EXTRA) or {}
+    n = int(info.get("num_channels", 1))
+    dtype = np.dtype(info["data_type"])
+    limits = np.iinfo(dtype) if dtype.kind in "ui" else None
+    ranges = extra.get("display_range") or [[float(limits.min), float(limits.max)] if limits else [0.0, 1.0]] * n
+    names, colors = channels.of_info(info)
+    shown = 3 if extra.get("rgb") else n
+    entries = []
+    for i in range(n):
+        lo, hi = ranges[i]
+        entries.append({
+            "label": names[i],
+            "color": colors[i].lstrip("#").upper(),
+            # min and max bound a viewer's contrast slider: the type's range, or for floats
+            # (whose range is useless there) a wide margin around the measured window.
+            "window": {"min": _number(limits.min) if limits else lo - 2 * (hi - lo),
+                       "max": _number(limits.max) if limits else hi + 2 * (hi - lo), "start": lo, "end": hi},
+            "active": i < shown,
+            "coefficient": 1.0,
+            "family": "linear",
+            "inverted": False,
+        })
+    settings = {"channels": entries, "rdefs": {"model": "greyscale" if colors == [channels.GREY] else "color"}}
+    if version == "0.4":
+        settings = {"version": "0.4", **settings}
+    return settings
+
+
+def _number(v):
+    v = float(v)
+    return int(v) if v.is_integer() else v
+
+
+def attributes(info: dict, name: str, version: str) -> dict:
+    """The root group's attributes: multiscales, plus ``omero`` for an image or ``image-label``
+    for a segmentation (a label image: integers, one per object)."""
+    if version not in VERSIONS:
+        raise ValueError(f"NGFF version {version!r}")
+    ome = {"multiscales": [multiscale(info, name, version)]}
+    if info.get("type") == "segmentation":
+        ome["image-label"] = {"version": "0.4"} if version == "0.4" else {}
+    else:
+        ome["omero"] = omero(info, version)
+    if version == "0.4":
+        return ome
+    attrs = {"ome": {"version": "0.5", **ome}}
+    if "omero" in ome:
+        # Neuroglancer reads rendering settings only from the top level, where 0.4 keeps them;
+        # the copy there lets it show 0.5 data with its colours and contrast too.
+        attrs["omero"] = ome["omero"]
+    return attrs
+
+
+def write_root(root: str, info: dict, name: str, version: str) -> None:
+    """Make ``root`` an OME-Zarr image group: its group metadata and NGFF attributes, replacing
+    any there were; the arrays (one per scale, at their keys) are left as they are."""
+    import zarr
+
+    if zarr_major() >= 3:
+        zarr_format = {"zarr_format": 2 if version == "0.4" else 3}
+    elif version == "0.4":
+        zarr_format = {}  # zarr-python 2 writes Zarr v2 only
+    else:
+        raise PrecomputedTifError(ZARR3_NEEDED)
+    attrs = attributes(info, name, version)
+    try:
+        if dict(zarr.open_group(root, mode="r", **zarr_format).attrs) == attrs:
+            return  # a rerun of a finished conversion changes no file
+    except Exception:  # no group there yet (zarr-python's errors differ between versions)
+        pass
+    zarr.open_group(root, mode="a", **zarr_format).attrs.put(attrs)
+    # On disk before the info file that says the dataset is complete.
+    sync_files([p for p in (os.path.join(root, n) for n in ROOT_FILES) if os.path.exists(p)], root)
+
+
+# The files of a root group's metadata, in either Zarr version.
+ROOT_FILES = ("zarr.json", ".zgroup", ".zattrs")
+ZARR3_NEEDED = ("OME-Zarr 0.5 (Zarr v3) needs zarr-python 3, which needs Python 3.11 or newer: "
+                "pip install 'zarr>=3', or give --ngff-version 0.4")
+
+
+def zarr_major() -> int:
+    """The installed zarr-python's major version."""
+    import zarr
+
+    return int(zarr.__version__.split(".")[0])
+
+
+def root_version(directory: str) -> str | None:
+    """The NGFF version of the multiscale image at ``directory``'s root, or None if it is none."""
+    import json
+
+    for name in ("zarr.json", ".zattrs"):
+        f = open_regular(os.path.join(directory, name))
+        if f is None:
+            continue
+        try:
+            with f:
+                meta = json.loads(f.read())
+        except (OSError, ValueError, RecursionError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        attrs = meta.get("attributes", {}) if name == "zarr.json" else meta
+        ome = attrs.get("ome") if isinstance(attrs, dict) else None
+        if isinstance(ome, dict) and isinstance(ome.get("multiscales"), list):
+            return str(ome.get("version"))
+        multiscales = attrs.get("multiscales") if isinstance(attrs, dict) else None
+        if isinstance(multiscales, list) and multiscales and isinstance(multiscales[0], dict):
+            return str(multiscales[0].get("version", "0.4"))
+    return None

@@ -1,0 +1,193 @@
+"""What a conversion reads: TIFF planes (:mod:`.tiff`) or an existing dataset, both a :class:`Source`.
+
+An existing dataset -- any format this project reads: tiff, zarr, blockfs,
+native precomputed -- is read at its full-resolution scale, so it can be
+stored again in another format (for instance a blockfs dataset as sharded
+precomputed for publishing) without its TIFF planes. Both kinds of source
+offer the same small interface the pyramid needs: ``shape``, ``dtype``,
+``n_channels``, ``read(box)``, ``subset(z0, z1)``, and the channels' names and
+colours (``channel_names``, ``channel_colors``; see :mod:`.channels`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import PrecomputedTifError
+from ..geometry import Box
+from ..info import EXTRA, read_info
+from .tiff import PlaneStack, open_stack
+
+__all__ = ["DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What every source offers the pyramid and the formats (the Source seam).
+
+    Arrays are (z, y, x), or (c, z, y, x) with several channels; boxes and sizes
+    in the files' names and ``info`` are x, y, z. A source is small to pickle:
+    workers get it as an argument and reopen its files by path.
+    """
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The paths read, in order (what :mod:`.fingerprint` identifies)."""
+        ...
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(z, y, x) voxels."""
+        ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def n_channels(self) -> int: ...
+
+    @property
+    def n_planes(self) -> int: ...
+
+    @property
+    def rgb(self) -> bool:
+        """Channels that are a colour image's red, green, blue (and alpha)."""
+        ...
+
+    @property
+    def voxel_size(self) -> tuple:
+        """(x, y, z) in microns as the source records it, None for an axis it does not give."""
+        ...
+
+    @property
+    def voxel_size_origin(self) -> str:
+        """Which metadata gave the voxel size ("" when none did)."""
+        ...
+
+    @property
+    def channel_names(self) -> tuple: ...
+
+    @property
+    def channel_colors(self) -> tuple: ...
+
+    @property
+    def whole_rows(self) -> bool:
+        """Reading any columns costs whole rows (compressed strips as wide as a plane)."""
+        ...
+
+    def read(self, box: Box) -> np.ndarray:
+        """The voxels of ``box`` (absolute coordinates)."""
+        ...
+
+    def subset(self, z0: int, z1: int) -> Source:
+        """The same source for planes z0 <= z < z1 only (what one task needs), z staying absolute."""
+        ...
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """The full-resolution scale of a dataset directory, read through its store."""
+
+    path: str
+    info: dict
+    format: str
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.path,)
+
+    @property
+    def _scale(self) -> dict:
+        return self.info["scales"][0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        x, y, z = self._scale["size"]
+        return (z, y, x)
+
+    @property
+    def n_planes(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.info["data_type"])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.info.get("num_channels", 1))
+
+    @property
+    def segmentation(self) -> bool:
+        return self.info.get("type") == "segmentation"
+
+    @property
+    def levels(self) -> int:
+        return len(self.info["scales"])
+
+    @property
+    def rgb(self) -> bool:
+        return bool((self.info.get(EXTRA) or {}).get("rgb"))
+
+    @property
+    def channel_names(self) -> tuple:
+        """The names ``info`` records (empty for datasets written before names were kept)."""
+        names = (self.info.get(EXTRA) or {}).get("channel_names")
+        return tuple(names) if isinstance(names, list) else ()
+
+    @property
+    def channel_colors(self) -> tuple:
+        colors = (self.info.get(EXTRA) or {}).get("channel_colors")
+        return tuple(colors) if isinstance(colors, list) else ()
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return tuple(r / 1000.0 for r in self._scale["resolution"])
+
+    @property
+    def voxel_size_origin(self) -> str:
+        return f"info of {self.path}"
+
+    whole_rows = False
+
+    def subset(self, z0: int, z1: int) -> DatasetSource:
+        return self
+
+    def read(self, box: Box) -> np.ndarray:
+        """Voxels of ``box``: (z, y, x), or (c, z, y, x) with channels."""
+        store = _stores.get(self.path)
+        if store is None:
+            from ..formats.stores import open_store
+
+            store = _stores[self.path] = open_store(self.path, self.info, self.format)
+        return store.read_region(self._scale["key"], box)
+
+
+# A worker opens a source dataset's store once and keeps it (stores cache what they read
+# of their metadata); the source itself stays small to pickle.
+_stores: dict = {}
+
+
+def open_source(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
+                channel: int | None = None, timepoint: int | None = None) -> Source:
+    """A dataset directory (one holding an ``info`` file) or TIFF planes."""
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(os.path.join(os.path.expanduser(str(source)),
+                                                                              "info")):
+        path = os.path.abspath(os.path.expanduser(str(source)))
+        if channel is not None or timepoint is not None:
+            raise PrecomputedTifError("--channel and --timepoint are for TIFF input, not for a dataset directory")
+        info = read_info(path)
+        if info.get("@type", "neuroglancer_multiscale_volume") != "neuroglancer_multiscale_volume":
+            raise PrecomputedTifError(f"{path} holds a {info.get('@type')}, not a volume to convert")
+        from ..formats.stores import detect_format
+
+        src = DatasetSource(path, info, detect_format(path, info))
+        if segmentation and not src.segmentation:
+            raise PrecomputedTifError(f"{path} is an image dataset; leave out --segmentation to store it again")
+        return src
+    return open_stack(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)

@@ -1,0 +1,99 @@
+"""Which files a ``--source`` names, and in what z order.
+
+A glob's matches are sorted *naturally*: runs of digits compare as numbers, so
+``img_2.tif`` comes before ``img_10.tif`` whether or not the numbers are
+zero-padded. A path that exists is taken literally even when it holds glob
+characters (a folder named ``run[1]``). A list of files given from Python keeps
+the caller's order. Every file must be a regular file: a FIFO, device or socket
+among the planes is refused before anything is read (reading one would wait
+forever, or never end).
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import logging
+import os
+import re
+import stat
+from collections.abc import Sequence
+
+from ..errors import PrecomputedTifError
+
+log = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key in which digit runs compare by value (``a2`` < ``a10``), then as text."""
+    parts = _DIGITS.split(name)
+    return tuple((0, int(p), p) if i % 2 else (1, 0, p) for i, p in enumerate(parts))
+
+
+def _glob(pattern: str) -> list[str]:
+    """Matches of ``pattern``. Where a leading part of it names an existing folder literally
+    (``run[1]``), that part is not read as a glob: the folder the user named wins over
+    folders its brackets would match (``run1``)."""
+    if os.path.exists(pattern):
+        return [pattern]
+    head = os.path.dirname(pattern)
+    while head and not os.path.isdir(head):
+        head = os.path.dirname(head)
+    if head and globmod.has_magic(head):
+        literal = globmod.glob(os.path.join(globmod.escape(head), os.path.relpath(pattern, head)))
+        if literal:
+            return literal
+    return globmod.glob(pattern)
+
+
+def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
+    """The plane files of a source, in z order; a user error when there are none."""
+    if isinstance(source, (str, os.PathLike)):
+        pattern = os.path.expanduser(str(source))
+        files = sorted(_glob(pattern), key=natural_key)
+        if not files:
+            raise PrecomputedTifError(f"no files match --source {pattern!r}; check the path and quote the glob")
+        _warn_unpadded(files)
+    else:
+        files = [str(f) for f in source]
+        if not files:
+            raise PrecomputedTifError("no source files given")
+    planes = [f for f in files if not os.path.isdir(f)]
+    if not planes:
+        raise PrecomputedTifError(f"--source {source!r} matches only directories; use a glob like 'dir/*.tif'")
+    for f in planes:
+        if not os.path.isfile(f):
+            kind = file_kind(f)
+            if kind == "missing" or kind.startswith("unreadable"):
+                raise PrecomputedTifError(f"{f} is {kind}")
+            raise PrecomputedTifError(f"{f} is {kind}, not a regular file; a source names TIFF files only")
+    return planes
+
+
+def file_kind(path: str) -> str:
+    """What ``path`` is, in words, for telling a user it is not a regular file: 'a FIFO',
+    'a socket', 'a character device', ..., 'a broken symbolic link' or 'missing'."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _warn_unpadded(files: list[str]) -> None:
+    alphabetical = sorted(files)
+    for natural, plain in zip(files, alphabetical):
+        if natural != plain:
+            log.warning(
+                "plane numbers in the file names are not zero-padded: planes are ordered by number "
+                "(%s before %s), not alphabetically", os.path.basename(natural), os.path.basename(plain),
+            )
+            return

@@ -1,0 +1,656 @@
+"""A stack of TIFF planes seen as one lazy (c, z, y, x) volume.
+
+Planes come either from many files, one z plane each (in the order
+:mod:`.plane_files` gives), or from one multi-page file, or from the files of
+one multi-file OME-TIFF (whose OME-XML says which file holds which plane; any
+one of its files, or all of them, name the whole series). What a page is -- a z
+plane, a channel, a time point -- is read from the file's own metadata
+(OME-XML, ImageJ, tifffile's shape record) through tifffile's series, so
+channels and time points are never folded into z. Colour (RGB, RGBA) pages
+become channels. Reduced-resolution pages (thumbnails, overviews) are not
+planes and are skipped.
+
+Opening a stack reads every page header once, checks that the planes agree and
+that the file holds every plane its metadata promises, and records where each
+plane's header (and, when uncompressed, its pixels) start. Pixel data is read
+only by :meth:`PlaneStack.read`, and only the strips or tiles the requested
+region needs; a page is found again by its recorded offset, never by walking
+the file's page chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import tifffile
+
+from ..errors import PrecomputedTifError
+from ..geometry import Box
+from ..storage.regular_files import open_regular
+from . import plane_files, tiff_metadata
+
+log = logging.getLogger(__name__)
+
+IMAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")
+SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
+# Image dtypes Neuroglancer has no type for, read as the nearest one it has.
+_NARROWED = {"float16": "float32", "float64": "float32"}
+
+
+def supported_dtype(stored: np.dtype, segmentation: bool) -> np.dtype:
+    """The dtype a plane of ``stored`` dtype becomes in the pyramid, or a user error."""
+    stored = np.dtype(stored)
+    if stored == np.bool_:
+        return np.dtype(np.uint8)
+    allowed = SEGMENTATION_DTYPES if segmentation else IMAGE_DTYPES
+    if stored.name in allowed:
+        return stored
+    if not segmentation and stored.name in _NARROWED:
+        return np.dtype(_NARROWED[stored.name])
+    kind = "segmentation" if segmentation else "image"
+    if segmentation:
+        hint = {
+            "int8": "uint8", "int16": "uint16", "int32": "uint32", "int64": "uint64",
+        }.get(stored.name)
+        hint = (f"labels must be unsigned integers: convert them to {hint}, or drop --segmentation "
+                "to show the planes as an image") if hint else "convert them to uint32 labels first"
+    else:
+        hint = {
+            "uint64": "if they are labels add --segmentation; otherwise convert them to uint32 first",
+            "int64": "convert them to int32 (or to uint64 labels with --segmentation) first",
+        }.get(stored.name, "convert them to one of these first")
+    raise PrecomputedTifError(
+        f"planes are {stored.name}, which a precomputed {kind} cannot hold "
+        f"(supported: {', '.join(allowed)}); {hint}"
+    )
+
+
+class PlaneRef(NamedTuple):
+    """Where one (z, channel) plane lives.
+
+    ``file`` indexes :attr:`PlaneStack.files`; ``ifd`` is the byte offset of
+    its page's header (-1 for a plane with no header of its own, as in ImageJ
+    files over 4 GB); ``data`` is where its pixels start when they are stored
+    uncompressed in one piece (-1 otherwise); ``sample`` is which of the
+    ``stride`` interleaved samples of each pixel it is (colour pages).
+    """
+
+    file: int
+    ifd: int
+    data: int
+    sample: int
+    stride: int
+    byteorder: str
+
+
+@dataclass(frozen=True)
+class PlaneStack:
+    """``n_planes`` z planes of ``n_channels`` channels, each (y, x) ``plane_shape`` of ``stored_dtype``.
+
+    Picklable and small: a worker gets the stack cut to the planes it needs
+    with :meth:`subset`. ``voxel_size`` is what the files' metadata records, in
+    microns (x, y, z), None for an axis it does not give. ``files`` are every
+    file a plane is read from: for a multi-file OME-TIFF, all its files.
+    """
+
+    files: tuple[str, ...]
+    plane_shape: tuple[int, int]
+    stored_dtype: str
+    n_planes: int
+    n_channels: int
+    planes: tuple[PlaneRef, ...]  # n_planes * n_channels, z-major
+    first_plane: int = 0
+    bool_value: int = 255
+    rgb: bool = False
+    voxel_size: tuple = (None, None, None)
+    voxel_size_origin: str = ""
+    # Pixels are in compressed strips as wide as the plane: any columns cost whole rows.
+    whole_rows: bool = False
+    voxel_size_metadata: str = ""  # the metadata's own words for it, quoted in warnings
+    # Per channel, as the files' metadata records them: a name (defaults filled in) and a
+    # colour "#rrggbb" or None; empty when unknown. See :mod:`.channels`.
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(z, y, x) size of the whole stack."""
+        return (self.n_planes, *self.plane_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of arrays returned by :meth:`read` (bool planes become uint8, float64 float32)."""
+        d = np.dtype(self.stored_dtype)
+        if d == np.bool_:
+            return np.dtype(np.uint8)
+        return np.dtype(_NARROWED.get(d.name, d.name))
+
+    def subset(self, z0: int, z1: int) -> PlaneStack:
+        """The same stack holding only planes z0 <= z < z1 (z stays absolute)."""
+        c = self.n_channels
+        refs = self.planes[(z0 - self.first_plane) * c:(z1 - self.first_plane) * c]
+        used = sorted({r.file for r in refs})
+        renumber = {old: new for new, old in enumerate(used)}
+        return dataclasses.replace(
+            self, files=tuple(self.files[i] for i in used), first_plane=z0,
+            planes=tuple(r._replace(file=renumber[r.file]) for r in refs),
+        )
+
+    def read(self, box: Box) -> np.ndarray:
+        """Voxels of ``box`` (absolute coordinates): (z, y, x), or (c, z, y, x) with channels."""
+        nc = self.n_channels
+        out = np.empty((nc, *box.shape), self.dtype)
+        with contextlib.ExitStack() as files:
+            raw, tiffs = {}, {}
+            for z in range(box.z0, box.z1):
+                i = (z - self.first_plane) * nc
+                groups: dict[tuple, list] = {}
+                for c, ref in enumerate(self.planes[i:i + nc]):
+                    groups.setdefault((ref.file, ref.ifd, ref.data, ref.stride, ref.byteorder), []).append(
+                        (out[c, z - box.z0], ref.sample))
+                for (fi, ifd, data, stride, byteorder), targets in groups.items():
+                    path = self.files[fi]
+                    if data >= 0:
+                        if fi not in raw:
+                            raw[fi] = files.enter_context(_open_raw(path))
+                        dtype = np.dtype(self.stored_dtype).newbyteorder(byteorder)
+                        _read_rows(raw[fi], data, dtype, stride, self.plane_shape[1], box, targets, path)
+                    else:
+                        if fi not in tiffs:
+                            tiffs[fi] = files.enter_context(_open(path))
+                        _read_page(tiffs[fi], ifd, z, path, box, targets)
+        if np.dtype(self.stored_dtype) == np.bool_:
+            out *= self.bool_value
+        return out if nc > 1 else out[0]
+
+
+def _open_raw(path: str):
+    """``path`` opened for reading, through :func:`open_regular`: a FIFO, device or socket put
+    in the place of a plane is a user error, never a read that waits forever."""
+    f = open_regular(path)
+    if f is None:
+        if not os.path.lexists(path):
+            raise PrecomputedTifError(f"{path} disappeared while it was being read")
+        raise PrecomputedTifError(f"{path} is {plane_files.file_kind(path)}, not a regular file; "
+                                  "only TIFF files can be read")
+    return f
+
+
+@contextlib.contextmanager
+def _open(path: str):
+    """A :class:`tifffile.TiffFile` reading ``path``, opened as :func:`_open_raw` opens it."""
+    with _open_raw(path) as f:
+        # tifffile finds an OME-TIFF's other files next to the name of the file it reads.
+        f.raw.name = path
+        try:
+            tif = tifffile.TiffFile(f)
+        except Exception as exc:
+            raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+        with tif:
+            yield tif
+
+
+@contextlib.contextmanager
+def _tifffile_quiet():
+    """tifffile logs what it finds wrong with a file as errors; this module turns the same
+    findings into one user error of its own, so keep tifffile's lines for --log DEBUG."""
+    logger = logging.getLogger("tifffile")
+    saved = logger.level, logger.propagate
+    handler = _Collector()
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        for m in handler.messages:
+            log.debug("tifffile: %s", m)
+
+
+class _Collector(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _read_page(tif: tifffile.TiffFile, ifd: int, z: int, path: str, box: Box, targets) -> None:
+    """Fill each ``(out, sample)`` of ``targets`` with rows y0:y1, columns x0:x1 of one sample of
+    the page whose header is at ``ifd``, decoding only the strips or tiles that overlap."""
+    try:
+        tif.filehandle.seek(ifd)
+        with _tifffile_quiet():
+            page = tifffile.TiffPage(tif, index=z)
+        _read_segments(tif.filehandle, page, box, targets)
+    except PrecomputedTifError:
+        raise
+    except Exception as exc:
+        raise PrecomputedTifError(f"{path}: cannot decode plane data ({exc}); the file may be corrupt") from None
+
+
+def _read_rows(f, offset: int, dtype: np.dtype, stride: int, width: int, box: Box, targets, path: str) -> None:
+    """Fill ``targets`` from rows y0:y1 of an uncompressed plane stored at ``offset``."""
+    row_bytes = width * stride * dtype.itemsize
+    f.seek(offset + box.y0 * row_bytes)
+    nbytes = (box.y1 - box.y0) * row_bytes
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise PrecomputedTifError(f"{path} is shorter than its header says; the file may be truncated")
+    rows = np.frombuffer(data, dtype).reshape(box.y1 - box.y0, width, stride)
+    for out, sample in targets:
+        out[...] = rows[:, box.x0:box.x1, sample]
+
+
+def _read_segments(fh, page, box: Box, targets) -> None:
+    height, width = page.imagelength, page.imagewidth
+    if page.is_tiled:
+        seg_h, seg_w = page.tilelength, page.tilewidth
+    else:
+        seg_h, seg_w = min(page.rowsperstrip or height, height), width
+    n_rows, n_cols = -(-height // seg_h), -(-width // seg_w)
+    separate = page.planarconfig == 2 and page.samplesperpixel > 1
+    sample_planes = sorted({s for _, s in targets}) if separate else [0]
+    for plane in sample_planes:
+        wanted = [(o, s) for o, s in targets if not separate or s == plane]
+        for r in range(box.y0 // seg_h, min(n_rows, -(-box.y1 // seg_h))):
+            for c in range(box.x0 // seg_w, min(n_cols, -(-box.x1 // seg_w))):
+                index = plane * n_rows * n_cols + r * n_cols + c
+                seg_y0, seg_x0 = r * seg_h, c * seg_w
+                part = Box(seg_x0, seg_x0 + seg_w, seg_y0, seg_y0 + seg_h, box.z0, box.z0 + 1).intersect(box)
+                dst = (slice(part.y0 - box.y0, part.y1 - box.y0), slice(part.x0 - box.x0, part.x1 - box.x0))
+                src = (slice(part.y0 - seg_y0, part.y1 - seg_y0), slice(part.x0 - seg_x0, part.x1 - seg_x0))
+                offset, count = page.dataoffsets[index], page.databytecounts[index]
+                if not count:
+                    for out, _ in wanted:
+                        out[dst] = 0
+                    continue
+                fh.seek(offset)
+                data = fh.read(count)
+                if len(data) != count:
+                    raise ValueError("file is shorter than its header says")
+                segment, _, shape = page.decode(data, index, jpegtables=page.jpegtables,
+                                                jpegheader=page.jpegheader)
+                segment = segment.reshape(shape[-3], shape[-2], shape[-1])
+                for out, sample in wanted:
+                    out[dst] = segment[src + (0 if separate else sample,)]
+
+
+# --- opening ----------------------------------------------------------------------------
+
+
+@dataclass
+class _FileLayout:
+    """What one file holds, as planes of this stack."""
+
+    n_z: int
+    n_channels: int
+    shape: tuple[int, int]
+    dtype: np.dtype
+    refs: list[PlaneRef]  # n_z * n_channels, z-major, file index 0
+    rgb: bool
+    voxel_size: tuple
+    voxel_size_origin: str
+    whole_rows: bool
+    files: tuple = ()  # what PlaneRef.file indexes: the file itself, or all files of a multi-file OME-TIFF
+    voxel_size_metadata: str = ""
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
+
+
+def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
+               channel: int | None = None, timepoint: int | None = None) -> PlaneStack:
+    """Open the planes named by a glob (or a list of files) and check that they agree.
+
+    ``channel`` picks one channel of a multi-channel input (default: all),
+    ``timepoint`` one time point of a time series (required when there are
+    several). Raises :class:`PrecomputedTifError` naming the first offending
+    file when nothing matches, a file is not a readable TIFF or holds fewer
+    planes than it says, planes differ in shape, type or channels, or the type
+    is not supported for the kind of volume.
+    """
+    files = plane_files.resolve(source)
+    if len(files) == 1:
+        stack = _open_multipage(files[0], channel, timepoint)
+    else:
+        stack = _open_planes(files, progress, channel, timepoint)
+    supported_dtype(stack.stored_dtype, segmentation)
+    if np.dtype(stack.stored_dtype).name == "float64" and not segmentation:
+        log.warning("planes are float64, which Neuroglancer cannot show: stored as float32 "
+                    "(about 7 significant digits; magnitudes over 3.4e38 become infinite)")
+    if segmentation and stack.n_channels > 1:
+        raise PrecomputedTifError(
+            f"{stack.files[0]} has {stack.n_channels} channels, but a segmentation has one; "
+            "pick the label channel with --channel N"
+        )
+    return dataclasses.replace(stack, bool_value=1 if segmentation else 255)
+
+
+def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
+    layout = _file_layout(path, channel, timepoint, trust_plane_count=True)
+    return PlaneStack(layout.files, layout.shape, layout.dtype.name, layout.n_z, layout.n_channels,
+                      tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
+                      voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
+                      whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata,
+                      channel_names=layout.channel_names, channel_colors=layout.channel_colors)
+
+
+def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
+    from tqdm import tqdm
+
+    first = None
+    refs: list[PlaneRef] = []
+    disagreeing = None
+    for i, path in enumerate(tqdm(files, desc="checking planes", unit="plane", disable=not progress, leave=False)):
+        layout = _file_layout(path, channel, timepoint)
+        if len(layout.files) > 1:
+            return _one_multifile_series(path, layout, files, channel, timepoint)
+        if layout.n_z != 1:
+            raise PrecomputedTifError(
+                f"{path} holds {layout.n_z} planes; give either one file per plane or a single multi-page file"
+            )
+        if first is None:
+            first, first_path = layout, path
+        elif (layout.shape, layout.dtype, layout.n_channels) != (first.shape, first.dtype, first.n_channels):
+            raise PrecomputedTifError(
+                f"{path} is {_describe(layout)}, but {first_path} is {_describe(first)}; "
+                "all planes must have the same size, type and channels"
+            )
+        elif disagreeing is None and layout.voxel_size_origin and layout.voxel_size != first.voxel_size:
+            disagreeing = path
+        refs.extend(r._replace(file=i) for r in layout.refs)  # one file: every ref's file is 0
+    if disagreeing:
+        log.warning("%s records a voxel size of %s µm, but %s records %s µm; using the first", disagreeing,
+                    _fmt_size(_file_layout(disagreeing, channel, timepoint).voxel_size), files[0],
+                    _fmt_size(first.voxel_size))
+    origin = first.voxel_size_origin and f"{first.voxel_size_origin} of {files[0]}"
+    return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
+                      rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
+                      whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata,
+                      channel_names=first.channel_names, channel_colors=first.channel_colors)
+
+
+def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], channel, timepoint) -> PlaneStack:
+    """The stack of a multi-file OME-TIFF that ``path``, one of the ``given`` files, belongs to --
+    when the given files are all files of that one series (a glob of its files names it once)."""
+    series = {os.path.realpath(f) for f in layout.files}
+    others = [f for f in given if os.path.realpath(f) not in series]
+    if others:
+        raise PrecomputedTifError(
+            f"{path} is one of the {len(layout.files)} files of a multi-file OME-TIFF, which holds the whole "
+            f"series, but {others[0]} is not one of them; give one file of the series as --source"
+        )
+    if len(given) < len(layout.files):
+        log.warning("the source names %d of the %d files of the multi-file OME-TIFF %s belongs to; "
+                    "converting the whole series", len(given), len(layout.files), path)
+    return _open_multipage(path, channel, timepoint)
+
+
+def _describe(layout: _FileLayout) -> str:
+    channels = f", {layout.n_channels} channels" if layout.n_channels > 1 else ""
+    return f"{layout.shape[1]}x{layout.shape[0]} {layout.dtype.name}{channels}"
+
+
+def _fmt_size(size) -> str:
+    return ",".join("?" if v is None else f"{v:g}" for v in size)
+
+
+def _file_layout(path: str, channel: int | None, timepoint: int | None,
+                 trust_plane_count: bool = False) -> _FileLayout:
+    """Read one file's page headers and metadata; which page (and sample) holds each (z, c).
+
+    With ``trust_plane_count`` the number of planes the metadata declares must
+    be there. Files of one plane each are not held to it: tools that split a
+    stack (tiffsplit) copy the whole stack's description into every file.
+    """
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    with _tifffile_quiet(), _open(path) as tif:
+        n_headers, chain_ok = _walk_chain(tif, size)
+        declared = _declared_planes(tif) if trust_plane_count else None
+        if not chain_ok:
+            expected = f"{declared}" if declared is not None else f"more than {n_headers}"
+            raise PrecomputedTifError(
+                f"{path} is truncated or damaged: it should hold {expected} planes, but only {n_headers} "
+                f"can be read; copy the file again from its original"
+            )
+        _check_companions(tif, path)
+        try:
+            n_pages = len(tif.pages)
+            series = tif.series[0]
+        except PrecomputedTifError:
+            raise
+        except Exception as exc:
+            raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+        axes, shape = series.axes, tuple(series.shape)
+        page0 = series.keyframe
+        height, width = page0.imagelength, page0.imagewidth
+        samples = shape[axes.index("S")] if "S" in axes else 1
+        dims = [(a, n) for a, n in zip(axes, shape) if a not in "YXS"]
+        n_planes = math.prod(n for _, n in dims)
+        if declared is not None and declared != n_planes:
+            raise PrecomputedTifError(
+                f"{path} is truncated or damaged: its metadata says it holds {declared} planes, but "
+                f"{n_planes} can be read ({n_pages} page headers); copy the file again from its original"
+            )
+        if page0.imagedepth != 1:
+            raise PrecomputedTifError(f"{path}: pages that are volumes themselves (ImageDepth) are not supported")
+        pages = list(series.pages)
+        if any(p is None for p in pages):
+            missing = sum(p is None for p in pages)
+            raise PrecomputedTifError(
+                f"{path} is truncated or damaged: {missing} of its {len(pages)} planes are missing"
+            )
+        dtype = np.dtype(page0.dtype)
+        rgb = samples in (3, 4) and page0.photometric in (2, 6)  # RGB, or YCbCr (JPEG) decoded to RGB
+        _warn_other_series(tif, path, series)
+        locate, files = _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size)
+        voxel_size, origin = tiff_metadata.voxel_size_of(tif)
+        voxel_words = tiff_metadata.voxel_size_words(tif, origin)
+        whole_rows = not page0.is_tiled and page0.compression != 1
+        recorded_channels = tiff_metadata.channel_metadata(tif)
+
+    kinds = _axis_kinds(dims, path)
+    n_t, n_z, n_c = (math.prod(n for (_, n), k in zip(dims, kinds) if k == want) for want in "TZC")
+    if n_c > 1 and samples > 1:
+        raise PrecomputedTifError(f"{path} has both {n_c} channels and {samples} colour samples; not supported")
+    if n_t > 1 and timepoint is None:
+        raise PrecomputedTifError(
+            f"{path} is a time series of {n_t} time points; convert one at a time with --timepoint N "
+            f"(0 to {n_t - 1})"
+        )
+    t = timepoint or 0
+    if not 0 <= t < n_t:
+        raise PrecomputedTifError(
+            f"--timepoint {t} is out of range: {path} has {n_t} time point{'s' if n_t > 1 else ''} "
+            f"(0 to {n_t - 1})" if n_t > 1 else f"--timepoint {t} given, but {path} is not a time series"
+        )
+    channels = max(n_c, samples)
+    if channel is not None and not 0 <= channel < channels:
+        raise PrecomputedTifError(
+            f"--channel {channel} is out of range: {path} has {channels} channel{'s' if channels > 1 else ''} "
+            f"(0 to {channels - 1})"
+        )
+    wanted = [channel] if channel is not None else list(range(channels))
+    refs = []
+    for z in range(n_z):
+        for c in wanted:
+            index = np.ravel_multi_index(
+                [{"T": t, "Z": z, "C": c if samples == 1 else 0}.get(k, 0) for k in kinds],
+                [n for _, n in dims]) if dims else 0
+            refs.append(locate(int(index), c if samples > 1 else 0))
+    names, colors = tiff_metadata.pick_channels(recorded_channels, channels, rgb, wanted)
+    return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
+                       voxel_size, origin, whole_rows, files, voxel_words, names, colors)
+
+
+def _check_companions(tif, path: str) -> None:
+    """Every other file a multi-file OME-TIFF's metadata names is there and a regular file,
+    before tifffile opens them (it would read a missing one's planes as zeros, and wait
+    forever on a FIFO)."""
+    if not tif.is_ome:
+        return
+    names = tiff_metadata.ome_other_files(tif.ome_metadata or "", os.path.basename(path))
+    for name in names:
+        other = os.path.join(os.path.dirname(path), name)
+        if not os.path.lexists(other):
+            raise PrecomputedTifError(
+                f"{other} is missing: {path} is one of the {len(names) + 1} files of a multi-file OME-TIFF, "
+                "which holds planes in each of them; copy all its files into one folder"
+            )
+        if not os.path.isfile(other):
+            raise PrecomputedTifError(
+                f"{other}, a file of the multi-file OME-TIFF {path} belongs to, is "
+                f"{plane_files.file_kind(other)}, not a regular file"
+            )
+
+
+def _axis_kinds(dims, path) -> list[str]:
+    """'T', 'Z' or 'C' for each non-YXS axis of a series: tifffile's generic image index
+    (I, Q) is z when there is no other z axis; axes of length 1 do not matter."""
+    letters = [a for a, n in dims if n > 1]
+    kinds = []
+    for a, n in dims:
+        if a in "TZC":
+            kinds.append(a)
+        elif n == 1:
+            kinds.append("-")
+        elif a in "IQ" and "Z" not in letters and sum(1 for b in letters if b in "IQ") == 1:
+            kinds.append("Z")
+        else:
+            raise PrecomputedTifError(
+                f"{path} has an axis {a!r} of length {n} (axes {''.join(x for x, _ in dims)}) that is neither "
+                "z, channel nor time; save it as a z-stack, with channels or time points if any"
+            )
+    return kinds
+
+
+def _page_locator(tif, path, series, pages, n_planes, height, width, samples, dtype, size):
+    """(A function of (plane index in the series, sample) -> PlaneRef, the files its
+    PlaneRefs index), after checking that every plane's data lies inside its file.
+
+    The files are ``path`` alone, or for a multi-file OME-TIFF every file holding a
+    plane of the series, in the order of their first planes."""
+    page0 = series.keyframe
+    contiguous_samples = page0.planarconfig != 2
+    stride = samples if contiguous_samples else 1
+    plane_bytes = height * width * samples * dtype.itemsize
+    raw = (page0.compression == 1 and dtype != np.bool_ and page0.bitspersample == dtype.itemsize * 8
+           and page0.fillorder == 1)
+    if len(pages) == n_planes:
+        data, in_file = [], []
+        files, sizes, index_of, parents = [], [], {}, {}
+        real_path = os.path.realpath(path)
+        for p in pages:
+            fi = parents.get(id(p.parent))
+            if fi is None:
+                where = os.path.realpath(p.parent.filehandle.path)
+                if where not in index_of:
+                    index_of[where] = len(files)
+                    files.append(path if where == real_path else where)
+                    sizes.append(size if where == real_path else os.path.getsize(where))
+                fi = parents[id(p.parent)] = index_of[where]
+            in_file.append(fi)
+            ends = [o + c for o, c in zip(p.dataoffsets, p.databytecounts) if c]
+            if ends and max(ends) > sizes[fi]:
+                raise PrecomputedTifError(
+                    f"{files[fi]} is truncated: its planes need {max(ends)} bytes, the file has {sizes[fi]}")
+            data.append(_contiguous(p) if raw else -1)
+
+        def locate(index, sample):
+            p, start, fi = pages[index], data[index], in_file[index]
+            byteorder = p.parent.byteorder
+            if start >= 0 and not contiguous_samples:
+                start += sample * height * width * dtype.itemsize
+                return PlaneRef(fi, p.offset, start, 0, 1, byteorder)
+            return PlaneRef(fi, p.offset, start, sample, stride, byteorder)
+        return locate, tuple(files)
+    # Fewer page headers than planes: ImageJ (and tifffile) store stacks over 4 GB with one
+    # header and every plane's pixels after the first, uncompressed.
+    if series.dataoffset is None or not raw or not contiguous_samples:
+        raise PrecomputedTifError(
+            f"{path} is truncated or damaged: it should hold {n_planes} planes, but only {len(pages)} "
+            "can be read")
+    end = series.dataoffset + n_planes * plane_bytes
+    if end > size:
+        readable = max(0, (size - series.dataoffset) // plane_bytes)
+        raise PrecomputedTifError(
+            f"{path} is truncated: it should hold {n_planes} planes, but only {readable} can be read "
+            f"(the file has {size} of {end} bytes)")
+
+    def locate_contiguous(index, sample):
+        return PlaneRef(0, -1, series.dataoffset + index * plane_bytes, sample, stride, tif.byteorder)
+    return locate_contiguous, (path,)
+
+
+def _contiguous(page) -> int:
+    """Byte offset of a page's pixels when its segments follow each other without gaps; else -1."""
+    offsets, counts = page.dataoffsets, page.databytecounts
+    for i in range(1, len(offsets)):
+        if offsets[i] != offsets[i - 1] + counts[i - 1]:
+            return -1
+    return int(offsets[0]) if offsets else -1
+
+
+def _walk_chain(tif, size: int) -> tuple[int, bool]:
+    """(number of page headers, whether the chain of them ends properly): follow the 'next
+    page' pointers from the file header until one is 0, or points outside the file, back
+    to a page already seen, or to a header that does not fit in the file."""
+    t = tif.tiff
+    fh = tif.filehandle
+    fh.seek(8 if t.is_bigtiff else 4)
+    (ifd,) = struct.unpack(t.offsetformat, fh.read(t.offsetsize))
+    seen: set[int] = set()
+    while ifd:
+        if ifd in seen or ifd < 8 or ifd + t.tagnosize > size:
+            return len(seen), False
+        seen.add(ifd)
+        fh.seek(ifd)
+        (n,) = struct.unpack(t.tagnoformat, fh.read(t.tagnosize))
+        end = ifd + t.tagnosize + n * t.tagsize
+        if n == 0 or end + t.offsetsize > size:
+            return len(seen) - 1, False
+        fh.seek(end)
+        (ifd,) = struct.unpack(t.offsetformat, fh.read(t.offsetsize))
+    return len(seen), True
+
+
+def _declared_planes(tif) -> int | None:
+    """How many planes the file's metadata says it holds, if it says."""
+    if tif.imagej_metadata is not None:
+        n = tif.imagej_metadata.get("images")
+        if isinstance(n, int) and n > 0:
+            return n
+    if tif.ome_metadata and tif.is_ome:
+        return tiff_metadata.ome_plane_count(tif.ome_metadata)
+    if tif.is_shaped:
+        meta = tif.shaped_metadata
+        if meta and isinstance(meta[0].get("shape"), (list, tuple)):
+            shape = list(meta[0]["shape"])
+            page = tif.pages.first
+            per_page = page.imagelength * page.imagewidth * page.samplesperpixel
+            total = math.prod(shape)
+            return total // per_page if per_page and total % per_page == 0 else None
+    return None
+
+
+def _warn_other_series(tif, path: str, main) -> None:
+    others = [s for s in tif.series[1:] if s is not main]
+    full = [s for s in others if s.keyframe.imagelength == main.keyframe.imagelength
+            and s.keyframe.imagewidth == main.keyframe.imagewidth and not s.keyframe.is_reduced]
+    if full:
+        log.warning("%s holds %d image series; converting only the first (axes %s, shape %s)",
+                    path, len(full) + 1, main.axes, tuple(main.shape))
+    elif others:
+        log.info("%s: skipping %d series of reduced-resolution pages (thumbnails or overviews)", path, len(others))

@@ -1,0 +1,115 @@
+"""Neuroglancer links that show a dataset right the first time: contrast, channel colours,
+physical scale, centred.
+
+A link is Neuroglancer's own viewer state, JSON in the URL fragment. Image
+layers get a shader built from what the conversion measured (``info`` key
+``precomputed_tif``): an ``invlerp`` range per channel and one colour per
+channel (or red, green, blue for colour images). Channels the source named
+(``DAPI``) name the layer, ``image (DAPI, Membrane)``, and the shader's
+controls, ``ch_DAPI`` and ``color_DAPI``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+
+from .. import channels
+from ..info import EXTRA
+
+NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com"
+# Viv's viewer for OME-TIFF (and OME-Zarr): opens ``?image_url=`` from any server with CORS and Range.
+AVIVATOR = "https://avivator.gehlenborglab.org/"
+
+
+def _number(v) -> str:
+    return repr(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def image_shader(info: dict) -> str:
+    """GLSL for Neuroglancer's image layer: grey for one channel (or its own colour, if the source
+    gave it one), additive colours for several."""
+    extra = info.get(EXTRA) or {}
+    n = int(info.get("num_channels", 1))
+    ranges = extra.get("display_range") or [None] * n
+    names, colors = channels.of_info(info)
+
+    def control(name, i, r):
+        args = [f"range=[{_number(r[0])}, {_number(r[1])}]"] if r else []
+        if n > 1:
+            args.append(f"channel=[{i}]")
+        return f"#uicontrol invlerp {name}({', '.join(args)})"
+
+    if n == 1:
+        if colors[0] == channels.GREY:
+            return control("normalized", 0, ranges[0]) + "\nvoid main() { emitGrayscale(normalized()); }\n"
+        value, color = _control_names(names, False)[0]
+        return (control(value, 0, ranges[0]) + f'\n#uicontrol vec3 {color} color(default="{colors[0]}")'
+                f"\nvoid main() {{ emitRGB({value}() * {color}); }}\n")
+    lines, terms = [], []
+    shown = 3 if extra.get("rgb") else n  # an alpha channel is not a colour
+    for i, (value, color) in enumerate(_control_names(names[:shown], bool(extra.get("rgb")))):
+        lines.append(control(value, i, ranges[i]))
+        lines.append(f'#uicontrol vec3 {color} color(default="{colors[i]}")')
+        terms.append(f"{value}() * {color}")
+    lines.append("void main() { emitRGB(clamp(" + " + ".join(terms) + ", 0.0, 1.0)); }")
+    return "\n".join(lines) + "\n"
+
+
+def layer(source: str, info: dict, name: str) -> dict:
+    """A layer of a viewer state for a precomputed ``source`` URL whose ``info`` is given, named
+    ``name`` -- followed by its channels' names in brackets when the source named them."""
+    if info.get("type") == "segmentation":
+        return {"type": "segmentation", "source": source, "name": name}
+    names, _ = channels.of_info(info)
+    if not (info.get(EXTRA) or {}).get("rgb") and not all(channels.is_default_name(s) for s in names):
+        name = f"{name} ({', '.join(names)})"
+    return {"type": "image", "source": source, "name": name, "shader": image_shader(info)}
+
+
+def _control_names(names: list[str], rgb: bool) -> list[tuple[str, str]]:
+    """(invlerp control, colour control) GLSL names per channel: ``ch_<name>``, ``color_<name>``
+    with the channel's name made an identifier (``FITC BP`` -> ``ch_FITC_BP``) where the source
+    named it, else ``ch<i>``, ``color<i>``.
+
+    Neuroglancer wants control names that start with a lower-case letter and turns each into a
+    ``#define`` for the rest of the shader, so a bare channel name (``max``, ``DAPI``) could
+    break the shader or be refused: the prefixes keep clear of GLSL's and Neuroglancer's own
+    names."""
+    out: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for i, name in enumerate(names):
+        ident = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:40]
+        pair = (f"ch_{ident}", f"color_{ident}")
+        if rgb or channels.is_default_name(name) or not ident or used & set(pair):
+            pair = (f"ch{i}", f"color{i}")
+        used.update(pair)
+        out.append(pair)
+    return out
+
+
+def viewer_state(layers: list[dict], info: dict) -> dict:
+    """A state showing ``layers`` at the physical scale of ``info``'s finest level, centred on it."""
+    scale = info["scales"][0]
+    resolution_nm = scale["resolution"]
+    size = scale["size"]
+    offset = scale.get("voxel_offset", [0, 0, 0])
+    return {
+        "dimensions": {axis: [r / 1e9, "m"] for axis, r in zip("xyz", resolution_nm)},
+        "position": [o + s / 2 for o, s in zip(offset, size)],
+        "crossSectionScale": max(1.0, max(size[:2]) / 400),
+        "projectionScale": max(size) * 1.5,
+        "layers": layers,
+        "selectedLayer": {"layer": layers[0]["name"]},
+        "layout": "4panel",
+    }
+
+
+def neuroglancer_link(state: dict, app: str = NEUROGLANCER_APP) -> str:
+    return f"{app}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
+
+
+def dataset_link(source: str, info: dict, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
+    """A link that opens one precomputed dataset."""
+    return neuroglancer_link(viewer_state([layer(source, info, name)], info), app)
