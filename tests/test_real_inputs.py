@@ -70,7 +70,7 @@ def mentions_number(line: str, n: int) -> bool:
 def raw_copy(dest) -> str:
     """The dataset as Neuroglancer receives it: ``info`` and every chunk of every scale, as the
     project's web server answers them, written as plain files next to ``dest``; returns the directory."""
-    from precomputed_tif.serving.core.core import Catalog, Dataset, handle
+    from precomputed_tif.serving.core import Catalog, Dataset, handle
 
     def get(path) -> bytes:
         r = handle(catalog, "GET", path)

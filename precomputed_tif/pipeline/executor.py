@@ -21,6 +21,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import PrecomputedTifError
@@ -77,19 +78,38 @@ _MAIN_ONLY = {signal.SIGINT, signal.SIGHUP}
 
 @contextlib.contextmanager
 def _signals_blocked():
-    """Block Ctrl-C's SIGINT, SIGHUP and SIGTERM while worker processes may start.
+    """Hold Ctrl-C's SIGINT, SIGHUP and SIGTERM while worker processes may start.
 
     A new process keeps the blocked set through exec, so a worker never sees SIGINT
     or SIGHUP, even while it is still importing (when no handler of ours could turn
     them into anything but a traceback); it unblocks SIGTERM once it has its handler.
-    And no SIGTERM stops this process between a worker's start and the pool's record
-    of it, which would leave that worker out of :meth:`ProcessExecutor.stop`. A signal
-    that arrives meanwhile is delivered to this process when the block ends."""
+    And no signal stops this process between a worker's start and the hand-over of
+    its first instructions (a worker left without them prints a traceback), nor
+    before the pool records it (it would escape :meth:`ProcessExecutor.stop`).
+
+    Blocking covers signals that arrive during the block; one that arrived just before
+    may still be waiting for its Python handler, which would run at any line inside.
+    So the handlers are swapped for ones that only remember, and the signal is
+    answered with the real handler when the block ends.
+    """
+    caught: list = []
+    saved: dict = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _MAIN_ONLY | {signal.SIGTERM}:
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                saved[sig] = handler
+                signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_ONLY | {signal.SIGTERM})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        if caught:
+            signum, frame = caught[0]
+            saved[signum](signum, frame)
 
 
 def _worker_terminated(signum, frame) -> None:
