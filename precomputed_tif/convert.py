@@ -5,24 +5,27 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
-from tqdm import tqdm
 
 from . import channels, formats
 from .errors import PrecomputedTifError, describe, unfinished
 from .formats import ome_tiff
+from .formats.store import ChunkStore
 from .geometry import DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, INFO, build_info, read_info, write_info
 from .options import ConvertOptions, Resources, Result, split_keywords
 from .pipeline import destination, memory
-from .pipeline.executor import default_workers, make_executor
+from .pipeline.executor import make_executor
 from .pipeline.progress import DoneLog
-from .pyramid import count_chunks, run_task, tasks_of
-from .sources import open_source
+from .pipeline.runner import run_resumable
+from .pyramid import Task, count_chunks, run_task, tasks_of
+from .sources import Source, open_source
 from .sources.fingerprint import identify
+from .sources.tiff import PlaneStack
 from .storage import LocalStorage, local_path
 from .viewer.display import add_display
 
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 class Plan:
     """Everything a conversion will do, decided before anything is written."""
 
-    source: object
+    source: Source
     dest: str
     format: str  # the format's name
     store: type  # the ChunkStore class that holds the chunks (ome-zarr 0.4's is the zarr format's)
@@ -128,14 +131,15 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
                              dask_scheduler=dask_scheduler, block_bytes=resources.block_bytes, channel=channel,
                              timepoint=timepoint)
     z, y, x = stack.shape
-    if levels is None and getattr(stack, "levels", None):
+    source_levels = getattr(stack, "levels", None)  # a dataset's (DatasetSource); TIFF planes have none
+    if levels is None and source_levels:
         # A dataset stored again keeps its levels, as far as the new chunk size leaves them meaningful.
-        levels = min(stack.levels, Geometry((x, y, z), chunk_size, voxel_size).max_levels())
+        levels = min(source_levels, Geometry((x, y, z), chunk_size, voxel_size).max_levels())
     geometry = Geometry((x, y, z), chunk_size, voxel_size, levels, numbered_keys=fmt.numbered_keys)
-    n_workers, block_bytes = _fit_memory(memory_limit, n_cores, dask_scheduler, geometry, stack,
-                                         resources.block_bytes)
+    n_workers, block_bytes = memory.fit(memory_limit, n_cores, dask_scheduler, _min_block(geometry, stack),
+                                        resources.block_bytes)
     planned = fmt.plan(geometry, stack, segmentation, n_workers, block_bytes, chosen)
-    info = build_info(geometry, planned.dtype, segmentation, stack.n_channels)
+    info = build_info(geometry, cast(np.dtype, planned.dtype), segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
     if not segmentation:
         # Names and colours as the source records them, for every writer and every link.
@@ -167,24 +171,13 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
     total = sum(count_chunks(p, geometry) for p in plan.passes)
-    done_log = DoneLog(storage)
-    done = done_log.load()
     try:
         # Leaving this block by an exception (an error, Ctrl-C, SIGTERM) stops the workers at once.
         with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
-            try:
-                store.create(n_writers=executor.n)
-                with tqdm(total=total, desc="writing chunks", unit="chunk", disable=not progress,
-                          smoothing=0.1) as bar:
-                    for p in plan.passes:
-                        log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block,
-                                  p.task_size)
-                        tasks = _not_done(tasks_of(p, geometry, store, stack, plan.segmentation), done, bar)
-                        for task_id, n in executor.imap_unordered(run_task, tasks):
-                            done_log.record(task_id)
-                            bar.update(n)
-            finally:
-                done_log.close()
+            store.create(n_writers=executor.n)
+            run_resumable(executor, run_task, _passes(plan, store), DoneLog(storage), total=total,
+                          desc="writing chunks", unit="chunk", what="blocks", size=Task.n_chunks,
+                          progress=progress)
         # Everything up to info is part of the conversion: a full disk here is reported like
         # one during the chunks, and the dataset stays unfinished.
         info = add_display(info, store, stack.rgb)
@@ -222,12 +215,14 @@ def _voxel_size(given, stack) -> tuple[tuple[float, float, float], str]:
         if stack.voxel_size_origin and tuple(v for v in recorded) != tuple(given):
             log.info("using the given voxel size %s µm; the %s records %s", _fmt(given),
                      stack.voxel_size_origin, _fmt(recorded))
-        return tuple(float(v) for v in given), "given"
+        gx, gy, gz = (float(v) for v in given)
+        return (gx, gy, gz), "given"
     if not stack.voxel_size_origin:
         log.info("no voxel size in the files' metadata: using %s µm (give --voxel-size X,Y,Z)",
                  _fmt(DEFAULT_VOXEL_SIZE_UM))
         return DEFAULT_VOXEL_SIZE_UM, "default"
-    size = tuple(r if r is not None else d for r, d in zip(recorded, DEFAULT_VOXEL_SIZE_UM))
+    x, y, z = (r if r is not None else d for r, d in zip(recorded, DEFAULT_VOXEL_SIZE_UM))
+    size = (x, y, z)
     missing = [a for a, r in zip("xyz", recorded) if r is None]
     if missing:
         log.warning("the %s gives no %s voxel size; using %s µm for it (give --voxel-size X,Y,Z)",
@@ -263,30 +258,14 @@ def _fmt(size) -> str:
     return ",".join("?" if v is None else f"{v:g}" for v in size)
 
 
-def _not_done(tasks, done: set[str], bar):
-    """The tasks an earlier run did not finish; the finished ones only move the progress bar."""
-    skipped = 0
-    for task in tasks:
-        if task.id in done:
-            skipped += 1
-            bar.update(task.n_chunks())
-        else:
-            yield task
-    if skipped:
-        log.info("skipped %d blocks finished by an earlier run", skipped)
+def _passes(plan: Plan, store: ChunkStore) -> Iterator[Iterator[Task]]:
+    """The tasks of each pass, a pass after the one whose levels it reads."""
+    for p in plan.passes:
+        log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block, p.task_size)
+        # Any Source reads as tasks_of needs; its annotation names the TIFF one.
+        yield tasks_of(p, plan.geometry, store, cast(PlaneStack, plan.source), plan.segmentation)
 
 
-def _fit_memory(limit, n_cores, dask_scheduler, geometry, stack, block_bytes) -> tuple[int | None, int]:
-    """Workers and block size under the memory limit (for local processes; a Dask cluster's
-    workers have their own limits, and get the default block size)."""
-    if dask_scheduler:
-        return None, block_bytes
-    limit = memory.default_limit() if limit is None else int(limit)
-    wanted = n_cores or default_workers()
-    min_block = int(np.prod(geometry.chunk_size)) * stack.dtype.itemsize * stack.n_channels
-    n, block = memory.plan(limit, wanted, block_bytes, min_block)
-    if n < wanted:
-        log.warning("using %d worker processes instead of %d to stay under the memory limit of %.0f MiB",
-                    n, wanted, limit / 2**20)
-    log.debug("memory limit %.0f MiB: %d workers, blocks of up to %.0f MiB", limit / 2**20, n, block / 2**20)
-    return n, block
+def _min_block(geometry: Geometry, stack: Source) -> int:
+    """Bytes of one chunk: the least block a task can work on."""
+    return int(np.prod(geometry.chunk_size)) * stack.dtype.itemsize * stack.n_channels

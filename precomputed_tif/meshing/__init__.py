@@ -23,14 +23,14 @@ import shutil
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import PrecomputedTifError, require_extra, unfinished
 from ..formats.volume import open_volume
 from ..info import read_info, write_info
 from ..pipeline import memory
-from ..pipeline.executor import default_workers, make_executor
+from ..pipeline.executor import make_executor
 from ..pipeline.progress import DoneLog
+from ..pipeline.runner import run_resumable
 from ..storage.atomic import write_atomic
 from .blocks import WorkFile, lod_size, plan_blocks, run_block
 from .merge import MergeTask, plan_groups, run_merge
@@ -80,7 +80,8 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     if np.dtype(info["data_type"]).kind not in "ui":
         raise PrecomputedTifError(f"{dataset} holds {info['data_type']} values; segment labels are integers")
     user = read_properties_csv(properties) if properties else None
-    size = tuple(volume.size(volume.keys[0]))
+    x, y, z = volume.size(volume.keys[0])
+    size = (int(x), int(y), int(z))
     num_lods = 1
     while max(lod_size(size, num_lods - 1)) >= node and num_lods < 12:
         num_lods += 1
@@ -94,19 +95,11 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     # (an error, Ctrl-C, SIGTERM) stops the workers at once.
     with make_executor(n_workers, dask_scheduler) as executor:
         tasks = plan_blocks(os.path.abspath(dataset), os.path.abspath(work), size, num_lods, node, nodes_per_task)
-        done_log = DoneLog(work)
         out = os.path.join(dataset, MESH_DIR)
         try:
             _prepare(dataset, info, work, job)
-            done = done_log.load()
-            todo = [t for t in tasks if t.id not in done]
-            if len(todo) < len(tasks):
-                log.info("skipped %d blocks finished by an earlier run", len(tasks) - len(todo))
-            with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="meshing blocks", unit="block",
-                      disable=not progress) as bar:
-                for task_id in executor.imap_unordered(run_block, todo):
-                    done_log.record(task_id)
-                    bar.update(1)
+            run_resumable(executor, run_block, [tasks], DoneLog(work), total=len(tasks), desc="meshing blocks",
+                          unit="block", what="blocks", progress=progress)
             log.info("meshed %d blocks in %.1f s", len(tasks), time.perf_counter() - started)
             counts, n_segments, total_bytes = _gather([t.path for t in tasks])
             spec, groups = plan_groups(n_segments, total_bytes, sharded)
@@ -115,12 +108,8 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
                                 node) for g in range(groups)]
             log.info("%d segments, %.1f MiB of fragments, written in %d %s", n_segments, total_bytes / 2**20,
                      groups, "shards" if spec else "groups")
-            todo = [m for m in merges if m.id not in done]
-            with tqdm(total=len(merges), initial=len(merges) - len(todo), desc="writing meshes", unit="group",
-                      disable=not progress) as bar:
-                for task_id in executor.imap_unordered(run_merge, todo):
-                    done_log.record(task_id)
-                    bar.update(1)
+            run_resumable(executor, run_merge, [merges], DoneLog(work), total=len(merges), desc="writing meshes",
+                          unit="group", what="groups of segments", progress=progress)
             # The dataset's info names the meshes only once they and the properties are all on disk.
             scale = info["scales"][0]
             write_atomic(os.path.join(out, "info"),
@@ -134,8 +123,6 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
             write_info(dataset, info)
         except OSError as exc:
             raise unfinished(exc, f"meshing {dataset}", "its info names no meshes yet") from None
-        finally:
-            done_log.close()
     if user:
         unknown = len(set(user["ids"]) - set(counts))
         if unknown:
@@ -188,19 +175,10 @@ def _gather(paths: list[str]) -> tuple[dict[int, int], int, int]:
 
 
 def _fit_memory(limit, n_cores, dask_scheduler, node, itemsize, max_block_bytes) -> tuple[int | None, int]:
-    """Workers and nodes per task (per axis) under the memory limit."""
-    def nodes_for(block_bytes):
-        k = 1
-        while ((k + 1) * node + 1) ** 3 * itemsize <= block_bytes:
-            k += 1
-        return k
-
-    if dask_scheduler:
-        return None, nodes_for(max_block_bytes)
-    limit = memory.default_limit() if limit is None else int(limit)
-    wanted = n_cores or default_workers()
-    n, block = memory.plan(limit, wanted, max_block_bytes, (node + 1) ** 3 * itemsize)
-    if n < wanted:
-        log.warning("using %d worker processes instead of %d to stay under the memory limit of %.0f MiB",
-                    n, wanted, limit / 2**20)
-    return n, nodes_for(block)
+    """Workers and nodes per task (per axis) under the memory limit: a task holds at least one
+    node, and one voxel more along each axis."""
+    n, block = memory.fit(limit, n_cores, dask_scheduler, (node + 1) ** 3 * itemsize, max_block_bytes)
+    k = 1
+    while ((k + 1) * node + 1) ** 3 * itemsize <= block:
+        k += 1
+    return n, k

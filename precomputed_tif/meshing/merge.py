@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formats.precomputed.sharding import sharding_spec, write_sharded
+from ..geometry import ceil_div
 from ..storage.atomic import write_atomic
 from .blocks import WorkFile
 from .multires import complete_octree, manifest
@@ -28,7 +29,7 @@ def plan_groups(n_segments: int, total_bytes: int, sharded: bool | None, group_b
     if sharded is None:
         sharded = n_segments > SHARD_ABOVE
     if not sharded:
-        groups = max(1, -(-total_bytes // group_bytes))
+        groups = max(1, ceil_div(total_bytes, group_bytes))
         return None, groups
     spec = sharding_spec(n_segments)
     while total_bytes / 2 ** spec["shard_bits"] > group_bytes and spec["shard_bits"] < 16:

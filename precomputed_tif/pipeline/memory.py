@@ -9,10 +9,14 @@ needs about :data:`PROCESS_BYTES` too.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 from ..errors import PrecomputedTifError
+from .executor import default_workers
+
+log = logging.getLogger(__name__)
 
 PROCESS_BYTES = 90 * 2**20
 BLOCK_FACTOR = 1.6
@@ -46,14 +50,37 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
-def plan(limit: int, workers: int, max_block: int, min_block: int) -> tuple[int, int]:
+def plan(limit: int, workers: int, max_block: int, min_block: int,
+         needs: str = "with this chunk size and data type") -> tuple[int, int]:
     """(workers, block bytes) that fit ``limit``: fewer workers before smaller blocks than
-    ``min_block`` (one chunk), and a clear error when even one worker does not fit."""
+    ``min_block`` (one chunk), and a clear error when even one worker does not fit (saying
+    what it needs the memory for: ``needs`` ends the message)."""
     for n in range(workers, 0, -1):
         block = int((limit - PROCESS_BYTES * (n + (n > 1))) / n / BLOCK_FACTOR)
         if block >= min_block:
             return n, min(block, max_block)
     need = PROCESS_BYTES * 2 + BLOCK_FACTOR * min_block
     raise PrecomputedTifError(
-        f"--memory-limit {limit / 2**20:.0f}M is too small: one worker needs about {need / 2**20:.0f}M "
-        "with this chunk size and data type")
+        f"--memory-limit {limit / 2**20:.0f}M is too small: one worker needs about {need / 2**20:.0f}M {needs}")
+
+
+def fit(limit: int | None, n_cores: int | None, dask_scheduler: str | None, min_block_bytes: int,
+        max_block_bytes: int, needs: str = "with this chunk size and data type") -> tuple[int | None, int]:
+    """(worker processes, bytes of the block each holds) for a run under ``limit`` bytes
+    (default: :func:`default_limit`) with ``n_cores`` workers asked for (default: every
+    core this process may use), each block between ``min_block_bytes`` (the least a task
+    can work on) and ``max_block_bytes``. Fewer workers than asked is a warning; too little
+    memory for one is a :class:`PrecomputedTifError` ending with ``needs``.
+
+    On a Dask cluster (``dask_scheduler``) the workers have their own limits: (None,
+    ``max_block_bytes``)."""
+    if dask_scheduler:
+        return None, max_block_bytes
+    limit = default_limit() if limit is None else int(limit)
+    wanted = n_cores or default_workers()
+    n, block = plan(limit, wanted, max_block_bytes, min_block_bytes, needs)
+    if n < wanted:
+        log.warning("using %d worker processes instead of %d to stay under the memory limit of %.0f MiB",
+                    n, wanted, limit / 2**20)
+    log.debug("memory limit %.0f MiB: %d workers, blocks of up to %.0f MiB", limit / 2**20, n, block / 2**20)
+    return n, block

@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass
 
 from ... import channels
-from ...errors import PrecomputedTifError
+from ...geometry import ceil_div
 from ...pipeline import memory
-from ...pipeline.executor import default_workers
 from ...pyramid import DEFAULT_BLOCK_BYTES
 from .codecs import DEFAULT_COMPRESSION, check_compression
 from .format import OmeTiffFormat
@@ -93,23 +92,12 @@ def _fit_memory(limit, n_cores, dask_scheduler, layout: Layout, itemsize: int,
     plane = x * y * itemsize
     z_bytes = plane * layout.channels
     overhead = PLANE_OVERHEAD * plane
-    if dask_scheduler:
-        return None, max(1, block_bytes // z_bytes)
-    limit = memory.default_limit() if limit is None else int(limit)
-    wanted = n_cores or default_workers()
-    try:
-        n, block = memory.plan(limit, wanted, block_bytes + overhead, z_bytes + overhead)
-    except PrecomputedTifError:
-        need = 2 * memory.PROCESS_BYTES + memory.BLOCK_FACTOR * (z_bytes + overhead)
-        raise PrecomputedTifError(
-            f"--memory-limit {limit / 2**20:.0f}M is too small: one worker needs about {need / 2**20:.0f}M "
-            f"for planes of {x}x{y} {layout.dtype}" + (f" with {layout.channels} channels" if layout.channels > 1
-                                                      else "")) from None
-    if n < wanted:
-        log.warning("using %d worker processes instead of %d to stay under the memory limit of %.0f MiB",
-                    n, wanted, limit / 2**20)
+    channels = f" with {layout.channels} channels" if layout.channels > 1 else ""
+    n, block = memory.fit(limit, n_cores, dask_scheduler, z_bytes + overhead, block_bytes + overhead,
+                          needs=f"for planes of {x}x{y} {layout.dtype}{channels}")
     slab = max(1, (block - overhead) // z_bytes)
-    # Enough tasks that every worker has some, and a rerun after a kill has little to redo.
-    slab = max(1, min(slab, -(-nz // (2 * n))))
-    log.debug("memory limit %.0f MiB: %d workers, %d planes per task", limit / 2**20, n, slab)
+    if n is not None:
+        # Enough tasks that every worker has some, and a rerun after a kill has little to redo.
+        slab = max(1, min(slab, ceil_div(nz, 2 * n)))
+    log.debug("%d planes per task", slab)
     return n, slab

@@ -14,17 +14,16 @@ import os
 import shutil
 import time
 
-from tqdm import tqdm
-
 from ...errors import PrecomputedTifError, unfinished
 from ...pipeline import destination
 from ...pipeline.executor import make_executor
 from ...pipeline.progress import DoneLog
+from ...pipeline.runner import run_resumable
 from ...sources.fingerprint import identify
 from ...storage.atomic import sync_directory
 from .assemble import assemble
 from .plan import FORMAT, OmeTiffPlan
-from .tiles import run_slab, slab_tasks
+from .tiles import SlabTask, run_slab, slab_tasks
 
 log = logging.getLogger(__name__)
 
@@ -57,31 +56,14 @@ def _tile(plan: OmeTiffPlan, progress: bool) -> None:
     if not os.path.isdir(work):
         os.makedirs(work)
         sync_directory(plan.dest)
-    done_log = DoneLog(plan.dest)
-    done = done_log.load()
     with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
-        try:
-            with tqdm(total=plan.layout.size[2], desc="tiling planes", unit="plane", disable=not progress,
-                      smoothing=0.1) as bar:
-                tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, work, plan.compression,
-                                   plan.segmentation)
-                for task_id, n in executor.imap_unordered(run_slab, _not_done(tasks, done, bar)):
-                    done_log.record(task_id)
-                    bar.update(n)
-        finally:
-            done_log.close()
+        tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, work, plan.compression, plan.segmentation)
+        run_resumable(executor, run_slab, [tasks], DoneLog(plan.dest), total=plan.layout.size[2],
+                      desc="tiling planes", unit="plane", what="slabs of planes", size=_planes, progress=progress)
 
 
-def _not_done(tasks, done: set[str], bar):
-    skipped = 0
-    for task in tasks:
-        if task.id in done:
-            skipped += 1
-            bar.update(task.z1 - task.z0)
-        else:
-            yield task
-    if skipped:
-        log.info("skipped %d slabs of planes finished by an earlier run", skipped)
+def _planes(task: SlabTask) -> int:
+    return task.z1 - task.z0
 
 
 def _remove_work(plan: OmeTiffPlan) -> None:
