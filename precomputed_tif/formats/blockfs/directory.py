@@ -316,15 +316,16 @@ class Directory:
             return np.zeros(shape, self.dtype)
         what = f"block at ({x0}, {y0}, {z0}) of {self.path}"
         expected = int(np.prod(shape)) * self.dtype.itemsize
+        payload: bytes | memoryview = frame
         if self.checksum:
             check_frame(frame, expected, what, trailing=4)
             if zlib.crc32(memoryview(frame)[:-4]) != int.from_bytes(frame[-4:], "little"):
                 raise DamagedData(f"{what}: checksum mismatch, the stored block is corrupt")
-            frame = memoryview(frame)[:-4]
+            payload = memoryview(frame)[:-4]
         else:
             check_frame(frame, expected, what)
         try:
-            data = self.codec.decode(frame)
+            data = self.codec.decode(payload)
         except Exception as exc:
             raise DamagedData(f"{what} does not decode ({exc})") from None
         if len(data) != expected:
