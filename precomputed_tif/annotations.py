@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class Property:
     enum_labels: list[str] | None = None
 
     def to_json(self) -> dict:
-        d = {"id": self.id, "type": self.type}
+        d: dict[str, Any] = {"id": self.id, "type": self.type}
         if self.description:
             d["description"] = self.description
         if self.enum_labels is not None:
@@ -98,7 +99,7 @@ class PointSet:
 
 def record_dtype(properties: list[Property]) -> np.dtype:
     """The single-annotation encoding of a point: float32 x, y, z, the properties, padding to 4 bytes."""
-    fields = [("position", "<f4", (3,))]
+    fields: list[tuple[Any, ...]] = [("position", "<f4", (3,))]  # numpy's (name, type[, shape])
     size = 12
     for i, p in enumerate(properties):
         fields.append((f"p{i}", np.dtype(p.type).newbyteorder("<")))
@@ -178,7 +179,7 @@ def _refine_step(chunk: np.ndarray, voxel_size: np.ndarray) -> np.ndarray:
 
 def build_info(ps: PointSet, voxel_size, levels: list[SpatialLevel], sharded: bool, by_id: bool) -> dict:
     """The annotation ``info``: dimensions in metres per voxel, so points sit on an image of the same voxel size."""
-    info = {
+    info: dict[str, Any] = {
         "@type": "neuroglancer_annotations_v1",
         "dimensions": {axis: [float(v) * 1e-6, "m"] for axis, v in zip("xyz", voxel_size)},
         "lower_bound": [float(v) for v in ps.lower],

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import PrecomputedTifError
 
@@ -31,6 +32,19 @@ DEFAULT_VOXEL_SIZE_UM = (1.8, 1.8, 2.0)
 ANISOTROPY_THRESHOLD = 2.0
 
 _CHUNK_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
+
+_T = TypeVar("_T")
+
+
+def as_triple(values: Iterable[_T]) -> tuple[_T, _T, _T]:
+    """The three values of an (x, y, z) or (z, y, x) triple as a 3-tuple, order kept.
+
+    Raises ``ValueError`` unless there are exactly three: callers check user input
+    themselves first (:func:`check_triple`) and use this where three is certain, e.g.
+    on ``zip`` of two triples.
+    """
+    a, b, c = values
+    return (a, b, c)
 
 
 @dataclass(frozen=True)
@@ -90,9 +104,9 @@ class Box:
         """The box one level down that this box's voxels shrink into (x, y, z factors)."""
         fx, fy, fz = factor
         return Box(
-            self.x0 // fx, -(-self.x1 // fx),
-            self.y0 // fy, -(-self.y1 // fy),
-            self.z0 // fz, -(-self.z1 // fz),
+            self.x0 // fx, ceil_div(self.x1, fx),
+            self.y0 // fy, ceil_div(self.y1, fy),
+            self.z0 // fz, ceil_div(self.z1, fz),
         )
 
 
@@ -134,7 +148,7 @@ def _level_steps(voxel_size: Sequence[float], n: int) -> list[tuple[int, int, in
     steps = []
     for _ in range(n):
         finest = min(res)
-        step = tuple(2 if r <= finest * ANISOTROPY_THRESHOLD else 1 for r in res)
+        step = as_triple(2 if r <= finest * ANISOTROPY_THRESHOLD else 1 for r in res)
         res = [r * s for r, s in zip(res, step)]
         steps.append(step)
     return steps
@@ -158,13 +172,16 @@ class Geometry:
         numbered_keys: bool = False,
     ):
         self.numbered_keys = bool(numbered_keys)
-        self.shape_xyz = tuple(int(v) for v in shape_xyz)
-        self.chunk_size = tuple(int(v) for v in chunk_size)
-        self.voxel_size = tuple(float(v) for v in voxel_size)
-        if len(self.shape_xyz) != 3 or min(self.shape_xyz) < 1:
+        shape = tuple(int(v) for v in shape_xyz)
+        chunk = tuple(int(v) for v in chunk_size)
+        voxel = tuple(float(v) for v in voxel_size)
+        if len(shape) != 3 or min(shape) < 1:
             raise PrecomputedTifError(f"volume size must be three positive numbers, got {shape_xyz}")
-        check_triple(self.chunk_size, "chunk size", integer=True)
-        check_triple(self.voxel_size, "voxel size", integer=False)
+        check_triple(chunk, "chunk size", integer=True)
+        check_triple(voxel, "voxel size", integer=False)
+        self.shape_xyz: tuple[int, int, int] = as_triple(shape)
+        self.chunk_size: tuple[int, int, int] = as_triple(chunk)
+        self.voxel_size: tuple[float, float, float] = as_triple(voxel)
         limit = self.max_levels()
         if n_levels is None:
             n_levels = self.default_levels()
@@ -184,20 +201,20 @@ class Geometry:
         factor = (1, 1, 1)
         steps = [(1, 1, 1)] + _level_steps(self.voxel_size, n - 1)
         for number, step in enumerate(steps, start=1):
-            factor = tuple(f * s for f, s in zip(factor, step))
-            size = tuple(-(-v // s) for v, s in zip(size, step))
-            resolution = tuple(round(v * 1000.0 * f, 6) for v, f in zip(self.voxel_size, factor))
+            factor = as_triple(f * s for f, s in zip(factor, step))
+            size = as_triple(ceil_div(v, s) for v, s in zip(size, step))
+            resolution = as_triple(round(v * 1000.0 * f, 6) for v, f in zip(self.voxel_size, factor))
             levels.append(Level(number, step, factor, size, resolution, self.numbered_keys))
         return levels
 
-    def _levels_until(self, fits) -> int:
-        """Number of levels until ``fits(size)`` holds for the coarsest one."""
+    def _levels_until(self, fits: Callable[[tuple[int, int, int]], bool]) -> int:
+        """Number of levels until ``fits(size)`` holds for the coarsest one (size x, y, z)."""
         size = self.shape_xyz
         n = 1
         for step in _level_steps(self.voxel_size, 64):
             if fits(size):
                 return n
-            size = tuple(-(-v // s) for v, s in zip(size, step))
+            size = as_triple(ceil_div(v, s) for v, s in zip(size, step))
             n += 1
         return n
 
@@ -219,7 +236,7 @@ class Geometry:
 
     def grid(self, level: int) -> tuple[int, int, int]:
         """Number of chunks along x, y, z at a level."""
-        return tuple(-(-s // c) for s, c in zip(self.level(level).size, self.chunk_size))
+        return as_triple(ceil_div(s, c) for s, c in zip(self.level(level).size, self.chunk_size))
 
     def chunk_box(self, level: int, index: Sequence[int]) -> Box:
         """Box of the chunk with grid index (ix, iy, iz), truncated at the volume edge."""
@@ -236,9 +253,9 @@ class Geometry:
         within = within or self.level(level).bounds
         cx, cy, cz = self.chunk_size
         gx, gy, gz = self.grid(level)
-        for iz in range(within.z0 // cz, min(gz, -(-within.z1 // cz))):
-            for iy in range(within.y0 // cy, min(gy, -(-within.y1 // cy))):
-                for ix in range(within.x0 // cx, min(gx, -(-within.x1 // cx))):
+        for iz in range(within.z0 // cz, min(gz, ceil_div(within.z1, cz))):
+            for iy in range(within.y0 // cy, min(gy, ceil_div(within.y1, cy))):
+                for ix in range(within.x0 // cx, min(gx, ceil_div(within.x1, cx))):
                     yield self.chunk_box(level, (ix, iy, iz))
 
     def n_chunks(self, level: int) -> int:
@@ -316,14 +333,14 @@ class Scale:
 
     @classmethod
     def from_info(cls, scale: dict) -> Scale:
-        return cls(scale["key"], tuple(int(v) for v in scale["size"]),
-                   tuple(int(v) for v in scale["chunk_sizes"][0]),
-                   tuple(int(v) for v in scale.get("voxel_offset", (0, 0, 0))))
+        return cls(scale["key"], as_triple(int(v) for v in scale["size"]),
+                   as_triple(int(v) for v in scale["chunk_sizes"][0]),
+                   as_triple(int(v) for v in scale.get("voxel_offset", (0, 0, 0))))
 
     @property
     def grid(self) -> tuple[int, int, int]:
         """Number of chunks along x, y, z."""
-        return tuple(ceil_div(s, c) for s, c in zip(self.size, self.chunk_size))
+        return as_triple(ceil_div(s, c) for s, c in zip(self.size, self.chunk_size))
 
     @property
     def n_chunks(self) -> int:

@@ -7,11 +7,12 @@ import stat
 import struct
 import zlib
 from abc import ABC, abstractmethod
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import DamagedData, PrecomputedTifError
-from ..geometry import Box
+from ..geometry import Box, as_triple, ceil_div
 from ..storage.atomic import sync_directory, sync_files
 from ..storage.regular_files import file_version
 
@@ -57,11 +58,11 @@ class ChunkStore(ABC):
 
     def chunk_size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) chunk size of a scale."""
-        return tuple(self.scale(key)["chunk_sizes"][0])
+        return as_triple(self.scale(key)["chunk_sizes"][0])
 
     def size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) size of a scale in voxels."""
-        return tuple(self.scale(key)["size"])
+        return as_triple(self.scale(key)["size"])
 
     def level_dir(self, key: str) -> str:
         return os.path.join(self.root, key)
@@ -130,6 +131,9 @@ class ChunkStore(ABC):
                 for x0 in range(box.x0 // cx * cx, box.x1, cx):
                     chunk = Box(x0, min(x0 + cx, sx), y0, min(y0 + cy, sy), z0, min(z0 + cz, sz))
                     part = chunk.intersect(box)
+                    # Each chunk visited starts inside ``box`` (x0 < box.x1 ...) and, ``box`` lying in
+                    # the scale, inside the scale: the two overlap.
+                    assert part is not None
                     out[(...,) + part.relative_to(box)] = self.read_chunk(key, chunk)[(...,) + part.relative_to(chunk)]
         return out
 
@@ -180,7 +184,7 @@ class ChunkStore(ABC):
 
     def _grid(self, key: str) -> tuple[int, int, int]:
         """Chunks along (x, y, z) of a scale."""
-        return tuple(-(-n // c) for n, c in zip(self.size(key), self.chunk_size(key)))
+        return as_triple(ceil_div(n, c) for n, c in zip(self.size(key), self.chunk_size(key)))
 
     def _slot(self, key: str, index_zyx: tuple[int, int, int]) -> int:
         gx, gy, _ = self._grid(key)
@@ -300,6 +304,17 @@ class DirectWriter:
         pass
 
 
+class OwnedShard(Protocol):
+    """What :class:`ShardOwningWriter` needs of a shard writer besides ``add`` (whose arguments
+    differ between layouts)."""
+
+    path: str
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ShardOwningWriter(DirectWriter):
     """What one task writes into a layout whose files hold many chunks (shards): per scale, the
     one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``,
@@ -307,7 +322,7 @@ class ShardOwningWriter(DirectWriter):
 
     def __init__(self, store: ChunkStore):
         super().__init__(store)
-        self._shards: dict[str, tuple[object, object]] = {}
+        self._shards: dict[str, tuple[object, OwnedShard]] = {}
 
     def owned(self, key: str, shard, open_writer):
         """The writer of scale ``key``'s shard ``shard`` (``open_writer()`` makes it on first use);

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..formats.volume import open_volume
-from ..geometry import Box
+from ..geometry import Box, as_triple, ceil_div
 from ..pyramid.downsample import downsample
 from ..storage.atomic import write_atomic
 from .multires import encode_fragment, quantize
@@ -29,18 +30,18 @@ MAGIC = b"PTMESH1\0"
 def scale_factors(info: dict) -> list[tuple[int, int, int]]:
     """(x, y, z) downsampling factor of every scale of ``info`` relative to the first."""
     base = info["scales"][0]["resolution"]
-    return [tuple(int(round(r / b)) for r, b in zip(s["resolution"], base)) for s in info["scales"]]
+    return [as_triple(int(round(r / b)) for r, b in zip(s["resolution"], base)) for s in info["scales"]]
 
 
 def lod_size(size: tuple[int, int, int], lod: int) -> tuple[int, int, int]:
     """(x, y, z) size of the segmentation downsampled by ``2**lod`` (ceil, like the pyramid)."""
     f = 2**lod
-    return tuple(-(-n // f) for n in size)
+    return as_triple(ceil_div(n, f) for n in size)
 
 
 def nodes_per_axis(size: tuple[int, int, int], lod: int, node: int) -> tuple[int, int, int]:
     """Octree nodes that the padded level covers: surfaces reach ``u = size + 0.5``."""
-    return tuple(n // node + 1 for n in lod_size(size, lod))
+    return as_triple(n // node + 1 for n in lod_size(size, lod))
 
 
 class LodData:
@@ -62,11 +63,11 @@ class LodData:
         self.ratio = tuple(want // a for a in factors[best])
         self.stored_size = volume.size(self.key)
 
-    def read(self, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+    def read(self, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
         """Voxels [lo, hi) (x, y, z, clipped to the level) as a (z, y, x) array."""
-        lo = [max(0, a) for a in lo]
-        hi = [min(b, n) for b, n in zip(hi, self.size)]
-        box = [(a * r, min(b * r, s)) for a, b, r, s in zip(lo, hi, self.ratio, self.stored_size)]
+        start = [max(0, a) for a in lo]
+        end = [min(b, n) for b, n in zip(hi, self.size)]
+        box = [(a * r, min(b * r, s)) for a, b, r, s in zip(start, end, self.ratio, self.stored_size)]
         data = self.volume.read(self.key, Box(box[0][0], box[0][1], box[1][0], box[1][1], box[2][0], box[2][1]))
         ratio = list(self.ratio)
         while any(r > 1 for r in ratio):
@@ -140,8 +141,8 @@ def run_block(task: BlockTask) -> str:
     import zmesh
 
     B = task.node
-    lo_u = tuple(k * B for k in task.lo)
-    block = LodData(open_volume(task.dataset), task.lod).padded(lo_u, tuple(k * B for k in task.hi))
+    lo_u = as_triple(k * B for k in task.lo)
+    block = LodData(open_volume(task.dataset), task.lod).padded(lo_u, as_triple(k * B for k in task.hi))
     mesher = zmesh.Mesher((1, 1, 1))
     index, blobs = [], []
     for nz in range(task.lo[2], task.hi[2]):

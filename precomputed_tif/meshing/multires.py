@@ -80,7 +80,9 @@ def complete_octree(fragments: dict[tuple[int, int, int, int], bytes], num_lods:
     out = []
     for level in nodes:
         keys = list(level)
-        order = np.argsort(zorder(np.array(keys, np.uint64).reshape(-1, 3)), kind="stable") if keys else []
+        order: np.ndarray | list[int] = []
+        if keys:
+            order = np.argsort(zorder(np.array(keys, np.uint64).reshape(-1, 3)), kind="stable")
         out.append([(keys[i], level[keys[i]]) for i in order])
     return out
 

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def read_properties_csv(path: str) -> dict:
         raise PrecomputedTifError(
             f"properties file {path} has no id column; its header must name one (id, segment or label), "
             f"got {','.join(header)}")
-    out = {"ids": [], "name": None, "tags": None, "description": None, "columns": {}}
+    out: dict[str, Any] = {"ids": [], "name": None, "tags": None, "description": None, "columns": {}}
     special = {"name": "name", "tags": "tags", "description": "description"}
     cols = {}
     for i, h in enumerate(lower):
@@ -69,7 +70,7 @@ def read_properties_csv(path: str) -> dict:
             continue
         cols[i] = special.get(h, header[i])
     seen = set()
-    values = {c: [] for c in cols.values()}
+    values: dict[str, list[str]] = {c: [] for c in cols.values()}
     for n, row in enumerate(rows[1:], start=2):
         row = row + [""] * (len(header) - len(row))
         text = row[id_col].strip()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..formats.store import ChunkStore
-from ..geometry import Box, Geometry
+from ..geometry import Box, Geometry, as_triple, ceil_div
 from ..sources.tiff import PlaneStack
 from .downsample import downsample
 
@@ -219,10 +219,10 @@ def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: in
         region = list(p.block)
 
         def chunks_along(r, i, size=size, ratio=ratio):
-            return -(-min(r[i], size[i]) // (ratio[i] * geometry.chunk_size[i]))
+            return ceil_div(min(r[i], size[i]), ratio[i] * geometry.chunk_size[i])
 
         def tasks(r, size=size):
-            return int(np.prod([-(-s // n) for s, n in zip(size, r)]))
+            return int(np.prod([ceil_div(s, n) for s, n in zip(size, r)]))
 
         while int(np.prod([chunks_along(region, i) for i in range(3)])) < min_chunks:
             growable = [i for i in range(3) if region[i] < size[i]]
@@ -234,26 +234,26 @@ def plan_zarr_shard_passes(geometry: Geometry, voxel_bytes: int, block_bytes: in
             if tasks(grown) < min(min_tasks, tasks(region)):
                 break
             region = grown
-        passes.append(replace(p, region=tuple(region)))
+        passes.append(replace(p, region=as_triple(region)))
     return passes
 
 
 def zarr_shard_sizes(geometry: Geometry, passes: Sequence[Pass]) -> dict[int, tuple[int, int, int]]:
     """Level number -> (x, y, z) shard size in voxels of that level: the task region of the
     pass that writes it, scaled down to the level."""
-    sizes = {}
+    sizes: dict[int, tuple[int, int, int]] = {}
     for p in passes:
         first = geometry.level(p.first).factor
         for number in p.written:
             factor = geometry.level(number).factor
-            sizes[number] = tuple(r * a // b for r, a, b in zip(p.task_size, first, factor))
+            sizes[number] = as_triple(r * a // b for r, a, b in zip(p.task_size, first, factor))
     return sizes
 
 
 def _region_bits(grid: Sequence[int]) -> int:
     """log2 of a task region's size in chunks per axis at a level of ``grid`` chunks."""
     for k in range(MAX_REGION_BITS, 0, -1):
-        regions = int(np.prod([-(-g // 2**k) for g in grid]))
+        regions = int(np.prod([ceil_div(g, 2**k) for g in grid]))
         if regions >= MIN_TASKS:
             return k
     return 1
@@ -271,7 +271,7 @@ def _fits(geometry: Geometry, first: int, last: int, voxel_bytes: int, block_byt
 def _block_size(geometry: Geometry, first: int, last: int) -> tuple[int, int, int]:
     """Block (x, y, z) of level ``first`` that shrinks to whole chunks at every level to ``last``."""
     a, b = geometry.level(first).factor, geometry.level(last).factor
-    return tuple(c * (fb // fa) for c, fa, fb in zip(geometry.chunk_size, a, b))
+    return as_triple(c * (fb // fa) for c, fa, fb in zip(geometry.chunk_size, a, b))
 
 
 def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: PlaneStack,
@@ -313,6 +313,8 @@ def run_task(task: Task) -> tuple[str, int]:
 def _run_block(task: Task, writer, region: Box) -> int:
     g, plan = task.geometry, task.plan
     if plan.from_source:
+        # tasks_of gives every task of a pass that reads the source its part of the source.
+        assert task.source is not None
         data = task.source.read(region)
         written = _write_level(writer, g, 1, region, data)
     else:

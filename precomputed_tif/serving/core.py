@@ -178,7 +178,9 @@ def _matches(value: str, etag: str, weak: bool) -> bool:
     if value.strip() == "*":
         return True
     tags = _entity_tags(value)
-    return bool(tags) and any(t == etag and (weak or not w) for w, t in tags)
+    if not tags:  # malformed or empty: names nothing
+        return False
+    return any(t == etag and (weak or not w) for w, t in tags)
 
 
 def _http_date(value: str | None) -> int | None:
@@ -489,7 +491,7 @@ def _get(catalog: Catalog, path: str, headers: dict[str, str]) -> Response:
                 return _preconditions(headers, v) or _bytes(opened.info_bytes, "application/json", v.headers())
             # A level's own Zarr array metadata is a file; every other name there is a chunk's.
             if len(rest) == 2 and rest[0] in volume.keys and not _is_zarr_metadata(rest[1]):
-                return _chunk(dataset, opened, rest[0], rest[1], headers)
+                return _chunk(dataset, opened, volume, rest[0], rest[1], headers)
     except DamagedData as exc:
         dataset.damaged(exc)
         return text_response(500, DAMAGED)
@@ -503,8 +505,8 @@ def _is_zarr_metadata(name: str) -> bool:
     return name in ZARR_V2_METADATA or name == "zarr.json"
 
 
-def _chunk(dataset: Dataset, opened: _Opened, key: str, name: str, headers) -> Response:
-    volume = opened.volume
+def _chunk(dataset: Dataset, opened: _Opened, volume: Volume, key: str, name: str, headers) -> Response:
+    """One chunk of ``volume`` (``opened``'s volume) as ``dataset`` serves it."""
     local = volume.grids[key].parse(name)
     if local is None:
         return text_response(404)
@@ -670,7 +672,7 @@ class ConfigCatalog:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self._lock = threading.Lock()
-        self._stamp = None
+        self._stamp: tuple[int, int, int] | None = None  # the file's (mtime_ns, inode, size) when read
         self._catalog: Catalog | None = None
         self.current()
 

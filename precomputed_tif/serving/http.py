@@ -81,6 +81,8 @@ class _DeadlineSocketIO(io.RawIOBase):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server: PrecomputedServer
+    rfile: io.BufferedReader
 
     def version_string(self) -> str:
         return "precomputed-tif"
@@ -90,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = _DeadlineSocketIO(self.connection)
         self.rfile = io.BufferedReader(self._reader, 65536)
-        self.wfile = None  # responses are written by _send, in one call
+        # No wfile (the base class would make one): responses are written by _send, in one call.
 
     def finish(self) -> None:
         pass
@@ -261,9 +263,11 @@ def make_server(bind: str, port: int, directory: str | None = None, format: str 
     """A server for one dataset directory, or for every source of a sources.json."""
     if (directory is None) == (config is None):
         raise PrecomputedTifError("give either --directory or --config")
+    source: Catalog | ConfigCatalog
     if config is not None:
         source = ConfigCatalog(config)
     else:
+        assert directory is not None  # exactly one of the two, checked above
         dataset = Dataset("", directory, format, gzip)
         if not dataset.serves_raw:
             dataset.check()  # a clear error now rather than 404s later
@@ -344,6 +348,8 @@ def _start_worker(server: PrecomputedServer) -> int:
 def urls(server: PrecomputedServer) -> list[str]:
     """The precomputed:// URLs to paste into Neuroglancer."""
     host, port = server.server_address[:2]
+    # typeshed allows bytes for any socket family; a TCP server's host is a str.
+    assert isinstance(host, str)
     if host in ("0.0.0.0", "::"):
         host = socket.getfqdn()
     if ":" in host:

@@ -34,7 +34,7 @@ import numpy as np
 import tifffile
 
 from ..errors import PrecomputedTifError
-from ..geometry import Box
+from ..geometry import Box, ceil_div
 from ..storage.regular_files import open_regular
 from . import plane_files, tiff_metadata
 
@@ -46,7 +46,7 @@ SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
 _NARROWED = {"float16": "float32", "float64": "float32"}
 
 
-def supported_dtype(stored: np.dtype, segmentation: bool) -> np.dtype:
+def supported_dtype(stored: np.dtype | str, segmentation: bool) -> np.dtype:
     """The dtype a plane of ``stored`` dtype becomes in the pyramid, or a user error."""
     stored = np.dtype(stored)
     if stored == np.bool_:
@@ -219,7 +219,7 @@ def _tifffile_quiet():
 
 
 class _Collector(logging.Handler):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.messages: list[str] = []
 
@@ -260,16 +260,18 @@ def _read_segments(fh, page, box: Box, targets) -> None:
         seg_h, seg_w = page.tilelength, page.tilewidth
     else:
         seg_h, seg_w = min(page.rowsperstrip or height, height), width
-    n_rows, n_cols = -(-height // seg_h), -(-width // seg_w)
+    n_rows, n_cols = ceil_div(height, seg_h), ceil_div(width, seg_w)
     separate = page.planarconfig == 2 and page.samplesperpixel > 1
     sample_planes = sorted({s for _, s in targets}) if separate else [0]
     for plane in sample_planes:
         wanted = [(o, s) for o, s in targets if not separate or s == plane]
-        for r in range(box.y0 // seg_h, min(n_rows, -(-box.y1 // seg_h))):
-            for c in range(box.x0 // seg_w, min(n_cols, -(-box.x1 // seg_w))):
+        for r in range(box.y0 // seg_h, min(n_rows, ceil_div(box.y1, seg_h))):
+            for c in range(box.x0 // seg_w, min(n_cols, ceil_div(box.x1, seg_w))):
                 index = plane * n_rows * n_cols + r * n_cols + c
                 seg_y0, seg_x0 = r * seg_h, c * seg_w
                 part = Box(seg_x0, seg_x0 + seg_w, seg_y0, seg_y0 + seg_h, box.z0, box.z0 + 1).intersect(box)
+                # Only segments that overlap the (non-empty) box in y and x are visited.
+                assert part is not None
                 dst = (slice(part.y0 - box.y0, part.y1 - box.y0), slice(part.x0 - box.x0, part.x1 - box.x0))
                 src = (slice(part.y0 - seg_y0, part.y1 - seg_y0), slice(part.x0 - seg_x0, part.x1 - seg_x0))
                 offset, count = page.dataoffsets[index], page.databytecounts[index]
@@ -371,6 +373,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
         elif disagreeing is None and layout.voxel_size_origin and layout.voxel_size != first.voxel_size:
             disagreeing = path
         refs.extend(r._replace(file=i) for r in layout.refs)  # one file: every ref's file is 0
+    # resolve() gave at least one file (it refuses to match none), so the loop saw a first plane.
+    assert first is not None
     if disagreeing:
         log.warning("%s records a voxel size of %s µm, but %s records %s µm; using the first", disagreeing,
                     _fmt_size(_file_layout(disagreeing, channel, timepoint).voxel_size), files[0],

@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from .. import channels
+from ..geometry import as_triple
 
 _UNIT_UM = {
     "pm": 1e-6, "Å": 1e-4, "\u212b": 1e-4, "angstrom": 1e-4, "nm": 1e-3, "nanometer": 1e-3,
@@ -65,7 +66,7 @@ def ome_voxel_size(xml: str) -> tuple[float | None, float | None, float | None]:
         value = _positive(pixels.get(f"PhysicalSize{axis}"))
         scale = unit_to_um(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
         sizes.append(value * scale if value is not None and scale is not None else None)
-    return tuple(sizes)
+    return as_triple(sizes)
 
 
 def ome_plane_count(xml: str) -> int | None:
@@ -98,9 +99,9 @@ def ome_other_files(xml: str, own_name: str) -> list[str]:
     own_uuid = root.get("UUID")
     names: list[str] = []
     for el in root.iter():
-        if el.tag.rsplit("}", 1)[-1] != "UUID" or not el.get("FileName"):
-            continue
         name = el.get("FileName")
+        if el.tag.rsplit("}", 1)[-1] != "UUID" or not name:
+            continue
         text = (el.text or "").strip()
         if text == own_uuid or (own_uuid is None and name.lower() == own_name.lower()):
             continue
@@ -161,7 +162,7 @@ def imagej_voxel_size(page, imagej: dict) -> tuple[float | None, float | None, f
         sizes.append(value * scale if value is not None else None)
     spacing = _positive(imagej.get("spacing"))
     sizes.append(spacing * scale if spacing is not None else None)
-    return tuple(sizes)
+    return as_triple(sizes)
 
 
 def voxel_size_of(tif) -> tuple[tuple[float | None, float | None, float | None], str]:

@@ -71,6 +71,7 @@ import numcodecs
 import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
+from ...geometry import as_triple, ceil_div
 from ...storage.atomic import sync_directory, temporary_name
 from ...storage.regular_files import file_version
 from ..zarr.blosc_frame import check_frame
@@ -138,7 +139,7 @@ class Directory:
         self.strides = (m["XStride"], m["YStride"], m["ZStride"])
         self.dtype = np.dtype(m["DType"])
         self.n_offset_bits, self.n_size_bits = m["NOffsetBits"], m["NSizeBits"]
-        self.entry_size = -(-(self.n_offset_bits + self.n_size_bits) // 8)
+        self.entry_size = ceil_div(self.n_offset_bits + self.n_size_bits, 8)
         self.block_files = [self._locate(name) for name in m["BlockFilenames"]]
         self.checksum = m.get(CHECKSUM_KEY) == "crc32"
         self.codec = numcodecs.Blosc(cname=m["Compression"], clevel=m["CompressionLvl"],
@@ -180,7 +181,7 @@ class Directory:
 
     def grid(self) -> tuple[int, int, int]:
         """Blocks along x, y, z."""
-        return tuple(-(-e // b) for e, b in zip(self.extent, self.block_size))
+        return as_triple(ceil_div(e, b) for e, b in zip(self.extent, self.block_size))
 
     def slot(self, x: int, y: int, z: int) -> int:
         """Slot of the block holding voxel (x, y, z)."""
@@ -316,15 +317,16 @@ class Directory:
             return np.zeros(shape, self.dtype)
         what = f"block at ({x0}, {y0}, {z0}) of {self.path}"
         expected = int(np.prod(shape)) * self.dtype.itemsize
+        payload: bytes | memoryview = frame
         if self.checksum:
             check_frame(frame, expected, what, trailing=4)
             if zlib.crc32(memoryview(frame)[:-4]) != int.from_bytes(frame[-4:], "little"):
                 raise DamagedData(f"{what}: checksum mismatch, the stored block is corrupt")
-            frame = memoryview(frame)[:-4]
+            payload = memoryview(frame)[:-4]
         else:
             check_frame(frame, expected, what)
         try:
-            data = self.codec.decode(frame)
+            data = self.codec.decode(payload)
         except Exception as exc:
             raise DamagedData(f"{what} does not decode ({exc})") from None
         if len(data) != expected:
@@ -561,7 +563,7 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
     dtype = np.dtype(dtype)
     ex, ey, ez = (int(v) for v in extent)
     bx, by, bz = (int(v) for v in block_size)
-    gx, gy = -(-ex // bx), -(-ey // by)
+    gx, gy = ceil_div(ex, bx), ceil_div(ey, by)
     strides = (1, gx, gx * gy)
     n_offset_bits, n_size_bits = entry_bits((bx, by, bz), (ex, ey, ez), strides, dtype.itemsize, n_files)
     # Room for the frame's worst case (raw size + 16-byte header) and its 4-byte checksum.
@@ -577,8 +579,8 @@ def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n
         "Compression": compression, "CompressionLvl": int(compression_level), "Version": VERSION,
     })
     encoded = json.dumps(meta).encode("utf-8")
-    entry_size = -(-(n_offset_bits + n_size_bits) // 8)
-    n_slots = gx * gy * -(-ez // bz)
+    entry_size = ceil_div(n_offset_bits + n_size_bits, 8)
+    n_slots = gx * gy * ceil_div(ez, bz)
     tmp = temporary_name(path)
     try:
         # No frame of an older volume at this path stays to be found, nor any spot of it listed.

@@ -20,7 +20,11 @@ DEFAULT_COMPRESSION = "deflate"
 DEFLATE_LEVEL = 1
 
 
-def _deflate(data: bytes) -> bytes:
+# What encodes a tile's raw bytes (imagecodecs' encoders may return a bytearray).
+Encoder = Callable[[bytes], bytes | bytearray]
+
+
+def _deflate(data: bytes) -> bytes | bytearray:
     # libdeflate writes the zlib stream (RFC 1950) TIFF's Adobe Deflate wants, faster than zlib.
     return imagecodecs.deflate_encode(data, level=DEFLATE_LEVEL)
 
@@ -30,7 +34,7 @@ def _none(data: bytes) -> bytes:
 
 
 # name -> (tifffile's compression argument, encoder of a tile's raw bytes)
-COMPRESSIONS: dict[str, tuple[str | None, Callable[[bytes], bytes]]] = {
+COMPRESSIONS: dict[str, tuple[str | None, Encoder]] = {
     "deflate": ("zlib", _deflate),
     "lzw": ("lzw", imagecodecs.lzw_encode),
     "none": (None, _none),
@@ -44,7 +48,7 @@ def check_compression(name: str) -> str:
     return name
 
 
-def encoder(name: str) -> Callable[[bytes], bytes]:
+def encoder(name: str) -> Encoder:
     return COMPRESSIONS[name][1]
 
 

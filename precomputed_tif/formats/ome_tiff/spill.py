@@ -38,7 +38,7 @@ class SpillWriter:
         self._file = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
         self._counts: list[int] = []
 
-    def add(self, tile: bytes) -> None:
+    def add(self, tile: bytes | bytearray) -> None:
         self._file.write(tile)
         self._counts.append(len(tile))
 

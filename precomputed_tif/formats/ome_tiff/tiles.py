@@ -21,6 +21,7 @@ import numpy as np
 
 from ...geometry import Box
 from ...pyramid.downsample import downsample
+from ...sources import Source
 from ...storage.atomic import sync_files
 from .codecs import encoder
 from .layout import Layout
@@ -31,7 +32,7 @@ from .spill import SpillWriter, spill_path
 class SlabTask:
     """Planes z0 <= z < z1 of ``source`` (cut to them), to tile into ``work``."""
 
-    source: object
+    source: Source
     layout: Layout
     z0: int
     z1: int

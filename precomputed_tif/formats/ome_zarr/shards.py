@@ -17,6 +17,7 @@ it arrives, so memory holds one chunk, never the shard.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 
@@ -67,14 +68,14 @@ class ZarrShardWriter:
         self._index = np.full((*self.chunks_per_shard, 2), EMPTY, np.uint64)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self._tmp = temporary_name(path)
-        self._file = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
+        self._file: io.BufferedWriter | None = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
         self._offset = 0
 
     def add(self, position, data: bytes) -> None:
         position = tuple(int(p) for p in position)
         if self._index[position][0] != EMPTY:
             raise ValueError(f"inner chunk {position} of {self.path} written twice")
-        self._file.write(data)
+        self._open_file().write(data)
         self._index[position] = (self._offset, len(data))
         self._offset += len(data)
 
@@ -82,14 +83,20 @@ class ZarrShardWriter:
         """Append the index and rename the file into place; ``durable(f)`` (if given) is called
         on the finished file before the rename."""
         try:
-            self._file.write(encode_index(self._index))
+            f = self._open_file()
+            f.write(encode_index(self._index))
             if durable is not None:
-                self._file.flush()
-                durable(self._file)
-            self._file.close()
+                f.flush()
+                durable(f)
+            f.close()
             os.replace(self._tmp, self.path)
         finally:
             self.close()
+
+    def _open_file(self) -> io.BufferedWriter:
+        # Only close() drops the file, and a writer is not used once closed (or finished).
+        assert self._file is not None, f"writer of {self.path} used after it was closed"
+        return self._file
 
     def close(self) -> None:
         """Drop the unfinished file (after :meth:`finish`, or instead of it)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from typing import Literal
 
 import numcodecs
 import numpy as np
@@ -75,7 +76,9 @@ class OmeZarrStore(ChunkStore):
 
         super().create(n_writers)
         lead = (self.channels,) if self.channels > 1 else ()
-        shuffle = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}[COMPRESSOR["shuffle"]]
+        Shuffle = Literal["noshuffle", "shuffle", "bitshuffle"]
+        names: dict[int, Shuffle] = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}  # numcodecs' numbers
+        shuffle = names[COMPRESSOR["shuffle"]]
         for s in self.info["scales"]:
             if self.holds(self.level_dir(s["key"])):
                 continue  # made by an earlier run of the same conversion
@@ -103,9 +106,10 @@ class OmeZarrStore(ChunkStore):
             meta = self._meta[key] = _parse_array(self.level_dir(key), self.read_file)
         return meta
 
-    def _locate(self, key: str, box: Box) -> tuple[str, tuple, tuple]:
+    def _locate(self, key: str, box: Box) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
         """The file that holds the chunk ``box`` of a scale, the shard's grid of inner chunks, and
-        the chunk's position in that grid (both in the array's axis order)."""
+        the chunk's position in that grid (both in the array's axis order); the last two None
+        when the scale is not sharded (the file is the chunk's own)."""
         meta = self._array_meta(key)
         inner, outer = meta["inner"], meta["outer"]
         corner = (0,) * (len(inner) - 3) + (box.z0, box.y0, box.x0)
@@ -132,12 +136,12 @@ class OmeZarrStore(ChunkStore):
         edge chunks), little-endian, compressed."""
         meta = self._array_meta(key)
         inner = meta["inner"]
-        array = array.reshape(self.array_shape(box))
-        if array.shape != inner:
+        chunk: np.ndarray = array.reshape(self.array_shape(box))
+        if chunk.shape != inner:
             full = np.full(inner, meta["fill"], meta["dtype"])
-            full[tuple(slice(0, n) for n in array.shape)] = array
-            array = full
-        data = np.ascontiguousarray(array, meta["dtype"].newbyteorder("<"))
+            full[tuple(slice(0, n) for n in chunk.shape)] = chunk
+            chunk = full
+        data = np.ascontiguousarray(chunk, meta["dtype"].newbyteorder("<"))
         return meta["codec"].encode(data) if meta["codec"] is not None else data.tobytes()
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
@@ -259,6 +263,11 @@ def _compressor(spec: dict):
 
 class ShardTaskWriter(ShardOwningWriter):
     """What one task writes: the one shard of each scale that the task owns."""
+
+    store: OmeZarrStore
+
+    def __init__(self, store: OmeZarrStore):
+        super().__init__(store)
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         store = self.store

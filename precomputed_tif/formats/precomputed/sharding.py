@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...geometry import ceil_div
 from ...storage.atomic import write_atomic
 
 # A minishard index is what a viewer fetches to find one key: keep it small.
@@ -50,11 +51,11 @@ def sharding_spec(n_keys: int) -> dict:
 
 def shard_file_name(spec: dict, shard: int) -> str:
     """``<shard>.shard`` with the number in lower-case hex, zero-padded to ceil(shard_bits / 4) digits."""
-    digits = -(-spec["shard_bits"] // 4)
+    digits = ceil_div(spec["shard_bits"], 4)
     return f"{shard:0{digits}x}.shard" if digits else "0.shard"
 
 
-def write_sharded(directory: str, spec: dict, keys: Sequence[int], values: Sequence[bytes],
+def write_sharded(directory: str, spec: dict, keys: Sequence[int] | np.ndarray, values: Sequence[bytes],
                   prefixes: Sequence[bytes] | None = None) -> list[str]:
     """Write every (key, value) into the shard files of ``directory``; returns the file names.
 
@@ -66,12 +67,12 @@ def write_sharded(directory: str, spec: dict, keys: Sequence[int], values: Seque
     if spec["hash"] != "identity" or spec.get("data_encoding", "raw") != "raw":
         raise ValueError("only identity hashing and raw data are written here")
     os.makedirs(directory, exist_ok=True)
-    keys = np.asarray(keys, dtype=np.uint64)
-    hashed = keys >> np.uint64(spec["preshift_bits"])
+    key_array = np.asarray(keys, dtype=np.uint64)
+    hashed = key_array >> np.uint64(spec["preshift_bits"])
     mb, sb = spec["minishard_bits"], spec["shard_bits"]
     minishard = (hashed & np.uint64((1 << mb) - 1)).astype(np.int64)
     shard = ((hashed >> np.uint64(mb)) & np.uint64((1 << sb) - 1)).astype(np.int64)
-    order = np.lexsort((keys, minishard, shard))
+    order = np.lexsort((key_array, minishard, shard))
     names = []
     bounds = np.searchsorted(shard[order], np.arange(2**sb + 1))
     for s in range(2**sb):
@@ -80,7 +81,7 @@ def write_sharded(directory: str, spec: dict, keys: Sequence[int], values: Seque
             continue
         name = shard_file_name(spec, s)
         write_atomic(os.path.join(directory, name),
-                     _shard_bytes(mb, keys[members], minishard[members], [values[i] for i in members],
+                     _shard_bytes(mb, key_array[members], minishard[members], [values[i] for i in members],
                                   None if prefixes is None else [prefixes[i] for i in members]))
         names.append(name)
     return names

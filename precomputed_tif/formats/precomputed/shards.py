@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import threading
 from collections.abc import Sequence
@@ -100,19 +101,21 @@ class ShardWriter:
         self.path = shard_path(directory, spec, shard)
         self.spec = spec
         self._spill_path = temporary_name(self.path)
-        self._spill = open(self._spill_path, "xb+")  # noqa: SIM115 - held by the object, which closes it
+        self._spill: io.BufferedRandom | None = open(self._spill_path, "xb+")  # noqa: SIM115 - held by the object, which closes it
         self._entries: list[tuple[int, int, int, int]] = []  # minishard, key, offset in spill, size
 
     def add(self, key: int, data: bytes) -> None:
         if self.spec.get("data_encoding", "raw") == "gzip":
             data = gzip.compress(data, compresslevel=1, mtime=0)
-        offset = self._spill.tell()
-        self._spill.write(data)
+        spill = self._open_spill()
+        offset = spill.tell()
+        spill.write(data)
         self._entries.append((_split(self.spec, key)[1], key, offset, len(data)))
 
     def finish(self, durable=None) -> None:
         """Write the shard under its own name; ``durable(f)`` (if given) is called on the finished
         file before it is renamed into place."""
+        spill = self._open_spill()
         entries = sorted(self._entries)
         sizes = np.array([e[3] for e in entries], np.uint64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if entries else sizes
@@ -124,8 +127,8 @@ class ShardWriter:
             with open(tmp, "xb") as out:
                 out.write(shard_index)
                 for _, _, offset, size in entries:
-                    self._spill.seek(offset)
-                    out.write(self._spill.read(size))
+                    spill.seek(offset)
+                    out.write(spill.read(size))
                 out.write(tail)
                 if durable is not None:
                     durable(out)
@@ -135,6 +138,11 @@ class ShardWriter:
             raise
         finally:
             self.close()
+
+    def _open_spill(self) -> io.BufferedRandom:
+        # Only close() drops the spill file, and a writer is not used once closed (or finished).
+        assert self._spill is not None, f"writer of {self.path} used after it was closed"
+        return self._spill
 
     def close(self) -> None:
         """Drop the temporary data (after :meth:`finish`, or instead of it)."""

@@ -85,7 +85,10 @@ class PrecomputedStore(ChunkStore):
         return chunk_key(grid.grid, grid.chunk_index(box))
 
     def shard_writer(self, key: str, shard: int) -> ShardWriter:
-        return ShardWriter(self.level_dir(key), self.sharding(key), shard)
+        spec = self.sharding(key)
+        # Shards exist only in sharded scales: TaskWriter asks for a writer only there.
+        assert spec is not None, f"scale {key} is not sharded"
+        return ShardWriter(self.level_dir(key), spec, shard)
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         spec = self.sharding(key)
@@ -122,6 +125,11 @@ class PrecomputedStore(ChunkStore):
 class TaskWriter(ShardOwningWriter):
     """What one task writes: chunk files of unsharded scales directly, and the one shard of
     each sharded scale that the task owns."""
+
+    store: PrecomputedStore
+
+    def __init__(self, store: PrecomputedStore):
+        super().__init__(store)
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         store = self.store

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
+_inflate: Callable[..., bytes | bytearray] | None
 try:  # libdeflate is about a third faster than zlib at inflating these strips
-    from imagecodecs import deflate_decode as _inflate
+    from imagecodecs import deflate_decode
+
+    _inflate = deflate_decode
 except ImportError:  # pragma: no cover - imagecodecs is a dependency
     _inflate = None
 
@@ -25,7 +30,7 @@ _TYPE_SIZE = {3: 2, 4: 4}
 _SAMPLE_FORMAT = {"u": 1, "i": 2, "f": 3}
 
 
-def _inflate_strip(data: bytes, size: int) -> bytes:
+def _inflate_strip(data: bytes | bytearray, size: int) -> bytes | bytearray:
     if _inflate is not None:
         return _inflate(data, out=size)
     return zlib.decompress(data)
@@ -33,6 +38,7 @@ def _inflate_strip(data: bytes, size: int) -> bytes:
 
 def decode_chunk(data: bytes, shape_zyx: tuple[int, int, int], dtype: np.dtype) -> np.ndarray | None:
     """The (z, y, x) array of a chunk file's bytes, or None when the file is not of the simple kind."""
+    bo: Literal["<", ">"]
     if data[:4] == b"II*\0":
         bo = "<"
     elif data[:4] == b"MM\0*":
@@ -59,6 +65,8 @@ def decode_chunk(data: bytes, shape_zyx: tuple[int, int, int], dtype: np.dtype) 
                     return None
                 strips = tags[273], tags[279]
                 template = _template(n, entries, bo, tags)
+            # _same_as matches only an earlier page's template: set whenever strips are.
+            assert template is not None
             if not _read_plane(data, strips, template.compressed, min(template.rows, ny),
                                nx * dtype.itemsize, ny, flat[z]):
                 return None
@@ -81,7 +89,7 @@ def _read_plane(data: bytes, strips, compressed: bool, rows: int, row_bytes: int
     pos = 0
     for i, (o, c) in enumerate(zip(*strips)):
         size = min(rows, ny - i * rows) * row_bytes
-        strip = data[o:o + c]
+        strip: bytes | bytearray = data[o:o + c]
         if compressed:
             strip = _inflate_strip(strip, size)
         if len(strip) < size or pos + size > len(out):
@@ -100,7 +108,7 @@ class _Template:
         self.compressed, self.rows = compressed, rows
 
 
-def _template(n: int, entries: bytes, bo: str, tags: dict) -> _Template | None:
+def _template(n: int, entries: bytes, bo: str, tags: dict) -> _Template:
     at = {}
     for k in range(n):
         tag, typ, count = struct.unpack_from(bo + "HHI", entries, 12 * k)

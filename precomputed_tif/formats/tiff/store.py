@@ -43,9 +43,10 @@ class TiffStore(ChunkStore):
         tifffile.imwrite(buf, array.reshape(-1, *box.shape[1:]), compression="zlib",
                          compressionargs={"level": ZLIB_LEVEL}, photometric="minisblack", metadata=None)
         path = self.chunk_path(key, box)
-        write_atomic(path, buf.getbuffer(), durable=False)
+        data = buf.getvalue()
+        write_atomic(path, data, durable=False)
         self._unsynced.append(path)
-        self.record_checksum(key, self._index(key, box), buf.getbuffer())
+        self.record_checksum(key, self._index(key, box), data)
 
     def chunk_files(self, key: str, box: Box) -> list[str]:
         return [self.chunk_path(key, box)]
@@ -57,7 +58,7 @@ class TiffStore(ChunkStore):
         if data is None:
             return np.zeros(shape, self.dtype)
         self.verify_checksum(key, self._index(key, box), data, path)
-        pages = (int(np.prod(shape[:-2])), *shape[-2:])
+        pages = (int(np.prod(shape[:-2])), shape[-2], shape[-1])
         array = decode_chunk(data, pages, self.dtype)
         if array is not None:
             return array.reshape(shape)

@@ -19,6 +19,7 @@ OME-Zarr and a precomputed layer of the same conversion overlay exactly.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -108,14 +109,14 @@ def attributes(info: dict, name: str, version: str) -> dict:
     for a segmentation (a label image: integers, one per object)."""
     if version not in VERSIONS:
         raise ValueError(f"NGFF version {version!r}")
-    ome = {"multiscales": [multiscale(info, name, version)]}
+    ome: dict[str, Any] = {"multiscales": [multiscale(info, name, version)]}
     if info.get("type") == "segmentation":
         ome["image-label"] = {"version": "0.4"} if version == "0.4" else {}
     else:
         ome["omero"] = omero(info, version)
     if version == "0.4":
         return ome
-    attrs = {"ome": {"version": "0.5", **ome}}
+    attrs: dict[str, Any] = {"ome": {"version": "0.5", **ome}}
     if "omero" in ome:
         # Neuroglancer reads rendering settings only from the top level, where 0.4 keeps them;
         # the copy there lets it show 0.5 data with its colours and contrast too.
@@ -128,6 +129,7 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
     any there were; the arrays (one per scale, at their keys) are left as they are."""
     import zarr
 
+    zarr_format: dict[str, Any]  # keywords for zarr.open_group
     if zarr_major() >= 3:
         zarr_format = {"zarr_format": 2 if version == "0.4" else 3}
     elif version == "0.4":

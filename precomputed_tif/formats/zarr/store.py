@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numcodecs
 import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
-from ...geometry import Box
+from ...geometry import Box, as_triple, ceil_div
 from ...storage.atomic import write_atomic
 from ..store import ChunkStore
 from .blosc_frame import check_frame
@@ -30,7 +31,7 @@ from .blosc_frame import check_frame
 # lz4 with byte shuffle encodes a 64^3 uint16 chunk in about 0.5 ms, zstd at
 # level 1 takes about four times as long for 15% smaller files (measured with
 # benchmarks/convert.py); conversion speed wins.
-COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0}
+COMPRESSOR: dict[str, Any] = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0}
 
 
 class ZarrStore(ChunkStore):
@@ -57,7 +58,7 @@ class ZarrStore(ChunkStore):
         super().create(n_writers)
 
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
-        version = {"zarr_format": 2} if zarr_major() >= 3 else {}
+        version: dict[str, Any] = {"zarr_format": 2} if zarr_major() >= 3 else {}  # for zarr.open_array
         for s in self.info["scales"]:
             if self.holds(self.level_dir(s["key"])):
                 continue  # made by an earlier run of the same conversion
@@ -113,22 +114,26 @@ class ZarrStore(ChunkStore):
         meta = self._array_meta(key)
         chunks = meta["chunks"]
         cz, cy, cx = chunks[-3:]
-        index = (0,) * (len(chunks) - 3) + (box.z0 // cz, box.y0 // cy, box.x0 // cx)
+        index_zyx = (box.z0 // cz, box.y0 // cy, box.x0 // cx)
+        index = (0,) * (len(chunks) - 3) + index_zyx
         if array.shape != chunks:
             # Zarr stores edge chunks at full size, padded with the fill value.
             full = np.full(chunks, meta["fill"], meta["dtype"])
             full[tuple(slice(0, n) for n in array.shape)] = array
             array = full
-        data = np.ascontiguousarray(array, dtype=meta["dtype"])
+        encoded: Any = np.ascontiguousarray(array, dtype=meta["dtype"])  # numcodecs: any buffer
         for f in meta["filters"]:
-            data = f.encode(data)
+            encoded = f.encode(encoded)
         if meta["codec"] is not None:
-            data = meta["codec"].encode(data)
+            encoded = meta["codec"].encode(encoded)
+        # The codec's bytes as they are (bytes() of bytes is the same object); an array left
+        # uncompressed becomes its raw bytes, so the checksum counts bytes, not rows.
+        data = bytes(encoded)
         path = self._chunk_path(key, index)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, data, durable=False)
         self._unsynced.append(path)
-        self.record_checksum(key, index[-3:], data)
+        self.record_checksum(key, index_zyx, data)
 
     def _read_zarr_chunk(self, key: str, index: tuple[int, ...]) -> np.ndarray | None:
         meta = self._array_meta(key)
@@ -137,32 +142,33 @@ class ZarrStore(ChunkStore):
         if data is None:
             return None
         if meta["chunks"][-3:] == tuple(reversed(self.chunk_size(key))):
-            self.verify_checksum(key, index[-3:], data, path)
+            self.verify_checksum(key, as_triple(index[-3:]), data, path)
         expected = int(np.prod(meta["chunks"])) * meta["dtype"].itemsize
         codec = meta["codec"]
         if codec is not None and codec.codec_id == "blosc":
             # The decoder trusts the frame's own size fields: check them first (see blosc_frame).
             check_frame(data, None if meta["filters"] else expected, path)
+        decoded: Any = data  # numcodecs: any buffer
         try:
             if codec is not None:
-                data = codec.decode(data)
+                decoded = codec.decode(decoded)
             for f in reversed(meta["filters"]):
-                data = f.decode(data)
-            data = memoryview(np.ascontiguousarray(np.frombuffer(data, np.uint8)))
+                decoded = f.decode(decoded)
+            flat = np.ascontiguousarray(np.frombuffer(decoded, np.uint8))
         except Exception as exc:
             raise DamagedData(f"{path} is not a readable Zarr chunk ({exc})") from None
-        if data.nbytes != expected:
-            raise DamagedData(f"{path} decodes to {data.nbytes} bytes, the chunk has {expected}")
-        return np.frombuffer(data, meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
+        if flat.nbytes != expected:
+            raise DamagedData(f"{path} decodes to {flat.nbytes} bytes, the chunk has {expected}")
+        return flat.view(meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
 
     def _overlapping(self, key: str, box: Box):
         """(index, box) of every Zarr chunk of a scale that ``box`` overlaps, in the array's grid."""
         meta = self._array_meta(key)
         cz, cy, cx = meta["chunks"][-3:]
         lead = (0,) * (len(meta["chunks"]) - 3)
-        for iz in range(box.z0 // cz, -(-box.z1 // cz)):
-            for iy in range(box.y0 // cy, -(-box.y1 // cy)):
-                for ix in range(box.x0 // cx, -(-box.x1 // cx)):
+        for iz in range(box.z0 // cz, ceil_div(box.z1, cz)):
+            for iy in range(box.y0 // cy, ceil_div(box.y1, cy)):
+                for ix in range(box.x0 // cx, ceil_div(box.x1, cx)):
                     zchunk = Box(ix * cx, (ix + 1) * cx, iy * cy, (iy + 1) * cy, iz * cz, (iz + 1) * cz)
                     yield (*lead, iz, iy, ix), zchunk
 
