@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
@@ -25,7 +24,6 @@ from .pipeline.runner import run_resumable
 from .pyramid import Task, count_chunks, run_task, tasks_of
 from .sources import Source, open_source
 from .sources.fingerprint import identify
-from .sources.tiff import PlaneStack
 from .storage import LocalStorage, local_path
 from .viewer.display import add_display
 
@@ -139,7 +137,7 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
     n_workers, block_bytes = memory.fit(memory_limit, n_cores, dask_scheduler, _min_block(geometry, stack),
                                         resources.block_bytes)
     planned = fmt.plan(geometry, stack, segmentation, n_workers, block_bytes, chosen)
-    info = build_info(geometry, cast(np.dtype, planned.dtype), segmentation, stack.n_channels)
+    info = build_info(geometry, planned.dtype, segmentation, stack.n_channels)
     info[EXTRA] = {"voxel_size_from": voxel_size_from}
     if not segmentation:
         # Names and colours as the source records them, for every writer and every link.
@@ -263,7 +261,7 @@ def _passes(plan: Plan, store: ChunkStore) -> Iterator[Iterator[Task]]:
     for p in plan.passes:
         log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block, p.task_size)
         # Any Source reads as tasks_of needs; its annotation names the TIFF one.
-        yield tasks_of(p, plan.geometry, store, cast(PlaneStack, plan.source), plan.segmentation)
+        yield tasks_of(p, plan.geometry, store, plan.source, plan.segmentation)
 
 
 def _min_block(geometry: Geometry, stack: Source) -> int:

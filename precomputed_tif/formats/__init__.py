@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, ClassVar
 from ..errors import PrecomputedTifError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from ..geometry import Geometry
     from .store import ChunkStore
 
@@ -62,7 +64,7 @@ def _listed(options) -> str:
 class Planned:
     """What a chunked format decided for a conversion (see :meth:`Format.plan`)."""
 
-    dtype: object  # numpy dtype the chunks hold (an encoding may widen the source's)
+    dtype: np.dtype  # what the chunks hold (an encoding may widen the source's)
     passes: list
     lossless_copies: frozenset = frozenset()  # level keys kept losslessly too, for coarser levels
     codec: object = None  # the chunk encoding, for formats that have a choice of them

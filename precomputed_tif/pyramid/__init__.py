@@ -27,7 +27,7 @@ import numpy as np
 
 from ..formats.store import ChunkStore
 from ..geometry import Box, Geometry, as_triple, ceil_div
-from ..sources.tiff import PlaneStack
+from ..sources import Source
 from .downsample import downsample
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Task:
 
     geometry: Geometry
     store: ChunkStore
-    source: PlaneStack | None
+    source: Source | None
     segmentation: bool
     plan: Pass
     block: Box  # the task's region, in coordinates of level ``plan.first``
@@ -274,7 +274,7 @@ def _block_size(geometry: Geometry, first: int, last: int) -> tuple[int, int, in
     return as_triple(c * (fb // fa) for c, fa, fb in zip(geometry.chunk_size, a, b))
 
 
-def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: PlaneStack,
+def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: Source,
              segmentation: bool) -> Iterator[Task]:
     """Tasks of one pass, generated lazily in z, y, x order (neighbours read the same planes)."""
     sx, sy, sz = geometry.level(p.first).size
