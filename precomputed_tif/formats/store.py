@@ -65,6 +65,9 @@ class ChunkStore(ABC):
         return as_triple(self.scale(key)["size"])
 
     def level_dir(self, key: str) -> str:
+        """The directory of scale ``key``; a user error for a scale ``info`` does not have (its
+        chunks would otherwise read as zeros)."""
+        self.scale(key)
         return os.path.join(self.root, key)
 
     @classmethod

@@ -315,7 +315,9 @@ class Directory:
         frame = self.read_frame(x0, y0, z0)
         if frame is None:
             return np.zeros(shape, self.dtype)
-        what = f"block at ({x0}, {y0}, {z0}) of {self.path}"
+        # The block file holds the frame that fails: the message names it, beside the volume.
+        block_file = self.block_files[self.slot(x0, y0, z0) % len(self.block_files)]
+        what = f"block at ({x0}, {y0}, {z0}) of {self.path} in {block_file}"
         expected = int(np.prod(shape)) * self.dtype.itemsize
         payload: bytes | memoryview = frame
         if self.checksum:
@@ -384,7 +386,8 @@ class Directory:
         ``(version, mtime_ns)``. The version holds the directory file's
         :func:`~precomputed_tif.storage.regular_files.file_version` and the entry of every block the box
         overlaps (block files are only appended to, so an entry names its bytes); mtime_ns is the
-        directory file's modification time, which an entry's writing updates."""
+        directory file's modification time, which an entry's writing updates; 0 when no block the
+        box overlaps was written (it reads as zeros)."""
         st = os.fstat(self._fd(self.path))
         (bx, by, bz) = self.block_size
         entries = []
@@ -392,7 +395,8 @@ class Directory:
             for by0 in range(y0 // by * by, y1, by):
                 for bx0 in range(x0 // bx * bx, x1, bx):
                     entries.append(self.entry(self.slot(bx0, by0, bz0)))
-        return (file_version(st), tuple(entries)), st.st_mtime_ns
+        written = any(size for _, size in entries)
+        return (file_version(st), tuple(entries)), st.st_mtime_ns if written else 0
 
     def read(self, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> np.ndarray:
         """Any box of voxels (half-open ranges) as a (z, y, x) array."""

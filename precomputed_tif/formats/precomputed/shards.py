@@ -21,12 +21,14 @@ import gzip
 import io
 import os
 import threading
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
-from ...errors import PrecomputedTifError
+from ...errors import DamagedData, PrecomputedTifError
 from ...storage.atomic import temporary_name
+from ...storage.regular_files import NotRegularFile, file_version, open_regular_or_raise
 from .sharding import compressed_morton_codes, minishard_indexes, morton_bits, shard_file_name
 
 # Chunks per minishard: what a viewer reads to find one chunk is the minishard's index,
@@ -158,11 +160,14 @@ def _unlink(path: str) -> None:
 
 
 class ShardReader:
-    """Reads chunks of one sharded scale; minishard indexes are cached (they are small)."""
+    """Reads chunks of one sharded scale; minishard indexes are cached (they are small), each
+    with the version of the shard file it was read from, so a shard written anew is read anew.
+    Bytes that fail a check raise :class:`DamagedData` naming the shard file."""
 
     def __init__(self, directory: str, spec: dict):
         self.directory, self.spec = directory, spec
-        self._cache: dict[tuple[int, int], dict[int, tuple[int, int]] | None] = {}
+        # (shard, minishard) -> (the shard file's version, the minishard's key -> (offset, size))
+        self._cache: dict[tuple[int, int], tuple[tuple[int, int, int, int], dict[int, tuple[int, int]] | None]] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -171,37 +176,38 @@ class ShardReader:
     def __setstate__(self, state):
         self.__init__(state["directory"], state["spec"])
 
-    def _minishard(self, f, path: str, size: int, shard: int, minishard: int):
-        cached = self._cache.get((shard, minishard), False)
-        if cached is not False:
-            return cached
+    def _minishard(self, f, path: str, st: os.stat_result, shard: int, minishard: int):
+        version, size = file_version(st), st.st_size
+        cached = self._cache.get((shard, minishard))
+        if cached is not None and cached[0] == version:
+            return cached[1]
         n_mini = 1 << self.spec["minishard_bits"]
         index_end = 16 * n_mini
         f.seek(16 * minishard)
         raw = f.read(16)
         if len(raw) != 16:
-            raise PrecomputedTifError(f"{path} is shorter than its shard index")
+            raise DamagedData(f"{path} is shorter than its shard index")
         start, end = (int(v) for v in np.frombuffer(raw, "<u8"))
         table = None
         if end > start:
             if index_end + end > size:
-                raise PrecomputedTifError(f"{path}: a minishard index lies past the end of the file")
+                raise DamagedData(f"{path}: a minishard index lies past the end of the file")
             f.seek(index_end + start)
             data = f.read(end - start)
             if self.spec.get("minishard_index_encoding", "raw") == "gzip":
                 try:
                     data = gzip.decompress(data)
-                except (OSError, EOFError) as exc:
-                    raise PrecomputedTifError(f"{path}: a minishard index does not decompress ({exc})") from None
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise DamagedData(f"{path}: a minishard index does not decompress ({exc})") from None
             if len(data) % 24:
-                raise PrecomputedTifError(f"{path}: a minishard index is not a whole number of entries")
+                raise DamagedData(f"{path}: a minishard index is not a whole number of entries")
             t = np.frombuffer(data, "<u8").reshape(3, -1)
             keys = np.cumsum(t[0], dtype=np.uint64)
             sizes = t[2]
             starts = np.cumsum(t[1] + np.concatenate([[0], sizes[:-1]]).astype(np.uint64), dtype=np.uint64)
             table = {int(k): (index_end + int(s), int(n)) for k, s, n in zip(keys, starts, sizes)}
         with self._lock:
-            self._cache[(shard, minishard)] = table
+            self._cache[(shard, minishard)] = (version, table)
         return table
 
     def read(self, key: int) -> bytes | None:
@@ -209,22 +215,25 @@ class ShardReader:
         shard, minishard = _split(self.spec, key)
         path = shard_path(self.directory, self.spec, shard)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - used by the with below; only opening may mean "no shard"
+            f = open_regular_or_raise(path)  # used by the with below; only opening may mean "no shard"
         except FileNotFoundError:
             return None
+        except NotRegularFile:
+            raise DamagedData(f"{path} is not a regular file") from None
         with f:
-            size = os.fstat(f.fileno()).st_size
-            table = self._minishard(f, path, size, shard, minishard)
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            table = self._minishard(f, path, st, shard, minishard)
             if not table or key not in table:
                 return None
             offset, n = table[key]
             if offset + n > size:
-                raise PrecomputedTifError(f"{path}: a chunk lies past the end of the file")
+                raise DamagedData(f"{path}: a chunk lies past the end of the file")
             f.seek(offset)
             data = f.read(n)
         if self.spec.get("data_encoding", "raw") == "gzip":
             try:
                 data = gzip.decompress(data)
-            except (OSError, EOFError) as exc:
-                raise PrecomputedTifError(f"{path}: a chunk does not decompress ({exc})") from None
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DamagedData(f"{path}: a chunk does not decompress ({exc})") from None
         return data

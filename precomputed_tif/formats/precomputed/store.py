@@ -15,12 +15,12 @@ import shutil
 
 import numpy as np
 
-from ...errors import PrecomputedTifError
+from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import Box, Scale
 from ...storage.atomic import write_atomic
 from ..store import ChunkStore, ShardOwningWriter
 from .encodings import Raw, from_scale_info
-from .shards import ShardReader, ShardWriter, chunk_key, shard_of
+from .shards import ShardReader, ShardWriter, chunk_key, shard_of, shard_path
 
 _CHUNK_FILE = re.compile(r"^\d+-\d+_\d+-\d+_\d+-\d+$")
 # Where a lossy scale that a later pass reads back keeps its chunks losslessly meanwhile:
@@ -90,32 +90,42 @@ class PrecomputedStore(ChunkStore):
         assert spec is not None, f"scale {key} is not sharded"
         return ShardWriter(self.level_dir(key), spec, shard)
 
-    def read_chunk(self, key: str, box: Box) -> np.ndarray:
-        spec = self.sharding(key)
-        encoding = self._encodings[key]
+    def _chunk_path(self, key: str, box: Box) -> tuple[str, bool]:
+        """The file chunk ``box`` of scale ``key`` is read from, and whether it is a shard."""
+        self.scale(key)  # a user error for a scale info does not have
+        grid = self._grids[key]
         if key in self.lossless_copies:
-            spec, encoding = None, Raw()
-            path = os.path.join(self.level_dir(key), LOSSLESS_DIR, self._grids[key].name(box))
-        else:
-            path = os.path.join(self.level_dir(key), self._grids[key].name(box))
+            return os.path.join(self.level_dir(key), LOSSLESS_DIR, grid.name(box)), False
+        spec = self.sharding(key)
         if spec:
+            return shard_path(self.level_dir(key), spec, shard_of(spec, self.chunk_key(key, box))), True
+        return os.path.join(self.level_dir(key), grid.name(box)), False
+
+    def chunk_files(self, key: str, box: Box) -> list[str]:
+        # A shard's minishard indexes are cached by the shard file's version (see ShardReader),
+        # so the file's version is the version of what is read.
+        return [self._chunk_path(key, box)[0]]
+
+    def read_chunk(self, key: str, box: Box) -> np.ndarray:
+        path, sharded = self._chunk_path(key, box)
+        encoding = Raw() if key in self.lossless_copies else self._encodings[key]
+        if sharded:
+            spec = self.sharding(key)
+            assert spec is not None
             reader = self._readers.get(key)
             if reader is None:
                 reader = self._readers[key] = ShardReader(self.level_dir(key), spec)
             data = reader.read(self.chunk_key(key, box))
         else:
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                data = None
+            data = self.read_file(path)
         shape = self.array_shape(box)
         if data is None:
             return np.zeros(shape, self.dtype)
         try:
             array = encoding.decode(data, (self.channels, *box.shape), self.dtype)
         except PrecomputedTifError as exc:
-            raise PrecomputedTifError(f"{self.level_dir(key)}: chunk {box.name}: {exc}") from None
+            # The encodings check what they decode: bytes that fail are a damaged file.
+            raise DamagedData(f"{path}: chunk {box.name}: {exc}") from None
         return array.reshape(shape)
 
     def writer(self) -> TaskWriter:
