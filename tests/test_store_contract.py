@@ -1,0 +1,174 @@
+"""Every chunked format of the registry passes the chunk store contract (tests/store_contract.py).
+
+The stores are made as a conversion makes them: a small TIFF stack of each kind is planned into
+each format (``plan_conversion``), and the plan's store class is built from the plan's ``info``
+and created. A format added to the registry runs the contract with its default options; the
+formats whose options change how the store behaves run once per such option (precomputed's
+encodings and sharding, OME-Zarr's NGFF versions).
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import tifffile
+
+from precomputed_tif import formats
+from precomputed_tif.convert import plan_conversion
+from precomputed_tif.formats import FormatOptions
+from precomputed_tif.formats.blockfs import BLOCKFS_SUFFIX
+from precomputed_tif.options import ConvertOptions
+from stacks import make_volume, write_planes
+from store_contract import KINDS, ChunkStoreContract, Subject
+
+SHAPE = (13, 29, 37)  # z, y, x: no axis a multiple of the chunk size
+CHUNK = (16, 16, 8)  # x, y, z
+
+
+def _any_kind(dtype, channels, segmentation) -> bool:
+    return True
+
+
+def _png(dtype, channels, segmentation) -> bool:
+    return not segmentation and (dtype == "uint8" or (dtype == "uint16" and channels == 1))
+
+
+def _labels(dtype, channels, segmentation) -> bool:
+    return segmentation
+
+
+def _blockfs_files(store, key, box) -> list[str]:
+    """Blockfs keeps blocks in a few shared files: the damage cases damage them all."""
+    return sorted(glob.glob(os.path.join(store.level_dir(key), glob.escape(BLOCKFS_SUFFIX) + ".[0-9]*")))
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    format: str
+    options: FormatOptions = FormatOptions()
+    holds: Callable[[str, int, bool], bool] = _any_kind  # which (dtype, channels, segmentation) it takes
+    data_files: Callable | None = None  # for a store whose chunk_files is None
+
+
+# The formats whose options make their store behave differently; any other runs with its defaults.
+SPECIAL = {
+    "precomputed": [
+        Variant("precomputed-raw", "precomputed", FormatOptions(encoding="raw", sharded=False)),
+        Variant("precomputed-raw-sharded", "precomputed", FormatOptions(encoding="raw", sharded=True)),
+        Variant("precomputed-png", "precomputed", FormatOptions(encoding="png", sharded=False), _png),
+        Variant("precomputed-cseg", "precomputed",
+                FormatOptions(encoding="compressed_segmentation", sharded=False), _labels),
+        Variant("precomputed-cseg-sharded", "precomputed",
+                FormatOptions(encoding="compressed_segmentation", sharded=True), _labels),
+    ],
+    "ome-zarr": [Variant("ome-zarr-0.5", "ome-zarr", FormatOptions(ngff_version="0.5")),
+                 Variant("ome-zarr-0.4", "ome-zarr", FormatOptions(ngff_version="0.4"))],
+    "blockfs": [Variant("blockfs", "blockfs", data_files=_blockfs_files)],
+}
+VARIANTS = [v for name in formats.names(chunked=True) for v in SPECIAL.get(name, [Variant(name, name)])]
+
+
+def test_every_chunked_format_runs_the_contract():
+    assert {v.format for v in VARIANTS} == set(formats.names(chunked=True))
+    assert len({v.id for v in VARIANTS}) == len(VARIANTS)
+
+
+def _write_source(directory: str, dtype: str, channels: int, segmentation: bool) -> str:
+    if channels == 1:
+        return write_planes(directory, make_volume(SHAPE, dtype, segmentation))
+    os.makedirs(directory, exist_ok=True)
+    volume = np.stack([make_volume(SHAPE, dtype, seed=c) for c in range(channels)], axis=1)  # z, c, y, x
+    path = os.path.join(directory, "stack.ome.tif")
+    tifffile.imwrite(path, volume, ome=True, metadata={"axes": "ZCYX"})
+    return path
+
+
+_PLANS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    """(variant, kind) -> the conversion plan of a small stack of that kind, made once."""
+    sources: dict = {}
+
+    def plan(variant: Variant, kind):
+        if (variant.id, kind) not in _PLANS:
+            if kind not in sources:
+                sources[kind] = _write_source(str(tmp_path_factory.mktemp("source")), *kind)
+            options = ConvertOptions(format=variant.format, chunk_size=CHUNK, levels=2, segmentation=kind[2],
+                                     format_options=variant.options)
+            _PLANS[variant.id, kind] = plan_conversion(sources[kind], str(tmp_path_factory.mktemp("unused")),
+                                                       options, n_cores=1)
+        return _PLANS[variant.id, kind]
+
+    return plan
+
+
+def _subject(plan, variant: Variant, dest: str) -> Subject:
+    store = plan.store(dest, copy.deepcopy(plan.info))
+    store.lossless_copies = plan.lossless_copies
+    store.create(n_writers=1)
+    return Subject(store, plan.geometry, plan.passes, plan.segmentation, variant.data_files)
+
+
+@pytest.fixture(scope="module")
+def levels_of_every_variant(plans, tmp_path_factory):
+    """A level directory with chunks in it, and its store class, of every variant."""
+    out = []
+    for variant in VARIANTS:
+        kind = next(k for k in KINDS if variant.holds(*k))
+        s = _subject(plans(variant, kind), variant, str(tmp_path_factory.mktemp(variant.id)))
+        s.write_level(1, s.volume(1))
+        out.append((type(s.store), s.store.level_dir(s.key(1))))
+    return out
+
+
+# What the contract finds and the format cannot promise: (case, variant, damage) -> why.
+NO_CHECKSUM = ("carries no checksum: bytes changed in place that still decode read as "
+               "other data")
+KNOWN_DEFECTS = {
+    ("test_a_damaged_chunk_file_is_reported", "precomputed-raw", "garbage"): "a raw precomputed chunk " + NO_CHECKSUM,
+    ("test_a_damaged_chunk_file_is_reported", "precomputed-raw", "flipped"): "a raw precomputed chunk " + NO_CHECKSUM,
+    ("test_a_damaged_chunk_file_is_reported", "precomputed-cseg", "flipped"):
+        "a compressed_segmentation chunk " + NO_CHECKSUM,
+    ("test_a_damaged_chunk_file_is_reported", "ome-zarr-0.5", "flipped"):
+        "an OME-Zarr 0.5 shard checksums its index only; each Blosc inner chunk " + NO_CHECKSUM,
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
+class TestChunkStores(ChunkStoreContract):
+    @pytest.fixture(autouse=True)
+    def known_defects(self, request, variant):
+        params = request.node.callspec.params
+        reason = KNOWN_DEFECTS.get((request.function.__name__, variant.id, params.get("how")))
+        if reason:
+            request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
+    @pytest.fixture
+    def make_subject(self, variant, plans, tmp_path):
+        def make(dtype, channels, segmentation) -> Subject:
+            kind = (dtype, channels, segmentation)
+            if not variant.holds(*kind):
+                pytest.skip(f"{variant.id} does not hold {dtype} {'labels' if segmentation else 'images'} "
+                            f"with {channels} channel(s)")
+            return _subject(plans(variant, kind), variant, str(tmp_path / "dataset"))
+
+        return make
+
+    @pytest.fixture
+    def foreign_levels(self, levels_of_every_variant):
+        return levels_of_every_variant
+
+    @pytest.fixture
+    def subject(self, make_subject, variant):
+        default = ("uint16", 1, False)
+        kind = default if variant.holds(*default) else next(k for k in KINDS if variant.holds(*k))
+        return make_subject(*kind)
