@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import channels, formats
-from .errors import PrecomputedTifError, describe, unfinished
+from .errors import PrecomputedTifError, describe, param, unfinished
 from .formats import ome_tiff
 from .formats.store import ChunkStore
 from .geometry import DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
@@ -104,9 +104,9 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
     options, resources = split_keywords(options, resources, keywords)
     # Before anything else: an object-store URL is refused in one line, never taken for a local path.
-    dest = local_path(dest, "--dest")
-    source = (local_path(source, "--source") if isinstance(source, (str, os.PathLike))
-              else [local_path(s, "--source") for s in source])
+    dest = local_path(dest, param("dest"))
+    source = (local_path(source, param("source")) if isinstance(source, (str, os.PathLike))
+              else [local_path(s, param("source")) for s in source])
     fmt = formats.get(options.format)
     chosen = formats.check_options(fmt, options.format_options, options.chunk_size)
     levels, voxel_size, chunk_size, segmentation = (options.levels, options.voxel_size, options.chunk_size,
@@ -114,10 +114,10 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
     channel, timepoint = options.channel, options.timepoint
     n_cores, memory_limit, dask_scheduler = resources.n_cores, resources.memory_limit, resources.dask_scheduler
     if voxel_size is not None:
-        check_triple(tuple(voxel_size), "voxel size", integer=False)
-    check_triple(tuple(chunk_size), "chunk size", integer=True)
+        check_triple(tuple(voxel_size), param("voxel_size"), integer=False)
+    check_triple(tuple(chunk_size), param("chunk_size"), integer=True)
     if n_cores is not None and n_cores < 1:
-        raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
+        raise PrecomputedTifError(f"{param('n_cores')} must be at least 1, got {n_cores}")
     stack = open_source(source, segmentation=segmentation, progress=resources.progress, channel=channel,
                         timepoint=timepoint)
     segmentation = segmentation or getattr(stack, "segmentation", False)

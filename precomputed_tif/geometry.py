@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import PrecomputedTifError
+from .errors import PrecomputedTifError, param, setting
 
 DEFAULT_CHUNK_SIZE = (64, 64, 64)
 DEFAULT_VOXEL_SIZE_UM = (1.8, 1.8, 2.0)
@@ -186,10 +186,10 @@ class Geometry:
         if n_levels is None:
             n_levels = self.default_levels()
         elif n_levels < 1:
-            raise PrecomputedTifError(f"--levels must be at least 1, got {n_levels}")
+            raise PrecomputedTifError(f"{param('levels')} must be at least 1, got {n_levels}")
         elif n_levels > limit:
             raise PrecomputedTifError(
-                f"--levels {n_levels} is too many for a {self.shape_xyz[0]}x{self.shape_xyz[1]}x"
+                f"{setting('levels', n_levels)} is too many for a {self.shape_xyz[0]}x{self.shape_xyz[1]}x"
                 f"{self.shape_xyz[2]} volume with {self.chunk_size[0]}x{self.chunk_size[1]}x"
                 f"{self.chunk_size[2]} chunks: at most {limit} (level {limit} already fits in one chunk)"
             )

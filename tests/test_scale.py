@@ -140,7 +140,7 @@ def test_memory_plan():
         memory.plan(100 * mib, 2, 64 * mib, 64 * mib)
     assert memory.parse_size("8G") == 8 * 2**30 and memory.parse_size("512M") == 512 * mib
     assert memory.parse_size("1.5GiB") == int(1.5 * 2**30)
-    with pytest.raises(PrecomputedTifError, match="--memory-limit"):
+    with pytest.raises(PrecomputedTifError, match="^memory_limit must be a size"):
         memory.parse_size("lots")
 
 

@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, for_command_line
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -53,7 +53,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> int:
-    """Run a command's body; a user error becomes one line on stderr and status 2.
+    """Run a command's body; a user error becomes one line on stderr and status 2, naming
+    parameters by their flags (:func:`~precomputed_tif.errors.for_command_line`).
 
     SIGTERM (``kill``, ``timeout``, a batch scheduler) and SIGHUP (a closed
     terminal or SSH session) are treated like Ctrl-C: the body's ``finally``
@@ -72,7 +73,7 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
         try:
             body()
         except PrecomputedTifError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            print(f"{prog}: error: {for_command_line(exc)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT

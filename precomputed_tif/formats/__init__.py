@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, either, flags
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -49,15 +49,23 @@ class FormatOptions:
         return {f.name for f in fields(self) if getattr(self, f.name) is not None}
 
 
-# How the command line spells each option, for messages about options given to the wrong format.
-OPTION_FLAGS = {"encoding": ("--encoding",), "jpeg_quality": ("--jpeg-quality",),
-                "sharded": ("--sharded", "--unsharded"), "ngff_version": ("--ngff-version",),
-                "tile_size": ("--tile-size",), "compression": ("--compression",)}
+def _listed(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
 
 
-def _listed(options) -> str:
-    flags = [flag for o in options for flag in OPTION_FLAGS[o]]
-    return ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
+def _stray_options(owner: Format, fmt: Format, command_line: bool) -> str:
+    """That ``owner``'s options were given to ``fmt``, in Python's or the command line's words
+    (every flag of an option: ``--sharded and --unsharded``)."""
+    def spelled(options) -> str:
+        return _listed([f for o in options for f in flags(o)] if command_line else list(options))
+
+    def chosen(f: Format) -> str:
+        return f"--format {f.name}" if command_line else f"format={f.name!r}"
+
+    listed = spelled(owner.takes)
+    verb = "go" if " and " in listed else "goes"
+    also = f"; {chosen(fmt)} takes {spelled(fmt.takes)}" if fmt.takes else ""
+    return f"{listed} {verb} with {chosen(owner)}{also}"
 
 
 @dataclass(frozen=True)
@@ -172,8 +180,5 @@ def check_options(fmt: Format, options: FormatOptions, chunk_size) -> FormatOpti
     stray = options.given() - set(fmt.takes)
     for owner in REGISTRY:
         if stray & set(owner.takes):
-            listed = _listed(owner.takes)
-            verb = "go" if " and " in listed else "goes"
-            also = f"; --format {fmt.name} takes {_listed(fmt.takes)}" if fmt.takes else ""
-            raise PrecomputedTifError(f"{listed} {verb} with --format {owner.name}{also}")
+            raise PrecomputedTifError(either(_stray_options(owner, fmt, False), _stray_options(owner, fmt, True)))
     return fmt.check_options(options, chunk_size)

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from ..errors import PrecomputedTifError, require_extra, unfinished
+from ..errors import PrecomputedTifError, param, require_extra, setting, unfinished
 from ..formats.volume import open_volume
 from ..info import read_info, write_info
 from ..pipeline import memory
@@ -66,7 +66,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     started = time.perf_counter()
     require_mesh_packages()
     if n_cores is not None and n_cores < 1:
-        raise PrecomputedTifError(f"--n-cores must be at least 1, got {n_cores}")
+        raise PrecomputedTifError(f"{param('n_cores')} must be at least 1, got {n_cores}")
     if node < 2 or node % 2:
         raise PrecomputedTifError(f"the octree node size must be an even number of voxels, got {node}")
     volume = open_volume(dataset)
@@ -74,7 +74,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     if info.get("type") != "segmentation":
         raise PrecomputedTifError(
             f"{dataset} is an image, not a segmentation: meshes are made from labels "
-            "(convert the label planes with --segmentation)")
+            f"(convert the label planes with {setting('segmentation', True)})")
     if int(info.get("num_channels", 1)) != 1:
         raise PrecomputedTifError(f"{dataset} has {info['num_channels']} channels; a segmentation has one")
     if np.dtype(info["data_type"]).kind not in "ui":

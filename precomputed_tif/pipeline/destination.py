@@ -26,7 +26,7 @@ import re
 import shutil
 
 from .. import formats
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param, setting
 from ..formats.zarr.ngff import ROOT_FILES
 from ..info import INFO
 from ..sources.fingerprint import Identity, comparable, first_change
@@ -74,19 +74,19 @@ def prepare(dest: str, job: dict, overwrite: bool, identity: Identity | None = N
     files and no dataset is never written into, with or without ``overwrite``.
     """
     if os.path.exists(dest) and not os.path.isdir(dest):
-        raise PrecomputedTifError(f"--dest {dest} is a file; give a directory (it is created if missing)")
+        raise PrecomputedTifError(f"{param('dest')} {dest} is a file; give a directory (it is created if missing)")
     if not os.path.isdir(dest):
         try:
             os.makedirs(dest)
         except OSError as exc:
-            raise PrecomputedTifError(f"cannot create --dest {dest}: {exc.strerror}") from None
+            raise PrecomputedTifError(f"cannot create {param('dest')} {dest}: {exc.strerror}") from None
     else:
         # A Zarr group's metadata is hidden but not nothing: such a directory is not empty.
         entries = [e for e in os.listdir(dest) if not e.startswith(".") or e in (JOB_RECORD, *_ZARR_ROOT)]
         if entries:
             _check_existing(dest, job, overwrite, identity)
     if not os.access(dest, os.W_OK):
-        raise PrecomputedTifError(f"--dest {dest} is not writable")
+        raise PrecomputedTifError(f"{param('dest')} {dest} is not writable")
     storage = LocalStorage(dest)
     if identity is not None:
         # The per-file list first: a record with a fingerprint always has the list beside it.
@@ -130,8 +130,8 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
     change = first_change(files if isinstance(files, list) else None, identity.files)
     made = "made" if finished else "begun"
     raise PrecomputedTifError(
-        f"--source changed since the conversion in --dest {dest} was {made}: {change}. Resuming would mix "
-        "the old and new data; add --overwrite to convert it again from the start")
+        f"{param('source')} changed since the conversion in {param('dest')} {dest} was {made}: {change}. "
+        f"Resuming would mix the old and new data; add {setting('overwrite', True)} to convert it again from the start")
 
 
 def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | None) -> None:
@@ -140,7 +140,7 @@ def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | 
     info = _load_json(storage, INFO)
     if record is None and info is None:
         raise PrecomputedTifError(
-            f"--dest {dest} is not empty and holds no precomputed dataset; "
+            f"{param('dest')} {dest} is not empty and holds no precomputed dataset; "
             "choose a new or empty directory"
         )
     if not overwrite and (_without_fingerprint(record) == job or _older_record_of(record, job)):
@@ -156,7 +156,8 @@ def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | 
         else:
             what = "an unfinished conversion of different input or settings"
         raise PrecomputedTifError(
-            f"--dest {dest} already holds {what}; choose another directory or add --overwrite to replace it"
+            f"{param('dest')} {dest} already holds {what}; choose another directory or add "
+            f"{setting('overwrite', True)} to replace it"
         )
     doomed = _dataset_entries(dest, info, record)
     _check_removable(dest, doomed, job)
@@ -226,11 +227,11 @@ def _check_removable(dest: str, doomed: list[str], job: dict) -> None:
     for key in sorted(_scale_keys(job.get("info"))) + _own_files(job):
         if key not in doomed and os.path.lexists(os.path.join(dest, key)):
             raise PrecomputedTifError(
-                f"--dest {dest} holds {key}, which the new dataset needs and which is not part of the "
+                f"{param('dest')} {dest} holds {key}, which the new dataset needs and which is not part of the "
                 "dataset there; nothing was removed. Move it away or choose another directory"
             )
     if not os.access(dest, os.W_OK | os.X_OK):
-        raise PrecomputedTifError(f"--dest {dest} is not writable; nothing was removed")
+        raise PrecomputedTifError(f"{param('dest')} {dest} is not writable; nothing was removed")
     for name in doomed:
         path = os.path.join(dest, name)
         if os.path.isdir(path) and not os.path.islink(path):
@@ -253,6 +254,6 @@ def _remove(dest: str, doomed: list[str]) -> None:
                 failed.append(path)
     if failed:
         raise PrecomputedTifError(
-            f"could not remove {failed[0]} (and {len(failed) - 1} more) of the old dataset in --dest {dest}; "
+            f"could not remove {failed[0]} (and {len(failed) - 1} more) of the old dataset in {param('dest')} {dest}; "
             "fix the permissions and run again"
         )

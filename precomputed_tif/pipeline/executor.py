@@ -24,7 +24,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param
 
 
 def default_workers() -> int:
@@ -205,7 +205,8 @@ class DaskExecutor(_Executor):
             from distributed import Client
         except ImportError:
             raise PrecomputedTifError(
-                "--dask-scheduler needs the distributed package: pip install 'precomputed-tif[dask]'") from None
+                f"{param('dask_scheduler')} needs the distributed package: pip install 'precomputed-tif[dask]'"
+            ) from None
         try:
             self.client = Client(address, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param
 from .executor import default_workers
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def parse_size(text: str) -> int:
     """``"8G"``, ``"512M"``, ``"1.5G"`` or a number of bytes."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
     if not m:
-        raise PrecomputedTifError(f"--memory-limit must be a size like 8G or 512M; got {text!r}")
+        raise PrecomputedTifError(f"{param('memory_limit')} must be a size like 8G or 512M; got {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
@@ -61,7 +61,8 @@ def plan(limit: int, workers: int, max_block: int, min_block: int,
             return n, min(block, max_block)
     need = PROCESS_BYTES * 2 + BLOCK_FACTOR * min_block
     raise PrecomputedTifError(
-        f"--memory-limit {limit / 2**20:.0f}M is too small: one worker needs about {need / 2**20:.0f}M {needs}")
+        f"{param('memory_limit')} {limit / 2**20:.0f}M is too small: one worker needs about {need / 2**20:.0f}M "
+        f"{needs}")
 
 
 def fit(limit: int | None, n_cores: int | None, dask_scheduler: str | None, min_block_bytes: int,

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
 from ..info import EXTRA, read_info
 from .tiff import PlaneStack, open_stack
@@ -180,7 +180,8 @@ def open_source(source: str | Sequence[str], segmentation: bool = False, progres
                                                                               "info")):
         path = os.path.abspath(os.path.expanduser(str(source)))
         if channel is not None or timepoint is not None:
-            raise PrecomputedTifError("--channel and --timepoint are for TIFF input, not for a dataset directory")
+            raise PrecomputedTifError(f"{param('channel')} and {param('timepoint')} are for TIFF input, not for a "
+                                      "dataset directory")
         info = read_info(path)
         if info.get("@type", "neuroglancer_multiscale_volume") != "neuroglancer_multiscale_volume":
             raise PrecomputedTifError(f"{path} holds a {info.get('@type')}, not a volume to convert")
@@ -188,6 +189,7 @@ def open_source(source: str | Sequence[str], segmentation: bool = False, progres
 
         src = DatasetSource(path, info, detect_format(path, info))
         if segmentation and not src.segmentation:
-            raise PrecomputedTifError(f"{path} is an image dataset; leave out --segmentation to store it again")
+            raise PrecomputedTifError(f"{path} is an image dataset; leave out {setting('segmentation', True)} "
+                                      "to store it again")
         return src
     return open_stack(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)

@@ -18,7 +18,7 @@ import re
 import stat
 from collections.abc import Sequence
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
         pattern = os.path.expanduser(str(source))
         files = sorted(_glob(pattern), key=natural_key)
         if not files:
-            raise PrecomputedTifError(f"no files match --source {pattern!r}; check the path and quote the glob")
+            raise PrecomputedTifError(
+                f"no files match {param('source')} {pattern!r}; check the path and quote the glob")
         _warn_unpadded(files)
     else:
         files = [str(f) for f in source]
@@ -61,7 +62,7 @@ def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
             raise PrecomputedTifError("no source files given")
     planes = [f for f in files if not os.path.isdir(f)]
     if not planes:
-        raise PrecomputedTifError(f"--source {source!r} matches only directories; use a glob like 'dir/*.tif'")
+        raise PrecomputedTifError(f"{param('source')} {source!r} matches only directories; use a glob like 'dir/*.tif'")
     for f in planes:
         if not os.path.isfile(f):
             kind = file_kind(f)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import tifffile
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, either, param, setting
 from ..geometry import Box, ceil_div
 from ..storage.regular_files import open_regular
 from . import plane_files, tiff_metadata
@@ -61,12 +61,14 @@ def supported_dtype(stored: np.dtype | str, segmentation: bool) -> np.dtype:
         hint = {
             "int8": "uint8", "int16": "uint16", "int32": "uint32", "int64": "uint64",
         }.get(stored.name)
-        hint = (f"labels must be unsigned integers: convert them to {hint}, or drop --segmentation "
-                "to show the planes as an image") if hint else "convert them to uint32 labels first"
+        hint = (f"labels must be unsigned integers: convert them to {hint}, or drop "
+                f"{setting('segmentation', True)} to show the planes as an image") if hint else \
+            "convert them to uint32 labels first"
     else:
         hint = {
-            "uint64": "if they are labels add --segmentation; otherwise convert them to uint32 first",
-            "int64": "convert them to int32 (or to uint64 labels with --segmentation) first",
+            "uint64": f"if they are labels add {setting('segmentation', True)}; otherwise convert them to uint32 "
+                      "first",
+            "int64": f"convert them to int32 (or to uint64 labels with {setting('segmentation', True)}) first",
         }.get(stored.name, "convert them to one of these first")
     raise PrecomputedTifError(
         f"planes are {stored.name}, which a precomputed {kind} cannot hold "
@@ -335,7 +337,7 @@ def open_stack(source: str | Sequence[str], segmentation: bool = False, progress
     if segmentation and stack.n_channels > 1:
         raise PrecomputedTifError(
             f"{stack.files[0]} has {stack.n_channels} channels, but a segmentation has one; "
-            "pick the label channel with --channel N"
+            f"pick the label channel with {either('channel=N', '--channel N')}"
         )
     return dataclasses.replace(stack, bool_value=1 if segmentation else 255)
 
@@ -394,7 +396,7 @@ def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], chan
     if others:
         raise PrecomputedTifError(
             f"{path} is one of the {len(layout.files)} files of a multi-file OME-TIFF, which holds the whole "
-            f"series, but {others[0]} is not one of them; give one file of the series as --source"
+            f"series, but {others[0]} is not one of them; give one file of the series as {param('source')}"
         )
     if len(given) < len(layout.files):
         log.warning("the source names %d of the %d files of the multi-file OME-TIFF %s belongs to; "
@@ -471,20 +473,21 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         raise PrecomputedTifError(f"{path} has both {n_c} channels and {samples} colour samples; not supported")
     if n_t > 1 and timepoint is None:
         raise PrecomputedTifError(
-            f"{path} is a time series of {n_t} time points; convert one at a time with --timepoint N "
+            f"{path} is a time series of {n_t} time points; convert one at a time with "
+            f"{either('timepoint=N', '--timepoint N')} "
             f"(0 to {n_t - 1})"
         )
     t = timepoint or 0
     if not 0 <= t < n_t:
         raise PrecomputedTifError(
-            f"--timepoint {t} is out of range: {path} has {n_t} time point{'s' if n_t > 1 else ''} "
-            f"(0 to {n_t - 1})" if n_t > 1 else f"--timepoint {t} given, but {path} is not a time series"
+            f"{setting('timepoint', t)} is out of range: {path} has {n_t} time point{'s' if n_t > 1 else ''} "
+            f"(0 to {n_t - 1})" if n_t > 1 else f"{setting('timepoint', t)} given, but {path} is not a time series"
         )
     channels = max(n_c, samples)
     if channel is not None and not 0 <= channel < channels:
         raise PrecomputedTifError(
-            f"--channel {channel} is out of range: {path} has {channels} channel{'s' if channels > 1 else ''} "
-            f"(0 to {channels - 1})"
+            f"{setting('channel', channel)} is out of range: {path} has {channels} "
+            f"channel{'s' if channels > 1 else ''} (0 to {channels - 1})"
         )
     wanted = [channel] if channel is not None else list(range(channels))
     refs = []

@@ -21,7 +21,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 def local_path(url_or_path: str | os.PathLike, what: str = "the location") -> str:
     """The local path that ``url_or_path`` names: a path as given, or a ``file://`` URL's path.
     Any other ``scheme://`` (``s3://``, ``gs://``, ``https://``) is a user error, one line
-    naming ``what`` (a parameter, e.g. ``--dest``), raised before anything is read or written."""
+    naming ``what`` (a parameter, e.g. ``errors.param("dest")``), raised before anything is read or written."""
     text = os.fspath(url_or_path)
     match = _SCHEME.match(text)
     if match is None:

@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from ...errors import DamagedData, PrecomputedTifError
+from ...errors import DamagedData, PrecomputedTifError, describe, setting
 from ...geometry import Box
 from ...info import INFO
 from ...pipeline.progress import DoneLog
@@ -110,8 +110,9 @@ class BlockfsStore(ChunkStore):
                     Directory(path)
                 except DamagedData as exc:
                     if finished:
-                        raise DamagedData(f"{exc}; {self.root} is a finished dataset and was left as it is: "
-                                          "convert again with --overwrite to replace it") from None
+                        again = setting("overwrite", True)
+                        raise DamagedData(f"{describe(exc)}; {self.root} is a finished dataset and was left as it "
+                                          f"is: convert again with {again} to replace it") from None
                     raise
                 try:
                     os.unlink(path + UNRECORDED_SUFFIX)

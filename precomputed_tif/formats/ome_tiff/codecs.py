@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import imagecodecs
 
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param, setting
 
 DEFAULT_COMPRESSION = "deflate"
 # As for the tiff format's chunks: level 1 is several times faster than zlib's default 6, and the
@@ -44,7 +44,8 @@ COMPRESSIONS: dict[str, tuple[str | None, Encoder]] = {
 def check_compression(name: str) -> str:
     if name not in COMPRESSIONS:
         raise PrecomputedTifError(
-            f"--compression must be one of {', '.join(COMPRESSIONS)} (for --format ome-tiff), got {name!r}")
+            f"{param('compression')} must be one of {', '.join(COMPRESSIONS)} (for {setting('format', 'ome-tiff')}), "
+            f"got {name!r}")
     return name
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param, setting
 from ...geometry import DEFAULT_CHUNK_SIZE
 from .. import Format, FormatOptions
 
@@ -22,8 +22,8 @@ class OmeTiffFormat(Format):
 
     def check_options(self, options, chunk_size) -> FormatOptions:
         if tuple(chunk_size) != DEFAULT_CHUNK_SIZE:
-            raise PrecomputedTifError("--chunk-size does not go with --format ome-tiff, whose planes are stored "
-                                      "in 2-D tiles: give --tile-size instead")
+            raise PrecomputedTifError(f"{param('chunk_size')} does not go with {setting('format', 'ome-tiff')}, whose "
+                                      f"planes are stored in 2-D tiles: give {param('tile_size')} instead")
         return options
 
     def store_class(self, options=None) -> type[ChunkStore]:

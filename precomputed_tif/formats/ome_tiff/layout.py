@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param, setting
 
 DEFAULT_TILE_SIZE = 512
 # TIFF tiles are multiples of 16; readers (Viv) want powers of two.
@@ -29,7 +29,7 @@ def check_tile_size(tile: int) -> int:
     """``tile`` if it is a power of two a TIFF reader accepts, else a user error."""
     if not (MIN_TILE_SIZE <= tile <= MAX_TILE_SIZE) or tile & (tile - 1):
         raise PrecomputedTifError(
-            f"--tile-size must be a power of two from {MIN_TILE_SIZE} to {MAX_TILE_SIZE}, got {tile}")
+            f"{param('tile_size')} must be a power of two from {MIN_TILE_SIZE} to {MAX_TILE_SIZE}, got {tile}")
     return tile
 
 
@@ -42,10 +42,10 @@ def level_sizes(size_x: int, size_y: int, tile: int, levels: int | None = None) 
         sizes.append((-(-x // 2), -(-y // 2)))
     if levels is not None:
         if levels < 1:
-            raise PrecomputedTifError(f"--levels must be at least 1, got {levels}")
+            raise PrecomputedTifError(f"{param('levels')} must be at least 1, got {levels}")
         if levels > len(sizes):
             raise PrecomputedTifError(
-                f"--levels {levels} is too many for {size_x}x{size_y} planes: at most {len(sizes)} "
+                f"{setting('levels', levels)} is too many for {size_x}x{size_y} planes: at most {len(sizes)} "
                 f"(level {len(sizes)} is already 1x1)")
     return tuple(sizes)
 

@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 
 from ... import channels
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param
 
 # numpy dtype -> OME PixelType (the OME schema has no 64-bit integers).
 OME_PIXEL_TYPES = {"int8": "int8", "int16": "int16", "int32": "int32", "uint8": "uint8", "uint16": "uint16",
@@ -26,7 +26,7 @@ def check_pixel_type(dtype: np.dtype) -> None:
     if np.dtype(dtype).name not in OME_PIXEL_TYPES:
         raise PrecomputedTifError(
             f"OME-TIFF has no {np.dtype(dtype).name} pixel type (it holds {', '.join(OME_PIXEL_TYPES)}); "
-            "convert the labels to uint32 first, or choose another --format")
+            f"convert the labels to uint32 first, or choose another {param('format')}")
 
 
 def ome_metadata(voxel_size_um, channel_names, channel_colors, name: str, job: dict, dest: str) -> dict:

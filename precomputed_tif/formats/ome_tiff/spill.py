@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ...errors import DamagedData, PrecomputedTifError
+from ...errors import DamagedData, PrecomputedTifError, setting
 from ...storage.atomic import temporary_name
 
 MAGIC = 0x50544F4D45544946  # "PTOMETIF"
@@ -67,19 +67,20 @@ class SpillReader:
             self._file = open(path, "rb")  # noqa: SIM115 - held by the object, which closes it
         except FileNotFoundError:
             raise PrecomputedTifError(
-                f"work file {path} is missing; run again with --overwrite to start over") from None
+                f"work file {path} is missing; run again with {setting('overwrite', True)} to start over") from None
         size = os.fstat(self._file.fileno()).st_size
         index_bytes = 8 * n_tiles + _FOOTER.size
         if size < index_bytes:
             self.close()
-            raise DamagedData(f"work file {path} is damaged (too short); run again with --overwrite")
+            raise DamagedData(f"work file {path} is damaged (too short); run again with {setting('overwrite', True)}")
         self._file.seek(size - index_bytes)
         tail = self._file.read(index_bytes)
         count, magic = _FOOTER.unpack(tail[-_FOOTER.size:])
         counts = np.frombuffer(tail[:-_FOOTER.size], "<u8").astype(np.int64)
         if magic != MAGIC or count != n_tiles or int(counts.sum()) != size - index_bytes:
             self.close()
-            raise DamagedData(f"work file {path} is damaged or from other settings; run again with --overwrite")
+            raise DamagedData(f"work file {path} is damaged or from other settings; run again with "
+                              f"{setting('overwrite', True)}")
         self.counts = counts
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
 

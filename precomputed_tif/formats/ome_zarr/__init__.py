@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param
 from .. import Format, FormatOptions, Planned
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,7 +28,7 @@ class OmeZarrFormat(Format):
 
         version = "0.5" if options.ngff_version is None else str(options.ngff_version)
         if version not in VERSIONS:
-            raise PrecomputedTifError(f"--ngff-version must be one of {', '.join(VERSIONS)}, not {version!r}")
+            raise PrecomputedTifError(f"{param('ngff_version')} must be one of {', '.join(VERSIONS)}, not {version!r}")
         if version == "0.5" and zarr_major() < 3:
             raise PrecomputedTifError(ZARR3_NEEDED)
         return FormatOptions(ngff_version=version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param, setting
 from .. import Format, Planned
 
 
@@ -26,11 +26,12 @@ class PrecomputedFormat(Format):
         dtype = stack.dtype
         name = options.encoding or ("compressed_segmentation" if segmentation else "raw")
         if name == "jpeg" and segmentation:
-            raise PrecomputedTifError("jpeg is lossy and would change labels: choose --encoding "
-                                      "compressed_segmentation (the default for --segmentation), png or raw")
+            raise PrecomputedTifError(f"jpeg is lossy and would change labels: choose {param('encoding')} "
+                                      f"compressed_segmentation (the default for {setting('segmentation', True)}), "
+                                      "png or raw")
         if name == "compressed_segmentation" and not segmentation:
-            raise PrecomputedTifError("compressed_segmentation is for labels: add --segmentation, or choose "
-                                      "--encoding raw or png for an image")
+            raise PrecomputedTifError(f"compressed_segmentation is for labels: add {setting('segmentation', True)}, "
+                                      f"or choose {param('encoding')} raw or png for an image")
         if name == "compressed_segmentation" and dtype.name in ("uint8", "uint16"):
             dtype = np.dtype(np.uint32)  # the encoding holds 32- and 64-bit labels only
         codec = encoding_for(name, dtype, stack.n_channels, options.jpeg_quality)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, param, setting
 
 ENCODINGS = ("raw", "png", "jpeg", "compressed_segmentation")
 DEFAULT_JPEG_QUALITY = 90
@@ -178,21 +178,21 @@ def encoding_for(name: str, dtype: np.dtype, channels: int, jpeg_quality: int | 
     if name == "jpeg" and (dtype != np.uint8 or channels not in (1, 3)):
         raise PrecomputedTifError(
             f"jpeg holds only uint8 data with 1 or 3 channels, and this volume is {dtype.name} with {channels} "
-            "channel(s); use --encoding png (lossless, uint8 or one-channel uint16) or raw")
+            f"channel(s); use {setting('encoding', 'png')} (lossless, uint8 or one-channel uint16) or raw")
     if name == "png" and not ((dtype == np.uint8 and channels <= 4) or (dtype == np.uint16 and channels == 1)):
         raise PrecomputedTifError(
             f"png holds uint8 data with 1 to 4 channels or one-channel uint16, and this volume is {dtype.name} "
-            f"with {channels} channel(s); use --encoding raw")
+            f"with {channels} channel(s); use {setting('encoding', 'raw')}")
     if name == "compressed_segmentation" and (dtype.name not in ("uint32", "uint64") or channels != 1):
         raise PrecomputedTifError(
             f"compressed_segmentation holds one channel of uint32 or uint64 labels, not {dtype.name} with "
-            f"{channels} channel(s); use --encoding raw")
+            f"{channels} channel(s); use {setting('encoding', 'raw')}")
     if jpeg_quality is not None and name != "jpeg":
-        raise PrecomputedTifError("--jpeg-quality goes with --encoding jpeg")
+        raise PrecomputedTifError(f"{param('jpeg_quality')} goes with {setting('encoding', 'jpeg')}")
     if name == "jpeg":
         quality = DEFAULT_JPEG_QUALITY if jpeg_quality is None else int(jpeg_quality)
         if not 1 <= quality <= 100:
-            raise PrecomputedTifError(f"--jpeg-quality must be 1 to 100, got {quality}")
+            raise PrecomputedTifError(f"{param('jpeg_quality')} must be 1 to 100, got {quality}")
         return Jpeg(quality)
     return {"raw": Raw, "png": Png, "compressed_segmentation": CompressedSegmentation}[name]()
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ... import channels
-from ...errors import PrecomputedTifError
+from ...errors import PrecomputedTifError, setting
 from ...info import EXTRA
 from ...storage.atomic import sync_files
 from ...storage.regular_files import open_regular
@@ -150,7 +150,7 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
 # The files of a root group's metadata, in either Zarr version.
 ROOT_FILES = ("zarr.json", ".zgroup", ".zattrs")
 ZARR3_NEEDED = ("OME-Zarr 0.5 (Zarr v3) needs zarr-python 3, which needs Python 3.11 or newer: "
-                "pip install 'zarr>=3', or give --ngff-version 0.4")
+                f"pip install 'zarr>=3', or give {setting('ngff_version', '0.4')}")
 
 
 def zarr_major() -> int:
