@@ -4,8 +4,10 @@ A test class that runs :class:`ChunkStoreContract` provides two fixtures:
 
 - ``make_subject(dtype, channels, segmentation)``: a :class:`Subject` -- a newly created, empty
   store of its kind for a small volume of that kind (levels 1 and 2, odd sizes, so the last
-  chunk of every axis is smaller than the chunk size) and the conversion plan it belongs to; it
-  calls ``pytest.skip`` for a kind the format does not hold.
+  chunk of every axis is smaller than the chunk size) and the conversion plan it belongs to;
+- ``kind``, for the round trip: each (dtype, channels, segmentation) of :data:`KINDS` the format
+  holds, parametrized by the test module (a kind a format does not hold is not a case of the
+  contract: the module checks that planning it is refused instead);
 - ``foreign_levels``: level directories other formats wrote chunks into, with their store
   classes, for :meth:`ChunkStore.holds`.
 
@@ -184,7 +186,6 @@ class ChunkStoreContract:
 
     # -- round trips -----------------------------------------------------------------------------
 
-    @pytest.mark.parametrize("kind", KINDS, ids=kind_id)
     def test_every_chunk_reads_back_as_written(self, make_subject, kind):
         """Every chunk of two levels, edge chunks (smaller than the chunk size) included, of each
         data type and channel count the format holds."""
