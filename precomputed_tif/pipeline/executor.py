@@ -77,7 +77,7 @@ _MAIN_ONLY = {signal.SIGINT, signal.SIGHUP}
 
 
 @contextlib.contextmanager
-def _signals_blocked():
+def _signals_blocked() -> Iterator[None]:
     """Hold Ctrl-C's SIGINT, SIGHUP and SIGTERM while worker processes may start.
 
     A new process keeps the blocked set through exec, so a worker never sees SIGINT
