@@ -101,3 +101,18 @@ def assert_same_contents(got: dict, want: dict) -> None:
             np.testing.assert_array_equal(got[k], v, err_msg=k)
         else:
             assert got[k] == v, k
+
+
+def ome_tiff_levels(path):
+    """Every level of a pyramidal OME-TIFF as tifffile reads it: (c, z, y, x) arrays."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        assert tif.is_ome and tif.is_bigtiff
+        out = []
+        for level in series.levels:
+            data, axes = level.asarray(), level.axes
+            for axis in "CZ":
+                if axis not in axes:
+                    data, axes = data[None], axis + axes
+            out.append(data.transpose([axes.index(a) for a in "CZYX"]))
+        return out

@@ -13,7 +13,7 @@ import tifffile
 
 from precomputed_tif import formats, open_volume
 from precomputed_tif.cli.convert import build_parser, main
-from readback import read_level
+from readback import ome_tiff_levels, read_level
 from stacks import make_volume, reference_downsample, reference_pyramid, write_planes
 from toy_format import NpyFormat
 
@@ -44,16 +44,7 @@ def _own_files(fmt):
 
 
 def _tifffile_pyramid(dest, info):
-    path = os.path.join(dest, os.path.basename(dest) + ".ome.tif")
-    with tifffile.TiffFile(path) as tif:
-        out = []
-        for level in tif.series[0].levels:
-            data, axes = level.asarray(), level.axes
-            for axis in "CZ":
-                if axis not in axes:
-                    data, axes = data[None], axis + axes
-            out.append(data.transpose([axes.index(a) for a in "CZYX"]))
-        return out
+    return ome_tiff_levels(os.path.join(dest, os.path.basename(dest) + ".ome.tif"))
 
 
 # Format -> a reader of its output written by others: (c, z, y, x) arrays, level by level.

@@ -25,6 +25,7 @@ from peak_rss import conversion_peak_rss
 from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DONE_LOG
+from readback import ome_tiff_levels as levels_of
 from stacks import make_volume, reference_downsample, write_planes
 
 SHAPE = (5, 45, 70)  # z, y, x: odd, and no multiple of the tile size
@@ -42,21 +43,6 @@ def write_source(tmp_path, volume):
     path = tmp_path / "stack.ome.tif"
     tifffile.imwrite(path, volume.transpose(1, 0, 2, 3), ome=True, metadata={"axes": "ZCYX"})
     return str(path)
-
-
-def levels_of(path):
-    """Every level as tifffile reads the pyramid: (c, z, y, x) arrays."""
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        assert tif.is_ome and tif.is_bigtiff
-        out = []
-        for level in series.levels:
-            data, axes = level.asarray(), level.axes
-            for axis in "CZ":
-                if axis not in axes:
-                    data, axes = data[None], axis + axes
-            out.append(data.transpose([axes.index(a) for a in "CZYX"]))
-        return out
 
 
 def reference_levels(volume, n_levels, segmentation=False):
