@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import threading
 import zlib
 from abc import ABC, abstractmethod
 from typing import Protocol
@@ -30,6 +31,10 @@ class ChunkStore(ABC):
     format: str = ""
     # Scales whose chunks are also kept losslessly, to be read back (see the precomputed store).
     lossless_copies: frozenset = frozenset()
+    # What a store caches of its files (opened directories, parsed metadata, shard indexes):
+    # per process, so a pickled copy starts with these empty, and ``_lock`` guards filling them
+    # from a server's threads.
+    _caches: tuple[str, ...] = ()
 
     def __init__(self, root: str, info: dict):
         self.root = os.path.abspath(root)
@@ -40,11 +45,18 @@ class ChunkStore(ABC):
         self.channels = int(info.get("num_channels", 1))
         self._unsynced: list[str] = []  # chunk files written since the last finish()
         self._sums: dict[str, dict[int, tuple[int, int]]] = {}  # key -> slot -> (size, crc), for finish()
+        self._lock = threading.Lock()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_unsynced"], state["_sums"] = [], {}
+        state.update({name: {} for name in self._caches})
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def array_shape(self, box: Box) -> tuple[int, ...]:
         """Shape of the array that holds ``box``: (z, y, x), or (c, z, y, x) with channels."""

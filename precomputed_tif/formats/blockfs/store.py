@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 
 import numpy as np
 
@@ -41,21 +40,11 @@ COMPRESSION, COMPRESSION_LEVEL = "lz4", 5
 
 class BlockfsStore(ChunkStore):
     format = "blockfs"
+    _caches = ("_dirs",)
 
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
-        self._dirs: dict[tuple[str, int], Directory] = {}
-        self._lock = threading.Lock()  # a server's threads open directories concurrently
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_dirs"] = {}
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._dirs: dict[tuple[str, int], Directory] = {}  # a server's threads open them under _lock
 
     @classmethod
     def holds(cls, level_dir: str) -> bool:

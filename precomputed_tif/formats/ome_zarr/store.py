@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Literal
 
 import numcodecs
@@ -37,21 +36,12 @@ INDEX_CACHE = 256
 
 class OmeZarrStore(ChunkStore):
     format = "ome-zarr"
+    _caches = ("_meta", "_indexes")
 
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
         self._meta: dict[str, dict] = {}
         self._indexes: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_meta"], state["_indexes"], state["_lock"] = {}, {}, None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     @classmethod
     def holds(cls, level_dir: str) -> bool:

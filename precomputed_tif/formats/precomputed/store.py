@@ -30,17 +30,13 @@ LOSSLESS_DIR = ".lossless"
 
 class PrecomputedStore(ChunkStore):
     format = "precomputed"
+    _caches = ("_readers",)
 
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
         self._grids = {s["key"]: Scale.from_info(s) for s in info["scales"]}
         self._encodings = {s["key"]: from_scale_info(s) for s in info["scales"]}
         self._readers: dict[str, ShardReader] = {}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_readers"] = {}
-        return state
 
     @classmethod
     def holds(cls, level_dir: str) -> bool:

@@ -36,15 +36,11 @@ COMPRESSOR: dict[str, Any] = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuff
 
 class ZarrStore(ChunkStore):
     format = "zarr"
+    _caches = ("_meta",)
 
     def __init__(self, root: str, info: dict):
         super().__init__(root, info)
         self._meta: dict[str, dict] = {}
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_meta"] = {}
-        return state
 
     @classmethod
     def holds(cls, level_dir: str) -> bool:
