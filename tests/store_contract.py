@@ -15,8 +15,8 @@ Everything here goes through :class:`~precomputed_tif.formats.store.ChunkStore` 
 the task writer it hands out), so the same cases hold every format to the same promises.
 
 Writing: chunks are written the way a conversion's tasks write them (``pyramid.run_task``):
-``store.writer()``, ``write_chunk`` for each chunk of one task region, the writer's
-``finish``, then the store's ``finish``. That is the only way into a store whose files hold
+``store.task()`` (a writer, ``write_chunk`` for each chunk of one task region, the writer's
+``finish``, then the store's ``finish``). That is the only way into a store whose files hold
 many chunks (precomputed shards, OME-Zarr 0.5 shards): such a writer collects the task's shard
 and replaces the whole file when it finishes, so chunks of that shard the task did not write
 are absent afterwards. Those stores do not offer ``ChunkStore.write_chunk`` for their sharded
@@ -102,16 +102,9 @@ class Subject:
         for box in chunks:
             by_region.setdefault(self.region_of(number, box), []).append(box)
         for boxes in by_region.values():
-            writer = store.writer()
-            try:
+            with store.task() as writer:
                 for box in boxes:
                     writer.write_chunk(self.key(number), box, chunks[box])
-                writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
-            finally:
-                store.finish()
 
     def write_level(self, number: int, data: np.ndarray, store: ChunkStore | None = None) -> None:
         self.write(number, {box: data[(...,) + box.slices] for box in self.chunks(number)}, store)

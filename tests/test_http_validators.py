@@ -249,13 +249,12 @@ def rewrite_chunk(directory, key, box, array):
                   for z in range(oz, min(oz + sz, nz), cz) for y in range(oy, min(oy + sy, ny), cy)
                   for x in range(ox, min(ox + sx, nx), cx)]
         data = {b: array if b == box else store.read_chunk(key, b) for b in chunks}
-        writer = store.writer()
-        for b, a in data.items():
-            writer.write_chunk(key, b, a)
-        writer.finish()
+        with store.task() as writer:
+            for b, a in data.items():
+                writer.write_chunk(key, b, a)
     else:
         store.write_chunk(key, box, array)
-    store.finish()
+        store.finish()
 
 
 @pytest.mark.parametrize("fmt", TRANSLATED)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
 import threading
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -184,6 +186,20 @@ class ChunkStore(ABC):
         written, ``abort`` when the task fails. Layouts whose files hold many chunks (shards)
         collect them here."""
         return DirectWriter(self)
+
+    @contextlib.contextmanager
+    def task(self) -> Iterator[DirectWriter]:
+        """One task's writing: a :meth:`writer`, finished when the block ends, aborted when it
+        ends by an exception; either way the store's written files are flushed (:meth:`finish`)."""
+        writer = self.writer()
+        try:
+            yield writer
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            self.finish()
 
     # -- checksums of file-per-chunk stores ---------------------------------------------------
     #

@@ -295,18 +295,10 @@ def count_chunks(p: Pass, geometry: Geometry) -> int:
 
 def run_task(task: Task) -> tuple[str, int]:
     """Make one region's levels, block by block; returns the task's id and the number of chunks written."""
-    store = task.store
-    writer = store.writer()
     written = 0
-    try:
+    with task.store.task() as writer:
         for block in task.blocks():
             written += _run_block(task, writer, block)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        store.finish()
     return task.id, written
 
 
