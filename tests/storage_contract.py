@@ -103,6 +103,33 @@ class StorageContract:
             with pytest.raises(ValueError):
                 storage.get_range("r", start, length)
 
+    def test_stat(self, storage):
+        assert storage.stat("nothing") is None
+        storage.put("s", b"12345")
+        first = storage.stat("s")
+        assert first.size == 5 and first.mtime_ns > 0
+        assert storage.stat("s") == first  # nothing changed: the same version
+        hash(first.version)
+        storage.put("s", b"67890")  # same size, new content
+        second = storage.stat("s")
+        assert second.size == 5 and second.version != first.version
+        storage.put("d/x", b"")
+        assert storage.stat("d") is None  # a prefix is not an object
+
+    def test_reader_reads_one_version(self, storage):
+        assert storage.open_reader("nothing") is None
+        storage.put("r", b"A" * 1000)
+        with storage.open_reader("r") as reader:
+            assert reader.stat == storage.stat("r")
+            storage.put("r", b"B" * 500)  # replaced while the reader is open
+            assert reader.read(990, 100) == b"A" * 10  # still the version it opened
+            assert reader.read(0, 3) == b"AAA"
+            assert reader.read(1000, 5) == b""
+            with pytest.raises(ValueError):
+                reader.read(-1, 2)
+        with storage.open_reader("r") as reader:
+            assert reader.stat.size == 500 and reader.read(0, 1000) == b"B" * 500
+
     # Listing and deleting
 
     def test_list(self, storage):
@@ -191,6 +218,7 @@ class StorageContract:
     def test_keys_that_could_escape_are_refused(self, storage, key):
         for call in (lambda: storage.put(key, b"x"), lambda: storage.get(key), lambda: storage.size(key),
                      lambda: storage.get_range(key, 0, 1), lambda: storage.delete(key),
+                     lambda: storage.stat(key), lambda: storage.open_reader(key),
                      lambda: storage.open_stream(key), lambda: storage.exists(key)):
             with pytest.raises(PrecomputedTifError):
                 call()

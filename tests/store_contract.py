@@ -8,8 +8,8 @@ A test class that runs :class:`ChunkStoreContract` provides two fixtures:
 - ``kind``, for the round trip: each (dtype, channels, segmentation) of :data:`KINDS` the format
   holds, parametrized by the test module (a kind a format does not hold is not a case of the
   contract: the module checks that planning it is refused instead);
-- ``foreign_levels``: level directories other formats wrote chunks into, with their store
-  classes, for :meth:`ChunkStore.holds`.
+- ``foreign_levels``: levels other formats wrote chunks into, as (store class, (storage, level
+  key)), for :meth:`ChunkStore.holds`.
 
 Everything here goes through :class:`~precomputed_tif.formats.store.ChunkStore` (and, to write,
 the task writer it hands out), so the same cases hold every format to the same promises.
@@ -22,7 +22,7 @@ and replaces the whole file when it finishes, so chunks of that shard the task d
 are absent afterwards. Those stores do not offer ``ChunkStore.write_chunk`` for their sharded
 scales (it is a user error, and writes nothing); the other stores write a chunk directly too.
 
-``chunk_files`` may be None (the store does not keep whole chunks in files: blockfs), and then
+``chunk_keys`` may be None (the store does not keep whole chunks in objects: blockfs), and then
 the subject names the files a chunk's bytes lie in for the damage cases; ``chunk_version`` may
 be None (the store cannot tell cheaply), and then the version cases have nothing to check.
 """
@@ -61,7 +61,7 @@ class Subject:
     geometry: Geometry
     passes: list  # the conversion's passes: which task regions write which level
     segmentation: bool
-    # The files a chunk's bytes lie in, for a store whose chunk_files is None.
+    # The files a chunk's bytes lie in, for a store whose chunk_keys is None.
     data_files: Callable[[ChunkStore, str, Box], list[str]] | None = None
     _regions: dict = field(default_factory=dict)
 
@@ -109,21 +109,29 @@ class Subject:
     def write_level(self, number: int, data: np.ndarray, store: ChunkStore | None = None) -> None:
         self.write(number, {box: data[(...,) + box.slices] for box in self.chunks(number)}, store)
 
+    def path_of(self, object_key: str) -> str:
+        """The file holding a stored object (both storages of the tests keep objects as files)."""
+        return os.path.join(self.store.storage.root, *object_key.split("/"))  # type: ignore[attr-defined]
+
     def files(self, number: int, box: Box) -> list[str]:
+        keys = self.store.chunk_keys(self.key(number), box)
+        if keys is not None:
+            return [self.path_of(k) for k in keys]
         files = self.store.chunk_files(self.key(number), box)
-        if files is None:
-            assert self.data_files is not None, "a store without chunk_files needs the subject's data_files"
-            files = self.data_files(self.store, self.key(number), box)
-        return files
+        if files is not None:
+            return files
+        assert self.data_files is not None, "a store without chunk_keys needs the subject's data_files"
+        return self.data_files(self.store, self.key(number), box)
 
     def shares_files(self, number: int, boxes: list[Box]) -> bool:
-        """Whether these chunks lie in one file (a shard) that a task writer replaces whole."""
-        files = [self.store.chunk_files(self.key(number), box) for box in boxes]
-        return len(boxes) > 1 and files[0] is not None and all(f == files[0] for f in files)
+        """Whether these chunks lie in one object (a shard) that a task writer replaces whole."""
+        keys = [self.store.chunk_keys(self.key(number), box) or self.store.chunk_files(self.key(number), box)
+                for box in boxes]
+        return len(boxes) > 1 and keys[0] is not None and all(k == keys[0] for k in keys)
 
     def reopen(self) -> ChunkStore:
         """The same dataset opened anew, as a server or the next pass opens it."""
-        store = type(self.store)(self.store.root, self.store.info)
+        store = type(self.store)(self.store.storage, self.store.info)
         store.lossless_copies = self.store.lossless_copies
         return store
 
@@ -166,16 +174,16 @@ class ChunkStoreContract:
     def test_holds_its_own_level_and_no_other(self, subject, foreign_levels, tmp_path):
         s = subject
         s.write_level(1, s.volume(1))
-        cls, own = type(s.store), s.store.level_dir(s.key(1))
-        assert cls.holds(own)
+        cls, own = type(s.store), (s.store.storage, s.key(1))
+        assert cls.holds(*own)
         empty = tmp_path / "empty"
         empty.mkdir()
-        assert not cls.holds(str(empty))
+        assert not cls.holds(type(s.store.storage)(empty), s.key(1))
         others = [(other_cls, level) for other_cls, level in foreign_levels if other_cls is not cls]
         assert others, "no other format to tell apart"
         for other_cls, level in others:
-            assert not cls.holds(level), f"{cls.__name__} takes {level} for its own"
-            assert not other_cls.holds(own), f"{other_cls.__name__} takes {own} for its own"
+            assert not cls.holds(*level), f"{cls.__name__} takes {level} for its own"
+            assert not other_cls.holds(*own), f"{other_cls.__name__} takes {own} for its own"
 
     # -- round trips -----------------------------------------------------------------------------
 
@@ -294,17 +302,16 @@ class ChunkStoreContract:
         s.store.finish()
         assert_same(s.reopen().read_region(s.key(2), s.geometry.level(2).bounds), s.volume(2), "level 2")
 
-    def test_chunk_files_exist_after_finish(self, subject):
+    def test_chunk_objects_exist_after_finish(self, subject):
         s = subject
         s.write_level(1, s.volume(1))
         for box in s.chunks(1):
-            files = s.store.chunk_files(s.key(1), box)
-            if files is None:
-                continue  # the store does not keep whole chunks in files
-            assert files, f"no file named for chunk {box.name}"
-            for path in files:
-                assert os.path.isfile(path) and not os.path.islink(path), path
-                assert s.store.inside(path), path
+            keys = s.store.chunk_keys(s.key(1), box)
+            if keys is None:
+                continue  # the store does not keep whole chunks in objects
+            assert keys, f"no object named for chunk {box.name}"
+            for k in keys:
+                assert s.store.storage.exists(k), k
 
     # -- pickling --------------------------------------------------------------------------------
 
@@ -355,19 +362,23 @@ class ChunkStoreContract:
         assert files, f"chunk {target.name} lies in no file"
         for path in files:
             _damage(path, how)
+        # Messages name a damaged object as the storage names it (a path, or a URL).
+        keys = s.store.chunk_keys(s.key(1), target)
+        names = files if keys is None else [s.store.location(k) for k in keys]
         store = s.reopen()
         reported = []
         for box in s.chunks(1):
             try:
                 got = store.read_chunk(s.key(1), box)
             except DamagedData as exc:
-                assert any(path in str(exc) for path in files), f"{exc} names no damaged file"
+                assert any(name in str(exc) for name in names), f"{exc} names no damaged object ({names})"
                 reported.append(box)
                 continue
             assert_same(got, data[(...,) + box.slices], f"chunk {box.name} of a damaged file")
         # The damage may lie where no voxel is read from (an edge chunk's padding, say), but not all of it.
         assert reported, "damage nobody noticed"
-        if how != "flipped" and len(files) == 1 and s.store.chunk_files(s.key(1), target) is not None:
+        if how != "flipped" and len(files) == 1 and (s.store.chunk_keys(s.key(1), target)
+                                                     or s.store.chunk_files(s.key(1), target)) is not None:
             assert target in reported, f"chunk {target.name} read from a damaged file"
 
     def test_unknown_scale_is_a_user_error(self, subject):
@@ -392,7 +403,7 @@ class ChunkStoreContract:
         s.store.read_chunk(key, box)
         assert s.store.chunk_version(key, box) == v1 == s.reopen().chunk_version(key, box), "stable while unchanged"
         elsewhere = [b for b in s.chunks(1) if region.intersect(b) is None]
-        if elsewhere and s.store.chunk_files(key, box) is not None:
+        if elsewhere and (s.store.chunk_keys(key, box) or s.store.chunk_files(key, box)) is not None:
             # Writing other files leaves this chunk's version alone (a store that keeps chunks in
             # shared files may count any change to them, which only costs a client a fetch).
             s.write(1, {b: data[(...,) + b.slices] for b in elsewhere})

@@ -10,6 +10,7 @@ encodings and sharding, OME-Zarr's NGFF versions).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import glob
 import os
 from collections.abc import Callable
@@ -19,12 +20,14 @@ import numpy as np
 import pytest
 import tifffile
 
+from object_storage import ObjectLikeStorage
 from precomputed_tif import formats
 from precomputed_tif.convert import plan_conversion
 from precomputed_tif.errors import PrecomputedTifError
 from precomputed_tif.formats import FormatOptions
 from precomputed_tif.formats.blockfs import BLOCKFS_SUFFIX
 from precomputed_tif.options import ConvertOptions
+from precomputed_tif.storage import LocalStorage
 from stacks import make_volume, write_planes
 from store_contract import KINDS, ChunkStoreContract, Subject, kind_id
 
@@ -55,7 +58,9 @@ class Variant:
     format: str
     options: FormatOptions = FormatOptions()
     holds: Callable[[str, int, bool], bool] = _any_kind  # which (dtype, channels, segmentation) it takes
-    data_files: Callable | None = None  # for a store whose chunk_files is None
+    data_files: Callable | None = None  # for a store whose chunk_keys is None
+    # "local": a local directory; "object": storage with an object store's limits (no path, no append)
+    storage: str = "local"
 
 
 # The formats whose options make their store behave differently; any other runs with its defaults.
@@ -73,12 +78,27 @@ SPECIAL = {
                  Variant("ome-zarr-0.4", "ome-zarr", FormatOptions(ngff_version="0.4"))],
     "blockfs": [Variant("blockfs", "blockfs", data_files=_blockfs_files)],
 }
-VARIANTS = [v for name in formats.names(chunked=True) for v in SPECIAL.get(name, [Variant(name, name)])]
+LOCAL_VARIANTS = [v for name in formats.names(chunked=True) for v in SPECIAL.get(name, [Variant(name, name)])]
+# Variants whose store also runs the contract on storage with an object store's limits (a bucket
+# next): every variant of a format that is not local-only (``ChunkStore.local_only``).
+ON_OBJECT_STORAGE: set[str] = set()
+VARIANTS = LOCAL_VARIANTS + [dataclasses.replace(v, id=f"{v.id}@object", storage="object")
+                             for v in LOCAL_VARIANTS if v.id in ON_OBJECT_STORAGE]
 
 
 def test_every_chunked_format_runs_the_contract():
     assert {v.format for v in VARIANTS} == set(formats.names(chunked=True))
     assert len({v.id for v in VARIANTS}) == len(VARIANTS)
+
+
+@pytest.mark.parametrize("name", [n for n in formats.names(chunked=True) if formats.get(n).store_class().local_only])
+def test_a_local_only_format_refuses_other_storage_in_one_line(tmp_path, name):
+    info = {"data_type": "uint8", "num_channels": 1, "type": "image",
+            "scales": [{"key": "1_1_1", "size": [8, 8, 8], "chunk_sizes": [[8, 8, 8]], "resolution": [1, 1, 1],
+                        "voxel_offset": [0, 0, 0], "encoding": "raw"}]}
+    with pytest.raises(PrecomputedTifError, match=rf"^mem://.*the {name} format keeps its files in a local directory"):
+        formats.get(name).store_class()(ObjectLikeStorage(tmp_path / "d"), info)
+    assert not os.path.exists(tmp_path / "d")
 
 
 def _write_source(directory: str, dtype: str, channels: int, segmentation: bool) -> str:
@@ -113,7 +133,8 @@ def plans(tmp_path_factory):
 
 
 def _subject(plan, variant: Variant, dest: str) -> Subject:
-    store = plan.store(dest, copy.deepcopy(plan.info))
+    storage = ObjectLikeStorage(dest) if variant.storage == "object" else LocalStorage(dest)
+    store = plan.store(storage, copy.deepcopy(plan.info))
     store.lossless_copies = plan.lossless_copies
     store.create(n_writers=1)
     return Subject(store, plan.geometry, plan.passes, plan.segmentation, variant.data_files)
@@ -127,7 +148,7 @@ def levels_of_every_variant(plans, tmp_path_factory):
         kind = next(k for k in KINDS if variant.holds(*k))
         s = _subject(plans(variant, kind), variant, str(tmp_path_factory.mktemp(variant.id)))
         s.write_level(1, s.volume(1))
-        out.append((type(s.store), s.store.level_dir(s.key(1))))
+        out.append((type(s.store), (s.store.storage, s.key(1))))
     return out
 
 
@@ -170,7 +191,7 @@ class TestChunkStores(ChunkStoreContract):
     @pytest.fixture(autouse=True)
     def known_defects(self, request, variant):
         params = request.node.callspec.params
-        reason = KNOWN_DEFECTS.get((request.function.__name__, variant.id, params.get("how")))
+        reason = KNOWN_DEFECTS.get((request.function.__name__, variant.id.removesuffix("@object"), params.get("how")))
         if reason:
             request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 

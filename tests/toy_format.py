@@ -11,29 +11,28 @@ import numpy as np
 from precomputed_tif.formats import Format
 from precomputed_tif.formats.store import ChunkStore
 from precomputed_tif.geometry import Box
-from precomputed_tif.storage.atomic import write_atomic
 
 
 class NpyStore(ChunkStore):
     format = "npy"
 
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
+    def holds_dir(cls, level_dir: str) -> bool:
         return any(n.endswith(".npy") for n in os.listdir(level_dir))
 
-    def chunk_path(self, key: str, box: Box) -> str:
-        return os.path.join(self.level_dir(key), box.name + ".npy")
+    def chunk_key(self, key: str, box: Box) -> str:
+        return self.level_key(key, box.name + ".npy")
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         buf = io.BytesIO()
         np.save(buf, array)
-        write_atomic(self.chunk_path(key, box), buf.getvalue())
+        self.put_object(self.chunk_key(key, box), buf.getvalue())
 
-    def chunk_files(self, key: str, box: Box) -> list[str]:
-        return [self.chunk_path(key, box)]
+    def chunk_keys(self, key: str, box: Box) -> list[str]:
+        return [self.chunk_key(key, box)]
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
-        data = self.read_file(self.chunk_path(key, box))
+        data = self.get_object(self.chunk_key(key, box))
         return np.zeros(self.array_shape(box), self.dtype) if data is None else np.load(io.BytesIO(data))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box, as_triple, ceil_div
+from ..storage import ObjectReader, Storage, StorageLike, open_storage
 from ..storage.atomic import sync_directory, sync_files
 from ..storage.regular_files import file_version
 
@@ -23,14 +24,23 @@ from ..storage.regular_files import file_version
 class ChunkStore(ABC):
     """Chunks of every scale of one precomputed volume, stored in some format.
 
-    A store is built from the dataset directory and its ``info`` dict (the
-    scales' keys, sizes and chunk sizes and the data type come from there). It
-    is small and picklable: workers receive it as an argument. Boxes are in
-    the coordinates of the scale they name; arrays are (z, y, x), or
-    (c, z, y, x) when the volume has several channels (``num_channels`` > 1).
+    A store is built from where the dataset lives -- a :class:`~precomputed_tif.storage.Storage`,
+    or a local path or ``file://`` URL for one -- and its ``info`` dict (the scales' keys,
+    sizes and chunk sizes and the data type come from there). It is small and picklable:
+    workers receive it as an argument. Boxes are in the coordinates of the scale they name;
+    arrays are (z, y, x), or (c, z, y, x) when the volume has several channels
+    (``num_channels`` > 1).
+
+    Stores read and write through ``self.storage`` by key (:meth:`get_object`,
+    :meth:`put_object`, :meth:`open_object`, :meth:`chunk_keys`), so they work on any storage.
+    A format whose files must be local (appended to, updated in place, served only by this
+    project's servers) sets ``local_only`` and uses paths (:meth:`level_dir`); it is refused,
+    in one line, on any other storage.
     """
 
     format: str = ""
+    # The format's files are appended to or updated in place: a local directory only.
+    local_only: bool = False
     # Scales whose chunks are also kept losslessly, to be read back (see the precomputed store).
     lossless_copies: frozenset = frozenset()
     # What a store caches of its files (opened directories, parsed metadata, shard indexes):
@@ -38,9 +48,16 @@ class ChunkStore(ABC):
     # from a server's threads.
     _caches: tuple[str, ...] = ()
 
-    def __init__(self, root: str, info: dict):
-        self.root = os.path.abspath(root)
-        self.real_root = os.path.realpath(self.root)
+    def __init__(self, root: StorageLike, info: dict):
+        self.storage: Storage = open_storage(root)
+        local = self.storage.local_root
+        if local is None and self.local_only:
+            raise PrecomputedTifError(
+                f"{self.storage.location()}: the {self.format} format keeps its files in a local directory only "
+                "(it updates them in place); write precomputed, zarr or ome-zarr there instead")
+        # Messages name ``root``; paths below it exist only for a local directory.
+        self.root = local if local is not None else self.storage.location()
+        self.real_root = os.path.realpath(self.root) if local is not None else ""
         self.info = info
         self.dtype = np.dtype(info["data_type"])
         self._scales = {s["key"]: s for s in info["scales"]}
@@ -79,22 +96,86 @@ class ChunkStore(ABC):
         return as_triple(self.scale(key)["size"])
 
     def level_dir(self, key: str) -> str:
-        """The directory of scale ``key``; a user error for a scale ``info`` does not have (its
-        chunks would otherwise read as zeros)."""
+        """The directory of scale ``key`` (a local directory's only); a user error for a scale
+        ``info`` does not have (its chunks would otherwise read as zeros)."""
         self.scale(key)
+        assert self.storage.local_root is not None, f"{type(self).__name__} used a path on {self.storage!r}"
         return os.path.join(self.root, key)
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the store's objects are files in a local directory (see :meth:`level_dir`)."""
+        return self.storage.local_root is not None
+
+    def level_key(self, key: str, *parts: str) -> str:
+        """The storage key of ``parts`` (``/``-joined) inside scale ``key``'s prefix; a user error
+        for a scale ``info`` does not have."""
+        self.scale(key)
+        return "/".join((key, *parts))
+
+    def location(self, object_key: str) -> str:
+        """How messages name a stored object: its path, or its URL."""
+        return self.storage.location(object_key)
+
+    def get_object(self, object_key: str) -> bytes | None:
+        """The whole stored object, or None when there is none. What cannot be read as an
+        object of the dataset (a FIFO, a symlink out of the dataset, an I/O error) is
+        :class:`DamagedData` naming it."""
+        try:
+            return self.storage.get(object_key)
+        except DamagedData:
+            raise
+        except PrecomputedTifError as exc:
+            raise DamagedData(str(exc)) from None
+        except OSError as exc:
+            raise DamagedData(f"cannot read {self.location(object_key)}: {exc.strerror or exc}") from None
+
+    def open_object(self, object_key: str) -> ObjectReader | None:
+        """A reader of one version of the stored object (see :meth:`Storage.open_reader`), or None
+        when there is none; unreadable ones are :class:`DamagedData`, as for :meth:`get_object`."""
+        try:
+            return self.storage.open_reader(object_key)
+        except DamagedData:
+            raise
+        except PrecomputedTifError as exc:
+            raise DamagedData(str(exc)) from None
+        except OSError as exc:
+            raise DamagedData(f"cannot read {self.location(object_key)}: {exc.strerror or exc}") from None
+
+    def put_object(self, object_key: str, data: bytes) -> None:
+        """Store a whole object atomically; durable once :meth:`finish` returns."""
+        self.storage.put(object_key, data)
+
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
-        """True when a level directory looks like it was written in this format."""
+    def holds(cls, storage: Storage, level_key: str) -> bool:
+        """True when the level under ``level_key`` looks like it was written in this format
+        (:meth:`holds_dir` in a local directory, :meth:`holds_objects` elsewhere)."""
+        if storage.local_root is not None:
+            path = os.path.join(storage.local_root, *level_key.split("/"))
+            return os.path.isdir(path) and cls.holds_dir(path)
+        return cls.holds_objects(storage, level_key)
+
+    @classmethod
+    def holds_dir(cls, level_dir: str) -> bool:
+        """True when a local level directory looks like it was written in this format."""
+        return False
+
+    @classmethod
+    def holds_objects(cls, storage: Storage, level_key: str) -> bool:
+        """True when the objects under ``level_key`` (not a local directory) look like this
+        format's; False for a format that keeps its files in local directories only."""
         return False
 
     def create(self, n_writers: int = 1) -> None:
         """Make what writers need before any chunk is written (called once, by one process).
 
         ``n_writers`` is how many processes will write at once. What an earlier
-        run of the same conversion made is kept, so a rerun resumes.
+        run of the same conversion made is kept, so a rerun resumes. On storage
+        other than a local directory there is nothing to make: objects need no
+        directories.
         """
+        if not self.is_local:
+            return
         for s in self.info["scales"]:
             os.makedirs(self.level_dir(s["key"]), exist_ok=True)
         if type(self).create is ChunkStore.create:
@@ -104,6 +185,9 @@ class ChunkStore(ABC):
     def sync_created(self) -> None:
         """Flush what :meth:`create` made (level directories and the files directly in them) to
         disk, so no chunk recorded later depends on metadata that could still be lost."""
+        self.storage.flush()
+        if not self.is_local:
+            return
         paths = []
         for s in self.info["scales"]:
             with os.scandir(self.level_dir(s["key"])) as it:
@@ -130,13 +214,41 @@ class ChunkStore(ABC):
         cheaply. Servers derive a chunk's HTTP validators from it; they take it before reading
         the chunk, so a chunk rewritten in between goes out under its older version, which the
         next request then corrects (never the reverse, which a cache would keep)."""
+        keys = self.chunk_keys(key, box)
+        if keys is not None:
+            return self.objects_version(keys)
         files = self.chunk_files(key, box)
         return None if files is None else files_version(files)
 
-    def chunk_files(self, key: str, box: Box) -> list[str] | None:
-        """The files the chunk ``box`` of scale ``key`` is decoded from, each read whole (missing
-        ones read as zeros); None for a store that does not keep whole chunks in files."""
+    def objects_version(self, object_keys: list[str]) -> tuple[tuple, int] | None:
+        """:meth:`chunk_version` of a chunk read from the objects ``object_keys``: each one's
+        version (None for a missing one) and the latest modification time; None when one
+        cannot be looked at (its read will say why)."""
+        versions = []
+        latest = 0
+        for k in object_keys:
+            try:
+                st = self.storage.stat(k)
+            except (OSError, PrecomputedTifError):
+                return None
+            versions.append(None if st is None else st.version)
+            latest = max(latest, 0 if st is None else st.mtime_ns)
+        return tuple(versions), latest
+
+    def chunk_keys(self, key: str, box: Box) -> list[str] | None:
+        """The storage keys of the objects the chunk ``box`` of scale ``key`` is decoded from
+        (missing ones read as zeros); None for a store that does not keep chunks in objects
+        of their own or of a few shards."""
         return None
+
+    def chunk_files(self, key: str, box: Box) -> list[str] | None:
+        """The local files the chunk ``box`` of scale ``key`` is decoded from, each read whole
+        (missing ones read as zeros); None for a store that does not keep whole chunks in
+        files, or whose storage is not a local directory."""
+        keys = self.chunk_keys(key, box)
+        if keys is None or not self.is_local:
+            return None
+        return [os.path.join(self.root, *k.split("/")) for k in keys]
 
     def read_region(self, key: str, box: Box) -> np.ndarray:
         """Any box of a scale, assembled from the chunks it overlaps."""
@@ -162,6 +274,7 @@ class ChunkStore(ABC):
         sums, self._sums = self._sums, {}
         if paths:
             sync_files(paths, self.root)
+        self.storage.flush()
         for key, entries in sums.items():
             try:
                 fd = os.open(self.checksum_path(key), os.O_WRONLY)
@@ -209,6 +322,9 @@ class ChunkStore(ABC):
     # uint32). Size 0: no checksum recorded (the chunk was never written, or was written by
     # another tool). Writers fill their chunks' entries when a task ends, after the chunk
     # files are on disk; readers check a chunk file against its entry before decoding it.
+    # Only in a local directory: the file is updated in place, which an object store cannot do,
+    # and an object store's objects appear whole or not at all (a torn or half-renamed file,
+    # which the checksums catch after a crash, cannot happen there).
 
     def checksum_path(self, key: str) -> str:
         return os.path.join(self.level_dir(key), CHECKSUMS)
@@ -224,6 +340,8 @@ class ChunkStore(ABC):
 
     def create_checksums(self) -> None:
         """An empty checksum file in every level directory that has none (called by ``create``)."""
+        if not self.is_local:
+            return
         for s in self.info["scales"]:
             path = self.checksum_path(s["key"])
             if not os.path.exists(path):
@@ -233,10 +351,14 @@ class ChunkStore(ABC):
 
     def record_checksum(self, key: str, index_zyx: tuple[int, int, int], data) -> None:
         """Remember a written chunk file's checksum; :meth:`finish` records it."""
+        if not self.is_local:
+            return
         self._sums.setdefault(key, {})[self._slot(key, index_zyx)] = (len(data), zlib.crc32(data))
 
     def verify_checksum(self, key: str, index_zyx: tuple[int, int, int], data: bytes, path: str) -> None:
         """Raise :class:`DamagedData` if a chunk file's bytes differ from those recorded."""
+        if not self.is_local:
+            return
         try:
             fd = os.open(self.checksum_path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from .. import formats
 from ..errors import PrecomputedTifError
+from ..storage import StorageLike, open_storage
 from .store import ChunkStore
 
 
@@ -18,26 +17,28 @@ def store_class(format: str) -> type[ChunkStore]:
     return fmt.store_class()
 
 
-def open_store(root: str, info: dict, format: str | None = None) -> ChunkStore:
-    """The store of an existing dataset; the format is detected when not given."""
+def open_store(root: StorageLike, info: dict, format: str | None = None) -> ChunkStore:
+    """The store of an existing dataset (a Storage, or a local path or ``file://`` URL); the
+    format is detected when not given."""
+    storage = open_storage(root)
     if format is None:
-        format = detect_format(root, info)
+        format = detect_format(storage, info)
     cls = store_class(format)
-    level_dir = os.path.join(root, info["scales"][0]["key"])
-    if not (os.path.isdir(level_dir) and cls.holds(level_dir)):
-        found = detect_format(root, info)
-        raise PrecomputedTifError(f"{root} holds {found} chunks, not {format}; leave out the format to detect it")
-    return cls(root, info)
+    if not cls.holds(storage, info["scales"][0]["key"]):
+        found = detect_format(storage, info)
+        raise PrecomputedTifError(
+            f"{storage.location()} holds {found} chunks, not {format}; leave out the format to detect it")
+    return cls(storage, info)
 
 
-def detect_format(root: str, info: dict) -> str:
-    """Which format the first scale's directory holds, or a user error."""
-    level_dir = os.path.join(root, info["scales"][0]["key"])
-    if os.path.isdir(level_dir):
-        for name in formats.names(chunked=True):
-            if formats.get(name).store_class().holds(level_dir):
-                return name
+def detect_format(root: StorageLike, info: dict) -> str:
+    """Which format the first scale holds, or a user error."""
+    storage = open_storage(root)
+    level_key = info["scales"][0]["key"]
+    for name in formats.names(chunked=True):
+        if formats.get(name).store_class().holds(storage, level_key):
+            return name
     raise PrecomputedTifError(
-        f"cannot tell the format of {root}: {level_dir} holds no chunks of any format "
-        f"({', '.join(formats.names(chunked=True))})"
+        f"cannot tell the format of {storage.location()}: {storage.location(level_key)} holds no chunks of any "
+        f"format ({', '.join(formats.names(chunked=True))})"
     )

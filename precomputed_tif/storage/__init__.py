@@ -8,10 +8,11 @@ import re
 import urllib.parse
 
 from ..errors import PrecomputedTifError
-from .base import Storage, StreamWriter, check_key
+from .base import ObjectReader, ObjectStat, Storage, StreamWriter, check_key
 from .local import LocalStorage
 
-__all__ = ["Storage", "StreamWriter", "LocalStorage", "StorageLike", "open_storage", "local_path", "check_key"]
+__all__ = ["ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike", "open_storage",
+           "local_path", "check_key"]
 
 StorageLike = Storage | str | os.PathLike
 

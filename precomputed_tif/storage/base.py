@@ -18,7 +18,8 @@ either is local-only and says so (:attr:`Storage.can_append`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 
 from ..errors import PrecomputedTifError
 
@@ -45,6 +46,42 @@ def under(key: str, prefix: str) -> bool:
     """Whether ``key`` is ``prefix`` itself or lies below it: whole parts only, so ``a/bc`` is
     not under ``a/b``. Every key is under ``""``."""
     return prefix == "" or key == prefix or key.startswith(prefix + "/")
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """What tells one version of an object from another, found without reading it.
+
+    ``size`` in bytes; ``mtime_ns`` the last modification, in ns since the epoch; ``version``
+    a hashable value that differs whenever the object's bytes may differ (a local file's
+    inode, size and times; an object store's ETag or generation). HTTP validators and caches
+    of parsed indexes key on ``version``."""
+
+    size: int
+    mtime_ns: int
+    version: Hashable
+
+
+class ObjectReader(ABC):
+    """One version of an object, read by byte ranges: every read returns bytes of the version
+    :attr:`stat` describes, even when the object is replaced meanwhile (a shard's index and
+    the chunk it points to must come from the same file). Used as a context manager."""
+
+    stat: ObjectStat
+
+    @abstractmethod
+    def read(self, start: int, length: int) -> bytes:
+        """Bytes ``start`` (inclusive) to ``start + length`` (exclusive), counted from 0; fewer
+        when the object ends sooner. Both >= 0."""
+
+    def close(self) -> None:  # noqa: B027 - a reader holding nothing open needs no closing
+        """Release what the reader holds (an open file); harmless twice."""
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
 
 
 class StreamWriter(ABC):
@@ -94,6 +131,10 @@ class Storage(ABC):
 
     # Whether append() exists: local directories only (object stores cannot append).
     can_append: bool = False
+    # The directory the objects are files in, for what only a local directory can do (a
+    # format that appends to its files or updates them in place, checksum sidecars); None
+    # for storage that is not a local directory.
+    local_root: str | None = None
 
     @abstractmethod
     def location(self, key: str = "") -> str:
@@ -117,9 +158,18 @@ class Storage(ABC):
         ``ValueError`` otherwise: a bug, not a user's mistake). All the bytes come from one
         version of the object."""
 
-    @abstractmethod
     def size(self, key: str) -> int | None:
         """The object's size in bytes, or None when there is none."""
+        st = self.stat(key)
+        return None if st is None else st.size
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectStat | None:
+        """The object's size, modification time and version, or None when there is none."""
+
+    @abstractmethod
+    def open_reader(self, key: str) -> ObjectReader | None:
+        """An :class:`ObjectReader` of the object as it is now, or None when there is none."""
 
     def exists(self, key: str) -> bool:
         """Whether there is an object ``key`` (a "directory" holding objects is not one)."""

@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 from ..errors import PrecomputedTifError
 from .atomic import is_temporary_name, sync_directory, sync_files, temporary_name, write_atomic
-from .base import Storage, StreamWriter, check_key, check_prefix, under
-from .regular_files import NotRegularFile, open_regular_or_raise
+from .base import ObjectReader, ObjectStat, Storage, StreamWriter, check_key, check_prefix, under
+from .regular_files import NotRegularFile, file_version, open_regular_or_raise
 
 _ABSENT = (FileNotFoundError, NotADirectoryError)
 
@@ -36,6 +36,7 @@ class LocalStorage(Storage):
     def __init__(self, root: str | os.PathLike):
         self._shown = os.fspath(root)  # as the user gave it, for messages
         self.root = os.path.abspath(self._shown)
+        self.local_root = self.root
         self._unsynced: set[str] = set()  # paths put, closed or appended since the last flush()
         self._dirty: set[str] = set()  # directories that lost an entry since then
         self._made: set[str] = set()  # directories known to exist inside the root
@@ -133,22 +134,18 @@ class LocalStorage(Storage):
             return None
         with f:
             # One open file: every byte comes from the version that was there when it was opened.
-            parts = []
-            while length > 0:
-                part = os.pread(f.fileno(), length, start)
-                if not part:
-                    break
-                parts.append(part)
-                start += len(part)
-                length -= len(part)
-            return b"".join(parts)
+            return _pread_all(f.fileno(), start, length)
 
-    def size(self, key: str) -> int | None:
+    def stat(self, key: str) -> ObjectStat | None:
         f = self._open(key)
         if f is None:
             return None
         with f:
-            return os.fstat(f.fileno()).st_size
+            return _stat_of(os.fstat(f.fileno()))
+
+    def open_reader(self, key: str) -> ObjectReader | None:
+        f = self._open(key)
+        return None if f is None else _LocalReader(f)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """See :meth:`Storage.list`. Regular files, and symlinks to regular files inside the
@@ -223,6 +220,44 @@ class LocalStorage(Storage):
             self._unsynced |= paths  # still not durable: the next flush tries again
             self._dirty |= dirty
             raise
+
+
+def _stat_of(st: os.stat_result) -> ObjectStat:
+    return ObjectStat(st.st_size, st.st_mtime_ns, file_version(st))
+
+
+def _pread_all(fd: int, start: int, length: int) -> bytes:
+    """``length`` bytes from ``start`` (fewer at the end of the file), however many reads it takes."""
+    parts = []
+    while length > 0:
+        part = os.pread(fd, length, start)
+        if not part:
+            break
+        parts.append(part)
+        start += len(part)
+        length -= len(part)
+    return b"".join(parts)
+
+
+class _LocalReader(ObjectReader):
+    """An open file: its reads come from the file that was there when it was opened, even if
+    a rename has replaced it since."""
+
+    def __init__(self, f: BinaryIO):
+        self._file: BinaryIO | None = f
+        self.stat = _stat_of(os.fstat(f.fileno()))
+
+    def read(self, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"byte range start={start}, length={length}: both must be >= 0")
+        if self._file is None:
+            raise ValueError("read from a closed reader")
+        return _pread_all(self._file.fileno(), start, length)
+
+    def close(self) -> None:
+        if self._file is not None:
+            f, self._file = self._file, None
+            f.close()
 
 
 class _LocalStream(StreamWriter):

@@ -40,6 +40,7 @@ COMPRESSION, COMPRESSION_LEVEL = "lz4", 5
 
 class BlockfsStore(ChunkStore):
     format = "blockfs"
+    local_only = True  # blocks are appended to its files, and only this project's servers read them
     _caches = ("_dirs",)
 
     def __init__(self, root: str, info: dict):
@@ -47,7 +48,7 @@ class BlockfsStore(ChunkStore):
         self._dirs: dict[tuple[str, int], Directory] = {}  # a server's threads open them under _lock
 
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
+    def holds_dir(cls, level_dir: str) -> bool:
         return os.path.exists(os.path.join(level_dir, BLOCKFS_SUFFIX))
 
     def directory_path(self, key: str, channel: int = 0) -> str:

@@ -44,7 +44,7 @@ class OmeZarrStore(ChunkStore):
         self._indexes: dict[str, np.ndarray] = {}
 
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
+    def holds_dir(cls, level_dir: str) -> bool:
         try:
             with open(os.path.join(level_dir, ZARR_JSON), "rb") as f:
                 meta = json.loads(f.read())
@@ -70,7 +70,7 @@ class OmeZarrStore(ChunkStore):
         names: dict[int, Shuffle] = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}  # numcodecs' numbers
         shuffle = names[COMPRESSOR["shuffle"]]
         for s in self.info["scales"]:
-            if self.holds(self.level_dir(s["key"])):
+            if self.holds_dir(self.level_dir(s["key"])):
                 continue  # made by an earlier run of the same conversion
             x, y, z = s["size"]
             cx, cy, cz = s["chunk_sizes"][0]

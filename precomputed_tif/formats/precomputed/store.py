@@ -39,7 +39,7 @@ class PrecomputedStore(ChunkStore):
         self._readers: dict[str, ShardReader] = {}
 
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
+    def holds_dir(cls, level_dir: str) -> bool:
         with os.scandir(level_dir) as it:
             return any(e.name.endswith(".shard") or _CHUNK_FILE.match(e.name) for e in it)
 

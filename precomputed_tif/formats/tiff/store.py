@@ -10,7 +10,6 @@ import tifffile
 
 from ...errors import DamagedData
 from ...geometry import Box
-from ...storage.atomic import write_atomic
 from ..store import ChunkStore
 from .chunk import decode_chunk
 
@@ -24,14 +23,19 @@ class TiffStore(ChunkStore):
     """Chunks as multi-page TIFF files, one page per z plane of the chunk."""
 
     format = "tiff"
+    local_only = True  # its chunks are served by this project's servers, which read local files
 
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
+    def holds_dir(cls, level_dir: str) -> bool:
         with os.scandir(level_dir) as it:
             return any(e.name.endswith(".tiff") and not e.name.startswith(".") for e in it)
 
+    def chunk_key(self, key: str, box: Box) -> str:
+        """The storage key of chunk ``box`` of scale ``key``: ``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>.tiff``."""
+        return self.level_key(key, box.name + ".tiff")
+
     def chunk_path(self, key: str, box: Box) -> str:
-        return os.path.join(self.level_dir(key), box.name + ".tiff")
+        return os.path.join(self.root, *self.chunk_key(key, box).split("/"))
 
     def _index(self, key: str, box: Box) -> tuple[int, int, int]:
         cx, cy, cz = self.chunk_size(key)
@@ -42,18 +46,16 @@ class TiffStore(ChunkStore):
         # Channels follow each other: the pages are channel 0's z planes, then channel 1's.
         tifffile.imwrite(buf, array.reshape(-1, *box.shape[1:]), compression="zlib",
                          compressionargs={"level": ZLIB_LEVEL}, photometric="minisblack", metadata=None)
-        path = self.chunk_path(key, box)
         data = buf.getvalue()
-        write_atomic(path, data, durable=False)
-        self._unsynced.append(path)
+        self.put_object(self.chunk_key(key, box), data)
         self.record_checksum(key, self._index(key, box), data)
 
-    def chunk_files(self, key: str, box: Box) -> list[str]:
-        return [self.chunk_path(key, box)]
+    def chunk_keys(self, key: str, box: Box) -> list[str]:
+        return [self.chunk_key(key, box)]
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
-        path = self.chunk_path(key, box)
-        data = self.read_file(path)
+        path = self.location(self.chunk_key(key, box))
+        data = self.get_object(self.chunk_key(key, box))
         shape = self.array_shape(box)
         if data is None:
             return np.zeros(shape, self.dtype)

@@ -43,7 +43,7 @@ class ZarrStore(ChunkStore):
         self._meta: dict[str, dict] = {}
 
     @classmethod
-    def holds(cls, level_dir: str) -> bool:
+    def holds_dir(cls, level_dir: str) -> bool:
         return os.path.exists(os.path.join(level_dir, ".zarray"))
 
     def create(self, n_writers: int = 1) -> None:
@@ -56,7 +56,7 @@ class ZarrStore(ChunkStore):
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
         version: dict[str, Any] = {"zarr_format": 2} if zarr_major() >= 3 else {}  # for zarr.open_array
         for s in self.info["scales"]:
-            if self.holds(self.level_dir(s["key"])):
+            if self.holds_dir(self.level_dir(s["key"])):
                 continue  # made by an earlier run of the same conversion
             x, y, z = s["size"]
             cx, cy, cz = s["chunk_sizes"][0]
