@@ -153,49 +153,53 @@ def plan_sharded_passes(geometry: Geometry, voxel_bytes: int, block_bytes: int =
     unsharded. Depends only on the geometry, the voxel size in bytes and the budget, so the
     same command plans the same shards.
     """
-    from ..formats.precomputed.shards import low_bits_for_box
-
-    def grid(number):
-        return geometry.grid(number)
-
-    def wants_shards(number):
-        return shard_all or geometry.n_chunks(number) > UNSHARDED_MAX_CHUNKS
-
     passes = []
     n = len(geometry.levels)
     first, from_source = 1, True
     while True:
-        k = _region_bits(grid(first))
-        # Axes that the next level does not halve get one bit less, so that the region is
-        # still a shard-shaped box (x, y before z) one level down.
-        nxt = geometry.level(first + 1).step if first < n else (2, 2, 2)
-        start_bits = bits = [k - (s != 2) for s in nxt]
-        shards: list[tuple[int, int]] = []
-        last = first
-        for number in range(first if from_source else first + 1, n + 1):
-            wrote_already = last > first or (from_source and number > first)
-            if number > first:
-                step = geometry.level(number).step
-                bits = [b - (s == 2) for b, s in zip(bits, step)]
-                if shards and min(bits) < 0:
-                    break  # blocks would outgrow the region that holds this pass's shards
-                if wrote_already and not _fits(geometry, first, number, voxel_bytes, block_bytes, False):
-                    break
-            if wants_shards(number):
-                low = low_bits_for_box(grid(number), bits) if min(bits) >= 0 else None
-                if low is not None and 2 ** low < min(MIN_SHARD_CHUNKS, geometry.n_chunks(number)):
-                    low = None
-                if low is None and wrote_already:
-                    break  # the next pass starts a region that gives this level whole shards
-                if low is not None:
-                    shards.append((number, low))
-            last = number
+        last, start_bits, shards = _sharded_pass(geometry, first, from_source, voxel_bytes, block_bytes, shard_all)
         region = tuple(c * 2 ** b for c, b in zip(geometry.chunk_size, start_bits)) if shards else None
         block = _block_size(geometry, first, last)
         passes.append(Pass(first, last, block, from_source, region, tuple(shards)))
         if last == n:
             return passes
         first, from_source = last, False
+
+
+def _sharded_pass(geometry: Geometry, first: int, from_source: bool, voxel_bytes: int, block_bytes: int,
+                  shard_all: bool) -> tuple[int, list[int], list[tuple[int, int]]]:
+    """One pass of :func:`plan_sharded_passes` starting at level ``first``: its last level, the
+    Morton bits per axis (x, y, z) of its region at level ``first``, and (level, low bits of
+    its shards) of each level it shards."""
+    from ..formats.precomputed.shards import low_bits_for_box
+
+    n = len(geometry.levels)
+    k = _region_bits(geometry.grid(first))
+    # Axes that the next level does not halve get one bit less, so that the region is
+    # still a shard-shaped box (x, y before z) one level down.
+    nxt = geometry.level(first + 1).step if first < n else (2, 2, 2)
+    start_bits = bits = [k - (s != 2) for s in nxt]
+    shards: list[tuple[int, int]] = []
+    last = first
+    for number in range(first if from_source else first + 1, n + 1):
+        wrote_already = last > first or (from_source and number > first)
+        if number > first:
+            step = geometry.level(number).step
+            bits = [b - (s == 2) for b, s in zip(bits, step)]
+            if shards and min(bits) < 0:
+                break  # blocks would outgrow the region that holds this pass's shards
+            if wrote_already and not _fits(geometry, first, number, voxel_bytes, block_bytes, False):
+                break
+        if shard_all or geometry.n_chunks(number) > UNSHARDED_MAX_CHUNKS:
+            low = low_bits_for_box(geometry.grid(number), bits) if min(bits) >= 0 else None
+            if low is not None and 2 ** low < min(MIN_SHARD_CHUNKS, geometry.n_chunks(number)):
+                low = None
+            if low is None and wrote_already:
+                break  # the next pass starts a region that gives this level whole shards
+            if low is not None:
+                shards.append((number, low))
+        last = number
+    return last, start_bits, shards
 
 
 # Zarr v3 shards: a task's region grows until the finest level it writes has this many chunks

@@ -477,8 +477,11 @@ def reclaim(path: str) -> int:
 
 
 def _reclaim(d: Directory, unrecorded_fd: int) -> int:
-    n_files, e = len(d.block_files), d.entry_size
+    """Cut each block file back to the end of its last recorded frame and keep, in the
+    unrecorded file, only the spots still wholly inside their block file and overlapping no
+    recorded frame nor each other. Returns the bytes cut."""
     directory_fd = d._fd(d.path)
+    e = d.entry_size
 
     def chunks():
         """(first slot, recorded offsets, sizes, spot offsets, sizes), a slice of slots at a time."""
@@ -489,7 +492,24 @@ def _reclaim(d: Directory, unrecorded_fd: int) -> int:
             yield (first, *_decode(raw, e, d.n_offset_bits, d.n_size_bits),
                    *_decode(spots, e, d.n_offset_bits, d.n_size_bits))
 
-    # The end of each block file's last recorded frame.
+    cut, limits = _cut_to_recorded_ends(d, chunks)
+    by_file: dict[int, list] = {}
+    for spot in _spots_inside(d, chunks, limits):
+        by_file.setdefault(spot[1], []).append(spot)
+    good = []
+    for i, spots in by_file.items():
+        good += _trusted_spots(d, chunks, i, spots)
+    os.ftruncate(unrecorded_fd, 0)
+    for slot, _, start, stop in good:
+        value = start | ((stop - start) << d.n_offset_bits)
+        _pwrite_all(unrecorded_fd, value.to_bytes(e, "little"), slot * e)
+    return cut
+
+
+def _cut_to_recorded_ends(d: Directory, chunks) -> tuple[int, list[int]]:
+    """Truncate each block file to the end of its last recorded frame: (bytes cut, each
+    file's length now)."""
+    n_files = len(d.block_files)
     ends = [0] * n_files
     for first, offsets, sizes, _, _ in chunks():
         files = (np.arange(first, first + len(sizes)) % n_files)
@@ -506,8 +526,14 @@ def _reclaim(d: Directory, unrecorded_fd: int) -> int:
             os.ftruncate(bfd, ends[i])
             cut += size - ends[i]
         limits.append(min(size, ends[i]))
-    # Spots to keep: unrecorded, wholly inside what is left of their block file.
-    kept = []  # (slot, file, start, stop)
+    return cut, limits
+
+
+def _spots_inside(d: Directory, chunks, limits: list[int]) -> list[tuple[int, int, int, int]]:
+    """(slot, file, start, stop) of each unrecorded spot wholly inside what is left of its
+    block file and not the slot's recorded frame itself."""
+    n_files = len(d.block_files)
+    kept = []
     for first, offsets, sizes, spot_offsets, spot_sizes in chunks():
         slots = np.arange(first, first + len(sizes))
         files = slots % n_files
@@ -516,37 +542,33 @@ def _reclaim(d: Directory, unrecorded_fd: int) -> int:
               ~((spot_offsets == offsets) & (spot_sizes == sizes))
         for slot, f, start, length in zip(slots[sel], files[sel], spot_offsets[sel], spot_sizes[sel]):
             kept.append((int(slot), int(f), int(start), int(start + length)))
-    by_file: dict[int, list] = {}
-    for spot in kept:
-        by_file.setdefault(spot[1], []).append(spot)
-    good = []
-    for i, spots in by_file.items():
-        spots.sort(key=lambda s: s[2])
-        starts = np.array([s[2] for s in spots], np.uint64)
-        stops = np.array([s[3] for s in spots], np.uint64)
-        # Spots overlapping each other: neither is trusted.
-        overlap = np.zeros(len(spots), bool)
-        overlap[1:] = starts[1:] < np.maximum.accumulate(stops)[:-1]
-        overlap[:-1] |= stops[:-1] > starts[1:]
-        reach = np.maximum.accumulate(stops)  # sorted, unlike stops when spots overlap
-        bad = np.zeros(len(spots) + 1, np.int64)  # a difference array: +1 where a hit range starts, -1 after
-        # Spots overlapping a recorded frame of their file.
-        for first, offsets, sizes, _, _ in chunks():
-            files = np.arange(first, first + len(sizes)) % n_files
-            sel = (files == i) & (sizes > 0)
-            s, t = offsets[sel], offsets[sel] + sizes[sel]
-            lo = np.searchsorted(reach, s, side="right")  # spots before lo all end before the frame starts
-            hi = np.searchsorted(starts, t, side="left")  # spots starting before the frame ends
-            hit = lo < hi
-            np.add.at(bad, lo[hit], 1)
-            np.add.at(bad, hi[hit], -1)
-        overlap |= np.cumsum(bad)[:-1] > 0
-        good += [s for s, o in zip(spots, overlap) if not o]
-    os.ftruncate(unrecorded_fd, 0)
-    for slot, _, start, stop in good:
-        value = start | ((stop - start) << d.n_offset_bits)
-        _pwrite_all(unrecorded_fd, value.to_bytes(e, "little"), slot * e)
-    return cut
+    return kept
+
+
+def _trusted_spots(d: Directory, chunks, i: int, spots: list) -> list:
+    """The spots of block file ``i`` that overlap neither each other nor a recorded frame."""
+    n_files = len(d.block_files)
+    spots.sort(key=lambda s: s[2])
+    starts = np.array([s[2] for s in spots], np.uint64)
+    stops = np.array([s[3] for s in spots], np.uint64)
+    # Spots overlapping each other: neither is trusted.
+    overlap = np.zeros(len(spots), bool)
+    overlap[1:] = starts[1:] < np.maximum.accumulate(stops)[:-1]
+    overlap[:-1] |= stops[:-1] > starts[1:]
+    reach = np.maximum.accumulate(stops)  # sorted, unlike stops when spots overlap
+    bad = np.zeros(len(spots) + 1, np.int64)  # a difference array: +1 where a hit range starts, -1 after
+    # Spots overlapping a recorded frame of their file.
+    for first, offsets, sizes, _, _ in chunks():
+        files = np.arange(first, first + len(sizes)) % n_files
+        sel = (files == i) & (sizes > 0)
+        s, t = offsets[sel], offsets[sel] + sizes[sel]
+        lo = np.searchsorted(reach, s, side="right")  # spots before lo all end before the frame starts
+        hi = np.searchsorted(starts, t, side="left")  # spots starting before the frame ends
+        hit = lo < hi
+        np.add.at(bad, lo[hit], 1)
+        np.add.at(bad, hi[hit], -1)
+    overlap |= np.cumsum(bad)[:-1] > 0
+    return [s for s, o in zip(spots, overlap) if not o]
 
 
 def create(path: str, extent: Sequence[int], block_size: Sequence[int], dtype, n_files: int = 1,
