@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import channels, formats
-from .errors import PrecomputedTifError, describe, param, unfinished
+from .errors import PrecomputedTifError, describe, either, in_log, param, unfinished
 from .formats import ome_tiff
 from .formats.store import ChunkStore
 from .geometry import DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
@@ -216,15 +216,15 @@ def _voxel_size(given, stack) -> tuple[tuple[float, float, float], str]:
         gx, gy, gz = (float(v) for v in given)
         return (gx, gy, gz), "given"
     if not stack.voxel_size_origin:
-        log.info("no voxel size in the files' metadata: using %s µm (give --voxel-size X,Y,Z)",
-                 _fmt(DEFAULT_VOXEL_SIZE_UM))
+        log.info("no voxel size in the files' metadata: using %s µm (give %s)",
+                 _fmt(DEFAULT_VOXEL_SIZE_UM), _give_voxel_size())
         return DEFAULT_VOXEL_SIZE_UM, "default"
     x, y, z = (r if r is not None else d for r, d in zip(recorded, DEFAULT_VOXEL_SIZE_UM))
     size = (x, y, z)
     missing = [a for a, r in zip("xyz", recorded) if r is None]
     if missing:
-        log.warning("the %s gives no %s voxel size; using %s µm for it (give --voxel-size X,Y,Z)",
-                    stack.voxel_size_origin, " or ".join(missing), _fmt(size))
+        log.warning("the %s gives no %s voxel size; using %s µm for it (give %s)",
+                    stack.voxel_size_origin, " or ".join(missing), _fmt(size), _give_voxel_size())
     _warn_anisotropy(recorded, stack)
     log.info("voxel size %s µm, from the %s", _fmt(size), stack.voxel_size_origin)
     return size, stack.voxel_size_origin
@@ -248,8 +248,12 @@ def _warn_anisotropy(recorded, stack) -> None:
     words = getattr(stack, "voxel_size_metadata", "")
     relation = f"{ratio:.0f} times" if ratio > 1 else f"1/{1 / ratio:.0f} of"
     log.warning("the %s records a voxel size of %s µm (x,y,z), z %s %s; check its units%s, "
-                "or give --voxel-size X,Y,Z", stack.voxel_size_origin, _fmt(recorded), relation, axis,
-                f" ({words})" if words else "")
+                "or give %s", stack.voxel_size_origin, _fmt(recorded), relation, axis,
+                f" ({words})" if words else "", _give_voxel_size())
+
+
+def _give_voxel_size() -> str:
+    return in_log(either("voxel_size=(x, y, z)", "--voxel-size X,Y,Z"))
 
 
 def _fmt(size) -> str:

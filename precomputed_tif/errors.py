@@ -63,6 +63,24 @@ def _listed(words) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
 
 
+# Whether log lines name parameters by their flags: set by the command-line tools
+# (:func:`speak_command_line`), so a library caller's log reads ``voxel_size`` and a user's
+# ``--voxel-size``.
+_LOG_COMMAND_LINE = False
+
+
+def speak_command_line(on: bool = True) -> None:
+    """Make :func:`in_log` render parameters as command-line flags (for this process)."""
+    global _LOG_COMMAND_LINE
+    _LOG_COMMAND_LINE = on
+
+
+def in_log(text: str) -> str:
+    """Marked ``text`` (:func:`param`, :func:`setting`) worded for a log line: the flags when a
+    command-line tool runs, the Python names otherwise."""
+    return render(text, _LOG_COMMAND_LINE)
+
+
 def render(text: str, command_line: bool = False) -> str:
     """``text`` with every marked part in its Python (or ``command_line``) wording."""
     return _MARKED.sub(lambda m: m.group(2 if command_line else 1), text)

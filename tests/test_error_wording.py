@@ -124,3 +124,19 @@ def test_marks_survive_wrapping_and_pickling_and_never_show():
     assert repr(outer) == f"PrecomputedTifError({str(outer)!r})"
     for text in (str(outer), for_command_line(outer), repr(outer)):
         assert text.isprintable() and all(not 0xE000 <= ord(c) <= 0xF8FF for c in text)
+
+
+def test_log_lines_name_the_parameter_in_python_and_the_flag_on_the_command_line(tmp_path, planes, caplog):
+    """Planes without a voxel size: the log line that says so tells a Python caller to give
+    ``voxel_size`` and a user of the command ``--voxel-size``."""
+    with caplog.at_level("INFO", logger="precomputed_tif"):
+        convert(planes, str(tmp_path / "py"), n_cores=1, chunk_size=(8, 8, 8), levels=1)
+    said = [r.getMessage() for r in caplog.records if "no voxel size" in r.getMessage()]
+    assert said and "voxel_size=(x, y, z)" in said[0] and "--voxel-size" not in said[0], said
+    result = subprocess.run([EXE, "--source", planes, "--dest", str(tmp_path / "cli"), "--no-progress",
+                             "--n-cores", "1", "--chunk-size", "8,8,8", "--levels", "1", "--log", "INFO"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stderr.splitlines() if "no voxel size" in x)
+    assert "--voxel-size X,Y,Z" in line and "voxel_size=" not in line, line
+    assert not any(c in result.stderr for c in "\ue000\ue001\ue002")

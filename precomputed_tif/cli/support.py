@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+from .. import errors
 from ..errors import PrecomputedTifError, for_command_line
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -66,6 +67,7 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
     # Handlers can be set only in the main thread; elsewhere (a caller's thread) leave them.
     main_thread = threading.current_thread() is threading.main_thread()
     saved = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main_thread else {}
+    errors.speak_command_line(True)  # log lines name flags, as the error line does
     try:
         if main_thread:
             for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -85,5 +87,6 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
             return 128 + signum
         return 0
     finally:
+        errors.speak_command_line(False)
         for sig, handler in saved.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
