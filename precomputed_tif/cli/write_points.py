@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import json
+import logging
 import math
 import re
 import sys
@@ -15,8 +16,12 @@ import numpy as np
 
 from ..annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_directory, write_points
 from ..errors import PrecomputedTifError
-from ..geometry import parse_triple
+from ..geometry import as_triple, parse_triple
+from ..info import read_info
 from .support import add_log_argument, run_main, setup_logging
+
+log = logging.getLogger(__name__)
+DEFAULT_VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns: precomputed-tif's when the files record none
 
 _PROPERTY_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
 _INT_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
@@ -263,21 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write cell centres as a Neuroglancer point annotation layer (precomputed format) "
                     "that loads fast at any zoom, even with millions of points.",
         epilog="examples:\n"
-               "  precomputed-write-points --input cells.json --output-directory /data/precomputed/cells\n"
+               "  precomputed-write-points --input cells.json --dataset /data/precomputed \\\n"
+               "      --output-directory /data/cells\n"
                "  precomputed-write-points --input cells.csv --output-directory cells --voxel-size 0.4,0.4,2\n\n"
                "cells.json is [[x, y, z], ...] in voxels of the image; a CSV needs a header with x,y,z and\n"
                "may add columns (intensity, size, class ...) that Neuroglancer shows as properties.\n"
+               "--dataset takes the voxel size and bounds from the image the points belong to.\n"
                "Serve the directory (precomputed-webserver --directory DIR) and add it as a layer.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True, metavar="POINTS", help="JSON list of [x, y, z], or CSV with x,y,z columns")
     p.add_argument("--output-directory", required=True, metavar="DIR", help="new or empty directory for the layer")
-    p.add_argument("--voxel-size", default="1.8,1.8,2.0", metavar="X,Y,Z",
-                   help="voxel size in microns, as given to precomputed-tif (default: 1.8,1.8,2.0)")
-    p.add_argument("--lower-bound", metavar="X,Y,Z", help="lower corner in voxels (default: 0,0,0)")
+    p.add_argument("--dataset", metavar="DIR",
+                   help="the image dataset the points belong to (a precomputed-tif output directory): "
+                        "its voxel size and bounds are used")
+    p.add_argument("--voxel-size", metavar="X,Y,Z",
+                   help="voxel size in microns, as the image has it (default: the --dataset's; without "
+                        "--dataset 1.8,1.8,2.0, with a warning)")
+    p.add_argument("--lower-bound", metavar="X,Y,Z",
+                   help="lower corner in voxels (default: the --dataset's, else 0,0,0)")
     p.add_argument("--upper-bound", metavar="X,Y,Z",
-                   help="upper corner in voxels, exclusive (default: largest coordinate + 1); "
-                        "the image size is a good choice")
+                   help="upper corner in voxels, exclusive (default: the --dataset's size, else the largest "
+                        "coordinate + 1)")
     p.add_argument("--no-by-id", action="store_true", help="do not write the index by annotation id")
     p.add_argument("--sharded", action="store_true", default=None,
                    help=f"store the indexes in a few shard files (default above {SHARD_ABOVE:,} points)")
@@ -301,13 +313,46 @@ def _bound(text: str | None, what: str):
     return values
 
 
+def dataset_frame(directory: str) -> tuple[tuple[float, float, float], list[float], list[float]]:
+    """(voxel size in µm, lower and upper bound in voxels, x, y, z, upper exclusive) of the
+    full-resolution scale of the image dataset in ``directory`` (from its ``info``)."""
+    info = read_info(directory)
+    scale = info["scales"][0]
+    try:
+        voxel = tuple(float(r) / 1000.0 for r in as_triple(scale["resolution"]))
+        offset = [float(v) for v in scale.get("voxel_offset", (0, 0, 0))]
+        size = [float(v) for v in as_triple(scale["size"])]
+    except (KeyError, TypeError, ValueError):
+        raise PrecomputedTifError(f"--dataset {directory}: its info has no readable resolution and size") from None
+    if info.get("type") not in (None, "image", "segmentation") or len(offset) != 3:
+        raise PrecomputedTifError(f"--dataset {directory} is not an image dataset")
+    return (voxel[0], voxel[1], voxel[2]), offset, [o + n for o, n in zip(offset, size)]
+
+
+def _frame(args) -> tuple[tuple[float, float, float], list[float] | None, list[float] | None]:
+    """The voxel size and bounds to write with: the flags', else the --dataset's, else defaults."""
+    given = parse_triple(args.voxel_size, "--voxel-size", integer=False) if args.voxel_size else None
+    lower, upper = _bound(args.lower_bound, "--lower-bound"), _bound(args.upper_bound, "--upper-bound")
+    if args.dataset is None:
+        if given is None:
+            log.warning("no --dataset or --voxel-size: assuming %s µm voxels; give the image's with "
+                        "--dataset DIR (or --voxel-size X,Y,Z) so the points land on it",
+                        ",".join(f"{v:g}" for v in DEFAULT_VOXEL_SIZE))
+        return given or DEFAULT_VOXEL_SIZE, lower, upper
+    voxel, d_lower, d_upper = dataset_frame(args.dataset)
+    if given is not None and not all(abs(a - b) <= 1e-6 * max(abs(a), abs(b)) for a, b in zip(given, voxel)):
+        raise PrecomputedTifError(
+            f"--voxel-size {args.voxel_size} differs from the voxel size of --dataset {args.dataset} "
+            f"({','.join(f'{v:g}' for v in voxel)} µm); leave one of them out")
+    return voxel, d_lower if lower is None else lower, d_upper if upper is None else upper
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
 
     def body():
-        voxel_size = parse_triple(args.voxel_size, "--voxel-size", integer=False)
-        lower, upper = _bound(args.lower_bound, "--lower-bound"), _bound(args.upper_bound, "--upper-bound")
+        voxel_size, lower, upper = _frame(args)
         if not 1 <= args.limit <= 2**32 - 1:
             raise PrecomputedTifError(f"--limit must be from 1 to {2**32 - 1:,}; got {args.limit}")
         check_directory(args.output_directory, "--output-directory")
