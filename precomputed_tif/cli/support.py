@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from .. import errors
 from ..errors import PrecomputedTifError, for_command_line
+from ..process import STOP_SIGNALS, Interrupted, ignore_signals, interrupt
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -36,23 +37,6 @@ def _drop_sibling_write_errors(record: logging.LogRecord) -> bool:
         ("Task exception was never retrieved", "Future exception was never retrieved")))
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so the
-    same ``finally`` blocks stop the workers and nothing is presented as finished."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def interrupt(signum, frame) -> None:
-    """A signal handler raising :class:`Interrupted`."""
-    raise Interrupted(signum)
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> int:
     """Run a command's body; a user error becomes one line on stderr and status 2, naming
     parameters by their flags (:func:`~precomputed_tif.errors.for_command_line`).
@@ -66,7 +50,7 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
     """
     # Handlers can be set only in the main thread; elsewhere (a caller's thread) leave them.
     main_thread = threading.current_thread() is threading.main_thread()
-    saved = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main_thread else {}
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main_thread else {}
     errors.speak_command_line(True)  # log lines name flags, as the error line does
     try:
         if main_thread:
@@ -80,8 +64,7 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             # A second signal while this line is printed must not turn it into a traceback.
-            for sig in _SIGNALS if main_thread else ():
-                signal.signal(sig, signal.SIG_IGN)
+            ignore_signals(STOP_SIGNALS)
             hint = "; run the same command again to resume" if resumable else ""
             print(f"{prog}: interrupted ({signal.Signals(signum).name}){hint}", file=sys.stderr)
             return 128 + signum

@@ -7,7 +7,7 @@ memory at once.
 
 Use an executor as a context manager: leaving the block normally waits for the
 workers to finish and closes them; leaving it by an exception (an error, Ctrl-C,
-or the SIGTERM/SIGHUP that :func:`.cli_support.run_main` turns into one) stops
+or SIGTERM/SIGHUP, raised as :class:`..process.Interrupted`) stops
 them at once, so no worker of an abandoned run goes on writing or keeps the
 terminal's output open.
 """
@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import ctypes
 import itertools
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import PrecomputedTifError, param
+from ..process import die_with_parent, signals_held
 
 
 def default_workers() -> int:
@@ -65,53 +64,6 @@ class SerialExecutor(_Executor):
             yield fn(task)
 
 
-def die_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent ends, however it ends (SIGKILL
-    included: prctl PR_SET_PDEATHSIG). Elsewhere nothing is asked; callers check getppid."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: no prctl
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-# Signals only the main process answers (it then stops the workers with SIGTERM).
-_MAIN_ONLY = {signal.SIGINT, signal.SIGHUP}
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Hold Ctrl-C's SIGINT, SIGHUP and SIGTERM while worker processes may start.
-
-    A new process keeps the blocked set through exec, so a worker never sees SIGINT
-    or SIGHUP, even while it is still importing (when no handler of ours could turn
-    them into anything but a traceback); it unblocks SIGTERM once it has its handler.
-    And no signal stops this process between a worker's start and the hand-over of
-    its first instructions (a worker left without them prints a traceback), nor
-    before the pool records it (it would escape :meth:`ProcessExecutor.stop`).
-
-    Blocking covers signals that arrive during the block; one that arrived just before
-    may still be waiting for its Python handler, which would run at any line inside.
-    So the handlers are swapped for ones that only remember, and the signal is
-    answered with the real handler when the block ends.
-    """
-    caught: list = []
-    saved: dict = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in _MAIN_ONLY | {signal.SIGTERM}:
-            handler = signal.getsignal(sig)
-            if callable(handler):
-                saved[sig] = handler
-                signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_ONLY | {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        if caught:
-            signum, frame = caught[0]
-            saved[signum](signum, frame)
-
-
 def _worker_terminated(signum, frame) -> None:
     """SIGTERM in a worker (the main process stopping the run, or dying): release what this
     process registered with multiprocessing's resource tracker -- the semaphore a library
@@ -129,7 +81,7 @@ def _worker_started(parent: int) -> None:
 
     Ctrl-C reaches every process of the terminal's foreground group: the main
     process alone answers it (it stops the workers), so workers ignore SIGINT
-    (blocked already since they started, see :func:`_signals_blocked`) rather
+    (blocked already since they started, see :func:`..process.signals_held`) rather
     than each printing a traceback. And a worker dies with the main
     process, even one killed with SIGKILL, rather than writing on for a run that
     is over.
@@ -164,7 +116,7 @@ class ProcessExecutor(_Executor):
         window = 2 * self.n
         while True:
             for task in tasks:
-                with _signals_blocked():  # a submit may start a worker process
+                with signals_held():  # a submit may start a worker process
                     pending.add(self.pool.submit(fn, task))
                 if len(pending) >= window:
                     break

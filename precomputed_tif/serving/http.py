@@ -38,11 +38,10 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..cli.support import interrupt
 from ..errors import PrecomputedTifError
 from ..formats.zarr.ngff import root_version
 from ..info import read_info
-from ..pipeline.executor import die_with_parent
+from ..process import die_with_parent, ignore_signals, interrupt
 from ..viewer.links import AVIVATOR, dataset_link
 from .core import REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
 
@@ -312,7 +311,7 @@ def serve(server: PrecomputedServer, workers: int) -> None:
                        else f"status {os.waitstatus_to_exitcode(status)}")
                 log.error("worker process %d stopped (%s); starting another", pid, how)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_signals((signal.SIGTERM,))
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

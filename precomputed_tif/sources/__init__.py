@@ -4,9 +4,11 @@ An existing dataset -- any format this project reads: tiff, zarr, blockfs,
 native precomputed -- is read at its full-resolution scale, so it can be
 stored again in another format (for instance a blockfs dataset as sharded
 precomputed for publishing) without its TIFF planes. Both kinds of source
-offer the same small interface the pyramid needs: ``shape``, ``dtype``,
-``n_channels``, ``read(box)``, ``subset(z0, z1)``, and the channels' names and
-colours (``channel_names``, ``channel_colors``; see :mod:`.channels`).
+offer the same small interface the pyramid needs (:class:`Source`): ``shape``,
+``dtype``, ``n_channels``, ``axes``, ``read(box)``, ``subset(z0, z1)``, the
+channels' names and colours (``channel_names``, ``channel_colors``; see
+:mod:`.channels`), the voxel size and where it came from, and which of the
+source's time points is read (``timepoint``, ``n_timepoints``, ``at_timepoint``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ __all__ = ["DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
 class Source(Protocol):
     """What every source offers the pyramid and the formats (the Source seam).
 
-    Arrays are (z, y, x), or (c, z, y, x) with several channels; boxes and sizes
-    in the files' names and ``info`` are x, y, z. A source is small to pickle:
-    workers get it as an argument and reopen its files by path.
+    Arrays are in :attr:`axes` order: (z, y, x), or (c, z, y, x) with several
+    channels; boxes and sizes in the files' names and ``info`` are x, y, z. One
+    source is one time point (:attr:`timepoint`) of the :attr:`n_timepoints` its
+    files hold; :meth:`at_timepoint` gives the same source at another. The voxel
+    size is in micrometres, (x, y, z), as the source's metadata records it, and
+    :attr:`voxel_size_origin` says which metadata that was. A source is small to
+    pickle: workers get it as an argument and reopen its files by path.
     """
 
     @property
@@ -52,6 +58,22 @@ class Source(Protocol):
     def n_channels(self) -> int: ...
 
     @property
+    def axes(self) -> str:
+        """The axes of the arrays :meth:`read` returns, one letter each as OME-NGFF names them:
+        "zyx" with one channel, "czyx" with ``n_channels`` > 1."""
+        ...
+
+    @property
+    def n_timepoints(self) -> int:
+        """How many time points the source's files hold (1 when they are no time series)."""
+        ...
+
+    @property
+    def timepoint(self) -> int:
+        """Which time point (0 <= timepoint < n_timepoints) :meth:`read` reads."""
+        ...
+
+    @property
     def n_planes(self) -> int: ...
 
     @property
@@ -61,12 +83,13 @@ class Source(Protocol):
 
     @property
     def voxel_size(self) -> tuple:
-        """(x, y, z) in microns as the source records it, None for an axis it does not give."""
+        """(x, y, z) in micrometres (µm) as the source records it, None for an axis it does not give."""
         ...
 
     @property
     def voxel_size_origin(self) -> str:
-        """Which metadata gave the voxel size ("" when none did)."""
+        """Which metadata gave :attr:`voxel_size`, in words for messages ("ImageJ metadata of
+        stack.tif", "info of /data/ds"); "" when none did."""
         ...
 
     @property
@@ -86,6 +109,12 @@ class Source(Protocol):
 
     def subset(self, z0: int, z1: int) -> Source:
         """The same source for planes z0 <= z < z1 only (what one task needs), z staying absolute."""
+        ...
+
+    def at_timepoint(self, t: int) -> Source:
+        """The same source (shape, dtype, channels, metadata; a subset stays one) at time point
+        ``t``; a ``t`` outside 0 <= t < n_timepoints is a
+        :class:`~precomputed_tif.errors.PrecomputedTifError` naming ``timepoint``."""
         ...
 
 
@@ -121,6 +150,21 @@ class DatasetSource:
     @property
     def n_channels(self) -> int:
         return int(self.info.get("num_channels", 1))
+
+    @property
+    def axes(self) -> str:
+        return "czyx" if self.n_channels > 1 else "zyx"
+
+    # A dataset holds one time point.
+    n_timepoints = 1
+    timepoint = 0
+
+    def at_timepoint(self, t: int) -> DatasetSource:
+        """This source, for ``t`` = 0, its one time point."""
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t != 0:
+            raise PrecomputedTifError(f"{setting('timepoint', t)} is out of range: {self.path} is a dataset, "
+                                      "which holds one time point (0)")
+        return self
 
     @property
     def segmentation(self) -> bool:

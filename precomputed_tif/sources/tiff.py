@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import operator
 import os
 import struct
 from collections.abc import Sequence
@@ -102,6 +103,10 @@ class PlaneStack:
     with :meth:`subset`. ``voxel_size`` is what the files' metadata records, in
     microns (x, y, z), None for an axis it does not give. ``files`` are every
     file a plane is read from: for a multi-file OME-TIFF, all its files.
+
+    The planes are those of time point ``timepoint`` of the ``n_timepoints`` the
+    files hold (:meth:`at_timepoint` gives another), and of channel ``channel``
+    alone when one was picked (None: all channels).
     """
 
     files: tuple[str, ...]
@@ -122,11 +127,22 @@ class PlaneStack:
     # colour "#rrggbb" or None; empty when unknown. See :mod:`.channels`.
     channel_names: tuple = ()
     channel_colors: tuple = ()
+    n_timepoints: int = 1
+    timepoint: int = 0
+    channel: int | None = None
+    # One file per z plane (else one multi-page file, or the files of one multi-file OME-TIFF):
+    # how :meth:`at_timepoint` opens the files again.
+    plane_per_file: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(z, y, x) size of the whole stack."""
         return (self.n_planes, *self.plane_shape)
+
+    @property
+    def axes(self) -> str:
+        """The axes of the arrays :meth:`read` returns: "zyx", or "czyx" with several channels."""
+        return "czyx" if self.n_channels > 1 else "zyx"
 
     @property
     def dtype(self) -> np.dtype:
@@ -147,8 +163,34 @@ class PlaneStack:
             planes=tuple(r._replace(file=renumber[r.file]) for r in refs),
         )
 
+    def at_timepoint(self, t: int) -> PlaneStack:
+        """The same stack -- same files, channels, planes z (a :meth:`subset` stays one), dtype
+        and metadata -- at time point ``t`` (0 <= t < ``n_timepoints``).
+
+        The files' page headers are read again to find where that time point's planes are;
+        what opening them warned about is not repeated. A ``t`` out of range is a
+        :class:`PrecomputedTifError` naming ``timepoint``."""
+        _check_timepoint(t, self.n_timepoints, self.files[0])
+        if t == self.timepoint:
+            return self
+        with _warnings_given():
+            if self.plane_per_file:
+                # Every file is one plane: reopening this stack's files gives its planes in order.
+                other = _open_planes(list(self.files), False, self.channel, t)
+            else:
+                # Any file of a multi-file OME-TIFF names the whole series.
+                other = _open_multipage(self.files[0], self.channel, t)
+                if len(self.planes) != len(other.planes):
+                    # A subset: planes first_plane <= z < first_plane + (planes held).
+                    other = other.subset(self.first_plane, self.first_plane + len(self.planes) // self.n_channels)
+        if (len(other.planes), other.n_channels, other.plane_shape, other.stored_dtype) != (
+                len(self.planes), self.n_channels, self.plane_shape, self.stored_dtype):
+            raise PrecomputedTifError(f"{self.files[0]} changed while it was being read; start again")
+        return dataclasses.replace(self, files=other.files, planes=other.planes, timepoint=t)
+
     def read(self, box: Box) -> np.ndarray:
-        """Voxels of ``box`` (absolute coordinates): (z, y, x), or (c, z, y, x) with channels."""
+        """Voxels of ``box`` (absolute coordinates), in :attr:`axes` order: (z, y, x), or
+        (c, z, y, x) with channels."""
         nc = self.n_channels
         out = np.empty((nc, *box.shape), self.dtype)
         with contextlib.ExitStack() as files:
@@ -173,6 +215,36 @@ class PlaneStack:
         if np.dtype(self.stored_dtype) == np.bool_:
             out *= self.bool_value
         return out if nc > 1 else out[0]
+
+
+def _check_timepoint(t, n_t: int, path: str) -> int:
+    """``t`` as an int, when it is one of the ``n_t`` time points of ``path`` (0 to n_t - 1);
+    otherwise a :class:`PrecomputedTifError` naming ``timepoint``."""
+    try:
+        index = operator.index(t) if not isinstance(t, bool) else None
+    except TypeError:
+        index = None
+    if index is None:
+        raise PrecomputedTifError(f"{setting('timepoint', t)}: a time point is a whole number")
+    if not 0 <= index < n_t:
+        raise PrecomputedTifError(
+            f"{setting('timepoint', t)} is out of range: {path} has {n_t} time points (0 to {n_t - 1})"
+            if n_t > 1 else f"{setting('timepoint', t)} given, but {path} is not a time series")
+    return index
+
+
+@contextlib.contextmanager
+def _warnings_given():
+    """Drop this module's log records while a stack is opened again: opening it the first time
+    said the same, and a series of time points would otherwise say it once per time point."""
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
 
 
 def _open_raw(path: str):
@@ -312,6 +384,7 @@ class _FileLayout:
     voxel_size_metadata: str = ""
     channel_names: tuple = ()
     channel_colors: tuple = ()
+    n_timepoints: int = 1
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
@@ -348,7 +421,8 @@ def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
                       tuple(layout.refs), rgb=layout.rgb, voxel_size=layout.voxel_size,
                       voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
                       whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata,
-                      channel_names=layout.channel_names, channel_colors=layout.channel_colors)
+                      channel_names=layout.channel_names, channel_colors=layout.channel_colors,
+                      n_timepoints=layout.n_timepoints, timepoint=int(timepoint or 0), channel=channel)
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -385,7 +459,9 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
     return PlaneStack(tuple(files), first.shape, first.dtype.name, len(files), first.n_channels, tuple(refs),
                       rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
                       whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata,
-                      channel_names=first.channel_names, channel_colors=first.channel_colors)
+                      channel_names=first.channel_names, channel_colors=first.channel_colors,
+                      n_timepoints=first.n_timepoints, timepoint=int(timepoint or 0), channel=channel,
+                      plane_per_file=True)
 
 
 def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], channel, timepoint) -> PlaneStack:
@@ -477,12 +553,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
             f"{either('timepoint=N', '--timepoint N')} "
             f"(0 to {n_t - 1})"
         )
-    t = timepoint or 0
-    if not 0 <= t < n_t:
-        raise PrecomputedTifError(
-            f"{setting('timepoint', t)} is out of range: {path} has {n_t} time point{'s' if n_t > 1 else ''} "
-            f"(0 to {n_t - 1})" if n_t > 1 else f"{setting('timepoint', t)} given, but {path} is not a time series"
-        )
+    t = _check_timepoint(timepoint or 0, n_t, path)
     channels = max(n_c, samples)
     if channel is not None and not 0 <= channel < channels:
         raise PrecomputedTifError(
@@ -499,7 +570,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
             refs.append(locate(int(index), c if samples > 1 else 0))
     names, colors = tiff_metadata.pick_channels(recorded_channels, channels, rgb, wanted)
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin, whole_rows, files, voxel_words, names, colors)
+                       voxel_size, origin, whole_rows, files, voxel_words, names, colors, n_t)
 
 
 def _check_companions(tif, path: str) -> None:
