@@ -48,7 +48,8 @@ def write_json(path, points):
 
 def assert_written(directory, points, *argv):
     """A good run onto ``directory`` succeeds and the spec reader gets every point back."""
-    proc = cli(*argv, "--output-directory", directory)
+    frame = () if {"--voxel-size", "--dataset"} & set(map(str, argv)) else ("--voxel-size", "1.8,1.8,2")
+    proc = cli(*argv, *frame, "--output-directory", directory)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     check_layer(directory, np.asarray(points, np.float64))
     assert not os.path.exists(os.path.join(directory, ".points-unfinished"))
@@ -250,3 +251,54 @@ def test_a_killed_run_leaves_no_layer_and_the_next_run_replaces_it(tmp_path):
     assert_one_line(cli("--input", tmp_path / "p.json", "--output-directory", out), "not empty",
                     "finished point layer")
     assert read_layer(out)[0]["spatial"][0]["limit"] == 200
+
+
+def _image_dataset(tmp_path, voxel_size="0.5,0.5,3"):
+    """A converted image of 23 x 19 x 5 voxels (x, y, z) with its voxel size in ``info``."""
+    from stacks import make_volume, write_planes
+
+    planes = write_planes(tmp_path / "planes", make_volume((5, 19, 23), "uint8", seed=3))
+    dest = tmp_path / "image"
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "precomputed-tif"), "--source", planes,
+                           "--dest", str(dest), "--voxel-size", voxel_size, "--levels", "1", "--n-cores", "1",
+                           "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return dest
+
+
+def test_dataset_gives_the_voxel_size_and_the_bounds(tmp_path):
+    """Points written with --dataset carry the image's voxel size (from its info, in nm there)
+    and its bounds, so they land on it in the viewer."""
+    dataset = _image_dataset(tmp_path)
+    points = [[1, 2, 0], [22.5, 18.9, 4.5], [10, 10, 2]]
+    out = tmp_path / "cells"
+    proc = cli("--input", write_json(tmp_path / "p.json", points), "--dataset", dataset, "--output-directory", out)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    info = json.loads((out / "info").read_text())
+    assert info["dimensions"] == {"x": [0.5e-6, "m"], "y": [0.5e-6, "m"], "z": [3e-6, "m"]}
+    assert info["lower_bound"] == [0, 0, 0] and info["upper_bound"] == [23, 19, 5]
+    # The same voxel size given as well is fine; another one is a mistake, said in one line.
+    again = cli("--input", tmp_path / "p.json", "--dataset", dataset, "--voxel-size", "0.5,0.5,3",
+                "--output-directory", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    line = assert_one_line(cli("--input", tmp_path / "p.json", "--dataset", dataset, "--voxel-size", "1.8,1.8,2",
+                              "--output-directory", tmp_path / "other"))
+    assert "differs from the voxel size of --dataset" in line and "0.5,0.5,3" in line, line
+    assert not os.path.exists(tmp_path / "other")
+
+
+def test_points_outside_the_dataset_are_refused(tmp_path):
+    dataset = _image_dataset(tmp_path)
+    line = assert_one_line(cli("--input", write_json(tmp_path / "p.json", [[1, 1, 1], [40, 1, 1]]),
+                              "--dataset", dataset, "--output-directory", tmp_path / "cells"))
+    assert "1 of 2 points lie outside" in line and "[40.0, 1.0, 1.0]" in line, line
+    line = assert_one_line(cli("--input", tmp_path / "p.json", "--dataset", tmp_path / "nothing",
+                              "--output-directory", tmp_path / "cells"))
+    assert "no precomputed dataset" in line or "no info" in line, line
+
+
+def test_without_dataset_or_voxel_size_the_assumption_is_said_after_writing(tmp_path):
+    proc = cli("--input", write_json(tmp_path / "p.json", [[1, 2, 3]]), "--output-directory", tmp_path / "cells")
+    assert proc.returncode == 0
+    warnings = [x for x in proc.stderr.splitlines() if "WARNING" in x]
+    assert len(warnings) == 1 and "assumed 1.8,1.8,2 µm voxels" in warnings[0] and "--dataset DIR" in warnings[0]

@@ -329,16 +329,13 @@ def dataset_frame(directory: str) -> tuple[tuple[float, float, float], list[floa
     return (voxel[0], voxel[1], voxel[2]), offset, [o + n for o, n in zip(offset, size)]
 
 
-def _frame(args) -> tuple[tuple[float, float, float], list[float] | None, list[float] | None]:
-    """The voxel size and bounds to write with: the flags', else the --dataset's, else defaults."""
+def _frame(args) -> tuple[tuple[float, float, float] | None, list[float] | None, list[float] | None]:
+    """The voxel size and bounds to write with: the flags', else the --dataset's, else (voxel
+    size None) the default."""
     given = parse_triple(args.voxel_size, "--voxel-size", integer=False) if args.voxel_size else None
     lower, upper = _bound(args.lower_bound, "--lower-bound"), _bound(args.upper_bound, "--upper-bound")
     if args.dataset is None:
-        if given is None:
-            log.warning("no --dataset or --voxel-size: assuming %s µm voxels; give the image's with "
-                        "--dataset DIR (or --voxel-size X,Y,Z) so the points land on it",
-                        ",".join(f"{v:g}" for v in DEFAULT_VOXEL_SIZE))
-        return given or DEFAULT_VOXEL_SIZE, lower, upper
+        return given, lower, upper
     voxel, d_lower, d_upper = dataset_frame(args.dataset)
     if given is not None and not all(abs(a - b) <= 1e-6 * max(abs(a), abs(b)) for a, b in zip(given, voxel)):
         raise PrecomputedTifError(
@@ -358,11 +355,16 @@ def main(argv=None) -> int:
         check_directory(args.output_directory, "--output-directory")
         points, extra = read_points(args.input)
         ps = point_set(points, extra, lower, upper, args.input)
-        info = write_points(ps, args.output_directory, voxel_size, sharded=args.sharded,
+        info = write_points(ps, args.output_directory, voxel_size or DEFAULT_VOXEL_SIZE, sharded=args.sharded,
                             by_id=not args.no_by_id, limit=args.limit)
         kind = "sharded" if "sharding" in info["spatial"][0] else "unsharded"
         print(f"wrote {len(points):,} points in {len(info['spatial'])} spatial levels ({kind}) to "
               f"{args.output_directory}")
+        if voxel_size is None:
+            # Said after the layer is written: a mistake or a fault stays the one line printed.
+            log.warning("no --dataset or --voxel-size: assumed %s µm voxels; if the image's differ, write the "
+                        "layer again into an empty directory with --dataset DIR (or --voxel-size X,Y,Z)",
+                        ",".join(f"{v:g}" for v in DEFAULT_VOXEL_SIZE))
 
     return run_main("precomputed-write-points", body)
 
