@@ -94,7 +94,7 @@ def tif_main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="blockfs2tif",
         description="Write a blockfs volume out as one uncompressed TIFF file per z plane.",
-        epilog='example: blockfs2tif --input out/1_1_1/precomputed.blockfs --output-pattern "planes/img_%%05d.tiff"',
+        epilog='example: blockfs2tif --input out/1_1_1/precomputed.blockfs --output-pattern "planes/img_%05d.tiff"',
     )
     p.add_argument("--input", required=True, metavar="FILE", help="the blockfs directory file (or its folder)")
     p.add_argument("--output-pattern", required=True, metavar="PATTERN",
