@@ -149,6 +149,44 @@ def test_jpeg_levels_come_from_lossless_data(tmp_path):
     assert not any(".lossless" in d for d, _, _ in os.walk(tmp_path / "out"))
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["unsharded", "sharded"])
+@pytest.mark.parametrize("where", ["local", "object"])
+def test_lossless_copies_are_kept_and_dropped_on_any_storage(tmp_path, where, sharded):
+    """A jpeg level that later passes read back keeps exact copies under ``.lossless``, read
+    instead of the jpeg chunks; dropping them leaves the jpeg chunks and nothing of the copies
+    (in a local directory, not even the directory). On storage with an object store's limits
+    too, where nothing may use a path."""
+    from object_storage import ObjectLikeStorage
+    from precomputed_tif.convert import plan_conversion
+    from precomputed_tif.storage import LocalStorage
+    from store_contract import Subject, assert_same
+
+    glob = write_planes(tmp_path / "src", make_volume((21, 37, 45), "uint8", seed=8))
+    plan = plan_conversion(glob, str(tmp_path / "unused"), format="precomputed", encoding="jpeg", sharded=sharded,
+                           chunk_size=CHUNK, levels=2)
+    storage = (ObjectLikeStorage if where == "object" else LocalStorage)(tmp_path / "out")
+    store = plan.store(storage, plan.info)
+    key = plan.geometry.level(1).key
+    store.lossless_copies = frozenset({key})
+    store.create()
+    s = Subject(store, plan.geometry, plan.passes, False)
+    data = s.volume(1)
+    s.write_level(1, data)
+    copies = list(storage.list(f"{key}/.lossless"))
+    assert len(copies) == len(s.chunks(1))
+    assert store.holds(storage, key)
+    assert_same(store.read_region(key, plan.geometry.level(1).bounds), data, "read from the lossless copies")
+    store.drop_lossless_copies()
+    assert not list(storage.list(f"{key}/.lossless"))
+    if where == "local":  # an object store has no directories to leave behind
+        assert not os.path.exists(tmp_path / "out" / key / ".lossless")
+    published = type(store)(storage, plan.info)  # as a server opens it: the jpeg chunks
+    assert ("sharding" in plan.info["scales"][0]) == sharded
+    for box in s.chunks(1):
+        got = published.read_chunk(key, box).astype(float)
+        assert np.abs(got - data[box.slices]).mean() < 8, f"jpeg chunk {box.name}"
+
+
 @pytest.mark.parametrize("args,words", [
     (["--encoding", "jpeg"], ["jpeg", "uint8", "png"]),
     (["--encoding", "webp"], ["webp", "raw"]),

@@ -81,7 +81,7 @@ SPECIAL = {
 LOCAL_VARIANTS = [v for name in formats.names(chunked=True) for v in SPECIAL.get(name, [Variant(name, name)])]
 # Variants whose store also runs the contract on storage with an object store's limits (a bucket
 # next): every variant of a format that is not local-only (``ChunkStore.local_only``).
-ON_OBJECT_STORAGE: set[str] = set()
+ON_OBJECT_STORAGE: set[str] = {v.id for v in SPECIAL["precomputed"]}
 VARIANTS = LOCAL_VARIANTS + [dataclasses.replace(v, id=f"{v.id}@object", storage="object")
                              for v in LOCAL_VARIANTS if v.id in ON_OBJECT_STORAGE]
 

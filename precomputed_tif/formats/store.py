@@ -461,7 +461,11 @@ class OwnedShard(Protocol):
     """What :class:`ShardOwningWriter` needs of a shard writer besides ``add`` (whose arguments
     differ between layouts)."""
 
-    path: str
+    @property
+    def path(self) -> str | None:
+        """The local file the writer made beside the storage, which the store's ``finish``
+        flushes; None when it wrote through the storage (whose flush, in the store's ``finish``,
+        covers it)."""
 
     def finish(self) -> None: ...
 
@@ -471,7 +475,7 @@ class OwnedShard(Protocol):
 class ShardOwningWriter(DirectWriter):
     """What one task writes into a layout whose files hold many chunks (shards): per scale, the
     one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``,
-    ``path``) and finished -- renamed into place -- when the task is."""
+    ``path``) and finished -- put in place whole -- when the task is."""
 
     def __init__(self, store: ChunkStore):
         super().__init__(store)
@@ -490,7 +494,8 @@ class ShardOwningWriter(DirectWriter):
     def finish(self) -> None:
         for _, w in self._shards.values():
             w.finish()
-            self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
+            if w.path is not None:
+                self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
         self._shards = {}
 
     def abort(self) -> None:

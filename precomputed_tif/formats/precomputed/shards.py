@@ -11,24 +11,29 @@ sharded level it makes, so no two processes ever touch one file.
 A :class:`ShardWriter` takes chunks in any order, appends them to a temporary
 file as they come (memory stays small whatever the shard's size), and at the
 end writes the shard -- index, chunks sorted by minishard and key, minishard
-indexes -- under a temporary name and renames it into place.
+indexes -- through its storage as one stream, which appears whole when closed
+(:meth:`~precomputed_tif.storage.Storage.open_stream`). Shards are named by
+storage keys, ``<scale key>/<shard>.shard``, and read by byte ranges of one
+version of the object (:class:`ShardReader`): nothing here needs a local path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
+import tempfile
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
+from ...storage import ObjectReader, Storage
 from ...storage.atomic import temporary_name
-from ...storage.regular_files import NotRegularFile, file_version, open_regular_or_raise
+from ..store import ChunkStore
 from .sharding import compressed_morton_codes, minishard_indexes, morton_bits, shard_file_name
 
 # Chunks per minishard: what a viewer reads to find one chunk is the minishard's index,
@@ -92,18 +97,35 @@ def shard_of(spec: dict, key: int) -> int:
     return _split(spec, key)[0]
 
 
-def shard_path(directory: str, spec: dict, shard: int) -> str:
-    return os.path.join(directory, shard_file_name(spec, shard))
+def shard_key(prefix: str, spec: dict, shard: int) -> str:
+    """The storage key of shard ``shard`` of the scale whose objects lie under ``prefix``."""
+    return f"{prefix}/{shard_file_name(spec, shard)}"
 
 
 class ShardWriter:
-    """Writes one shard file; chunks arrive in any order, at most once each."""
+    """Writes one shard object; chunks arrive in any order, at most once each.
 
-    def __init__(self, directory: str, spec: dict, shard: int):
-        self.path = shard_path(directory, spec, shard)
+    The chunks wait in a spill file until :meth:`finish`, so memory stays small however large
+    the shard: in a local directory beside the shard, under a temporary name (a killed
+    writer's leftover is recognised and removed like any other, see
+    :func:`~precomputed_tif.storage.atomic.is_temporary_name`); on other storage in an
+    anonymous file in :func:`tempfile.gettempdir`, which disappears when closed (or when
+    the process dies)."""
+
+    # What ShardOwningWriter would flush besides the storage: nothing, the shard goes through
+    # the storage, whose flush (in the store's finish) makes it durable.
+    path: str | None = None
+
+    def __init__(self, storage: Storage, prefix: str, spec: dict, shard: int):
+        self.storage = storage
+        self.key = shard_key(prefix, spec, shard)
         self.spec = spec
-        self._spill_path = temporary_name(self.path)
-        self._spill: io.BufferedRandom | None = open(self._spill_path, "xb+")  # noqa: SIM115 - held by the object, which closes it
+        self._spill_path: str | None = None
+        if storage.local_root is not None:
+            self._spill_path = temporary_name(os.path.join(storage.local_root, *self.key.split("/")))
+            self._spill: BinaryIO | None = open(self._spill_path, "xb+")  # noqa: SIM115 - held by the object, which closes it
+        else:
+            self._spill = tempfile.TemporaryFile(dir=tempfile.gettempdir())  # noqa: SIM115 - as above
         self._entries: list[tuple[int, int, int, int]] = []  # minishard, key, offset in spill, size
 
     def add(self, key: int, data: bytes) -> None:
@@ -114,9 +136,9 @@ class ShardWriter:
         spill.write(data)
         self._entries.append((_split(self.spec, key)[1], key, offset, len(data)))
 
-    def finish(self, durable=None) -> None:
-        """Write the shard under its own name; ``durable(f)`` (if given) is called on the finished
-        file before it is renamed into place."""
+    def finish(self) -> None:
+        """Write the shard under its key: it appears whole, replacing any earlier one, or (on
+        failure) not at all. The spill file is dropped either way."""
         spill = self._open_spill()
         entries = sorted(self._entries)
         sizes = np.array([e[3] for e in entries], np.uint64)
@@ -124,26 +146,20 @@ class ShardWriter:
         shard_index, tail = minishard_indexes(
             1 << self.spec["minishard_bits"], np.array([e[0] for e in entries], np.int64),
             np.array([e[1] for e in entries], np.uint64), starts, sizes, int(sizes.sum()) if entries else 0)
-        tmp = temporary_name(self.path)
         try:
-            with open(tmp, "xb") as out:
+            # Leaving the block by an exception aborts the stream: the key keeps its old shard.
+            with self.storage.open_stream(self.key) as out:
                 out.write(shard_index)
                 for _, _, offset, size in entries:
                     spill.seek(offset)
                     out.write(spill.read(size))
                 out.write(tail)
-                if durable is not None:
-                    durable(out)
-            os.replace(tmp, self.path)
-        except BaseException:
-            _unlink(tmp)
-            raise
         finally:
             self.close()
 
-    def _open_spill(self) -> io.BufferedRandom:
+    def _open_spill(self) -> BinaryIO:
         # Only close() drops the spill file, and a writer is not used once closed (or finished).
-        assert self._spill is not None, f"writer of {self.path} used after it was closed"
+        assert self._spill is not None, f"writer of {self.storage.location(self.key)} used after it was closed"
         return self._spill
 
     def close(self) -> None:
@@ -151,7 +167,8 @@ class ShardWriter:
         if self._spill is not None:
             self._spill.close()
             self._spill = None
-            _unlink(self._spill_path)
+            if self._spill_path is not None:
+                _unlink(self._spill_path)
 
 
 def _unlink(path: str) -> None:
@@ -160,47 +177,52 @@ def _unlink(path: str) -> None:
 
 
 class ShardReader:
-    """Reads chunks of one sharded scale; minishard indexes are cached (they are small), each
-    with the version of the shard file it was read from, so a shard written anew is read anew.
-    Bytes that fail a check raise :class:`DamagedData` naming the shard file."""
+    """Reads chunks of one sharded scale, whose shards lie under ``prefix``, through ``store``
+    (:meth:`~precomputed_tif.formats.store.ChunkStore.open_object`: one version of a shard per
+    read, so a chunk and the index pointing to it come from the same shard). Minishard indexes
+    are cached (they are small), each with the version of the shard it was read from, so a
+    shard written anew is read anew. Bytes that fail a check raise :class:`DamagedData` naming
+    the shard as the storage names it (its path, or its URL)."""
 
-    def __init__(self, directory: str, spec: dict):
-        self.directory, self.spec = directory, spec
-        # (shard, minishard) -> (the shard file's version, the minishard's key -> (offset, size))
-        self._cache: dict[tuple[int, int], tuple[tuple[int, int, int, int], dict[int, tuple[int, int]] | None]] = {}
+    def __init__(self, store: ChunkStore, prefix: str, spec: dict):
+        self.store, self.prefix, self.spec = store, prefix, spec
+        # (shard, minishard) -> (the shard's version, the minishard's key -> (offset, size))
+        self._cache: dict[tuple[int, int], tuple[Hashable, dict[int, tuple[int, int]] | None]] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self):
-        return {"directory": self.directory, "spec": self.spec}
+        return {"store": self.store, "prefix": self.prefix, "spec": self.spec}
 
     def __setstate__(self, state):
-        self.__init__(state["directory"], state["spec"])
+        self.__init__(state["store"], state["prefix"], state["spec"])
 
-    def _minishard(self, f, path: str, st: os.stat_result, shard: int, minishard: int):
-        version, size = file_version(st), st.st_size
+    def _damaged(self, object_key: str, what: str) -> DamagedData:
+        """Damage to the shard ``object_key``, named as the storage names it; ``what`` follows the name."""
+        return DamagedData(f"{self.store.location(object_key)}{what}")
+
+    def _minishard(self, reader: ObjectReader, object_key: str, shard: int, minishard: int):
+        version, size = reader.stat.version, reader.stat.size
         cached = self._cache.get((shard, minishard))
         if cached is not None and cached[0] == version:
             return cached[1]
         n_mini = 1 << self.spec["minishard_bits"]
         index_end = 16 * n_mini
-        f.seek(16 * minishard)
-        raw = f.read(16)
+        raw = reader.read(16 * minishard, 16)
         if len(raw) != 16:
-            raise DamagedData(f"{path} is shorter than its shard index")
+            raise self._damaged(object_key, " is shorter than its shard index")
         start, end = (int(v) for v in np.frombuffer(raw, "<u8"))
         table = None
         if end > start:
             if index_end + end > size:
-                raise DamagedData(f"{path}: a minishard index lies past the end of the file")
-            f.seek(index_end + start)
-            data = f.read(end - start)
+                raise self._damaged(object_key, ": a minishard index lies past the end of the file")
+            data = reader.read(index_end + start, end - start)
             if self.spec.get("minishard_index_encoding", "raw") == "gzip":
                 try:
                     data = gzip.decompress(data)
                 except (OSError, EOFError, zlib.error) as exc:
-                    raise DamagedData(f"{path}: a minishard index does not decompress ({exc})") from None
+                    raise self._damaged(object_key, f": a minishard index does not decompress ({exc})") from None
             if len(data) % 24:
-                raise DamagedData(f"{path}: a minishard index is not a whole number of entries")
+                raise self._damaged(object_key, ": a minishard index is not a whole number of entries")
             t = np.frombuffer(data, "<u8").reshape(3, -1)
             keys = np.cumsum(t[0], dtype=np.uint64)
             sizes = t[2]
@@ -213,27 +235,21 @@ class ShardReader:
     def read(self, key: int) -> bytes | None:
         """The chunk stored under ``key``, decoded from the shard's data encoding; None when absent."""
         shard, minishard = _split(self.spec, key)
-        path = shard_path(self.directory, self.spec, shard)
-        try:
-            f = open_regular_or_raise(path)  # used by the with below; only opening may mean "no shard"
-        except FileNotFoundError:
+        object_key = shard_key(self.prefix, self.spec, shard)
+        reader = self.store.open_object(object_key)  # DamagedData for what is not an object
+        if reader is None:
             return None
-        except NotRegularFile:
-            raise DamagedData(f"{path} is not a regular file") from None
-        with f:
-            st = os.fstat(f.fileno())
-            size = st.st_size
-            table = self._minishard(f, path, st, shard, minishard)
+        with reader:
+            table = self._minishard(reader, object_key, shard, minishard)
             if not table or key not in table:
                 return None
             offset, n = table[key]
-            if offset + n > size:
-                raise DamagedData(f"{path}: a chunk lies past the end of the file")
-            f.seek(offset)
-            data = f.read(n)
+            if offset + n > reader.stat.size:
+                raise self._damaged(object_key, ": a chunk lies past the end of the file")
+            data = reader.read(offset, n)
         if self.spec.get("data_encoding", "raw") == "gzip":
             try:
                 data = gzip.decompress(data)
             except (OSError, EOFError, zlib.error) as exc:
-                raise DamagedData(f"{path}: a chunk does not decompress ({exc})") from None
+                raise self._damaged(object_key, f": a chunk does not decompress ({exc})") from None
         return data
