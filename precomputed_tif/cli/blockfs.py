@@ -38,11 +38,17 @@ def describe(d: Directory) -> str:
     return "\n".join(lines)
 
 
-def info_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="blockfs-info", description="Describe a blockfs volume.")
+def build_info_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="blockfs-info", description="Describe a blockfs volume.",
+                                epilog="example:\n  blockfs-info out/1_1_1/precomputed.blockfs",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help="the directory file, e.g. out/1_1_1/precomputed.blockfs")
     add_log_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def info_main(argv=None) -> int:
+    args = build_info_parser().parse_args(argv)
     setup_logging(args.log)
     return run_main("blockfs-info", lambda: print(describe(Directory(_directory_file(args.file)))))
 
@@ -90,17 +96,22 @@ def write_planes(d: Directory, pattern: str, progress: bool = False) -> int:
     return ez
 
 
-def tif_main(argv=None) -> int:
+def build_tif_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blockfs2tif",
         description="Write a blockfs volume out as one uncompressed TIFF file per z plane.",
-        epilog='example: blockfs2tif --input out/1_1_1/precomputed.blockfs --output-pattern "planes/img_%05d.tiff"',
+        epilog='example:\n  blockfs2tif --input out/1_1_1/precomputed.blockfs --output-pattern "planes/img_%05d.tiff"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True, metavar="FILE", help="the blockfs directory file (or its folder)")
     p.add_argument("--output-pattern", required=True, metavar="PATTERN",
                    help="file name of each plane with %%d (or %%05d ...) where the z index goes")
     add_log_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def tif_main(argv=None) -> int:
+    args = build_tif_parser().parse_args(argv)
     setup_logging(args.log)
 
     def body():

@@ -78,7 +78,7 @@ def local_viewer(link: str) -> str | None:
     return viewer.get_viewer_url()
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="precomputed-tif-demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="demo", help="where the sample planes and the dataset go (default: demo)")
@@ -86,7 +86,11 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=9000, help="port to serve on (default: 9000; 0 picks a free one)")
     p.add_argument("--no-serve", action="store_true", help="stop after converting")
     add_log_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.log)
 
     def body():

@@ -10,11 +10,13 @@ from ..viewer.screenshot import screenshot
 from .support import add_log_argument, run_main, setup_logging
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="precomputed-screenshot",
         description="Render a Neuroglancer view to a PNG file, in a headless browser on this machine.",
-        epilog="URL is a Neuroglancer link (as precomputed-tif's demo prints, with #! and the state) or a\n"
+        epilog="example:\n"
+               "  precomputed-screenshot precomputed://http://127.0.0.1:9000/image --out view.png\n\n"
+               "URL is a Neuroglancer link (as precomputed-tif's demo prints, with #! and the state) or a\n"
                "precomputed:// source. Needs Debian's chromium and chromium-driver, and the neuroglancer\n"
                "and selenium Python packages.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -23,7 +25,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--size", default="1200x900", help="WIDTHxHEIGHT in pixels (default 1200x900)")
     add_log_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.log)
 
     def body():
