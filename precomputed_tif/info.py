@@ -11,6 +11,9 @@ from .geometry import Geometry
 from .storage import StorageLike, open_storage
 
 INFO = "info"
+# What a conversion records beside ``info`` before writing anything (pipeline/destination.py):
+# a directory holding it and no ``info`` is a dataset still being made.
+JOB_RECORD = ".precomputed-tif.json"
 
 
 # The key under which this project keeps what Neuroglancer's info has no place for

@@ -47,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--source", required=True, metavar="GLOB",
-                   help="planes to convert, e.g. \"/data/img_*.tif\" (quote it), or the directory of an "
-                        "existing dataset to store again in another --format; planes are sorted by the numbers in "
-                        "their names (img_2 before img_10), the first file is z = 0. A single multi-page TIFF "
+                   help="planes to convert: a glob, e.g. \"/data/img_*.tif\" (quote it), or the folder holding "
+                        "them (its .tif and .tiff files); or the directory of an existing dataset to store again in "
+                        "another --format. Planes are sorted by the numbers in their names (img_2 before img_10), "
+                        "the first file is z = 0. A single multi-page TIFF "
                         "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
                         "channels, time points. A path that exists is taken as it is, brackets and all.")
     p.add_argument("--dest", required=True, metavar="DIR",

@@ -28,7 +28,7 @@ import shutil
 from .. import formats
 from ..errors import PrecomputedTifError, param, setting
 from ..formats.zarr.ngff import ROOT_FILES
-from ..info import INFO
+from ..info import INFO, JOB_RECORD
 from ..sources.fingerprint import Identity, comparable, first_change
 from ..storage import LocalStorage, Storage
 from ..storage.atomic import is_temporary_name
@@ -36,7 +36,6 @@ from .progress import DONE_LOG, DONE_OBJECTS
 
 log = logging.getLogger(__name__)
 
-JOB_RECORD = ".precomputed-tif.json"
 INPUTS = ".precomputed-tif-inputs.json"
 _SCALE_DIR = re.compile(r"^(\d+_\d+_\d+|\d+)$")  # factor keys, or OME-Zarr's numbered levels
 # The root group metadata an OME-Zarr (or the zarr format's NGFF) dataset has beside info.

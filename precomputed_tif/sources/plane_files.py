@@ -3,8 +3,10 @@
 A glob's matches are sorted *naturally*: runs of digits compare as numbers, so
 ``img_2.tif`` comes before ``img_10.tif`` whether or not the numbers are
 zero-padded. A path that exists is taken literally even when it holds glob
-characters (a folder named ``run[1]``). A list of files given from Python keeps
-the caller's order. Every file must be a regular file: a FIFO, device or socket
+characters (a folder named ``run[1]``). A folder (that is not a dataset) stands
+for the TIFF files directly in it (``.tif``, ``.tiff``, any case; hidden ones left
+out), as ``folder/*.tif`` would. A list of files given from Python keeps the
+caller's order. Every file must be a regular file: a FIFO, device or socket
 among the planes is refused before anything is read (reading one would wait
 forever, or never end).
 """
@@ -19,6 +21,7 @@ import stat
 from collections.abc import Sequence
 
 from ..errors import PrecomputedTifError, param
+from ..info import JOB_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +50,38 @@ def _glob(pattern: str) -> list[str]:
     return globmod.glob(pattern)
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _tiffs_in(folder: str) -> list[str]:
+    """The TIFF files directly in ``folder`` (not hidden), or a user error saying what it holds."""
+    try:
+        names = [n for n in os.listdir(folder) if not n.startswith(".")]
+    except OSError as exc:
+        raise PrecomputedTifError(f"cannot read {param('source')} {folder}: {exc.strerror}") from None
+    tiffs = [os.path.join(folder, n) for n in names if n.lower().endswith(TIFF_SUFFIXES)]
+    if tiffs:
+        others = len(names) - len(tiffs)
+        if others:
+            log.info("%s: reading its %d TIFF files, leaving out %d other entries", folder, len(tiffs), others)
+        return tiffs
+    if os.path.exists(os.path.join(folder, JOB_RECORD)):
+        raise PrecomputedTifError(
+            f"{param('source')} {folder} is a dataset whose conversion did not finish (it has no info file); "
+            "finish it by running its conversion again, then convert from it")
+    raise PrecomputedTifError(
+        f"{param('source')} {folder} is a folder with no TIFF files (.tif, .tiff) in it and no dataset (no info "
+        "file); give the planes' folder, or a glob like 'folder/*.tif'")
+
+
 def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
     """The plane files of a source, in z order; a user error when there are none."""
     if isinstance(source, (str, os.PathLike)):
         pattern = os.path.expanduser(str(source))
+        if os.path.isdir(pattern):
+            files = sorted(_tiffs_in(pattern), key=natural_key)
+            _warn_unpadded(files)
+            return resolve(files)
         files = sorted(_glob(pattern), key=natural_key)
         if not files:
             raise PrecomputedTifError(
