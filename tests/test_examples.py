@@ -144,3 +144,13 @@ def test_help_runs_and_shows_examples_as_typed(prog):
     assert proc.returncode == 0 and proc.stdout.startswith("usage:"), proc.stderr
     # What argparse prints literally (an epilog) must not carry the escaping its help strings need.
     assert "%%" not in proc.stdout, proc.stdout
+
+
+def test_readme_lists_every_format_the_server_takes():
+    from precomputed_tif import formats
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        serve_section = f.read().split("## Serve: `precomputed-webserver`", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"`--format ([a-z|-]+)`", serve_section)
+    assert listed, "the Serve section names the server's --format choices"
+    assert listed.group(1).split("|") == list(formats.served_names())
