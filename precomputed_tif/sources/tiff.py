@@ -628,7 +628,10 @@ def _page_locator(tif, path, series, pages, n_planes, height, width, samples, dt
            and page0.fillorder == 1)
     if len(pages) == n_planes:
         data, in_file = [], []
-        files, sizes, index_of, parents = [], [], {}, {}
+        files: list[str] = []
+        sizes: list[int] = []
+        index_of: dict[str, int] = {}
+        parents: dict[int, int] = {}
         real_path = os.path.realpath(path)
         for p in pages:
             fi = parents.get(id(p.parent))

@@ -194,7 +194,7 @@ class ShardReader:
         return {"store": self.store, "prefix": self.prefix, "spec": self.spec}
 
     def __setstate__(self, state):
-        self.__init__(state["store"], state["prefix"], state["spec"])
+        ShardReader.__init__(self, state["store"], state["prefix"], state["spec"])
 
     def _damaged(self, object_key: str, what: str) -> DamagedData:
         """Damage to the shard ``object_key``, named as the storage names it; ``what`` follows the name."""
