@@ -489,6 +489,31 @@ def _fmt_size(size) -> str:
     return ",".join("?" if v is None else f"{v:g}" for v in size)
 
 
+def _check_chain(tif, path: str, size: int, trust_plane_count: bool) -> int | None:
+    """Check that every page header of the file can be read (a truncated copy cannot); the
+    number of planes the metadata declares, when it is to be trusted (else None)."""
+    n_headers, chain_ok = _walk_chain(tif, size)
+    declared = _declared_planes(tif) if trust_plane_count else None
+    if not chain_ok:
+        expected = f"{declared}" if declared is not None else f"more than {n_headers}"
+        raise PrecomputedTifError(
+            f"{path} is truncated or damaged: it should hold {expected} planes, but only {n_headers} "
+            f"can be read; copy the file again from its original"
+        )
+    return declared
+
+
+def _first_series(tif, path: str):
+    """(number of pages, the first image series) of an open file; a user error when tifffile
+    cannot make sense of it."""
+    try:
+        return len(tif.pages), tif.series[0]
+    except PrecomputedTifError:
+        raise
+    except Exception as exc:
+        raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+
+
 def _file_layout(path: str, channel: int | None, timepoint: int | None,
                  trust_plane_count: bool = False) -> _FileLayout:
     """Read one file's page headers and metadata; which page (and sample) holds each (z, c).
@@ -499,22 +524,9 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
     """
     size = os.path.getsize(path) if os.path.exists(path) else 0
     with _tifffile_quiet(), _open(path) as tif:
-        n_headers, chain_ok = _walk_chain(tif, size)
-        declared = _declared_planes(tif) if trust_plane_count else None
-        if not chain_ok:
-            expected = f"{declared}" if declared is not None else f"more than {n_headers}"
-            raise PrecomputedTifError(
-                f"{path} is truncated or damaged: it should hold {expected} planes, but only {n_headers} "
-                f"can be read; copy the file again from its original"
-            )
+        declared = _check_chain(tif, path, size, trust_plane_count)
         _check_companions(tif, path)
-        try:
-            n_pages = len(tif.pages)
-            series = tif.series[0]
-        except PrecomputedTifError:
-            raise
-        except Exception as exc:
-            raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
+        n_pages, series = _first_series(tif, path)
         axes, shape = series.axes, tuple(series.shape)
         page0 = series.keyframe
         height, width = page0.imagelength, page0.imagewidth
