@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
-from ..formats.store import ChunkStore
 from ..geometry import Box, Geometry, as_triple, ceil_div
 from ..sources import Source
 from .downsample import downsample
@@ -64,12 +65,27 @@ class Pass:
         return range(self.first if self.from_source else self.first + 1, self.last + 1)
 
 
+class ChunkWriter(Protocol):
+    """What a task writes its chunks through (a store's task writer)."""
+
+    def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None: ...
+
+
+class Store(Protocol):
+    """What the pyramid needs of a chunk store (:class:`~precomputed_tif.formats.store.ChunkStore`
+    implements it): one writer per task, and levels read back for the next pass."""
+
+    def task(self) -> AbstractContextManager[ChunkWriter]: ...
+
+    def read_region(self, key: str, box: Box) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Task:
     """Everything one worker needs, and nothing global: picklable, runs anywhere."""
 
     geometry: Geometry
-    store: ChunkStore
+    store: Store
     source: Source | None
     segmentation: bool
     plan: Pass
@@ -278,7 +294,7 @@ def _block_size(geometry: Geometry, first: int, last: int) -> tuple[int, int, in
     return as_triple(c * (fb // fa) for c, fa, fb in zip(geometry.chunk_size, a, b))
 
 
-def tasks_of(p: Pass, geometry: Geometry, store: ChunkStore, source: Source,
+def tasks_of(p: Pass, geometry: Geometry, store: Store, source: Source,
              segmentation: bool) -> Iterator[Task]:
     """Tasks of one pass, generated lazily in z, y, x order (neighbours read the same planes)."""
     sx, sy, sz = geometry.level(p.first).size
@@ -306,7 +322,7 @@ def run_task(task: Task) -> tuple[str, int]:
     return task.id, written
 
 
-def _run_block(task: Task, writer, region: Box) -> int:
+def _run_block(task: Task, writer: ChunkWriter, region: Box) -> int:
     g, plan = task.geometry, task.plan
     if plan.from_source:
         # tasks_of gives every task of a pass that reads the source its part of the source.
@@ -325,7 +341,7 @@ def _run_block(task: Task, writer, region: Box) -> int:
     return written
 
 
-def _write_level(writer, g: Geometry, number: int, region: Box, data: np.ndarray) -> int:
+def _write_level(writer: ChunkWriter, g: Geometry, number: int, region: Box, data: np.ndarray) -> int:
     key = g.level(number).key
     n = 0
     for box in g.chunk_boxes(number, region):
