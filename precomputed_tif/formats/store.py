@@ -461,7 +461,8 @@ class OwnedShard(Protocol):
     """What :class:`ShardOwningWriter` needs of a shard writer besides ``add`` (whose arguments
     differ between layouts)."""
 
-    path: str
+    # Optionally ``path``: the local file it made, which the store's finish flushes (a shard
+    # streamed through the storage has none: the storage's flush covers it).
 
     def finish(self) -> None: ...
 
@@ -471,7 +472,7 @@ class OwnedShard(Protocol):
 class ShardOwningWriter(DirectWriter):
     """What one task writes into a layout whose files hold many chunks (shards): per scale, the
     one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``,
-    ``path``) and finished -- renamed into place -- when the task is."""
+    perhaps ``path``) and finished -- renamed into place -- when the task is."""
 
     def __init__(self, store: ChunkStore):
         super().__init__(store)
@@ -490,7 +491,9 @@ class ShardOwningWriter(DirectWriter):
     def finish(self) -> None:
         for _, w in self._shards.values():
             w.finish()
-            self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
+            path = getattr(w, "path", None)  # see OwnedShard
+            if path is not None:
+                self.store._unsynced.append(path)  # flushed, with its directory, by the store's finish
         self._shards = {}
 
     def abort(self) -> None:
