@@ -117,16 +117,12 @@ class Subject:
         keys = self.store.chunk_keys(self.key(number), box)
         if keys is not None:
             return [self.path_of(k) for k in keys]
-        files = self.store.chunk_files(self.key(number), box)
-        if files is not None:
-            return files
         assert self.data_files is not None, "a store without chunk_keys needs the subject's data_files"
         return self.data_files(self.store, self.key(number), box)
 
     def shares_files(self, number: int, boxes: list[Box]) -> bool:
         """Whether these chunks lie in one object (a shard) that a task writer replaces whole."""
-        keys = [self.store.chunk_keys(self.key(number), box) or self.store.chunk_files(self.key(number), box)
-                for box in boxes]
+        keys = [self.store.chunk_keys(self.key(number), box) for box in boxes]
         return len(boxes) > 1 and keys[0] is not None and all(k == keys[0] for k in keys)
 
     def reopen(self) -> ChunkStore:
@@ -377,8 +373,7 @@ class ChunkStoreContract:
             assert_same(got, data[(...,) + box.slices], f"chunk {box.name} of a damaged file")
         # The damage may lie where no voxel is read from (an edge chunk's padding, say), but not all of it.
         assert reported, "damage nobody noticed"
-        if how != "flipped" and len(files) == 1 and (s.store.chunk_keys(s.key(1), target)
-                                                     or s.store.chunk_files(s.key(1), target)) is not None:
+        if how != "flipped" and len(files) == 1 and s.store.chunk_keys(s.key(1), target) is not None:
             assert target in reported, f"chunk {target.name} read from a damaged file"
 
     def test_unknown_scale_is_a_user_error(self, subject):
@@ -403,7 +398,7 @@ class ChunkStoreContract:
         s.store.read_chunk(key, box)
         assert s.store.chunk_version(key, box) == v1 == s.reopen().chunk_version(key, box), "stable while unchanged"
         elsewhere = [b for b in s.chunks(1) if region.intersect(b) is None]
-        if elsewhere and (s.store.chunk_keys(key, box) or s.store.chunk_files(key, box)) is not None:
+        if elsewhere and s.store.chunk_keys(key, box) is not None:
             # Writing other files leaves this chunk's version alone (a store that keeps chunks in
             # shared files may count any change to them, which only costs a client a fetch).
             s.write(1, {b: data[(...,) + b.slices] for b in elsewhere})

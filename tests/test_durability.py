@@ -48,7 +48,7 @@ def recorded_chunks(dest, fmt):
                     if fmt == "tiff":
                         written = os.path.exists(store.chunk_path(key, box))
                     elif fmt == "zarr":
-                        written = os.path.exists(store._chunk_path(key, (z0 // cz, y0 // cy, x0 // cx)))
+                        written = all(store.storage.exists(k) for k in store.chunk_keys(key, box))
                     else:
                         d = store._directory(key, 0, writable=False)
                         written = d.entry(d.slot(x0, y0, z0))[1] > 0

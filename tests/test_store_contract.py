@@ -29,7 +29,7 @@ from precomputed_tif.formats.blockfs import BLOCKFS_SUFFIX
 from precomputed_tif.options import ConvertOptions
 from precomputed_tif.storage import LocalStorage
 from stacks import make_volume, write_planes
-from store_contract import KINDS, ChunkStoreContract, Subject, kind_id
+from store_contract import KINDS, ChunkStoreContract, Subject, assert_same, kind_id
 
 SHAPE = (13, 29, 37)  # z, y, x: no axis a multiple of the chunk size
 CHUNK = (16, 16, 8)  # x, y, z
@@ -81,7 +81,7 @@ SPECIAL = {
 LOCAL_VARIANTS = [v for name in formats.names(chunked=True) for v in SPECIAL.get(name, [Variant(name, name)])]
 # Variants whose store also runs the contract on storage with an object store's limits (a bucket
 # next): every variant of a format that is not local-only (``ChunkStore.local_only``).
-ON_OBJECT_STORAGE: set[str] = {v.id for v in SPECIAL["precomputed"]}
+ON_OBJECT_STORAGE: set[str] = {v.id for v in SPECIAL["precomputed"]} | {"zarr", "ome-zarr-0.5", "ome-zarr-0.4"}
 VARIANTS = LOCAL_VARIANTS + [dataclasses.replace(v, id=f"{v.id}@object", storage="object")
                              for v in LOCAL_VARIANTS if v.id in ON_OBJECT_STORAGE]
 
@@ -213,3 +213,27 @@ class TestChunkStores(ChunkStoreContract):
         default = ("uint16", 1, False)
         kind = default if variant.holds(*default) else next(k for k in KINDS if variant.holds(*k))
         return make_subject(*kind)
+
+
+ZARR_ON_OBJECTS = [v for v in VARIANTS if v.storage == "object" and v.format in ("zarr", "ome-zarr")]
+
+
+@pytest.mark.parametrize("variant", ZARR_ON_OBJECTS, ids=[v.id for v in ZARR_ON_OBJECTS])
+@pytest.mark.parametrize("kind", [("uint16", 1, False), ("uint8", 3, False)], ids=kind_id)
+def test_zarr_written_on_object_storage_reads_back_with_zarr_python(plans, variant, kind, tmp_path):
+    """What a zarr or OME-Zarr store wrote through storage with an object store's limits -- the
+    arrays' metadata, chunks or shards, and the NGFF root -- is a dataset zarr-python opens."""
+    import zarr
+
+    s = _subject(plans(variant, kind), variant, str(tmp_path / "dataset"))
+    levels = {number: s.volume(number) for number in (1, 2)}
+    for number, data in levels.items():
+        s.write_level(number, data)
+    s.store.write_metadata(s.store.info, "a dataset")
+    s.store.finish()
+    group = zarr.open_group(str(tmp_path / "dataset"), mode="r")
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("ome", attrs)["multiscales"]  # NGFF 0.5 keeps it under "ome"
+    assert [d["path"] for d in multiscales[0]["datasets"]] == [s.key(1), s.key(2)]
+    for number, data in levels.items():
+        assert_same(group[s.key(number)][...], data, f"level {number} read by zarr-python")

@@ -18,7 +18,6 @@ from ..errors import DamagedData, PrecomputedTifError
 from ..geometry import Box, as_triple, ceil_div
 from ..storage import ObjectReader, Storage, StorageLike, open_storage
 from ..storage.atomic import sync_directory, sync_files
-from ..storage.regular_files import file_version
 
 
 class ChunkStore(ABC):
@@ -57,18 +56,16 @@ class ChunkStore(ABC):
                 "(it updates them in place); write precomputed, zarr or ome-zarr there instead")
         # Messages name ``root``; paths below it exist only for a local directory.
         self.root = local if local is not None else self.storage.location()
-        self.real_root = os.path.realpath(self.root) if local is not None else ""
         self.info = info
         self.dtype = np.dtype(info["data_type"])
         self._scales = {s["key"]: s for s in info["scales"]}
         self.channels = int(info.get("num_channels", 1))
-        self._unsynced: list[str] = []  # chunk files written since the last finish()
         self._sums: dict[str, dict[int, tuple[int, int]]] = {}  # key -> slot -> (size, crc), for finish()
         self._lock = threading.Lock()
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_unsynced"], state["_sums"] = [], {}
+        state["_sums"] = {}
         state.update({name: {} for name in self._caches})
         del state["_lock"]
         return state
@@ -215,10 +212,7 @@ class ChunkStore(ABC):
         the chunk, so a chunk rewritten in between goes out under its older version, which the
         next request then corrects (never the reverse, which a cache would keep)."""
         keys = self.chunk_keys(key, box)
-        if keys is not None:
-            return self.objects_version(keys)
-        files = self.chunk_files(key, box)
-        return None if files is None else files_version(files)
+        return None if keys is None else self.objects_version(keys)
 
     def objects_version(self, object_keys: list[str]) -> tuple[tuple, int] | None:
         """:meth:`chunk_version` of a chunk read from the objects ``object_keys``: each one's
@@ -241,15 +235,6 @@ class ChunkStore(ABC):
         of their own or of a few shards."""
         return None
 
-    def chunk_files(self, key: str, box: Box) -> list[str] | None:
-        """The local files the chunk ``box`` of scale ``key`` is decoded from, each read whole
-        (missing ones read as zeros); None for a store that does not keep whole chunks in
-        files, or whose storage is not a local directory."""
-        keys = self.chunk_keys(key, box)
-        if keys is None or not self.is_local:
-            return None
-        return [os.path.join(self.root, *k.split("/")) for k in keys]
-
     def read_region(self, key: str, box: Box) -> np.ndarray:
         """Any box of a scale, assembled from the chunks it overlaps."""
         cx, cy, cz = self.chunk_size(key)
@@ -270,10 +255,7 @@ class ChunkStore(ABC):
         """Make every chunk written so far durable (flushed to disk, data before names, then
         their checksums), and close whatever a writer holds open; the store stays usable. A
         conversion records a task as done only after its store's ``finish`` returned."""
-        paths, self._unsynced = self._unsynced, []
         sums, self._sums = self._sums, {}
-        if paths:
-            sync_files(paths, self.root)
         self.storage.flush()
         for key, entries in sums.items():
             try:
@@ -379,61 +361,8 @@ class ChunkStore(ABC):
         if zlib.crc32(data) != crc:
             raise DamagedData(f"{path}: checksum mismatch, the stored chunk is corrupt")
 
-    def inside(self, path: str) -> bool:
-        """True when ``path``, symlinks followed, lies inside the dataset's directory."""
-        return os.path.realpath(path).startswith(self.real_root + os.sep)
-
-    def read_file(self, path: str) -> bytes | None:
-        """The bytes of one stored file, or None when there is none.
-
-        Only a regular file inside the dataset's directory is read: a FIFO (which
-        would block the reader forever), a device or a symlink leading out of the
-        dataset is damage, not data.
-        """
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise DamagedData(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise DamagedData(f"{path} is not a regular file")
-            if not self.inside(path):
-                raise DamagedData(f"{path} leads out of {self.root} through a symlink")
-            parts, left = [], st.st_size
-            while True:
-                block = os.read(fd, max(left, 1 << 16))
-                if not block:
-                    break
-                parts.append(block)
-                left -= len(block)
-            return b"".join(parts)
-        finally:
-            os.close(fd)
-
 
 CHECKSUMS = ".precomputed-tif-crc32"
-
-
-def files_version(paths: list[str]) -> tuple[tuple, int] | None:
-    """:meth:`ChunkStore.chunk_version` of a chunk read from whole files: each file's
-    :func:`~precomputed_tif.storage.regular_files.file_version` (None for a missing one) and the latest
-    modification time; None when a file cannot be looked at (its read will say why)."""
-    versions: list[tuple[int, int, int, int] | None] = []
-    latest = 0
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            versions.append(None)
-            continue
-        except (OSError, ValueError):
-            return None
-        versions.append(file_version(st))
-        latest = max(latest, st.st_mtime_ns)
-    return tuple(versions), latest
 
 
 def _is_chunk_name(name: str) -> bool:
@@ -461,12 +390,6 @@ class OwnedShard(Protocol):
     """What :class:`ShardOwningWriter` needs of a shard writer besides ``add`` (whose arguments
     differ between layouts)."""
 
-    @property
-    def path(self) -> str | None:
-        """The local file the writer made beside the storage, which the store's ``finish``
-        flushes; None when it wrote through the storage (whose flush, in the store's ``finish``,
-        covers it)."""
-
     def finish(self) -> None: ...
 
     def close(self) -> None: ...
@@ -474,8 +397,8 @@ class OwnedShard(Protocol):
 
 class ShardOwningWriter(DirectWriter):
     """What one task writes into a layout whose files hold many chunks (shards): per scale, the
-    one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``,
-    ``path``) and finished -- put in place whole -- when the task is."""
+    one shard the task owns, collected by a shard writer (``add``, ``finish``, ``close``)
+    and finished -- put in place whole, through the storage -- when the task is."""
 
     def __init__(self, store: ChunkStore):
         super().__init__(store)
@@ -494,8 +417,6 @@ class ShardOwningWriter(DirectWriter):
     def finish(self) -> None:
         for _, w in self._shards.values():
             w.finish()
-            if w.path is not None:
-                self.store._unsynced.append(w.path)  # flushed, with its directory, by the store's finish
         self._shards = {}
 
     def abort(self) -> None:

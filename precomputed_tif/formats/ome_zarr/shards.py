@@ -11,21 +11,24 @@ the array's ``zarr.json``, which records it, is written by zarr-python itself.
 
 Only bytes here: which codec encodes a chunk is the caller's business.
 A shard is written whole by one writer, streaming: each chunk goes to disk as
-it arrives, so memory holds one chunk, never the shard.
+it arrives, so memory holds one chunk, never the shard. The shard appears in
+the storage only when finished (:meth:`~precomputed_tif.storage.Storage.open_stream`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import struct
+import tempfile
+from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
 
 from ...errors import DamagedData
-from ...storage.atomic import temporary_name
+from ...storage import ObjectReader, Storage, StreamWriter
+
+# Bytes copied at a time from a spill file into its storage's stream.
+COPY_BLOCK = 1 << 22
 
 EMPTY = np.uint64(2**64 - 1)
 # The index codecs this module writes and reads, as zarr.json records them.
@@ -43,79 +46,103 @@ def encode_index(offsets_and_lengths: np.ndarray) -> bytes:
     return raw + struct.pack("<I", google_crc32c.value(raw))
 
 
-def decode_index(data: bytes, chunks_per_shard, path: str) -> np.ndarray:
+def decode_index(data: bytes, chunks_per_shard, name: str) -> np.ndarray:
     """The (..., 2) offsets and lengths of an index read from the end of a shard file;
-    :class:`DamagedData` when it is cut short or its checksum does not match."""
+    :class:`DamagedData` (naming the shard by ``name``) when it is cut short or its checksum
+    does not match."""
     if len(data) != index_size(chunks_per_shard):
-        raise DamagedData(f"{path}: the shard index is truncated")
+        raise DamagedData(f"{name}: the shard index is truncated")
     raw, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     if google_crc32c.value(raw) != crc:
-        raise DamagedData(f"{path}: the shard index fails its checksum")
+        raise DamagedData(f"{name}: the shard index fails its checksum")
     return np.frombuffer(raw, "<u8").reshape(*chunks_per_shard, 2)
 
 
 class ZarrShardWriter:
-    """Writes one shard file; inner chunks arrive in any order, at most once each.
+    """Writes one shard, the object ``key`` of ``storage``; inner chunks arrive in any order, at
+    most once each.
 
-    ``chunks_per_shard`` is the shard's inner-chunk grid, in the array's axis
-    order; ``add`` takes an inner chunk's position within the shard in the same
-    order. The file appears under ``path`` only when :meth:`finish` succeeds.
+    ``chunks_per_shard`` is the shard's inner-chunk grid, in the array's axis order; ``add``
+    takes an inner chunk's position within the shard in the same order. The shard appears
+    under ``key`` only when :meth:`finish` succeeds (durable after the storage's ``flush``);
+    :meth:`close` instead drops it, leaving the key as it was.
+
+    Chunks go to disk as they arrive, never collected in memory. In a local directory they go
+    straight into the storage's stream, whose temporary file beside the shard is the spill (a
+    killed writer leaves it under a name readers skip and a rerun clears). Elsewhere they go to
+    an anonymous temporary file in :func:`tempfile.gettempdir` (gone when closed, or when the
+    process dies), copied into the storage's stream once the shard is whole -- so an aborted
+    task never starts an upload.
     """
 
-    def __init__(self, path: str, chunks_per_shard):
-        self.path = path
+    def __init__(self, storage: Storage, key: str, chunks_per_shard):
+        self.storage = storage
+        self.key = key
         self.chunks_per_shard = tuple(int(n) for n in chunks_per_shard)
         self._index = np.full((*self.chunks_per_shard, 2), EMPTY, np.uint64)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._tmp = temporary_name(path)
-        self._file: io.BufferedWriter | None = open(self._tmp, "xb")  # noqa: SIM115 - held by the object, which closes it
+        self._stream: StreamWriter | None = None
+        self._spill: BinaryIO | None = None
+        if storage.local_root is not None:
+            self._stream = storage.open_stream(key)
+        else:
+            self._spill = tempfile.TemporaryFile(prefix=".precomputed-tif-shard.")  # noqa: SIM115 - closed by close()
         self._offset = 0
+        self._open = True
 
     def add(self, position, data: bytes) -> None:
         position = tuple(int(p) for p in position)
         if self._index[position][0] != EMPTY:
-            raise ValueError(f"inner chunk {position} of {self.path} written twice")
-        self._open_file().write(data)
+            raise ValueError(f"inner chunk {position} of {self.storage.location(self.key)} written twice")
+        self._write(data)
         self._index[position] = (self._offset, len(data))
         self._offset += len(data)
 
-    def finish(self, durable=None) -> None:
-        """Append the index and rename the file into place; ``durable(f)`` (if given) is called
-        on the finished file before the rename."""
+    def _write(self, data: bytes) -> None:
+        # Only close() drops the file, and a writer is not used once closed (or finished).
+        assert self._open, f"writer of {self.storage.location(self.key)} used after it was closed"
+        if self._stream is not None:
+            self._stream.write(data)
+        else:
+            assert self._spill is not None
+            self._spill.write(data)
+
+    def finish(self) -> None:
+        """Append the index and make the shard appear under its key."""
         try:
-            f = self._open_file()
-            f.write(encode_index(self._index))
-            if durable is not None:
-                f.flush()
-                durable(f)
-            f.close()
-            os.replace(self._tmp, self.path)
+            self._write(encode_index(self._index))
+            if self._spill is not None:
+                spill = self._spill
+                spill.seek(0)
+                with self.storage.open_stream(self.key) as stream:  # aborted by an exception
+                    while block := spill.read(COPY_BLOCK):
+                        stream.write(block)
+            else:
+                assert self._stream is not None
+                self._stream.close()
         finally:
             self.close()
 
-    def _open_file(self) -> io.BufferedWriter:
-        # Only close() drops the file, and a writer is not used once closed (or finished).
-        assert self._file is not None, f"writer of {self.path} used after it was closed"
-        return self._file
-
     def close(self) -> None:
-        """Drop the unfinished file (after :meth:`finish`, or instead of it)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+        """Drop the unfinished shard (after :meth:`finish`, or instead of it); harmless twice."""
+        self._open = False
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.abort()  # nothing after close()
+        if self._spill is not None:
+            spill, self._spill = self._spill, None
+            spill.close()
 
 
-def read_index(f, path: str, chunks_per_shard) -> np.ndarray:
-    """The index of an open shard file (see :func:`decode_index`)."""
-    size = os.fstat(f.fileno()).st_size
+def read_index(reader: ObjectReader, name: str, chunks_per_shard) -> np.ndarray:
+    """The index of one version of a shard (see :func:`decode_index`); ``name`` names the shard
+    in messages."""
+    size = reader.stat.size
     n = index_size(chunks_per_shard)
     if size < n:
-        raise DamagedData(f"{path} is too short to be a shard ({size} bytes)")
-    data = os.pread(f.fileno(), n, size - n)
-    index = decode_index(data, chunks_per_shard, path)
+        raise DamagedData(f"{name} is too short to be a shard ({size} bytes)")
+    data = reader.read(size - n, n)
+    index = decode_index(data, chunks_per_shard, name)
     used = index[index[..., 0] != EMPTY]
     if used.size and int((used[:, 0] + used[:, 1]).max()) > size - n:
-        raise DamagedData(f"{path}: the shard index points past the chunks")
+        raise DamagedData(f"{name}: the shard index points past the chunks")
     return index

@@ -5,8 +5,9 @@ volume has several channels. The inner chunks are the pyramid's chunks (so a
 viewer fetches exactly what Neuroglancer's precomputed chunks would hold); the
 shards are the regions one conversion task writes (``info["precomputed_tif"]
 ["zarr_shards"]``, x, y, z voxels per scale), so no two tasks ever write one
-file. The arrays' ``zarr.json`` is made by zarr-python, so it is what Zarr
-readers expect; shards are written here, streaming, one chunk at a time
+file. The arrays' ``zarr.json`` is made by zarr-python (in memory, then stored
+through the dataset's storage), so it is what Zarr readers expect; shards are
+written here, streaming, one chunk at a time, through the storage
 (:mod:`precomputed_tif.formats.ome_zarr.shards`), each inner chunk compressed with the
 same Blosc settings as the ``zarr`` format. The multiscale group metadata
 (NGFF) is written at the end, beside ``info`` (:mod:`precomputed_tif.formats.zarr.ngff`).
@@ -14,6 +15,7 @@ same Blosc settings as the ``zarr`` format. The multiscale group metadata
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Literal
@@ -24,6 +26,7 @@ import numpy as np
 from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import Box
 from ...info import EXTRA
+from ...storage import ObjectReader, Storage, StorageLike
 from ..store import ChunkStore, ShardOwningWriter
 from ..zarr.blosc_frame import check_frame
 from ..zarr.store import COMPRESSOR
@@ -38,19 +41,26 @@ class OmeZarrStore(ChunkStore):
     format = "ome-zarr"
     _caches = ("_meta", "_indexes")
 
-    def __init__(self, root: str, info: dict):
+    def __init__(self, root: StorageLike, info: dict):
         super().__init__(root, info)
         self._meta: dict[str, dict] = {}
-        self._indexes: dict[str, np.ndarray] = {}
+        self._indexes: dict[tuple, np.ndarray] = {}
 
     @classmethod
     def holds_dir(cls, level_dir: str) -> bool:
         try:
             with open(os.path.join(level_dir, ZARR_JSON), "rb") as f:
-                meta = json.loads(f.read())
-        except (OSError, ValueError):
+                return _is_v3_array(f.read())
+        except OSError:
             return False
-        return isinstance(meta, dict) and meta.get("zarr_format") == 3 and meta.get("node_type") == "array"
+
+    @classmethod
+    def holds_objects(cls, storage: Storage, level_key: str) -> bool:
+        try:
+            raw = storage.get(f"{level_key}/{ZARR_JSON}")
+        except (OSError, PrecomputedTifError):
+            return False
+        return raw is not None and _is_v3_array(raw)
 
     def axis_names(self) -> list[str]:
         return (["c"] if self.channels > 1 else []) + ["z", "y", "x"]
@@ -64,60 +74,66 @@ class OmeZarrStore(ChunkStore):
         import zarr
         from zarr.codecs import BloscCodec
 
+        from ..zarr.ngff import zarr_objects
+
         super().create(n_writers)
         lead = (self.channels,) if self.channels > 1 else ()
         Shuffle = Literal["noshuffle", "shuffle", "bitshuffle"]
         names: dict[int, Shuffle] = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}  # numcodecs' numbers
         shuffle = names[COMPRESSOR["shuffle"]]
         for s in self.info["scales"]:
-            if self.holds_dir(self.level_dir(s["key"])):
+            if self.holds(self.storage, s["key"]):
                 continue  # made by an earlier run of the same conversion
             x, y, z = s["size"]
             cx, cy, cz = s["chunk_sizes"][0]
             sx, sy, sz = self.shard_size(s["key"])
-            zarr.create_array(
-                store=self.level_dir(s["key"]), shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
+            objects = zarr_objects(functools.partial(
+                zarr.create_array, shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
                 shards=(*lead, sz, sy, sx), dtype=self.dtype, fill_value=0, zarr_format=3,
                 compressors=BloscCodec(cname=COMPRESSOR["cname"], clevel=COMPRESSOR["clevel"], shuffle=shuffle),
                 dimension_names=self.axis_names(),
-            )
+            ))
+            for name, data in objects.items():  # zarr.json alone
+                self.put_object(self.level_key(s["key"], name), data)
         self.sync_created()
 
     def write_metadata(self, info: dict, name: str) -> None:
         from ..zarr.ngff import write_root
 
-        write_root(self.root, info, name, "0.5")
+        write_root(self.storage, info, name, "0.5")
 
     # -- the arrays' metadata -------------------------------------------------------------------
 
     def _array_meta(self, key: str) -> dict:
         meta = self._meta.get(key)
         if meta is None:
-            meta = self._meta[key] = _parse_array(self.level_dir(key), self.read_file)
+            level, meta_key = self.level_key(key), self.level_key(key, ZARR_JSON)
+            meta = self._meta[key] = _parse_array(self.get_object(meta_key), self.location(meta_key),
+                                                  self.location(level))
         return meta
 
     def _locate(self, key: str, box: Box) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
-        """The file that holds the chunk ``box`` of a scale, the shard's grid of inner chunks, and
-        the chunk's position in that grid (both in the array's axis order); the last two None
-        when the scale is not sharded (the file is the chunk's own)."""
+        """The storage key of the object that holds the chunk ``box`` of a scale, the shard's grid
+        of inner chunks, and the chunk's position in that grid (both in the array's axis order);
+        the last two None when the scale is not sharded (the object is the chunk's own)."""
         meta = self._array_meta(key)
         inner, outer = meta["inner"], meta["outer"]
         corner = (0,) * (len(inner) - 3) + (box.z0, box.y0, box.x0)
         chunk = tuple(c // n for c, n in zip(corner, inner))
         if outer is None:
-            return self._key_path(key, meta, chunk), None, None
+            return self._chunk_key(key, meta, chunk), None, None
         per_shard = tuple(o // n for o, n in zip(outer, inner))
         shard = tuple(c // p for c, p in zip(chunk, per_shard))
         position = tuple(c % p for c, p in zip(chunk, per_shard))
-        return self._key_path(key, meta, shard), per_shard, position
+        return self._chunk_key(key, meta, shard), per_shard, position
 
-    def _key_path(self, key: str, meta: dict, index: tuple) -> str:
-        """Where the chunk (or shard) at grid ``index`` lives, by the array's chunk-key encoding:
-        ``c/0/1/2`` (default) or ``0/1/2`` (v2), with the separator the array records."""
+    def _chunk_key(self, key: str, meta: dict, index: tuple) -> str:
+        """The storage key of the chunk (or shard) at grid ``index``, by the array's chunk-key
+        encoding: ``c/0/1/2`` (default) or ``0/1/2`` (v2), with the separator the array records."""
         parts = [str(i) for i in index]
         if meta["encoding"] != "v2":
             parts = ["c"] + parts
-        return os.path.join(self.level_dir(key), *meta["separator"].join(parts).split("/"))
+        return self.level_key(key, meta["separator"].join(parts))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -142,12 +158,12 @@ class OmeZarrStore(ChunkStore):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _index(self, path: str, f, per_shard) -> np.ndarray:
-        st = os.fstat(f.fileno())
-        stamp = f"{path}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+    def _index(self, shard_key: str, reader: ObjectReader, per_shard) -> np.ndarray:
+        """The index of the version of the shard ``reader`` reads (cached by that version)."""
+        stamp = (shard_key, reader.stat.version)
         index = self._indexes.get(stamp)
         if index is None:
-            index = read_index(f, path, per_shard)
+            index = read_index(reader, self.location(shard_key), per_shard)
             with self._lock:
                 if len(self._indexes) >= INDEX_CACHE:
                     self._indexes.clear()
@@ -155,25 +171,30 @@ class OmeZarrStore(ChunkStore):
         return index
 
     def _read_bytes(self, key: str, box: Box) -> tuple[bytes | None, str]:
-        path, per_shard, position = self._locate(key, box)
+        """The stored bytes of chunk ``box`` (None when never written) and how messages name the
+        object they are in. A shard's index and chunk come from one version of it."""
+        object_key, per_shard, position = self._locate(key, box)
+        name = self.location(object_key)
         if per_shard is None:
-            return self.read_file(path), path
-        if not os.path.lexists(path):
-            return None, path
-        if not self.inside(path) or not os.path.isfile(path):
-            raise DamagedData(f"{path} is not a regular file inside {self.root}")
-        with open(path, "rb") as f:
-            offset, length = self._index(path, f, per_shard)[position]
+            return self.get_object(object_key), name
+        reader = self.open_object(object_key)
+        if reader is None:
+            return None, name
+        with reader:
+            offset, length = self._index(object_key, reader, per_shard)[position]
             if offset == EMPTY:
-                return None, path
-            data = os.pread(f.fileno(), int(length), int(offset))
+                return None, name
+            try:
+                data = reader.read(int(offset), int(length))
+            except OSError as exc:
+                raise DamagedData(f"cannot read {name}: {exc.strerror or exc}") from None
         if len(data) != int(length):
-            raise DamagedData(f"{path} is truncated")
-        return data, path
+            raise DamagedData(f"{name} is truncated")
+        return data, name
 
-    def chunk_files(self, key: str, box: Box) -> list[str]:
-        # The shard's index is cached by this file's version (see _index), so the version of the
-        # file is the version of what is read.
+    def chunk_keys(self, key: str, box: Box) -> list[str]:
+        # The shard's index is cached by the object's version (see _index), so the version of the
+        # object is the version of what is read.
         return [self._locate(key, box)[0]]
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
@@ -198,16 +219,24 @@ class OmeZarrStore(ChunkStore):
         return full[(...,) + tuple(slice(0, n) for n in box.shape)].astype(self.dtype, copy=True).reshape(shape)
 
 
-def _parse_array(level_dir: str, read_file) -> dict:
-    """What reading and writing need of a Zarr v3 array's ``zarr.json``: the shard (``outer``)
-    and inner chunk shapes, data type, fill value, chunk-key encoding and the inner codec.
-    Only what this project writes, and the same without sharding, is understood; anything
-    else is a user error naming what is not."""
-    path = os.path.join(level_dir, ZARR_JSON)
+def _is_v3_array(raw: bytes) -> bool:
+    """Whether ``raw`` is the ``zarr.json`` of a Zarr v3 array."""
     try:
-        raw = read_file(path)
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("zarr_format") == 3 and meta.get("node_type") == "array"
+
+
+def _parse_array(raw: bytes | None, path: str, level: str) -> dict:
+    """What reading and writing need of a Zarr v3 array's ``zarr.json`` (``raw``; None when
+    there is none): the shard (``outer``) and inner chunk shapes, data type, fill value,
+    chunk-key encoding and the inner codec. Only what this project writes, and the same without
+    sharding, is understood; anything else is a user error naming what is not (``path`` names
+    the ``zarr.json``, ``level`` the array)."""
+    try:
         if raw is None:
-            raise PrecomputedTifError(f"{level_dir} is not a Zarr v3 array (no zarr.json)")
+            raise PrecomputedTifError(f"{level} is not a Zarr v3 array (no zarr.json)")
         meta = json.loads(raw)
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         dtype = np.dtype(meta["data_type"])
@@ -261,8 +290,8 @@ class ShardTaskWriter(ShardOwningWriter):
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         store = self.store
-        path, per_shard, position = store._locate(key, box)
+        shard_key, per_shard, position = store._locate(key, box)
         if per_shard is None:
-            raise PrecomputedTifError(f"{store.level_dir(key)} is not sharded")
-        writer = self.owned(key, path, lambda: ZarrShardWriter(path, per_shard))
+            raise PrecomputedTifError(f"{store.location(store.level_key(key))} is not sharded")
+        writer = self.owned(key, shard_key, lambda: ZarrShardWriter(store.storage, shard_key, per_shard))
         writer.add(position, store.encode(key, box, array))

@@ -112,10 +112,6 @@ class ShardWriter:
     anonymous file in :func:`tempfile.gettempdir`, which disappears when closed (or when
     the process dies)."""
 
-    # What ShardOwningWriter would flush besides the storage: nothing, the shard goes through
-    # the storage, whose flush (in the store's finish) makes it durable.
-    path: str | None = None
-
     def __init__(self, storage: Storage, prefix: str, spec: dict, shard: int):
         self.storage = storage
         self.key = shard_key(prefix, spec, shard)

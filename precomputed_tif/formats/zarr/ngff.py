@@ -1,10 +1,12 @@
 """OME-NGFF metadata (0.4 and 0.5): what makes a pyramid of Zarr arrays an OME-Zarr image.
 
 Built from the dataset's ``info`` -- the same levels, voxel sizes, channel
-colours and display range every other writer gets -- and written with
-zarr-python as the attributes of the dataset's root group: ``.zgroup`` and
-``.zattrs`` (NGFF 0.4, Zarr v2) or ``zarr.json`` (NGFF 0.5, Zarr v3, under
-the ``ome`` key).
+colours and display range every other writer gets -- and made by zarr-python
+as the attributes of the dataset's root group: ``.zgroup`` and ``.zattrs``
+(NGFF 0.4, Zarr v2) or ``zarr.json`` (NGFF 0.5, Zarr v3, under the ``ome``
+key). zarr-python makes them in memory (:func:`zarr_objects`) and they are
+stored through the dataset's :class:`~precomputed_tif.storage.Storage`, so
+the bytes are zarr-python's on any storage.
 
 Physical coordinates: axes ``c`` (when there are channels), ``z``, ``y``, ``x``
 in micrometres. NGFF puts the *centre* of voxel ``i`` at ``i * scale +
@@ -19,6 +21,7 @@ OME-Zarr and a precomputed layer of the same conversion overlay exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,7 @@ import numpy as np
 from ... import channels
 from ...errors import PrecomputedTifError, setting
 from ...info import EXTRA
-from ...storage.atomic import sync_files
+from ...storage import StorageLike, open_storage
 from ...storage.regular_files import open_regular
 
 VERSIONS = ("0.4", "0.5")
@@ -124,9 +127,11 @@ def attributes(info: dict, name: str, version: str) -> dict:
     return attrs
 
 
-def write_root(root: str, info: dict, name: str, version: str) -> None:
-    """Make ``root`` an OME-Zarr image group: its group metadata and NGFF attributes, replacing
-    any there were; the arrays (one per scale, at their keys) are left as they are."""
+def write_root(root: StorageLike, info: dict, name: str, version: str) -> None:
+    """Make ``root`` (a :class:`~precomputed_tif.storage.Storage`, or a local path) an OME-Zarr
+    image group: its group metadata and NGFF attributes, replacing any there were, durable when
+    this returns; the arrays (one per scale, at their keys) are left as they are. A rerun of a
+    finished conversion changes no object."""
     import zarr
 
     zarr_format: dict[str, Any]  # keywords for zarr.open_group
@@ -137,14 +142,16 @@ def write_root(root: str, info: dict, name: str, version: str) -> None:
     else:
         raise PrecomputedTifError(ZARR3_NEEDED)
     attrs = attributes(info, name, version)
-    try:
-        if dict(zarr.open_group(root, mode="r", **zarr_format).attrs) == attrs:
-            return  # a rerun of a finished conversion changes no file
-    except Exception:  # no group there yet (zarr-python's errors differ between versions)
-        pass
-    zarr.open_group(root, mode="a", **zarr_format).attrs.put(attrs)
-    # On disk before the info file that says the dataset is complete.
-    sync_files([p for p in (os.path.join(root, n) for n in ROOT_FILES) if os.path.exists(p)], root)
+    storage = open_storage(root)
+    objects = zarr_objects(lambda store: zarr.open_group(store=store, mode="w", **zarr_format).attrs.put(attrs))
+    changed = False
+    for key, data in objects.items():
+        if storage.get(key) != data:
+            storage.put(key, data)
+            changed = True
+    if changed:
+        # Stored before the info file that says the dataset is complete.
+        storage.flush()
 
 
 # The files of a root group's metadata, in either Zarr version.
@@ -160,8 +167,25 @@ def zarr_major() -> int:
     return int(zarr.__version__.split(".")[0])
 
 
+def zarr_objects(make: Callable[[Any], object]) -> dict[str, bytes]:
+    """What zarr-python writes, key by key (``/``-separated, relative to the store's root), when
+    ``make(store)`` creates arrays or groups in an empty in-memory store: a zarr-python 3
+    ``MemoryStore``, or for zarr-python 2 a dict. The caller stores the bytes where the dataset
+    lives, so they are exactly zarr-python's on any storage."""
+    if zarr_major() >= 3:
+        from zarr.storage import MemoryStore
+
+        held: dict[str, Any] = {}
+        make(MemoryStore(held))
+        return {key: buffer.to_bytes() for key, buffer in held.items()}
+    plain: dict[str, Any] = {}
+    make(plain)
+    return {key: bytes(value) for key, value in plain.items()}
+
+
 def root_version(directory: str) -> str | None:
-    """The NGFF version of the multiscale image at ``directory``'s root, or None if it is none."""
+    """The NGFF version of the multiscale image at ``directory``'s root, or None if it is none.
+    A local directory's only: the servers that ask serve local directories."""
     import json
 
     for name in ("zarr.json", ".zattrs"):

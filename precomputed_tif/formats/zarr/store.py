@@ -4,17 +4,19 @@ The root is an OME-NGFF 0.4 multiscale image group whose levels are these arrays
 (:mod:`precomputed_tif.formats.zarr.ngff`), so the same directory is a precomputed dataset
 (through this project's servers) and an OME-Zarr (through any static server).
 
-The array metadata (``.zarray``) is made by zarr-python, so it is exactly what
-Zarr readers expect. Chunks are encoded and written here with the array's own
-numcodecs compressor: a whole chunk at a time, through a temporary file and a
-rename, which is both faster than going through zarr-python for every chunk
-and safe against crashes. Reading uses whatever compressor, order and fill
-value the array's ``.zarray`` records, so datasets written by other tools and
-settings serve too.
+The array metadata (``.zarray``) is made by zarr-python (in memory, then stored
+through the dataset's storage), so it is exactly what Zarr readers expect.
+Chunks are encoded and written here with the array's own numcodecs compressor:
+a whole chunk at a time, each a whole object of the storage (in a local
+directory a temporary file and a rename), which is both faster than going
+through zarr-python for every chunk and safe against crashes. Reading uses
+whatever compressor, order and fill value the array's ``.zarray`` records, so
+datasets written by other tools and settings serve too.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -24,7 +26,7 @@ import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import Box, as_triple, ceil_div
-from ...storage.atomic import write_atomic
+from ...storage import Storage, StorageLike
 from ..store import ChunkStore
 from .blosc_frame import check_frame
 
@@ -32,40 +34,49 @@ from .blosc_frame import check_frame
 # level 1 takes about four times as long for 15% smaller files (measured with
 # benchmarks/convert.py); conversion speed wins.
 COMPRESSOR: dict[str, Any] = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0}
+# A Zarr v2 array's metadata, in the array's directory (its level key).
+ZARRAY = ".zarray"
 
 
 class ZarrStore(ChunkStore):
     format = "zarr"
     _caches = ("_meta",)
 
-    def __init__(self, root: str, info: dict):
+    def __init__(self, root: StorageLike, info: dict):
         super().__init__(root, info)
         self._meta: dict[str, dict] = {}
 
     @classmethod
     def holds_dir(cls, level_dir: str) -> bool:
-        return os.path.exists(os.path.join(level_dir, ".zarray"))
+        return os.path.exists(os.path.join(level_dir, ZARRAY))
+
+    @classmethod
+    def holds_objects(cls, storage: Storage, level_key: str) -> bool:
+        return storage.exists(f"{level_key}/{ZARRAY}")
 
     def create(self, n_writers: int = 1) -> None:
         import zarr
 
-        from .ngff import zarr_major
+        from .ngff import zarr_major, zarr_objects
 
         super().create(n_writers)
 
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
         version: dict[str, Any] = {"zarr_format": 2} if zarr_major() >= 3 else {}  # for zarr.open_array
         for s in self.info["scales"]:
-            if self.holds_dir(self.level_dir(s["key"])):
+            if self.holds(self.storage, s["key"]):
                 continue  # made by an earlier run of the same conversion
             x, y, z = s["size"]
             cx, cy, cz = s["chunk_sizes"][0]
             lead = (self.channels,) if self.channels > 1 else ()
-            zarr.open_array(
-                self.level_dir(s["key"]), mode="w", shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
+            objects = zarr_objects(functools.partial(
+                zarr.open_array, mode="w", shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
                 dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
                 dimension_separator="/", **version,
-            )
+            ))
+            # .zarray last: it is what marks the array as made (holds), for a rerun to keep.
+            for name in sorted(objects, key=lambda n: n == ZARRAY):
+                self.put_object(self.level_key(s["key"], name), objects[name])
         self.create_checksums()
         self.sync_created()
 
@@ -73,14 +84,14 @@ class ZarrStore(ChunkStore):
         # The root becomes an NGFF 0.4 multiscale image, so any Zarr viewer opens it as zarr://.
         from .ngff import write_root
 
-        write_root(self.root, info, name, "0.4")
+        write_root(self.storage, info, name, "0.4")
 
     def _array_meta(self, key: str) -> dict:
         meta = self._meta.get(key)
         if meta is None:
-            path = os.path.join(self.level_dir(key), ".zarray")
+            path = self.location(self.level_key(key, ZARRAY))
             try:
-                raw = self.read_file(path)
+                raw = self.get_object(self.level_key(key, ZARRAY))
                 if raw is None:
                     raise FileNotFoundError(path)
                 zarray = json.loads(raw)
@@ -94,17 +105,17 @@ class ZarrStore(ChunkStore):
                     "filters": [numcodecs.get_codec(f) for f in zarray.get("filters") or []],
                 }
             except FileNotFoundError:
-                raise PrecomputedTifError(f"{self.level_dir(key)} is not a Zarr array (no .zarray)") from None
+                level = self.location(self.level_key(key))
+                raise PrecomputedTifError(f"{level} is not a Zarr array (no .zarray)") from None
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise PrecomputedTifError(f"{path} is not readable Zarr metadata ({exc})") from None
             self._meta[key] = meta
         return meta
 
-    def _chunk_path(self, key: str, index: tuple[int, ...]) -> str:
-        parts = [str(i) for i in index]
-        sep = self._array_meta(key)["sep"]
-        name = os.path.join(*parts) if sep == "/" else sep.join(parts)
-        return os.path.join(self.level_dir(key), name)
+    def _chunk_key(self, key: str, index: tuple[int, ...]) -> str:
+        """The storage key of the Zarr chunk at grid ``index`` (the array's axis order) of scale
+        ``key``: its indices joined by the array's dimension separator (``/`` or ``.``)."""
+        return self.level_key(key, self._array_meta(key)["sep"].join(str(i) for i in index))
 
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         meta = self._array_meta(key)
@@ -125,16 +136,14 @@ class ZarrStore(ChunkStore):
         # The codec's bytes as they are (bytes() of bytes is the same object); an array left
         # uncompressed becomes its raw bytes, so the checksum counts bytes, not rows.
         data = bytes(encoded)
-        path = self._chunk_path(key, index)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, data, durable=False)
-        self._unsynced.append(path)
+        self.put_object(self._chunk_key(key, index), data)
         self.record_checksum(key, index_zyx, data)
 
     def _read_zarr_chunk(self, key: str, index: tuple[int, ...]) -> np.ndarray | None:
         meta = self._array_meta(key)
-        path = self._chunk_path(key, index)
-        data = self.read_file(path)
+        chunk_key = self._chunk_key(key, index)
+        path = self.location(chunk_key)  # how messages name the chunk
+        data = self.get_object(chunk_key)
         if data is None:
             return None
         if meta["chunks"][-3:] == tuple(reversed(self.chunk_size(key))):
@@ -168,8 +177,8 @@ class ZarrStore(ChunkStore):
                     zchunk = Box(ix * cx, (ix + 1) * cx, iy * cy, (iy + 1) * cy, iz * cz, (iz + 1) * cz)
                     yield (*lead, iz, iy, ix), zchunk
 
-    def chunk_files(self, key: str, box: Box) -> list[str]:
-        return [self._chunk_path(key, index) for index, _ in self._overlapping(key, box)]
+    def chunk_keys(self, key: str, box: Box) -> list[str]:
+        return [self._chunk_key(key, index) for index, _ in self._overlapping(key, box)]
 
     def read_chunk(self, key: str, box: Box) -> np.ndarray:
         meta = self._array_meta(key)
