@@ -146,6 +146,14 @@ class StorageContract:
         assert list(storage.list("nothing")) == []
         assert list(storage.list("a/nothing")) == []
 
+    def test_list_stats(self, storage):
+        for key in ("a/b", "a/c/d", "e"):
+            storage.put(key, key.encode() * 3)
+        got = list(storage.list_stats("a"))
+        assert [k for k, _ in got] == list(storage.list("a")) == ["a/b", "a/c/d"]
+        assert all(st == storage.stat(k) and st.size == 3 * len(k) for k, st in got)
+        assert [k for k, _ in storage.list_stats()] == ["a/b", "a/c/d", "e"]
+
     def test_list_of_a_prefix_that_is_an_object(self, storage):
         for key in ("a/b", "a/bc", "a/b-"):
             storage.put(key, b"")

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
-from ..info import EXTRA, read_info
+from ..info import EXTRA, INFO, read_info
+from ..storage import LocalStorage, Storage
 from .tiff import PlaneStack, open_stack
 
 __all__ = ["DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
@@ -120,11 +121,16 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """The full-resolution scale of a dataset directory, read through its store."""
+    """The full-resolution scale of a dataset, read through its store from its storage."""
 
-    path: str
+    storage: Storage
     info: dict
     format: str
+
+    @property
+    def path(self) -> str:
+        """Where the dataset is, as messages name it (a path, or a URL)."""
+        return self.storage.location()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -208,7 +214,7 @@ class DatasetSource:
         if store is None:
             from ..formats.stores import open_store
 
-            store = _stores[self.path] = open_store(self.path, self.info, self.format)
+            store = _stores[self.path] = open_store(self.storage, self.info, self.format)
         return store.read_region(self._scale["key"], box)
 
 
@@ -217,23 +223,37 @@ class DatasetSource:
 _stores: dict = {}
 
 
-def open_source(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
+def _dataset_storage(source) -> Storage | None:
+    """The storage of ``source`` when it names a dataset (a Storage, or a directory holding
+    ``info``), else None."""
+    if isinstance(source, Storage):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = os.path.expanduser(str(source))
+        if os.path.isfile(os.path.join(path, INFO)):
+            return LocalStorage(os.path.abspath(path))
+    return None
+
+
+def open_source(source: str | Sequence[str] | Storage, segmentation: bool = False, progress: bool = False,
                 channel: int | None = None, timepoint: int | None = None) -> Source:
-    """A dataset directory (one holding an ``info`` file) or TIFF planes."""
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(os.path.join(os.path.expanduser(str(source)),
-                                                                              "info")):
-        path = os.path.abspath(os.path.expanduser(str(source)))
+    """A dataset (a :class:`~precomputed_tif.storage.Storage`, or a directory holding an
+    ``info`` file) or TIFF planes."""
+    storage = _dataset_storage(source)
+    if storage is not None:
+        path = storage.location()
         if channel is not None or timepoint is not None:
             raise PrecomputedTifError(f"{param('channel')} and {param('timepoint')} are for TIFF input, not for a "
                                       "dataset directory")
-        info = read_info(path)
+        info = read_info(storage)
         if info.get("@type", "neuroglancer_multiscale_volume") != "neuroglancer_multiscale_volume":
             raise PrecomputedTifError(f"{path} holds a {info.get('@type')}, not a volume to convert")
         from ..formats.stores import detect_format
 
-        src = DatasetSource(path, info, detect_format(path, info))
+        src = DatasetSource(storage, info, detect_format(storage, info))
         if segmentation and not src.segmentation:
             raise PrecomputedTifError(f"{path} is an image dataset; leave out {setting('segmentation', True)} "
                                       "to store it again")
         return src
+    assert not isinstance(source, Storage)  # a Storage is a dataset (above)
     return open_stack(source, segmentation=segmentation, progress=progress, channel=channel, timepoint=timepoint)

@@ -22,6 +22,10 @@ import json
 import os
 from typing import NamedTuple
 
+from ..errors import PrecomputedTifError
+from ..info import INFO, JOB_RECORD
+from ..storage import Storage
+
 # Which way of identifying a source a recorded digest was made by ("1:<sha256>"): a version that
 # identifies sources otherwise cannot compare, and says so rather than call the source changed.
 SCHEME = "1"
@@ -43,12 +47,15 @@ def _stat(path: str) -> list:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def _content(path: str) -> list:
-    """[path, size, sha256 of the bytes] of a small metadata file ([path, None, None] when absent)."""
+def _content(storage: Storage, key: str) -> list:
+    """[location, size, sha256 of the bytes] of a small metadata object ([location, None, None]
+    when absent or unreadable)."""
+    path = storage.location(key)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+        data = storage.get(key)
+    except (OSError, PrecomputedTifError):
+        data = None
+    if data is None:
         return [path, None, None]
     return [path, len(data), hashlib.sha256(data).hexdigest()]
 
@@ -62,17 +69,26 @@ def identify(source) -> Identity:
         layout = [list(ref) for ref in source.planes]
         digest.update(json.dumps([files, list(source.plane_shape), source.stored_dtype, layout],
                                  separators=(",", ":")).encode())
-    else:  # a dataset directory: its metadata by content, its full-resolution files by stat
-        root = source.path
-        files = [_content(os.path.join(root, n)) for n in ("info", ".precomputed-tif.json")]
+    else:  # a dataset: its metadata by content, its full-resolution files by stat
+        storage = source.storage
+        files = [_content(storage, n) for n in (INFO, JOB_RECORD)]
         digest.update(json.dumps(files, separators=(",", ":")).encode())
-        level = os.path.join(root, source.info["scales"][0]["key"])
-        for base, dirs, names in os.walk(level):
-            dirs.sort()
-            for name in sorted(names):
-                if not name.startswith("."):  # the store's own records (checksums) say nothing new
-                    digest.update(json.dumps(_stat(os.path.join(base, name))[1:] + [name]).encode())
+        level = source.info["scales"][0]["key"]
+        # In the order of a walk of the level's directory (a directory's files, then its
+        # subdirectories, each sorted), which digests made before the storage seam followed.
+        entries = sorted(storage.list_stats(level), key=lambda e: _walk_order(e[0][len(level) + 1:]))
+        for key, st in entries:
+            name = key.rsplit("/", 1)[-1]
+            if not name.startswith("."):  # the store's own records (checksums) say nothing new
+                digest.update(json.dumps([st.size, st.mtime_ns, name]).encode())
     return Identity(f"{SCHEME}:{digest.hexdigest()}", files)
+
+
+def _walk_order(relative_key: str) -> tuple:
+    """Sort key putting a directory's objects before its subdirectories' (``os.walk``'s
+    top-down order with sorted names)."""
+    *dirs, name = relative_key.split("/")
+    return (*((1, d) for d in dirs), (0, name))
 
 
 def comparable(recorded: str) -> bool:
@@ -92,7 +108,7 @@ def first_change(recorded: list | None, now: list) -> str:
             return f"{new[0]} is missing"
         if old[1:] != new[1:]:
             what = "is another size" if old[1] != new[1] else "was modified"
-            if os.path.basename(new[0]) in ("info", ".precomputed-tif.json"):
+            if os.path.basename(new[0]) in (INFO, JOB_RECORD):
                 what = "changed"  # a dataset's metadata, identified by content
             return f"{new[0]} {what} since then"
     if len(recorded) != len(now):

@@ -181,6 +181,15 @@ class Storage(ABC):
         ``a/b`` and ``a/b/c``, never ``a/bc``), at any depth, in sorted order (by code point);
         ``""`` lists everything. Writes in progress are never listed."""
 
+    def list_stats(self, prefix: str = "") -> Iterator[tuple[str, ObjectStat]]:
+        """(key, :class:`ObjectStat`) of every object :meth:`list` gives, in its order: what
+        identifies a dataset's files without reading them (an object store's listing carries
+        the stats; a local directory's walk stats each file once)."""
+        for key in self.list(prefix):
+            st = self.stat(key)
+            if st is not None:  # deleted since it was listed
+                yield key, st
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object ``key``; nothing there is fine (deleting is idempotent)."""

@@ -165,6 +165,16 @@ class LocalStorage(Storage):
                         keys.append(name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}")
         return iter(sorted(k for k in keys if under(k, prefix)))
 
+    def list_stats(self, prefix: str = "") -> Iterator[tuple[str, ObjectStat]]:
+        """See :meth:`Storage.list_stats`: one ``stat`` per listed file (the listing has already
+        refused what is not a regular file inside the root)."""
+        for key in self.list(prefix):
+            try:
+                st = os.stat(self._path(key))
+            except OSError:
+                continue  # deleted since it was listed
+            yield key, _stat_of(st)
+
     def _listable(self, path: str, name: str) -> bool:
         if is_temporary_name(name):
             return False
