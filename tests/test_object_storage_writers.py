@@ -158,3 +158,26 @@ def test_meshes_and_properties_on_object_storage_are_the_local_ones(tmp_path, se
         assert len(parsed["lods"]) == 3
         pieces = list(fragments(data, parsed, 10))
         assert any(len(faces) for _lod, _position, _q, faces, _stored in pieces)
+
+
+def test_overwrite_on_object_storage_deletes_only_the_datasets_objects(tmp_path):
+    """--overwrite lists and deletes the old dataset's objects (info, its levels, meshes, records)
+    and leaves what is beside it; without --overwrite nothing is touched."""
+    from precomputed_tif.pipeline.destination import JOB_RECORD, prepare
+
+    objects = ObjectLikeStorage(tmp_path / "objects")
+    old_info = {"scales": [{"key": "1_1_1"}, {"key": "2_2_2"}], "mesh": "mesh", "segment_properties":
+                "segment_properties"}
+    dataset = {"info": json.dumps(old_info).encode(), JOB_RECORD: b'{"format": "tiff"}',
+               "1_1_1/0-16_0-16_0-16.tiff": b"a", "2_2_2/0-8_0-8_0-8.tiff": b"b", "mesh/info": b"{}",
+               "mesh/3.index": b"m", "segment_properties/info": b"{}", ".mesh-work/job.json": b"{}",
+               ".precomputed-tif-done.d/x": b""}
+    beside = {"points/info": b"{}", "points/spatial0/0_0_0": b"p", "notes.txt": b"mine", "1_1_1x/keep": b"k"}
+    for key, data in {**dataset, **beside}.items():
+        objects.put(key, data)
+    job = {"format": "tiff", "info": {"scales": [{"key": "1_1_1"}]}}
+    with pytest.raises(PrecomputedTifError, match="already holds a different precomputed dataset"):
+        prepare(objects, job, overwrite=False)
+    assert contents(objects) == {**dataset, **beside}
+    prepare(objects, job, overwrite=True)
+    assert contents(objects) == {**beside, JOB_RECORD: json.dumps(job, indent=1).encode()}
