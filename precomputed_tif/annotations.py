@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +39,8 @@ import numpy as np
 from .errors import PrecomputedTifError
 from .formats.precomputed.sharding import compressed_morton_codes, sharding_spec, write_sharded
 from .info import INFO
-from .storage.atomic import write_atomic
+from .storage import Storage, StorageLike, open_storage
+from .storage.trees import holds, remove_tree, top_names
 
 DEFAULT_LIMIT = 10_000
 # Levels stop being refined once cells are this small (in voxels) on every
@@ -202,151 +202,144 @@ def build_info(ps: PointSet, voxel_size, levels: list[SpatialLevel], sharded: bo
     return info
 
 
-def check_directory(directory: str, what: str = "output directory") -> None:
-    """Raise a user error unless a layer may be written into ``directory``: one that does
-    not exist yet, is empty (hidden entries aside) or holds only a layer whose writing did
-    not finish (marked :data:`UNFINISHED`, no ``info``), which :func:`write_points` replaces.
-    ``what`` names the directory in messages (a command-line option, say)."""
-    if os.path.lexists(directory) and not os.path.isdir(directory):
-        raise PrecomputedTifError(f"{what} {directory} is a file; give a new or empty directory")
-    if not os.path.isdir(directory):
-        return
+def check_directory(where: StorageLike, what: str = "output directory") -> None:
+    """Raise a user error unless a layer may be written into ``where`` (a
+    :class:`~.storage.Storage`, or a directory's path or URL): one that does not exist yet,
+    is empty (hidden entries aside) or holds only a layer whose writing did not finish
+    (marked :data:`UNFINISHED`, no ``info``), which :func:`write_points` replaces. ``what``
+    names the place in messages (a command-line option, say)."""
+    storage = open_storage(where, what)
+    shown = storage.location()
+    root = storage.local_root
+    if root is not None and os.path.lexists(root) and not os.path.isdir(root):
+        raise PrecomputedTifError(f"{what} {shown} is a file; give a new or empty directory")
     try:
-        entries = [e for e in os.listdir(directory) if not e.startswith(".")]
+        entries = [e for e in top_names(storage) if not e.startswith(".")]
     except OSError as exc:
-        raise PrecomputedTifError(f"cannot read {what} {directory}: {exc.strerror}") from None
-    if not entries or (os.path.lexists(os.path.join(directory, UNFINISHED))
-                       and all(_OWN_ENTRY.match(e) for e in entries)):
+        raise PrecomputedTifError(f"cannot read {what} {shown}: {exc.strerror}") from None
+    if not entries or (holds(storage, UNFINISHED) and all(_OWN_ENTRY.match(e) for e in entries)):
         return
     held = " (it holds a finished point layer)" if INFO in entries else ""
-    raise PrecomputedTifError(f"{what} {directory} is not empty{held}; choose a new or empty directory")
+    raise PrecomputedTifError(f"{what} {shown} is not empty{held}; choose a new or empty directory")
 
 
-def write_points(ps: PointSet, directory: str, voxel_size, sharded: bool | None = None, by_id: bool = True,
+def write_points(ps: PointSet, where: StorageLike, voxel_size, sharded: bool | None = None, by_id: bool = True,
                  limit: int = DEFAULT_LIMIT, seed: int = 0) -> dict:
-    """Write an annotation layer for ``ps`` into ``directory``; returns ``info``.
+    """Write an annotation layer for ``ps`` into ``where`` (a :class:`~.storage.Storage`, or a
+    directory's path or URL); returns ``info``.
 
-    ``directory`` must pass :func:`check_directory` (new, empty, or holding an
-    unfinished layer, which is replaced). ``sharded`` defaults to True above
-    :data:`SHARD_ABOVE` points. ``info`` is written last, after everything else
-    is flushed to disk. If writing fails, what this call wrote is removed (as far
-    as the file system lets it) and a :class:`PrecomputedTifError` names the file
-    and what to do; a directory this call created is removed too.
+    ``where`` must pass :func:`check_directory` (new, empty, or holding an unfinished layer,
+    which is replaced). ``sharded`` defaults to True above :data:`SHARD_ABOVE` points.
+    Every file is one put; ``info`` is put last, after everything else is flushed
+    (:meth:`~.storage.Storage.flush`). If writing fails, what this call wrote is removed (as
+    far as the storage lets it) and a :class:`PrecomputedTifError` names the file and what
+    to do; a local directory this call created is removed too.
     """
-    check_directory(directory)
+    storage = open_storage(where)
+    check_directory(storage)
     if sharded is None:
         sharded = len(ps.points) > SHARD_ABOVE
     levels = spatial_levels(ps, voxel_size, limit, seed)
     info = build_info(ps, voxel_size, levels, sharded, by_id)
     records = encode_records(ps)
-    created = not os.path.isdir(directory)
+    root = storage.local_root
+    created = root is not None and not os.path.isdir(root)
     try:
-        os.makedirs(directory, exist_ok=True)
-        _remove_layer(directory, strict=True)  # what an unfinished earlier run left
-        write_atomic(os.path.join(directory, UNFINISHED),
-                     b"a point annotation layer is being written here; it is complete once info exists\n")
-        _write_indexes(directory, info, levels, records, sharded, by_id)
+        _remove_layer(storage, strict=True)  # what an unfinished earlier run left
+        storage.put(UNFINISHED, b"a point annotation layer is being written here; it is complete once info exists\n",
+                    durable=True)
+        _write_indexes(storage, info, levels, records, sharded, by_id)
         # Up to tens of thousands of small cell files: one flush of everything is far cheaper
         # than one per file, and it puts them on disk before the info that makes them a layer.
-        os.sync()
-        write_atomic(os.path.join(directory, INFO), json.dumps(info, indent=1).encode())
+        storage.flush()
+        storage.put(INFO, json.dumps(info, indent=1).encode(), durable=True)
     except BaseException as exc:
-        cleared = _remove_layer(directory, remove_directory=created)
+        cleared = _remove_layer(storage, remove_directory=created)
         if isinstance(exc, OSError):
-            raise _write_error(exc, directory, cleared) from None
+            raise _write_error(exc, storage.location(), cleared) from None
         raise
     with contextlib.suppress(OSError):  # the layer is complete (info exists) with or without the marker
-        os.unlink(os.path.join(directory, UNFINISHED))
+        storage.delete(UNFINISHED)
     return info
 
 
-def _write_indexes(directory: str, info: dict, levels: list[SpatialLevel], records: np.ndarray,
+def _write_indexes(storage: Storage, info: dict, levels: list[SpatialLevel], records: np.ndarray,
                    sharded: bool, by_id: bool) -> None:
-    """Every file of the layer but ``info``: the spatial levels, then the index by id."""
+    """Every object of the layer but ``info``: the spatial levels, then the index by id. Cells
+    and points are put without flushing (the caller flushes them all at once), shards durably."""
     for entry, level in zip(info["spatial"], levels):
-        path = os.path.join(directory, entry["key"])
+        index = entry["key"]
         cells = list(level.cells)
         values = [encode_list(records[level.cells[c]], level.cells[c]) for c in cells]
         if sharded:
             keys = compressed_morton_codes(np.array(cells, np.int64), level.grid_shape)
-            write_sharded(path, entry["sharding"], keys, values)
+            write_sharded(storage, index, entry["sharding"], keys, values)
         else:
-            os.makedirs(path, exist_ok=True)
             for cell, value in zip(cells, values):
-                write_atomic(os.path.join(path, "_".join(map(str, cell))), value, durable=False)
+                storage.put(f"{index}/{'_'.join(map(str, cell))}", value)
             if np.prod(level.grid_shape) <= MAX_EMPTY_CELL_FILES:
                 # Empty cells get a file too, so a viewer's requests for them succeed
                 # instead of ending in 404s (which Neuroglancer also takes as empty).
                 empty = encode_list(records[:0], np.zeros(0, np.uint64))
                 for cell in np.ndindex(*level.grid_shape):
                     if cell not in level.cells:
-                        write_atomic(os.path.join(path, "_".join(map(str, cell))), empty, durable=False)
+                        storage.put(f"{index}/{'_'.join(map(str, cell))}", empty)
     if by_id:
-        path = os.path.join(directory, "by_id")
         raw = records.view(np.uint8).reshape(len(records), -1)
         if sharded:
-            write_sharded(path, info["by_id"]["sharding"], np.arange(len(records)), [r.tobytes() for r in raw])
+            write_sharded(storage, "by_id", info["by_id"]["sharding"], np.arange(len(records)),
+                          [r.tobytes() for r in raw])
         else:
-            os.makedirs(path, exist_ok=True)
             for i, r in enumerate(raw):
-                name = os.path.join(path, str(i))
-                try:
-                    with open(name, "wb") as f:
-                        f.write(r.tobytes())
-                except OSError as exc:
-                    exc.filename = exc.filename or name  # a failed write names no file
-                    raise
+                storage.put(f"by_id/{i}", r.tobytes())
 
 
-def _remove_layer(directory: str, strict: bool = False, remove_directory: bool = False) -> bool:
-    """Remove the layer files in ``directory`` (index directories, ``info``'s temporaries) and
-    then the marker, if the marker is there or ``not strict``; returns whether all is gone.
+def _remove_layer(storage: Storage, strict: bool = False, remove_directory: bool = False) -> bool:
+    """Remove the layer's objects (index directories, and on a local disk ``info``'s and the
+    marker's temporary files) and then the marker, if the marker is there or ``not strict``;
+    returns whether all is gone.
 
     ``strict`` (clearing an unfinished earlier run) removes nothing without the marker and
     raises what fails; otherwise (undoing this run) failures are ignored, and the marker
     stays unless everything else went, so the next run still knows the leftovers are its own.
-    With ``remove_directory`` an empty ``directory`` is removed too.
+    With ``remove_directory`` an empty local directory is removed too.
     """
-    marker = os.path.join(directory, UNFINISHED)
-    if strict and not os.path.lexists(marker):
+    if strict and not holds(storage, UNFINISHED):
         return True
+
+    def failed(where: str, exc: OSError) -> None:
+        if strict:
+            raise exc
+
+    def own(name: str) -> bool:
+        return bool(_OWN_ENTRY.match(name) or _OWN_TEMPORARY.match(name))
+
     try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return True
+        names = top_names(storage)
     except OSError:
         if strict:
             raise
         return False
     for name in names:
-        path = os.path.join(directory, name)
-        if _OWN_ENTRY.match(name) or _OWN_TEMPORARY.match(name):
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-            except OSError:
-                if strict:
-                    raise
+        if own(name):
+            remove_tree(storage, name, failed)
     try:
-        cleared = not any(_OWN_ENTRY.match(n) or _OWN_TEMPORARY.match(n) for n in os.listdir(directory))
+        cleared = not any(own(n) for n in top_names(storage))
     except OSError:
         if strict:
             raise
         return False
-    if cleared and os.path.lexists(marker):  # (unlinking a missing file on a read-only disk fails)
+    if cleared and holds(storage, UNFINISHED):  # (unlinking a missing file on a read-only disk fails)
         try:
-            os.unlink(marker)
-        except FileNotFoundError:
-            pass
+            storage.delete(UNFINISHED)
         except OSError:
             if strict:
                 raise
             cleared = False
-    if cleared and remove_directory:
+    root = storage.local_root
+    if cleared and remove_directory and root is not None:
         with contextlib.suppress(OSError):  # something else is in it now
-            os.rmdir(directory)
+            os.rmdir(root)
     return cleared
 
 

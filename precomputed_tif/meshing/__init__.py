@@ -11,15 +11,17 @@ Two passes over a finished segmentation, on the same executors as a conversion:
 Then ``mesh/info``, ``segment_properties/info`` and the dataset's ``info``
 (``"mesh"`` and ``"segment_properties"``) are written. Finished tasks are
 recorded in ``.mesh-work``, so running the same command again after an
-interruption resumes; the work directory is removed at the end.
+interruption resumes; the work directory is removed at the end. Everything,
+work files included, is written through the dataset's
+:class:`~precomputed_tif.storage.Storage`: nothing here needs a local path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
@@ -31,7 +33,8 @@ from ..pipeline import memory
 from ..pipeline.executor import make_executor
 from ..pipeline.progress import DoneLog
 from ..pipeline.runner import run_resumable
-from ..storage.atomic import write_atomic
+from ..storage import Storage, open_storage
+from ..storage.trees import remove_tree
 from .blocks import WorkFile, lod_size, plan_blocks, run_block
 from .merge import MergeTask, plan_groups, run_merge
 from .multires import MESH_DIR, mesh_info
@@ -69,6 +72,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
         raise PrecomputedTifError(f"{param('n_cores')} must be at least 1, got {n_cores}")
     if node < 2 or node % 2:
         raise PrecomputedTifError(f"the octree node size must be an even number of voxels, got {node}")
+    storage = open_storage(dataset, param("dataset"))
     volume = open_volume(dataset)
     info = volume.info
     if info.get("type") != "segmentation":
@@ -88,84 +92,87 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     itemsize = np.dtype(info["data_type"]).itemsize
     n_workers, nodes_per_task = _fit_memory(memory_limit, n_cores, dask_scheduler, node, itemsize, max_block_bytes)
 
-    work = os.path.join(dataset, WORK_DIR)
     job = {"scales": info["scales"], "data_type": info["data_type"], "node": node, "lods": num_lods,
            "nodes_per_task": nodes_per_task, "sharded": sharded}
     # An unreachable cluster is reported before any change; leaving the block by an exception
     # (an error, Ctrl-C, SIGTERM) stops the workers at once.
     with make_executor(n_workers, dask_scheduler) as executor:
-        tasks = plan_blocks(os.path.abspath(dataset), os.path.abspath(work), size, num_lods, node, nodes_per_task)
-        out = os.path.join(dataset, MESH_DIR)
+        # The dataset's path absolute: the tasks may run on a Dask cluster's nodes, in other working directories.
+        tasks = plan_blocks(os.path.abspath(dataset), storage, WORK_DIR, size, num_lods, node, nodes_per_task)
         try:
-            _prepare(dataset, info, work, job)
-            run_resumable(executor, run_block, [tasks], DoneLog(work), total=len(tasks), desc="meshing blocks",
-                          unit="block", what="blocks", progress=progress)
+            _prepare(storage, info, job)
+            run_resumable(executor, run_block, [tasks], DoneLog(storage, WORK_DIR), total=len(tasks),
+                          desc="meshing blocks", unit="block", what="blocks", progress=progress)
             log.info("meshed %d blocks in %.1f s", len(tasks), time.perf_counter() - started)
-            counts, n_segments, total_bytes = _gather([t.path for t in tasks])
+            counts, n_segments, total_bytes = _gather(storage, [t.key for t in tasks])
             spec, groups = plan_groups(n_segments, total_bytes, sharded)
-            os.makedirs(out, exist_ok=True)
-            merges = [MergeTask(tuple(t.path for t in tasks), os.path.abspath(out), spec, groups, g, num_lods,
-                                node) for g in range(groups)]
+            merges = [MergeTask(storage, tuple(t.key for t in tasks), MESH_DIR, spec, groups, g, num_lods, node)
+                      for g in range(groups)]
             log.info("%d segments, %.1f MiB of fragments, written in %d %s", n_segments, total_bytes / 2**20,
                      groups, "shards" if spec else "groups")
-            run_resumable(executor, run_merge, [merges], DoneLog(work), total=len(merges), desc="writing meshes",
-                          unit="group", what="groups of segments", progress=progress)
-            # The dataset's info names the meshes only once they and the properties are all on disk.
+            run_resumable(executor, run_merge, [merges], DoneLog(storage, WORK_DIR), total=len(merges),
+                          desc="writing meshes", unit="group", what="groups of segments", progress=progress)
+            # The dataset's info names the meshes only once they and the properties are all stored.
             scale = info["scales"][0]
-            write_atomic(os.path.join(out, "info"),
-                         json.dumps(mesh_info(scale["resolution"], scale.get("voxel_offset", [0, 0, 0]), spec),
-                                    indent=2).encode() + b"\n")
+            storage.put(f"{MESH_DIR}/info",
+                        json.dumps(mesh_info(scale["resolution"], scale.get("voxel_offset", [0, 0, 0]), spec),
+                                   indent=2).encode() + b"\n", durable=True)
             voxel_um3 = float(np.prod(scale["resolution"])) / 1e9
-            write_properties(dataset, build_properties(counts, voxel_um3, user))
-            info = dict(read_info(dataset))
+            write_properties(storage, build_properties(counts, voxel_um3, user))
+            info = dict(read_info(storage))
             info["mesh"] = MESH_DIR
             info["segment_properties"] = PROPERTIES_DIR
-            write_info(dataset, info)
+            write_info(storage, info)
         except OSError as exc:
             raise unfinished(exc, f"meshing {dataset}", "its info names no meshes yet") from None
     if user:
         unknown = len(set(user["ids"]) - set(counts))
         if unknown:
             log.warning("%d segments of %s are not in the segmentation (listed with 0 voxels)", unknown, properties)
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(storage, WORK_DIR, _ignore)
     log.info("meshed %d segments in %d levels of detail in %.1f s", len(counts), num_lods,
              time.perf_counter() - started)
     return info
 
 
-def _info_stamp(dataset: str) -> list[int]:
-    st = os.stat(os.path.join(dataset, "info"))
-    return [st.st_mtime_ns, st.st_size]
+def _ignore(where: str, exc: OSError) -> None:
+    """Work files that could not be removed stay: the next meshing replaces them."""
 
 
-def _prepare(dataset: str, info: dict, work: str, job: dict) -> None:
+def _info_stamp(storage: Storage) -> list[int]:
+    st = storage.stat("info")
+    if st is None:
+        raise FileNotFoundError(errno.ENOENT, "no info", storage.location("info"))
+    return [st.mtime_ns, st.size]
+
+
+def _prepare(storage: Storage, info: dict, job: dict) -> None:
     """Resume when the work directory holds this same job on this same dataset (its ``info``
     not rewritten since: a new conversion rewrites it), else start afresh: the old meshes and
     properties stop being announced in ``info`` first, then are removed."""
     try:
-        with open(os.path.join(work, JOB)) as f:
-            if json.load(f) == dict(job, info=_info_stamp(dataset)):
-                return
+        if json.loads(storage.get(f"{WORK_DIR}/{JOB}") or b"null") == dict(job, info=_info_stamp(storage)):
+            return
     except (OSError, ValueError):
         pass
-    if not os.access(dataset, os.W_OK):
-        raise PrecomputedTifError(f"{dataset} is not writable")
+    root = storage.local_root
+    if root is not None and not os.access(root, os.W_OK):
+        raise PrecomputedTifError(f"{storage.location()} is not writable")
     if "mesh" in info or "segment_properties" in info:
         fresh = {k: v for k, v in info.items() if k not in ("mesh", "segment_properties")}
-        write_info(dataset, fresh)
+        write_info(storage, fresh)
     for name in (MESH_DIR, PROPERTIES_DIR, WORK_DIR):
-        shutil.rmtree(os.path.join(dataset, name), ignore_errors=True)
-    os.makedirs(work)
-    write_atomic(os.path.join(work, JOB), json.dumps(dict(job, info=_info_stamp(dataset))).encode())
+        remove_tree(storage, name, _ignore)
+    storage.put(f"{WORK_DIR}/{JOB}", json.dumps(dict(job, info=_info_stamp(storage))).encode(), durable=True)
 
 
-def _gather(paths: list[str]) -> tuple[dict[int, int], int, int]:
+def _gather(storage: Storage, keys: list[str]) -> tuple[dict[int, int], int, int]:
     """Voxel counts per segment, number of segments with meshes, bytes of all fragments."""
     counts: dict[int, int] = {}
     meshed = set()
     total = 0
-    for path in paths:
-        w = WorkFile(path)
+    for key in keys:
+        w = WorkFile(storage, key)
         for seg, n in w.counts:
             counts[int(seg)] = counts.get(int(seg), 0) + int(n)
         if len(w.index):

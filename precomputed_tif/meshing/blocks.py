@@ -5,14 +5,16 @@ they share with the next node on each axis) from the segmentation at
 ``2**lod`` times coarser than full resolution, meshes every node -- every
 octant of a node above lod 0, as Neuroglancer wants them kept apart -- with
 marching cubes (zmesh), encodes each segment's piece with Draco and writes
-them all to one work file. Level-of-detail 0 tasks also count the voxels of
-each segment. Nothing is shared between tasks but the dataset they read.
+them all to one work file, an object in the dataset's storage (under
+``.mesh-work/``, so a rerun after a kill and workers on other machines find
+it). Level-of-detail 0 tasks also count the voxels of each segment. Nothing is
+shared between tasks but the dataset they read.
 """
 
 from __future__ import annotations
 
+import errno
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ import numpy as np
 from ..formats.volume import open_volume
 from ..geometry import Box, as_triple, ceil_div
 from ..pyramid.downsample import downsample
-from ..storage.atomic import write_atomic
+from ..storage import Storage
 from .multires import encode_fragment, quantize
 
 MAGIC = b"PTMESH1\0"
@@ -104,9 +106,12 @@ def label_dtype(name: str) -> np.dtype:
 
 @dataclass(frozen=True)
 class BlockTask:
-    """Mesh the nodes [lo, hi) (node grid coordinates, x, y, z) of level of detail ``lod``."""
+    """Mesh the nodes [lo, hi) (node grid coordinates, x, y, z) of level of detail ``lod`` of
+    the segmentation at ``dataset`` (a path); the work file goes under the key prefix
+    ``work`` of ``storage``."""
 
     dataset: str
+    storage: Storage
     work: str
     lod: int
     node: int
@@ -118,11 +123,12 @@ class BlockTask:
         return f"{self.lod}/{self.lo[0]}-{self.hi[0]}_{self.lo[1]}-{self.hi[1]}_{self.lo[2]}-{self.hi[2]}"
 
     @property
-    def path(self) -> str:
-        return os.path.join(self.work, self.id.replace("/", "_") + ".frag")
+    def key(self) -> str:
+        """The storage key of the task's work file."""
+        return f"{self.work}/{self.id.replace('/', '_')}.frag"
 
 
-def plan_blocks(dataset: str, work: str, size, num_lods: int, node: int, nodes_per_task: int):
+def plan_blocks(dataset: str, storage: Storage, work: str, size, num_lods: int, node: int, nodes_per_task: int):
     """Block tasks of every level of detail, coarse levels first (they are quick and show first)."""
     tasks = []
     for lod in range(num_lods - 1, -1, -1):
@@ -131,7 +137,7 @@ def plan_blocks(dataset: str, work: str, size, num_lods: int, node: int, nodes_p
         for z in range(0, grid[2], k):
             for y in range(0, grid[1], k):
                 for x in range(0, grid[0], k):
-                    tasks.append(BlockTask(dataset, work, lod, node, (x, y, z),
+                    tasks.append(BlockTask(dataset, storage, work, lod, node, (x, y, z),
                                            (min(x + k, grid[0]), min(y + k, grid[1]), min(z + k, grid[2]))))
     return tasks
 
@@ -158,7 +164,7 @@ def run_block(task: BlockTask) -> str:
         labels, n = np.unique(block[:-1, :-1, :-1], return_counts=True)
         keep = labels != 0
         counts = np.stack([labels[keep].astype(np.uint64), n[keep].astype(np.uint64)], axis=1)
-    write_work_file(task.path, np.array(index, np.uint64).reshape(-1, 6), counts, blobs)
+    write_work_file(task.storage, task.key, np.array(index, np.uint64).reshape(-1, 6), counts, blobs)
     return task.id
 
 
@@ -191,7 +197,10 @@ def _mesh_node(mesher, block: np.ndarray, lo_u, position, node: int, lod: int):
                np.concatenate([f.astype(np.uint32) + np.uint32(s) for (_, f), s in zip(parts, starts)]))
 
 
-def write_work_file(path: str, index: np.ndarray, counts: np.ndarray, blobs: list[bytes]) -> None:
+def write_work_file(storage: Storage, key: str, index: np.ndarray, counts: np.ndarray, blobs: list[bytes]) -> None:
+    """Put a block's results as the object ``key``, durably (the task is recorded as done next):
+    a magic number, the numbers of index rows and counts (uint64), the fragment index rows
+    (segment, lod, x, y, z, size), the voxel counts (segment, voxels), then the Draco data."""
     buf = io.BytesIO()
     buf.write(MAGIC)
     buf.write(np.array([len(index), len(counts)], "<u8").tobytes())
@@ -199,30 +208,40 @@ def write_work_file(path: str, index: np.ndarray, counts: np.ndarray, blobs: lis
     buf.write(counts.astype("<u8").tobytes())
     for b in blobs:
         buf.write(b)
-    write_atomic(path, buf.getvalue())
+    storage.put(key, buf.getvalue(), durable=True)
 
 
 class WorkFile:
-    """A block's results: fragment index (segment, lod, x, y, z, size), voxel counts, Draco data."""
+    """A block's results: fragment index (segment, lod, x, y, z, size), voxel counts, Draco data.
+    Read by byte ranges from the object ``key`` of ``storage``."""
 
-    def __init__(self, path: str):
-        self.path = path
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if head[:8] != MAGIC:
-                raise ValueError(f"{path} is not a mesh work file")
-            n, m = np.frombuffer(head[8:24], "<u8")
-            self.index = np.frombuffer(f.read(48 * int(n)), "<u8").reshape(-1, 6)
-            self.counts = np.frombuffer(f.read(16 * int(m)), "<u8").reshape(-1, 2)
-        self.data_start = 24 + 48 * int(n) + 16 * int(m)
+    def __init__(self, storage: Storage, key: str):
+        self.storage = storage
+        self.key = key
+        head = self._read(0, 24)
+        if head[:8] != MAGIC or len(head) < 24:
+            raise ValueError(f"{storage.location(key)} is not a mesh work file")
+        n, m = (int(v) for v in np.frombuffer(head[8:24], "<u8"))
+        tables = self._read(24, 48 * n + 16 * m)
+        self.index = np.frombuffer(tables[:48 * n], "<u8").reshape(-1, 6)
+        self.counts = np.frombuffer(tables[48 * n:], "<u8").reshape(-1, 2)
+        self.data_start = 24 + 48 * n + 16 * m
         self.offsets = self.data_start + np.concatenate([[0], np.cumsum(self.index[:, 5])]).astype(np.int64)
+
+    def _read(self, start: int, length: int) -> bytes:
+        data = self.storage.get_range(self.key, start, length)
+        if data is None:  # reported like a missing file: the meshing is unfinished
+            raise FileNotFoundError(errno.ENOENT, "no such work file", self.storage.location(self.key))
+        return data
 
     def fragments(self, rows: np.ndarray):
         """(segment, lod, x, y, z, bytes) of the given index rows."""
         if len(rows) == 0:
             return
-        with open(self.path, "rb") as f:
+        reader = self.storage.open_reader(self.key)
+        if reader is None:
+            raise FileNotFoundError(errno.ENOENT, "no such work file", self.storage.location(self.key))
+        with reader:
             for r in rows:
-                f.seek(int(self.offsets[r]))
                 seg, lod, x, y, z, size = (int(v) for v in self.index[r])
-                yield seg, lod, x, y, z, f.read(size)
+                yield seg, lod, x, y, z, reader.read(int(self.offsets[r]), size)

@@ -1,20 +1,20 @@
 """The per-segment step: gather each segment's fragments from all blocks, write manifests.
 
 Segments are split into groups; one :class:`MergeTask` owns one group and
-writes every file of it -- one shard file in the sharded layout, or the
-``<id>`` and ``<id>.index`` files of its segments -- so no two tasks touch a file.
+puts every object of it into the dataset's storage -- one shard in the sharded
+layout, or the ``<id>`` and ``<id>.index`` objects of its segments -- so no two
+tasks touch an object.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..formats.precomputed.sharding import sharding_spec, write_sharded
 from ..geometry import ceil_div
-from ..storage.atomic import write_atomic
+from ..storage import Storage
 from .blocks import WorkFile
 from .multires import complete_octree, manifest
 
@@ -48,6 +48,10 @@ def group_of(ids: np.ndarray, spec: dict | None, groups: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MergeTask:
+    """Write the meshes of group ``group`` of ``groups`` under the key prefix ``out`` of
+    ``storage``, from the block work files ``work_files`` (keys in the same storage)."""
+
+    storage: Storage
     work_files: tuple[str, ...]
     out: str
     spec: dict | None
@@ -62,9 +66,11 @@ class MergeTask:
 
 
 def run_merge(task: MergeTask) -> str:
+    """Write the task's group (each object durably, before the task is recorded as done);
+    returns the task's id."""
     fragments: dict[int, dict] = {}
-    for path in task.work_files:
-        w = WorkFile(path)
+    for key in task.work_files:
+        w = WorkFile(task.storage, key)
         if not len(w.index):
             continue
         rows = np.nonzero(group_of(w.index[:, 0], task.spec, task.groups) == task.group)[0]
@@ -78,9 +84,9 @@ def run_merge(task: MergeTask) -> str:
         manifests.append(man)
     if task.spec is not None:
         if segments:
-            write_sharded(task.out, task.spec, segments, manifests, prefixes=datas)
+            write_sharded(task.storage, task.out, task.spec, segments, manifests, prefixes=datas)
     else:
         for seg, data, man in zip(segments, datas, manifests):
-            write_atomic(os.path.join(task.out, str(seg)), data)
-            write_atomic(os.path.join(task.out, f"{seg}.index"), man)
+            task.storage.put(f"{task.out}/{seg}", data, durable=True)
+            task.storage.put(f"{task.out}/{seg}.index", man, durable=True)
     return task.id

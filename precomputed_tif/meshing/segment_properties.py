@@ -2,7 +2,8 @@
 
 Every label of the segmentation gets its voxel count and volume; a CSV file
 the user gives adds names, tags, a description and further columns. The
-properties are written inline, in ``<dataset>/segment_properties/info``.
+properties are written inline, in the object ``segment_properties/info`` of the
+dataset's storage.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from typing import Any
 
 import numpy as np
 
 from ..errors import PrecomputedTifError
-from ..storage.atomic import write_atomic
+from ..storage import StorageLike, open_storage
 
 PROPERTIES_DIR = "segment_properties"
 ID_COLUMNS = ("id", "segment", "segment_id", "label")
@@ -153,8 +153,10 @@ def build_properties(counts: dict[int, int], voxel_um3: float, user: dict | None
             "inline": {"ids": [str(i) for i in ids], "properties": props}}
 
 
-def write_properties(dataset: str, properties: dict) -> str:
-    directory = os.path.join(dataset, PROPERTIES_DIR)
-    os.makedirs(directory, exist_ok=True)
-    write_atomic(os.path.join(directory, "info"), json.dumps(properties).encode() + b"\n")
-    return directory
+def write_properties(where: StorageLike, properties: dict) -> str:
+    """Put ``properties`` (:func:`build_properties`) durably as ``segment_properties/info`` in
+    ``where`` (a :class:`~precomputed_tif.storage.Storage`, or the dataset's path or URL);
+    returns where the properties directory is, for messages."""
+    storage = open_storage(where)
+    storage.put(f"{PROPERTIES_DIR}/info", json.dumps(properties).encode() + b"\n", durable=True)
+    return storage.location(PROPERTIES_DIR)

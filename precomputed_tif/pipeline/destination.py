@@ -23,15 +23,15 @@ import json
 import logging
 import os
 import re
-import shutil
 
 from .. import formats
 from ..errors import PrecomputedTifError, param, setting
 from ..formats.zarr.ngff import ROOT_FILES
 from ..info import INFO, JOB_RECORD
 from ..sources.fingerprint import Identity, comparable, first_change
-from ..storage import LocalStorage, Storage
+from ..storage import Storage, StorageLike, open_storage
 from ..storage.atomic import is_temporary_name
+from ..storage.trees import holds, local_location, remove_tree, top_names
 from .progress import DONE_LOG, DONE_OBJECTS
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,10 @@ def _load_json(storage: Storage, key: str):
         return {}
 
 
-def prepare(dest: str, job: dict, overwrite: bool, identity: Identity | None = None) -> None:
-    """Make ``dest`` ready for ``job`` on a source whose :func:`~.fingerprint.identify` is
-    ``identity``, or raise a user error and change nothing.
+def prepare(dest: StorageLike, job: dict, overwrite: bool, identity: Identity | None = None) -> None:
+    """Make ``dest`` (a directory's path or URL, or a :class:`~.storage.Storage`) ready for
+    ``job`` on a source whose :func:`~.fingerprint.identify` is ``identity``, or raise a user
+    error and change nothing.
 
     Allowed without ``overwrite``: a new or empty directory, or one holding the
     same job on the same, unchanged source (finished or not: the run resumes). With ``overwrite`` the
@@ -71,22 +72,27 @@ def prepare(dest: str, job: dict, overwrite: bool, identity: Identity | None = N
     (a scale directory it needs holds something that is not the old dataset's,
     a file cannot be removed), nothing is touched. A directory holding other
     files and no dataset is never written into, with or without ``overwrite``.
+    On storage that is not a local directory the same holds of its objects (a
+    name stands for the object of that name and every object below it).
     """
-    if os.path.exists(dest) and not os.path.isdir(dest):
-        raise PrecomputedTifError(f"{param('dest')} {dest} is a file; give a directory (it is created if missing)")
-    if not os.path.isdir(dest):
+    storage = open_storage(dest, param("dest"))
+    shown = storage.location()
+    root = storage.local_root
+    entries: list[str] = []
+    if root is not None and os.path.exists(root) and not os.path.isdir(root):
+        raise PrecomputedTifError(f"{param('dest')} {shown} is a file; give a directory (it is created if missing)")
+    if root is not None and not os.path.isdir(root):
         try:
-            os.makedirs(dest)
+            os.makedirs(root)
         except OSError as exc:
-            raise PrecomputedTifError(f"cannot create {param('dest')} {dest}: {exc.strerror}") from None
+            raise PrecomputedTifError(f"cannot create {param('dest')} {shown}: {exc.strerror}") from None
     else:
         # A Zarr group's metadata is hidden but not nothing: such a directory is not empty.
-        entries = [e for e in os.listdir(dest) if not e.startswith(".") or e in (JOB_RECORD, *_ZARR_ROOT)]
-        if entries:
-            _check_existing(dest, job, overwrite, identity)
-    if not os.access(dest, os.W_OK):
-        raise PrecomputedTifError(f"{param('dest')} {dest} is not writable")
-    storage = LocalStorage(dest)
+        entries = [e for e in top_names(storage) if not e.startswith(".") or e in (JOB_RECORD, *_ZARR_ROOT)]
+    if entries:
+        _check_existing(storage, job, overwrite, identity)
+    if root is not None and not os.access(root, os.W_OK):
+        raise PrecomputedTifError(f"{param('dest')} {shown} is not writable")
     if identity is not None:
         # The per-file list first: a record with a fingerprint always has the list beside it.
         storage.put(INPUTS, json.dumps(identity.files, separators=(",", ":")).encode(), durable=True)
@@ -116,8 +122,9 @@ def _older_record_of(record, job) -> bool:
     return isinstance(source, dict) and "fingerprint" not in source and within(record, job)
 
 
-def _check_source(dest: str, record: dict, identity: Identity | None, finished: bool) -> None:
+def _check_source(storage: Storage, record: dict, identity: Identity | None, finished: bool) -> None:
     """Raise a user error, naming what changed, if the source is not the one ``record`` was made from."""
+    dest = storage.location()
     recorded = record["source"].get("fingerprint") if isinstance(record.get("source"), dict) else None
     if identity is None or recorded == identity.digest:
         return
@@ -125,7 +132,7 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
         log.warning("%s was begun by another version, which identified the source otherwise: cannot check that "
                     "the source is unchanged", dest)
         return
-    files = _load_json(LocalStorage(dest), INPUTS)
+    files = _load_json(storage, INPUTS)
     change = first_change(files if isinstance(files, list) else None, identity.files)
     made = "made" if finished else "begun"
     raise PrecomputedTifError(
@@ -133,8 +140,8 @@ def _check_source(dest: str, record: dict, identity: Identity | None, finished: 
         f"Resuming would mix the old and new data; add {setting('overwrite', True)} to convert it again from the start")
 
 
-def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | None) -> None:
-    storage = LocalStorage(dest)
+def _check_existing(storage: Storage, job: dict, overwrite: bool, identity: Identity | None) -> None:
+    dest = storage.location()
     record = _load_json(storage, JOB_RECORD)
     info = _load_json(storage, INFO)
     if record is None and info is None:
@@ -143,14 +150,14 @@ def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | 
             "choose a new or empty directory"
         )
     if not overwrite and (_without_fingerprint(record) == job or _older_record_of(record, job)):
-        _check_source(dest, record, identity, finished=info is not None)
-        _remove_temporaries(dest)
+        _check_source(storage, record, identity, finished=info is not None)
+        _remove_temporaries(storage)
         return
     if not overwrite:
         finished = _own_files(record)[:1]
         if info is not None:
             what = "a different precomputed dataset"
-        elif finished and os.path.lexists(os.path.join(dest, finished[0])):
+        elif finished and holds(storage, finished[0]):
             what = f"a different conversion ({finished[0]})"
         else:
             what = "an unfinished conversion of different input or settings"
@@ -158,14 +165,17 @@ def _check_existing(dest: str, job: dict, overwrite: bool, identity: Identity | 
             f"{param('dest')} {dest} already holds {what}; choose another directory or add "
             f"{setting('overwrite', True)} to replace it"
         )
-    doomed = _dataset_entries(dest, info, record)
-    _check_removable(dest, doomed, job)
-    _remove(dest, doomed)
+    doomed = _dataset_entries(storage, info, record)
+    _check_removable(storage, doomed, job)
+    _remove(storage, doomed)
 
 
-def _remove_temporaries(dest: str) -> None:
-    """Files a killed run left half written under temporary names (see :mod:`.atomic`)."""
-    for base, _, files in os.walk(dest):
+def _remove_temporaries(storage: Storage) -> None:
+    """Files a killed run left half written under temporary names (see :mod:`.atomic`): a local
+    directory's alone (an object store's writes leave no temporary objects)."""
+    if storage.local_root is None:
+        return
+    for base, _, files in os.walk(storage.local_root):
         for name in files:
             if is_temporary_name(name):
                 _unlink(os.path.join(base, name))
@@ -190,11 +200,11 @@ def _own_files(record) -> list[str]:
     if not isinstance(files, list):
         return []
     return [f for f in files if isinstance(f, str) and f not in ("", ".", "..", JOB_RECORD, INFO)
-            and "/" not in f and os.sep not in f]
+            and "/" not in f and os.sep not in f and "\0" not in f]
 
 
-def _is_zarr(dest: str, info, record) -> bool:
-    """Whether the dataset in ``dest`` was written as zarr or ome-zarr (by its record, or for a
+def _is_zarr(storage: Storage, info, record) -> bool:
+    """Whether the dataset in ``storage`` was written as zarr or ome-zarr (by its record, or for a
     dataset without one, by its first level's array metadata)."""
     if isinstance(record, dict) and isinstance(record.get("format"), str) and record["format"].strip():
         try:
@@ -203,56 +213,61 @@ def _is_zarr(dest: str, info, record) -> bool:
             return False
     scales = info.get("scales") if isinstance(info, dict) else None
     first = scales[0].get("key") if isinstance(scales, list) and scales and isinstance(scales[0], dict) else None
-    return isinstance(first, str) and _SCALE_DIR.match(first) is not None and any(
-        os.path.exists(os.path.join(dest, first, n)) for n in (".zarray", "zarr.json"))
+    if not (isinstance(first, str) and _SCALE_DIR.match(first) is not None):
+        return False
+    root = storage.local_root
+    if root is None:
+        return any(storage.exists(f"{first}/{n}") for n in (".zarray", "zarr.json"))
+    return any(os.path.exists(os.path.join(root, first, n)) for n in (".zarray", "zarr.json"))
 
 
-def _dataset_entries(dest: str, info, record) -> list[str]:
-    """Names in ``dest`` that belong to the dataset there, in the order they are removed:
+def _dataset_entries(storage: Storage, info, record) -> list[str]:
+    """Names in ``storage`` that belong to the dataset there, in the order they are removed:
     ``info`` or the finished file first (so the directory stops looking complete), the job record last."""
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
     # The NGFF root metadata only when the dataset there is a Zarr one (someone else's otherwise).
-    zarr_root = list(_ZARR_ROOT) if _is_zarr(dest, info, record) else []
+    zarr_root = list(_ZARR_ROOT) if _is_zarr(storage, info, record) else []
     names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG, DONE_OBJECTS, INPUTS]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")
-    names += [n for n in sorted(os.listdir(dest)) if is_temporary_name(n)]
-    return [n for n in names + [JOB_RECORD] if os.path.lexists(os.path.join(dest, n))]
+    names += [n for n in top_names(storage) if is_temporary_name(n)]
+    return [n for n in names + [JOB_RECORD] if holds(storage, n)]
 
 
-def _check_removable(dest: str, doomed: list[str], job: dict) -> None:
-    """Raise a user error, having deleted nothing, unless removing ``doomed`` makes room for ``job``."""
+def _check_removable(storage: Storage, doomed: list[str], job: dict) -> None:
+    """Raise a user error, having deleted nothing, unless removing ``doomed`` makes room for ``job``.
+    (Whether each file may be removed can be told beforehand only on a local disk.)"""
+    dest = storage.location()
     for key in sorted(_scale_keys(job.get("info"))) + _own_files(job):
-        if key not in doomed and os.path.lexists(os.path.join(dest, key)):
+        if key not in doomed and holds(storage, key):
             raise PrecomputedTifError(
                 f"{param('dest')} {dest} holds {key}, which the new dataset needs and which is not part of the "
                 "dataset there; nothing was removed. Move it away or choose another directory"
             )
-    if not os.access(dest, os.W_OK | os.X_OK):
+    root = storage.local_root
+    if root is None:
+        return
+    if not os.access(root, os.W_OK | os.X_OK):
         raise PrecomputedTifError(f"{param('dest')} {dest} is not writable; nothing was removed")
     for name in doomed:
-        path = os.path.join(dest, name)
+        path = os.path.join(root, name)
         if os.path.isdir(path) and not os.path.islink(path):
             for base, _dirs, _ in os.walk(path):
                 if not os.access(base, os.W_OK | os.X_OK):
                     raise PrecomputedTifError(
-                        f"cannot remove the old dataset: {base} is not writable; nothing was removed")
+                        f"cannot remove the old dataset: {local_location(storage, base)} is not writable; "
+                        "nothing was removed")
 
 
-def _remove(dest: str, doomed: list[str]) -> None:
-    failed = []
+def _remove(storage: Storage, doomed: list[str]) -> None:
+    """Remove every name in ``doomed`` (a local directory with everything in it; elsewhere every
+    object under the name), going on past failures and then naming the first."""
+    failed: list[str] = []
     for name in doomed:
-        path = os.path.join(dest, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=lambda fn, p, exc: failed.append(p))
-        else:
-            try:
-                _unlink(path)
-            except OSError:
-                failed.append(path)
+        remove_tree(storage, name, lambda where, exc: failed.append(where))
     if failed:
         raise PrecomputedTifError(
-            f"could not remove {failed[0]} (and {len(failed) - 1} more) of the old dataset in {param('dest')} {dest}; "
-            "fix the permissions and run again"
+            f"could not remove {failed[0]} (and {len(failed) - 1} more) of the old dataset in {param('dest')} "
+            f"{storage.location()}; fix the permissions and run again"
         )

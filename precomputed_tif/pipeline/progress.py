@@ -24,32 +24,35 @@ DONE_OBJECTS = DONE_LOG + ".d"  # the prefix of the one-object-per-task form
 
 
 class DoneLog:
-    """The finished tasks recorded in ``where`` (a :class:`~.storage.Storage`, or a directory)."""
+    """The finished tasks recorded in ``where`` (a :class:`~.storage.Storage`, or a directory),
+    under the key prefix ``within`` (a work directory of its own; ``""``: at the top)."""
 
-    def __init__(self, where: StorageLike):
+    def __init__(self, where: StorageLike, within: str = ""):
         self.storage = open_storage(where)
+        self._log = f"{within}/{DONE_LOG}" if within else DONE_LOG
+        self._objects = f"{within}/{DONE_OBJECTS}" if within else DONE_OBJECTS
 
     def load(self) -> set[str]:
         """Ids of the finished tasks (a torn last line is ignored)."""
-        data = self.storage.get(DONE_LOG) or b""
+        data = self.storage.get(self._log) or b""
         lines = data.split(b"\n")
         done = {line.decode() for line in lines[:-1] if line}  # the part after the last newline is torn
-        start = len(DONE_OBJECTS) + 1
-        done.update(urllib.parse.unquote(key[start:]) for key in self.storage.list(DONE_OBJECTS))
+        start = len(self._objects) + 1
+        done.update(urllib.parse.unquote(key[start:]) for key in self.storage.list(self._objects))
         return done
 
     def record(self, task_id: str) -> None:
         """Record ``task_id`` as finished (call only once everything it wrote is durable)."""
         if self.storage.can_append:
-            self.storage.append(DONE_LOG, task_id.encode() + b"\n")
+            self.storage.append(self._log, task_id.encode() + b"\n")
         else:
-            self.storage.put(f"{DONE_OBJECTS}/{urllib.parse.quote(task_id, safe='')}", b"")
+            self.storage.put(f"{self._objects}/{urllib.parse.quote(task_id, safe='')}", b"")
 
     def close(self) -> None:
         """Nothing is held open between records; kept so callers can end a log's use in ``finally``."""
 
     def remove(self) -> None:
         """Forget every finished task (both forms)."""
-        self.storage.delete(DONE_LOG)
-        for key in list(self.storage.list(DONE_OBJECTS)):
+        self.storage.delete(self._log)
+        for key in list(self.storage.list(self._objects)):
             self.storage.delete(key)

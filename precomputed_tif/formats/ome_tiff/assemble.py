@@ -7,43 +7,55 @@ writes), little-endian, with the OME-XML in the first page's ImageDescription.
 Memory stays that of one tile: tiles are read one at a time from the work
 files.
 
-The file is written under a hidden temporary name in the destination; its
-offsets index is written next, and only then is the file renamed to its final
-name -- so ``X.ome.tif`` exists only whole, with ``X.offsets.json`` beside it.
+tifffile goes back to patch offsets in what it wrote, so the file is assembled
+in a local file, then its offsets index is put into the destination's storage,
+and only then does the image appear under its final name -- so ``X.ome.tif``
+exists only whole, with ``X.offsets.json`` beside it. On a local destination
+the file is assembled under a hidden temporary name beside its final one and
+renamed onto it (no second copy of a file as large as the dataset); on other
+storage it is assembled in the system's temporary directory
+(:func:`tempfile.gettempdir`, under a name :func:`~...storage.atomic.is_temporary_name`
+recognises) and streamed into the storage, where it appears when complete.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import tifffile
 from tqdm import tqdm
 
+from ...storage import Storage, open_storage
 from ...storage.atomic import sync_directory, temporary_name
 from .codecs import tifffile_compression
 from .layout import Layout
 from .metadata import ome_metadata
 from .offsets import top_level_ifd_offsets, write_offsets
-from .spill import SpillReader, spill_path
+from .spill import SpillReader, spill_key
+
+COPY_BYTES = 16 * 2**20  # streamed into non-local storage this much at a time
 
 
-def _level_tiles(layout: Layout, work: str, level: int, bar) -> Iterator[bytes]:
+def _level_tiles(layout: Layout, storage: Storage, level: int, bar) -> Iterator[bytes]:
     """Encoded tiles of one level, plane after plane in file order (z, then channel)."""
     first = sum(layout.n_tiles(lv) for lv in range(level))
     n = layout.n_tiles(level)
     for z in range(layout.size[2]):
-        with SpillReader(spill_path(work, z), layout.channels * layout.tiles_per_plane) as tiles:
+        with SpillReader(storage, spill_key(z), layout.channels * layout.tiles_per_plane) as tiles:
             for c in range(layout.channels):
                 yield from tiles.tiles(c * layout.tiles_per_plane + first, n)
         bar.update(1)
 
 
 def assemble(plan, progress: bool = False) -> str:
-    """Write ``plan.dest/X.ome.tif`` and ``X.offsets.json`` from the work files; returns the image path."""
+    """Put ``X.ome.tif`` and ``X.offsets.json`` into the destination ``plan.dest`` from the work
+    files (see the module's docstring); returns where the image is, as the user would name it."""
     layout, dest = plan.layout, plan.dest
-    work = os.path.join(dest, plan.names.work)
-    final = os.path.join(dest, plan.names.image)
+    storage = open_storage(dest)
+    root = storage.local_root
+    final = os.path.join(root if root is not None else tempfile.gettempdir(), plan.names.image)
     tmp = temporary_name(final)
     metadata = ome_metadata(plan.voxel_size, plan.channel_names, plan.channel_colors, plan.names.image, plan.job,
                             dest)
@@ -58,15 +70,33 @@ def assemble(plan, progress: bool = False) -> str:
                     extra = dict(metadata=metadata, subifds=layout.n_levels - 1 or None)
                 else:
                     extra = dict(metadata=None, subfiletype=1)  # FILETYPE.REDUCEDIMAGE
-                tif.write(_level_tiles(layout, work, level, bar), shape=(layout.size[2], layout.channels, y, x),
+                tif.write(_level_tiles(layout, storage, level, bar), shape=(layout.size[2], layout.channels, y, x),
                           **options, **extra)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        write_offsets(os.path.join(dest, plan.names.offsets), top_level_ifd_offsets(tmp))
-        os.replace(tmp, final)
+        if root is not None:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        write_offsets(storage, plan.names.offsets, top_level_ifd_offsets(tmp))
+        if root is not None:
+            os.replace(tmp, final)
+        else:
+            _stream_into(storage, plan.names.image, tmp)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    sync_directory(dest)
-    return final
+    if root is not None:
+        sync_directory(root)
+    else:
+        os.unlink(tmp)
+        storage.flush()
+    return storage.location(plan.names.image)
+
+
+def _stream_into(storage: Storage, key: str, path: str) -> None:
+    """Copy the local file ``path`` into the object ``key``, which appears when complete."""
+    with open(path, "rb") as f, storage.open_stream(key) as out:
+        while True:
+            part = f.read(COPY_BYTES)
+            if not part:
+                break
+            out.write(part)

@@ -13,7 +13,7 @@ import json
 import struct
 
 from ...errors import DamagedData
-from ...storage.atomic import write_atomic
+from ...storage import Storage
 
 
 def top_level_ifd_offsets(path: str) -> list[int]:
@@ -46,5 +46,6 @@ def top_level_ifd_offsets(path: str) -> list[int]:
         return offsets
 
 
-def write_offsets(path: str, offsets: list[int]) -> None:
-    write_atomic(path, json.dumps(offsets).encode())
+def write_offsets(storage: Storage, key: str, offsets: list[int]) -> None:
+    """Put ``offsets`` as the JSON list Viv reads, durably, as the object ``key``."""
+    storage.put(key, json.dumps(offsets).encode(), durable=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 
 from ...errors import PrecomputedTifError, unfinished
@@ -20,7 +19,8 @@ from ...pipeline.executor import make_executor
 from ...pipeline.progress import DoneLog
 from ...pipeline.runner import run_resumable
 from ...sources.fingerprint import identify
-from ...storage.atomic import sync_directory
+from ...storage import Storage, open_storage
+from ...storage.trees import remove_tree
 from .assemble import assemble
 from .plan import FORMAT, OmeTiffPlan
 from .tiles import SlabTask, run_slab, slab_tasks
@@ -33,32 +33,30 @@ def run(plan: OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> d
     started = time.perf_counter()
     dest = plan.dest
     destination.prepare(dest, plan.job, overwrite, identify(plan.source))
-    final = os.path.join(dest, plan.names.image)
-    if os.path.exists(final):
+    storage = open_storage(dest)
+    final = storage.location(plan.names.image)
+    if storage.exists(plan.names.image):
         log.info("%s is already finished", final)
     else:
         try:
-            _tile(plan, progress)
+            _tile(plan, storage, progress)
             tiled = time.perf_counter()
             assemble(plan, progress)
         except (PrecomputedTifError, OSError) as exc:
             raise unfinished(exc, dest, f"it has no {plan.names.image} yet") from None
         log.info("wrote %s in %.1f s (tiling %.1f s, assembly %.1f s)", final, time.perf_counter() - started,
                  tiled - started, time.perf_counter() - tiled)
-    _remove_work(plan)
+    _remove_work(plan, storage)
     return result(plan)
 
 
-def _tile(plan: OmeTiffPlan, progress: bool) -> None:
-    """Stage 1: every slab's work files, skipping the slabs an earlier run finished."""
-    # Absolute: the tasks may run on a Dask cluster's nodes, in other working directories.
-    work = os.path.abspath(os.path.join(plan.dest, plan.names.work))
-    if not os.path.isdir(work):
-        os.makedirs(work)
-        sync_directory(plan.dest)
+def _tile(plan: OmeTiffPlan, storage: Storage, progress: bool) -> None:
+    """Stage 1: every slab's work files, skipping the slabs an earlier run finished. (A local
+    storage's root is absolute: the tasks may run on a Dask cluster's nodes, in other
+    working directories.)"""
     with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
-        tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, work, plan.compression, plan.segmentation)
-        run_resumable(executor, run_slab, [tasks], DoneLog(plan.dest), total=plan.layout.size[2],
+        tasks = slab_tasks(plan.source, plan.layout, plan.slab_planes, storage, plan.compression, plan.segmentation)
+        run_resumable(executor, run_slab, [tasks], DoneLog(storage), total=plan.layout.size[2],
                       desc="tiling planes", unit="plane", what="slabs of planes", size=_planes, progress=progress)
 
 
@@ -66,10 +64,11 @@ def _planes(task: SlabTask) -> int:
     return task.z1 - task.z0
 
 
-def _remove_work(plan: OmeTiffPlan) -> None:
-    """The work files and done log of a finished conversion (kept until the image is in place)."""
-    shutil.rmtree(os.path.join(plan.dest, plan.names.work), ignore_errors=True)
-    DoneLog(plan.dest).remove()
+def _remove_work(plan: OmeTiffPlan, storage: Storage) -> None:
+    """The work files and done log of a finished conversion (kept until the image is in place);
+    work files that cannot be removed stay (the next conversion into the destination removes them)."""
+    remove_tree(storage, plan.names.work, lambda where, exc: None)
+    DoneLog(storage).remove()
 
 
 def result(plan: OmeTiffPlan) -> dict:
@@ -77,8 +76,8 @@ def result(plan: OmeTiffPlan) -> dict:
     layout = plan.layout
     return {
         "format": FORMAT,
-        "image": os.path.join(plan.dest, plan.names.image),
-        "offsets": os.path.join(plan.dest, plan.names.offsets),
+        "image": open_storage(plan.dest).location(plan.names.image),
+        "offsets": open_storage(plan.dest).location(plan.names.offsets),
         "size": list(layout.size),
         "channels": layout.channels,
         "data_type": layout.dtype,

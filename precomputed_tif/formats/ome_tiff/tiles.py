@@ -7,13 +7,12 @@ segmentations), through :func:`~precomputed_tif.pyramid.downsample.downsample` -
 encodes each level's tiles as it goes. An odd last column or row is averaged
 on its own: its coarser voxels are the mean of the 2 (or 1) voxels that
 exist, integers rounded half up, as everywhere in the project. The tiles go to
-one work file per z (:mod:`.spill`), flushed to disk before the task returns,
-so a task recorded as done has its files on disk.
+one work file per z (:mod:`.spill`) in the destination's storage, flushed
+before the task returns, so a task recorded as done has its files stored.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,21 +21,21 @@ import numpy as np
 from ...geometry import Box
 from ...pyramid.downsample import downsample
 from ...sources import Source
-from ...storage.atomic import sync_files
+from ...storage import Storage
 from .codecs import encoder
 from .layout import Layout
-from .spill import SpillWriter, spill_path
+from .spill import SpillWriter, spill_key
 
 
 @dataclass(frozen=True)
 class SlabTask:
-    """Planes z0 <= z < z1 of ``source`` (cut to them), to tile into ``work``."""
+    """Planes z0 <= z < z1 of ``source`` (cut to them), to tile into work files in ``storage``."""
 
     source: Source
     layout: Layout
     z0: int
     z1: int
-    work: str
+    storage: Storage
     compression: str
     segmentation: bool
 
@@ -45,13 +44,13 @@ class SlabTask:
         return f"ome-tiff/z{self.z0}-{self.z1}"
 
 
-def slab_tasks(source, layout: Layout, slab_planes: int, work: str, compression: str,
+def slab_tasks(source, layout: Layout, slab_planes: int, storage: Storage, compression: str,
                segmentation: bool) -> Iterator[SlabTask]:
     """Tasks of ``slab_planes`` z planes each (the last one may have fewer), in z order."""
     nz = layout.size[2]
     for z0 in range(0, nz, slab_planes):
         z1 = min(z0 + slab_planes, nz)
-        yield SlabTask(source.subset(z0, z1), layout, z0, z1, work, compression, segmentation)
+        yield SlabTask(source.subset(z0, z1), layout, z0, z1, storage, compression, segmentation)
 
 
 def plane_levels(plane: np.ndarray, n_levels: int, segmentation: bool) -> Iterator[np.ndarray]:
@@ -87,14 +86,11 @@ def run_slab(task: SlabTask) -> tuple[str, int]:
     if data.ndim == 3:
         data = data[None]  # (c, z, y, x) always
     encode = encoder(task.compression)
-    paths = []
     for i, z in enumerate(range(task.z0, task.z1)):
-        path = spill_path(task.work, z)
-        with SpillWriter(path) as out:
+        with SpillWriter(task.storage, spill_key(z)) as out:
             for c in range(layout.channels):
                 for level in plane_levels(data[c, i], layout.n_levels, task.segmentation):
                     for tile in plane_tiles(level, layout.tile):
                         out.add(encode(tile.tobytes()))
-        paths.append(path)
-    sync_files(paths, os.path.dirname(task.work))
+    task.storage.flush()
     return task.id, task.z1 - task.z0

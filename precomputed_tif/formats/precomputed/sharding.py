@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from ...geometry import ceil_div
-from ...storage.atomic import write_atomic
+from ...storage import Storage, check_key
 
 # A minishard index is what a viewer fetches to find one key: keep it small.
 KEYS_PER_MINISHARD = 512
@@ -55,36 +54,38 @@ def shard_file_name(spec: dict, shard: int) -> str:
     return f"{shard:0{digits}x}.shard" if digits else "0.shard"
 
 
-def write_sharded(directory: str, spec: dict, keys: Sequence[int] | np.ndarray, values: Sequence[bytes],
-                  prefixes: Sequence[bytes] | None = None) -> list[str]:
-    """Write every (key, value) into the shard files of ``directory``; returns the file names.
+def write_sharded(storage: Storage, prefix: str, spec: dict, keys: Sequence[int] | np.ndarray,
+                  values: Sequence[bytes], prefixes: Sequence[bytes] | None = None, durable: bool = True) -> list[str]:
+    """Put every (key, value) into the shard objects ``<prefix>/<shard>.shard`` of ``storage``;
+    returns their storage keys.
 
-    Keys must be distinct. Each shard file is written atomically. With
-    ``prefixes``, each value is stored right after its prefix, which the index
-    does not cover: a multi-resolution mesh keeps its fragments just before
-    its manifest this way (``meshes.md``).
+    Keys must be distinct. Each shard is one whole put (``durable``: flushed before the
+    next one, as :meth:`~precomputed_tif.storage.Storage.put` says; else the caller flushes).
+    With ``prefixes``, each value is stored right after its prefix, which the index does not
+    cover: a multi-resolution mesh keeps its fragments just before its manifest this way
+    (``meshes.md``).
     """
     if spec["hash"] != "identity" or spec.get("data_encoding", "raw") != "raw":
         raise ValueError("only identity hashing and raw data are written here")
-    os.makedirs(directory, exist_ok=True)
+    check_key(prefix)
     key_array = np.asarray(keys, dtype=np.uint64)
     hashed = key_array >> np.uint64(spec["preshift_bits"])
     mb, sb = spec["minishard_bits"], spec["shard_bits"]
     minishard = (hashed & np.uint64((1 << mb) - 1)).astype(np.int64)
     shard = ((hashed >> np.uint64(mb)) & np.uint64((1 << sb) - 1)).astype(np.int64)
     order = np.lexsort((key_array, minishard, shard))
-    names = []
+    written = []
     bounds = np.searchsorted(shard[order], np.arange(2**sb + 1))
     for s in range(2**sb):
         members = order[bounds[s]:bounds[s + 1]]
         if len(members) == 0:
             continue
-        name = shard_file_name(spec, s)
-        write_atomic(os.path.join(directory, name),
-                     _shard_bytes(mb, key_array[members], minishard[members], [values[i] for i in members],
-                                  None if prefixes is None else [prefixes[i] for i in members]))
-        names.append(name)
-    return names
+        key = f"{prefix}/{shard_file_name(spec, s)}"
+        storage.put(key, _shard_bytes(mb, key_array[members], minishard[members], [values[i] for i in members],
+                                      None if prefixes is None else [prefixes[i] for i in members]),
+                    durable=durable)
+        written.append(key)
+    return written
 
 
 def _shard_bytes(minishard_bits: int, keys: np.ndarray, minishards: np.ndarray, values: list[bytes],
