@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from shard_reader import shard_entries
+from tests.helpers.shard_reader import shard_entries
 
 SIZES = {"uint32": 4, "int32": 4, "float32": 4, "uint16": 2, "int16": 2, "uint8": 1, "int8": 1}
 

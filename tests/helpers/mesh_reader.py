@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from shard_reader import shard_entries  # noqa: F401  (part of this reader)
+from tests.helpers.shard_reader import shard_entries  # noqa: F401  (part of this reader)
 
 
 def read_mesh_dir(directory: str) -> tuple[dict, dict[int, tuple[bytes, bytes]]]:

@@ -1,7 +1,7 @@
 """Digests of every file each format writes for a fixed small input, to prove that a change
 meant to leave output alone (a refactor) does.
 
-    python tests/output_digests.py --write    # record today's digests in tests/data/output-digests.json
+    python -m tests.helpers.output_digests --write    # record today's digests in tests/data/output-digests.json
 
 The inputs are generated (odd sizes; an image, two channels, a segmentation with meshes, a
 point layer), converted in one process with one worker, so every byte is deterministic. The
@@ -20,8 +20,9 @@ import tempfile
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RECORDED = os.path.join(HERE, "data", "output-digests.json")
+from tests.helpers import DATA
+
+RECORDED = os.path.join(DATA, "output-digests.json")
 BOOKKEEPING = (".precomputed-tif.json", ".precomputed-tif-inputs.json", ".precomputed-tif-done")
 
 # (name, input, options): every format, the precomputed encodings and sharding, NGFF versions.
@@ -47,8 +48,7 @@ CASES = [
 def _inputs(root: str) -> dict[str, str]:
     import tifffile
 
-    sys.path.insert(0, HERE)
-    from stacks import make_volume, write_planes
+    from tests.helpers.stacks import make_volume, write_planes
 
     image = write_planes(os.path.join(root, "image"), make_volume((19, 45, 37), "uint16", seed=101))
     two = os.path.join(root, "two.ome.tif")

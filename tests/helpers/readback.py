@@ -57,7 +57,7 @@ def read_level(dest: str, fmt: str, scale: dict, dtype, channels: int = 1) -> np
     if fmt == "zarr":
         return read_zarr_level(level_dir)
     if fmt == "blockfs":
-        from blockfs_reader import read_blockfs
+        from tests.helpers.blockfs_reader import read_blockfs
 
         names = ["precomputed.blockfs"] + [f"precomputed_c{c}.blockfs" for c in range(1, channels)]
         levels = [read_blockfs(os.path.join(level_dir, n)) for n in names]

@@ -41,7 +41,7 @@ import pytest
 from precomputed_tif.errors import DamagedData, PrecomputedTifError
 from precomputed_tif.formats.store import ChunkStore, ShardOwningWriter
 from precomputed_tif.geometry import Box, Geometry
-from stacks import make_volume
+from tests.helpers.stacks import make_volume
 
 # (dtype, channels, segmentation) of the volumes the round trip covers.
 KINDS = [("uint8", 1, False), ("uint16", 1, False), ("uint32", 1, False), ("float32", 1, False),

@@ -40,4 +40,4 @@ class NpyFormat(Format):
     """The whole of a new format: its name and its store."""
 
     name = "npy"
-    store = "toy_format:NpyStore"
+    store = "tests.helpers.toy_format:NpyStore"

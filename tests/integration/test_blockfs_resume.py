@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from blockfs_reader import read_blockfs, read_header
 from precomputed_tif import PrecomputedTifError
 from precomputed_tif.convert import plan_conversion
 from precomputed_tif.formats.blockfs import create
@@ -25,7 +24,8 @@ from precomputed_tif.formats.blockfs.directory import reclaim
 from precomputed_tif.geometry import Geometry
 from precomputed_tif.pipeline.memory import BLOCK_FACTOR, PROCESS_BYTES
 from precomputed_tif.pyramid import tasks_of
-from stacks import make_volume, reference_pyramid, write_planes
+from tests.helpers.blockfs_reader import read_blockfs, read_header
+from tests.helpers.stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (37, 61, 83)  # z, y, x: odd sizes, noise (frames barely compress)
 CHUNK = (8, 8, 8)

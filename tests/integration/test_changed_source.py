@@ -19,8 +19,8 @@ from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.destination import INPUTS, JOB_RECORD
 from precomputed_tif.pipeline.progress import DoneLog
-from readback import assert_same_contents, dataset_contents, files_of
-from stacks import make_volume, write_planes
+from tests.helpers.readback import assert_same_contents, dataset_contents, files_of
+from tests.helpers.stacks import make_volume, write_planes
 
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 SHAPE = (33, 71, 59)

@@ -20,7 +20,7 @@ import tifffile
 from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.viewer.links import dataset_link
-from servers import start_webserver
+from tests.helpers.servers import start_webserver
 
 Z, Y, X = 5, 37, 41  # odd; nothing divides the chunk size
 CHUNK = (16, 16, 16)

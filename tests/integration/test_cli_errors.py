@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from precomputed_tif.cli.convert import main
-from stacks import make_volume, write_planes
+from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (6, 20, 30)
 

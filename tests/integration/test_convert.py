@@ -10,8 +10,8 @@ import tifffile
 import precomputed_tif
 from precomputed_tif import convert, open_volume
 from precomputed_tif.geometry import Geometry
-from readback import read_level
-from stacks import make_volume, reference_pyramid, write_planes
+from tests.helpers.readback import read_level
+from tests.helpers.stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides 32
 CHUNK = (32, 32, 32)
@@ -219,7 +219,7 @@ def test_planes_in_whole_width_strips_are_read_by_whole_width_blocks():
 def test_option_objects_and_keywords_make_the_same_dataset(tmp_path):
     from precomputed_tif.formats import FormatOptions
     from precomputed_tif.options import ConvertOptions, Resources
-    from readback import files_of
+    from tests.helpers.readback import files_of
 
     glob = write_planes(tmp_path / "src", make_volume((9, 23, 21), "uint16", seed=130))
     a = convert(glob, str(tmp_path / "a"), ConvertOptions(format="precomputed", chunk_size=(8, 8, 8),

@@ -15,8 +15,8 @@ import pytest
 
 from precomputed_tif import convert
 from precomputed_tif.formats.blockfs import Directory
-from servers import start_gunicorn_behind_nginx, start_webserver
-from stacks import make_volume, write_planes
+from tests.helpers.servers import start_gunicorn_behind_nginx, start_webserver
+from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (40, 64, 64)
 

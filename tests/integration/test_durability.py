@@ -18,7 +18,7 @@ from precomputed_tif.formats.stores import store_class
 from precomputed_tif.geometry import Box, Geometry
 from precomputed_tif.pipeline.destination import INPUTS
 from precomputed_tif.pipeline.progress import DONE_LOG, DoneLog
-from stacks import make_volume, reference_pyramid, write_planes
+from tests.helpers.stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (48, 90, 110)
 CHUNK = (8, 8, 8)

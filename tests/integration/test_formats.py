@@ -13,9 +13,9 @@ import tifffile
 
 from precomputed_tif import formats, open_volume
 from precomputed_tif.cli.convert import build_parser, main
-from readback import ome_tiff_levels, read_level
-from stacks import make_volume, reference_downsample, reference_pyramid, write_planes
-from toy_format import NpyFormat
+from tests.helpers.readback import ome_tiff_levels, read_level
+from tests.helpers.stacks import make_volume, reference_downsample, reference_pyramid, write_planes
+from tests.helpers.toy_format import NpyFormat
 
 
 def _tensorstore_precomputed(dest, info):

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from full_disk import leave_free, small_disk, used_bytes
-from readback import assert_same_contents, dataset_contents
-from stacks import make_volume, write_planes
+from tests.helpers.full_disk import leave_free, small_disk, used_bytes
+from tests.helpers.readback import assert_same_contents, dataset_contents
+from tests.helpers.stacks import make_volume, write_planes
 
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 PAGE = 4096

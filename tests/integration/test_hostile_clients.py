@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from precomputed_tif import convert
-from servers import start_gunicorn_behind_nginx, start_webserver
-from stacks import make_volume, write_planes
+from tests.helpers.servers import start_gunicorn_behind_nginx, start_webserver
+from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (40, 64, 64)
 CHUNK = "0-32_0-32_0-32"

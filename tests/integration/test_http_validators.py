@@ -34,8 +34,15 @@ import pytest
 from precomputed_tif import convert
 from precomputed_tif.formats.volume import Volume
 from precomputed_tif.geometry import Box
-from servers import apache_problem, require_nginx, start_apache, start_gunicorn, start_static_nginx, start_webserver
-from stacks import make_volume, write_planes
+from tests.helpers.servers import (
+    apache_problem,
+    require_nginx,
+    start_apache,
+    start_gunicorn,
+    start_static_nginx,
+    start_webserver,
+)
+from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (19, 37, 45)  # z, y, x
 CHUNK = (16, 16, 16)

@@ -19,8 +19,8 @@ import pytest
 
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DoneLog
-from readback import assert_same_contents, dataset_contents, files_of
-from stacks import make_volume, write_planes
+from tests.helpers.readback import assert_same_contents, dataset_contents, files_of
+from tests.helpers.stacks import make_volume, write_planes
 
 BIN = os.path.dirname(sys.executable)
 SHAPE = (45, 131, 117)

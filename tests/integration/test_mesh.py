@@ -16,12 +16,12 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
-from label_cells import BIG_ID, cell_volume
-from mesh_reader import fragments, parse_manifest, read_mesh_dir, to_model
 from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.cli.convert import main as tif_main
 from precomputed_tif.cli.mesh import main as mesh_main
 from precomputed_tif.meshing import mesh_dataset
+from tests.helpers.label_cells import BIG_ID, cell_volume
+from tests.helpers.mesh_reader import fragments, parse_manifest, read_mesh_dir, to_model
 
 VOXEL = (0.5, 0.5, 1.0)  # microns
 NODE = 16
@@ -292,7 +292,7 @@ def test_a_dask_cluster_writes_the_same_meshes(datasets, tmp_path):
 def test_meshing_stays_under_the_memory_limit(tmp_path):
     """Two workers and the main process, all together, under --memory-limit (RSS summed, so
     shared libraries count once per process: stricter than the limit needs)."""
-    from peak_rss import PeakRSS
+    from tests.helpers.peak_rss import PeakRSS
 
     labels = cell_volume().repeat(3, 0).repeat(3, 1).repeat(3, 2)  # 207 x 153 x 111
     tifffile.imwrite(tmp_path / "labels.tif", labels)

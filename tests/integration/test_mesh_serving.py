@@ -8,11 +8,11 @@ import os
 import pytest
 import tifffile
 
-from label_cells import cell_volume
-from mesh_reader import parse_manifest, shard_entries
 from precomputed_tif import convert
 from precomputed_tif.meshing import mesh_dataset
-from servers import require_nginx, start_gunicorn, start_static_nginx, start_webserver
+from tests.helpers.label_cells import cell_volume
+from tests.helpers.mesh_reader import parse_manifest, shard_entries
+from tests.helpers.servers import require_nginx, start_gunicorn, start_static_nginx, start_webserver
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import tifffile
 import zarr
 
 from precomputed_tif import convert
-from servers import start_gunicorn, start_webserver
-from stacks import make_volume, write_planes
+from tests.helpers.servers import start_gunicorn, start_webserver
+from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (21, 70, 90)
 CHUNK = (16, 16, 16)

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from peak_rss import conversion_peak_rss
 from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DONE_LOG
-from readback import ome_tiff_levels as levels_of
-from stacks import make_volume, reference_downsample, write_planes
+from tests.helpers.peak_rss import conversion_peak_rss
+from tests.helpers.readback import ome_tiff_levels as levels_of
+from tests.helpers.stacks import make_volume, reference_downsample, write_planes
 
 SHAPE = (5, 45, 70)  # z, y, x: odd, and no multiple of the tile size
 TILE = 16

@@ -15,12 +15,12 @@ import pytest
 import tifffile
 import zarr
 
-from peak_rss import conversion_peak_rss
 from precomputed_tif import convert, open_volume
 from precomputed_tif.cli.convert import main
 from precomputed_tif.geometry import Geometry
 from precomputed_tif.pipeline.progress import DoneLog
-from stacks import make_volume, reference_pyramid, write_planes
+from tests.helpers.peak_rss import conversion_peak_rss
+from tests.helpers.stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides the chunk size
 CHUNK = (16, 16, 16)

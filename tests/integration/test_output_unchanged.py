@@ -2,11 +2,11 @@
 was recorded: restructuring the code must not change a single output file.
 
 A change meant to change output (a new key in info, a better encoder setting) records the new
-digests with ``python tests/output_digests.py --write``, and says so in its commit."""
+digests with ``python -m tests.helpers.output_digests --write``, and says so in its commit."""
 
 import json
 
-from output_digests import RECORDED, current_digests, library_versions
+from tests.helpers.output_digests import RECORDED, current_digests, library_versions
 
 
 def test_every_format_writes_the_recorded_bytes():

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from annotation_reader import read_layer
 from precomputed_tif.cli.write_points import main
-from servers import start_webserver
+from tests.helpers.annotation_reader import read_layer
+from tests.helpers.servers import start_webserver
 
 VOXEL = (1.8, 1.8, 2.0)
 

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from annotation_reader import read_layer
-from test_points import check_layer, random_points
+from tests.helpers import CHECKOUT as ROOT
+from tests.helpers.annotation_reader import read_layer
+from tests.integration.test_points import check_layer, random_points
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = "precomputed-write-points: error: "
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs (read-only or small) needs root")
 

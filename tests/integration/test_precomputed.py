@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from annotation_reader import morton_decode, read_shards
 from precomputed_tif import convert, open_volume
 from precomputed_tif.cli.convert import main
 from precomputed_tif.geometry import Geometry
-from stacks import make_volume, reference_pyramid, write_planes
+from tests.helpers.annotation_reader import morton_decode, read_shards
+from tests.helpers.stacks import make_volume, reference_pyramid, write_planes
 
 SHAPE = (45, 70, 100)  # z, y, x: nothing divides the chunk size
 CHUNK = (16, 16, 16)

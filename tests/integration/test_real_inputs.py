@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import tifffile
 
-import foreign_tiffs as ft
 from precomputed_tif import convert, open_volume
 from precomputed_tif.cli.convert import main
 from precomputed_tif.sources.tiff import open_stack
-from readback import expected_chunk_names
-from stacks import reference_pyramid
+from tests.helpers import foreign_tiffs as ft
+from tests.helpers.readback import expected_chunk_names
+from tests.helpers.stacks import reference_pyramid
 
 DEFAULT_VOXEL_UM = (1.8, 1.8, 2.0)
 FAST = ["--no-progress", "--n-cores", "1", "--chunk-size", "16,16,16"]

@@ -11,13 +11,13 @@ import numpy as np
 import psutil
 import pytest
 
-from peak_rss import PeakRSS
 from precomputed_tif import PrecomputedTifError, convert, open_volume
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline import memory
 from precomputed_tif.pipeline.progress import DONE_LOG
-from readback import files_of
-from stacks import make_volume, write_planes
+from tests.helpers.peak_rss import PeakRSS
+from tests.helpers.readback import files_of
+from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (48, 90, 110)
 CHUNK = (8, 8, 8)

@@ -15,10 +15,10 @@ import pytest
 
 from precomputed_tif import convert
 from precomputed_tif.geometry import Geometry
-from servers import apache_problem, start_apache, start_gunicorn, start_webserver
-from stacks import make_volume, reference_pyramid, write_planes
+from tests.helpers import DATA
+from tests.helpers.servers import apache_problem, start_apache, start_gunicorn, start_webserver
+from tests.helpers.stacks import make_volume, reference_pyramid, write_planes
 
-HERE = os.path.dirname(__file__)
 FORMATS = ["tiff", "zarr", "blockfs"]
 SHAPE = (45, 70, 100)
 CHUNK = (32, 32, 32)
@@ -58,7 +58,7 @@ class Data:
         os.symlink(root, os.path.join(root, "tiff", "extra", "up"))
         # The original package's blockfs volume as level 1_1_1 of a dataset.
         self.fixture = os.path.join(root, "fixture")
-        shutil.copytree(os.path.join(HERE, "data", "blockfs-1.0.0"), os.path.join(self.fixture, "1_1_1"))
+        shutil.copytree(os.path.join(DATA, "blockfs-1.0.0"), os.path.join(self.fixture, "1_1_1"))
         with open(os.path.join(self.fixture, "info"), "w") as f:
             json.dump({"@type": "neuroglancer_multiscale_volume", "type": "image", "data_type": "uint16",
                        "num_channels": 1, "scales": [{

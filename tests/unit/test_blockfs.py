@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from blockfs_reader import read_blockfs, read_header
 from precomputed_tif import PrecomputedTifError, open_volume
 from precomputed_tif.cli.blockfs import info_main, tif_main
 from precomputed_tif.formats.blockfs import Directory, create
 from precomputed_tif.formats.blockfs.directory import entry_bits
-from stacks import make_volume
+from tests.helpers import DATA
+from tests.helpers.blockfs_reader import read_blockfs, read_header
+from tests.helpers.stacks import make_volume
 
-HERE = os.path.dirname(__file__)
-FIXTURE = os.path.join(HERE, "data", "blockfs-1.0.0")
+FIXTURE = os.path.join(DATA, "blockfs-1.0.0")
 
 
 @pytest.fixture

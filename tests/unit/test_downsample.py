@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from precomputed_tif.pyramid.downsample import downsample_mean, downsample_mode
-from stacks import make_volume, reference_downsample
+from tests.helpers.stacks import make_volume, reference_downsample
 
 SHAPES = [(5, 7, 9), (4, 6, 8), (1, 3, 1), (2, 1, 5)]
 STEPS = [(2, 2, 2), (2, 2, 1), (1, 1, 2)]

@@ -16,7 +16,7 @@ import tifffile
 from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.errors import for_command_line, param, setting, unfinished
-from stacks import make_volume, write_planes
+from tests.helpers.stacks import make_volume, write_planes
 
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 SHAPE = (5, 19, 23)

@@ -13,8 +13,8 @@ from precomputed_tif.errors import PrecomputedTifError
 from precomputed_tif.pipeline.progress import DONE_LOG, DONE_OBJECTS, DoneLog
 from precomputed_tif.storage import LocalStorage, Storage, local_path, open_storage
 from precomputed_tif.storage.atomic import temporary_name
-from stacks import write_planes
-from storage_contract import StorageContract
+from tests.helpers.stacks import write_planes
+from tests.helpers.storage_contract import StorageContract
 
 
 class TestLocalStorage(StorageContract):

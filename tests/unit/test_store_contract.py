@@ -28,8 +28,8 @@ from precomputed_tif.formats import FormatOptions
 from precomputed_tif.formats.blockfs import BLOCKFS_SUFFIX
 from precomputed_tif.options import ConvertOptions
 from precomputed_tif.storage import LocalStorage
-from stacks import make_volume, write_planes
-from store_contract import KINDS, ChunkStoreContract, Subject, assert_same, kind_id
+from tests.helpers.stacks import make_volume, write_planes
+from tests.helpers.store_contract import KINDS, ChunkStoreContract, Subject, assert_same, kind_id
 
 SHAPE = (13, 29, 37)  # z, y, x: no axis a multiple of the chunk size
 CHUNK = (16, 16, 8)  # x, y, z

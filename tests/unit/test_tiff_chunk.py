@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from precomputed_tif.formats.tiff.chunk import decode_chunk
-from stacks import make_volume
+from tests.helpers.stacks import make_volume
 
 
 def encode(array, **kw):
