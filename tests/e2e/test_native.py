@@ -32,6 +32,8 @@ DATASETS = {
     "labels-sharded": ("uint16", {"segmentation": True, "sharded": True}),
 }
 
+pytestmark = pytest.mark.nginx  # the module's fixture serves its files with nginx
+
 
 @pytest.fixture(scope="module")
 def published():

@@ -30,6 +30,8 @@ DATASETS = {
 }
 METADATA = {"zarr.json", ".zattrs", ".zgroup", ".zarray"}
 
+pytestmark = pytest.mark.nginx  # the module's fixture serves its files with nginx
+
 
 @pytest.fixture(scope="module")
 def published():

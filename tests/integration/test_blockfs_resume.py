@@ -152,6 +152,7 @@ def full_resolution(ids):
     return [i for i in ids if i.startswith("1-")]
 
 
+@pytest.mark.slow
 def test_killed_again_and_again_a_rerun_finishes_and_reclaims(stack, tmp_path):
     dest = str(tmp_path / "out")
     # Early, late in the full-resolution pass (twice), during the coarser levels' passes.

@@ -19,6 +19,8 @@ from tests.helpers.servers import start_gunicorn_behind_nginx, start_webserver
 from tests.helpers.stacks import make_volume, write_planes
 
 SHAPE = (40, 64, 64)
+# The front doors: precomputed-webserver, and gunicorn behind nginx (marked nginx).
+FRONTS = ["web", pytest.param("proxied", marks=pytest.mark.nginx)]
 
 
 def chunk_bytes(volume, x0, x1, y0, y1, z0, z1):
@@ -116,7 +118,7 @@ def proxied(site):
     front.stop()
 
 
-@pytest.fixture(params=["web", "proxied"])
+@pytest.fixture(params=FRONTS)
 def server(request):
     return request.getfixturevalue(request.param)
 

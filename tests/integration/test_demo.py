@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 
+@pytest.mark.slow
 def test_demo_converts_serves_and_prints_links(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "precomputed_tif.cli.demo", "--dir", str(tmp_path), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -24,6 +24,9 @@ from tests.helpers.stacks import make_volume, write_planes
 SHAPE = (40, 64, 64)
 CHUNK = "0-32_0-32_0-32"
 
+# The front doors: precomputed-webserver, and gunicorn behind nginx (marked nginx).
+FRONTS = ["web", pytest.param("proxied", marks=pytest.mark.nginx)]
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
@@ -58,7 +61,7 @@ def proxied(site):
     front.stop()
 
 
-@pytest.fixture(params=["web", "proxied"])
+@pytest.fixture(params=FRONTS)
 def server(request):
     return request.getfixturevalue(request.param)
 
@@ -252,7 +255,7 @@ def start_front(kind, root, config):
     return front, children_of(front.app.proc.pid, 1)[0].pid
 
 
-@pytest.mark.parametrize("kind", ["web", "proxied"])
+@pytest.mark.parametrize("kind", FRONTS)
 def test_rewritten_info_and_config_edits_leak_no_descriptors(site, tmp_path, kind):
     """A store replaced while requests are in flight: no error, and its files get closed."""
     config = tmp_path / "sources.json"
@@ -349,7 +352,7 @@ def test_a_dead_worker_is_replaced_and_workers_die_with_the_supervisor(site):
         server.stop()
 
 
-@pytest.mark.parametrize("kind", ["web", "proxied"])
+@pytest.mark.parametrize("kind", FRONTS)
 def test_fifos_and_symlinks_out_are_refused(site, tmp_path, kind):
     dest = tmp_path / "ds"
     shutil.copytree(site["dirs"]["tiff"], dest)
@@ -396,7 +399,7 @@ def test_names_are_encoded_in_links(site, tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("kind", ["web", "proxied"])
+@pytest.mark.parametrize("kind", FRONTS)
 def test_a_deeply_nested_config_keeps_the_last_good_one(site, tmp_path, kind):
     config = tmp_path / "sources.json"
     good = json.dumps([{"name": "zarr", "directory": site["dirs"]["zarr"]}])

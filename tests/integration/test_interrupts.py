@@ -28,6 +28,8 @@ SHAPE = (45, 131, 117)
 OPTIONS = ["--chunk-size", "8,8,8", "--n-cores", "2", "--memory-limit", "280M", "--no-progress"]
 RESUME = "; run the same command again to resume"
 
+pytestmark = pytest.mark.slow  # real conversions, each stopped and then run again
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):

@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tifffile
 
 MEASURE = textwrap.dedent("""
@@ -26,6 +27,7 @@ def peak_rss(tmp_path, n_planes, fmt):
     return int(out.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_planes(tmp_path):
     # 256 planes are 32 MiB of voxels, 1024 planes 128 MiB: were the stack held
     # in memory, the second run would need about 96 MiB more.

@@ -275,6 +275,7 @@ def test_user_mistakes(datasets, labels, tmp_path, capsys):
     one_line_error(proc.stderr, "precomputed-mesh", "not a segmentation")
 
 
+@pytest.mark.slow
 def test_a_dask_cluster_writes_the_same_meshes(datasets, tmp_path):
     import shutil
 

@@ -14,6 +14,8 @@ from tests.helpers.label_cells import cell_volume
 from tests.helpers.mesh_reader import parse_manifest, shard_entries
 from tests.helpers.servers import require_nginx, start_gunicorn, start_static_nginx, start_webserver
 
+pytestmark = pytest.mark.nginx  # the module's fixture serves its files with nginx
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):

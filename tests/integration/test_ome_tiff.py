@@ -236,6 +236,7 @@ def assembling(dest):
     return when
 
 
+@pytest.mark.slow
 def test_killed_then_rerun_equals_an_uninterrupted_run(tmp_path):
     glob = write_planes(tmp_path / "src", make_volume(KILL_SHAPE, "uint16", seed=8))
     dest = str(tmp_path / "out")
@@ -303,6 +304,7 @@ def test_dask_cluster_writes_the_same_file(tmp_path):
 
 # --- memory --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_planes(tmp_path):
     # 128 planes are 16 MiB of voxels, 512 planes 64 MiB: were the stack (or the file) held in
     # memory, the second run would need about 48 MiB more.

@@ -164,6 +164,7 @@ def test_a_feature_lands_at_the_same_physical_point_at_every_level(tmp_path, fmt
     assert factors[1] == [3.0, 1.0, 1.0] and factors[3][0] == 6.0  # anisotropic: z waits for x and y
 
 
+@pytest.mark.slow
 def test_shards_hold_512_chunks_of_the_finest_level(tmp_path):
     """At the finest level one shard file holds at least 512 chunks (or the whole level), so a
     large volume is not one file per chunk; every shard is one task's."""
@@ -242,6 +243,7 @@ KILLED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_writer_killed_then_rerun_gives_the_same_dataset(tmp_path):
     """Killed at random moments, the writer leaves only whole shards (each readable, each equal to
     the reference); the same command then finishes the dataset."""
@@ -281,6 +283,7 @@ def files_of(dest) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_a_dask_cluster_writes_the_same_dataset(tmp_path):
     distributed = pytest.importorskip("distributed")
     glob = write_planes(tmp_path / "src", make_volume(SHAPE, "uint16", seed=7))
@@ -295,6 +298,7 @@ def test_a_dask_cluster_writes_the_same_dataset(tmp_path):
     assert dask == local
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_planes(tmp_path):
     # 128 planes are 16 MiB of voxels, 512 planes 64 MiB: were a shard (or the stack) held in
     # memory, the second run would need about 48 MiB more.

@@ -60,6 +60,7 @@ def run_and_kill(glob, dest, fmt, cores, after_tasks):
 
 
 @pytest.mark.parametrize("fmt,cores", [("tiff", 1), ("zarr", 2), ("blockfs", 2), ("precomputed", 2)])
+@pytest.mark.slow
 def test_killed_several_times_then_rerun_equals_a_clean_run(tmp_path, fmt, cores):
     volume = make_volume(SHAPE, "uint16", seed=41)
     glob = write_planes(tmp_path / "src", volume)
@@ -106,6 +107,7 @@ def test_a_different_command_on_an_unfinished_dest_is_refused(tmp_path, capsys):
     assert open_volume(dest).info["scales"][0]["chunk_sizes"] == [[16, 16, 16]]
 
 
+@pytest.mark.slow
 def test_memory_limit_holds_for_large_planes(tmp_path):
     """Planes of 2048 x 2048 (8 MiB each, 256 MiB in all) under a 320 MiB limit with two workers."""
     rng = np.random.default_rng(44)
@@ -153,6 +155,7 @@ def test_memory_limit_errors_on_the_command_line(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "out" / "info")
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_same_result(tmp_path):
     distributed = pytest.importorskip("distributed")
     volume = make_volume(SHAPE, "uint16", seed=46)
@@ -166,6 +169,7 @@ def test_dask_cluster_gives_the_same_result(tmp_path):
     assert files_of(tmp_path / "local") == files_of(tmp_path / "dask")  # byte for byte
 
 
+@pytest.mark.slow
 def test_unreachable_dask_scheduler(tmp_path, capsys):
     glob = write_planes(tmp_path / "src", make_volume((10, 20, 30), "uint16", seed=47))
     code = main(["--source", glob, "--dest", str(tmp_path / "out"), "--dask-scheduler", "tcp://127.0.0.1:9",

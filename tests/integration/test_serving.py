@@ -364,6 +364,7 @@ def test_wsgi_config_edits_take_effect_without_restart(data):
         server.stop()
 
 
+@pytest.mark.apache
 def test_wsgi_under_apache_mod_wsgi(data):
     problem = apache_problem()
     if problem:
