@@ -51,7 +51,7 @@ def _tifffile_pyramid(dest, info):
 READERS = {
     "tiff": _own_files("tiff"),  # tifffile, chunk file by chunk file
     "zarr": _own_files("zarr"),  # zarr-python
-    "blockfs": _own_files("blockfs"),  # tests/blockfs_reader.py, from the format's description
+    "blockfs": _own_files("blockfs"),  # tests/helpers/blockfs_reader.py, from the format's description
     "precomputed": _tensorstore_precomputed,
     "ome-zarr": _zarr_python,
     "ome-tiff": _tifffile_pyramid,

@@ -1,4 +1,4 @@
-"""Every chunked format of the registry passes the chunk store contract (tests/store_contract.py).
+"""Every chunked format of the registry passes the chunk store contract (tests/helpers/store_contract.py).
 
 The stores are made as a conversion makes them: a small TIFF stack of each kind is planned into
 each format (``plan_conversion``), and the plan's store class is built from the plan's ``info``
