@@ -255,7 +255,7 @@ def test_a_killed_run_leaves_no_layer_and_the_next_run_replaces_it(tmp_path):
 
 def _image_dataset(tmp_path, voxel_size="0.5,0.5,3"):
     """A converted image of 23 x 19 x 5 voxels (x, y, z) with its voxel size in ``info``."""
-    from stacks import make_volume, write_planes
+    from tests.helpers.stacks import make_volume, write_planes
 
     planes = write_planes(tmp_path / "planes", make_volume((5, 19, 23), "uint8", seed=3))
     dest = tmp_path / "image"

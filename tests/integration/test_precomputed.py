@@ -156,10 +156,10 @@ def test_lossless_copies_are_kept_and_dropped_on_any_storage(tmp_path, where, sh
     instead of the jpeg chunks; dropping them leaves the jpeg chunks and nothing of the copies
     (in a local directory, not even the directory). On storage with an object store's limits
     too, where nothing may use a path."""
-    from object_storage import ObjectLikeStorage
     from precomputed_tif.convert import plan_conversion
     from precomputed_tif.storage import LocalStorage
-    from store_contract import Subject, assert_same
+    from tests.helpers.object_storage import ObjectLikeStorage
+    from tests.helpers.store_contract import Subject, assert_same
 
     glob = write_planes(tmp_path / "src", make_volume((21, 37, 45), "uint8", seed=8))
     plan = plan_conversion(glob, str(tmp_path / "unused"), format="precomputed", encoding="jpeg", sharded=sharded,

@@ -12,8 +12,8 @@ import numpy as np
 import tifffile
 
 from precomputed_tif import convert
-from readback import read_level
-from stacks import make_volume
+from tests.helpers.readback import read_level
+from tests.helpers.stacks import make_volume
 
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 SHAPE = (12, 17, 21)  # z, y, x

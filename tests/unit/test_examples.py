@@ -15,8 +15,8 @@ from importlib.metadata import entry_points
 import pytest
 
 from precomputed_tif.cli import blockfs, convert, demo, mesh, screenshot, webserver, write_points
+from tests.helpers import CHECKOUT as ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
 # Each console script's parser, by the name a user types.

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from object_storage import ObjectLikeStorage
 from precomputed_tif import formats
 from precomputed_tif.convert import plan_conversion
 from precomputed_tif.errors import PrecomputedTifError
@@ -28,6 +27,7 @@ from precomputed_tif.formats import FormatOptions
 from precomputed_tif.formats.blockfs import BLOCKFS_SUFFIX
 from precomputed_tif.options import ConvertOptions
 from precomputed_tif.storage import LocalStorage
+from tests.helpers.object_storage import ObjectLikeStorage
 from tests.helpers.stacks import make_volume, write_planes
 from tests.helpers.store_contract import KINDS, ChunkStoreContract, Subject, assert_same, kind_id
 
