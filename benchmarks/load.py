@@ -31,11 +31,11 @@ import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from precomputed_tif import convert  # noqa: E402
-from precomputed_tif.sources.synthetic import write_synthetic_planes  # noqa: E402
-from servers import free_port, start_gunicorn, start_nginx, start_webserver, wait_for_port  # noqa: E402
+# Run as a script (python benchmarks/NAME.py): the repository root on sys.path, for tests.helpers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from precomputed_tif import convert
+from precomputed_tif.sources.synthetic import write_synthetic_planes
+from tests.helpers.servers import free_port, start_gunicorn, start_nginx, start_webserver, wait_for_port
 
 SHAPE = (128, 512, 512)
 

@@ -21,8 +21,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from peak_rss import PeakRSS  # noqa: E402
+# Run as a script (python benchmarks/NAME.py): the repository root on sys.path, for tests.helpers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers.peak_rss import PeakRSS
 
 
 def make_points(n: int, seed: int = 0) -> np.ndarray:

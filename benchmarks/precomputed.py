@@ -24,10 +24,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from peak_rss import PeakRSS  # noqa: E402
+# Run as a script (python benchmarks/NAME.py): the repository root on sys.path, for tests.helpers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from precomputed_tif import convert
 from precomputed_tif.sources.synthetic import kept_synthetic_planes
+from tests.helpers.peak_rss import PeakRSS
 
 
 def files_per_scale(dest: str, info: dict) -> list[int]:

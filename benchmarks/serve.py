@@ -24,11 +24,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from precomputed_tif import convert, open_volume  # noqa: E402
-from precomputed_tif.geometry import Box  # noqa: E402
-from precomputed_tif.sources.synthetic import write_synthetic_planes  # noqa: E402
-from servers import start_gunicorn, start_webserver  # noqa: E402
+# Run as a script (python benchmarks/NAME.py): the repository root on sys.path, for tests.helpers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from precomputed_tif import convert, open_volume
+from precomputed_tif.geometry import Box
+from precomputed_tif.sources.synthetic import write_synthetic_planes
+from tests.helpers.servers import start_gunicorn, start_webserver
 
 FORMATS = ("tiff", "zarr", "blockfs")
 

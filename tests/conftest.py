@@ -1,4 +1,19 @@
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+# The folder a test is in says what kind it is: one marker each, so ``-m unit`` runs the fast ones.
+KINDS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test ``unit``, ``integration`` or ``e2e`` by its folder under tests/; those that
+    drive the headless browser (the ``browser`` fixture) are marked ``browser`` too, so
+    ``-m "not browser"`` leaves them out."""
+    for item in items:
+        folder = os.path.relpath(os.path.abspath(str(item.path)), TESTS).split(os.sep)[0]
+        if folder in KINDS:
+            item.add_marker(KINDS[folder])
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from label_cells import cell_volume
 from precomputed_tif import convert
 from precomputed_tif.meshing import mesh_dataset
-from servers import start_gunicorn, start_webserver
-from test_viewer import browser_problem, requests_seen
+from tests.e2e.test_viewer import browser_problem, requests_seen
+from tests.helpers.label_cells import cell_volume
+from tests.helpers.servers import start_gunicorn, start_webserver
 
 SIZE = (360, 300)
 SEGMENTS = ["5", "9", "16", "23", "4000000001"]

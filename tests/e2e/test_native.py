@@ -16,8 +16,8 @@ from precomputed_tif import convert
 from precomputed_tif.sources.synthetic import synthetic_planes
 from precomputed_tif.viewer.links import dataset_link
 from precomputed_tif.viewer.screenshot import state_from_url
-from servers import require_nginx, start_static_nginx
-from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.e2e.test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.helpers.servers import require_nginx, start_static_nginx
 
 SHAPE = (40, 150, 170)  # z, y, x
 CHUNK = (32, 32, 32)
@@ -31,6 +31,8 @@ DATASETS = {
     "jpeg-unsharded": ("uint8", {"encoding": "jpeg", "sharded": False}),
     "labels-sharded": ("uint16", {"segmentation": True, "sharded": True}),
 }
+
+pytestmark = pytest.mark.nginx  # the module's fixture serves its files with nginx
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import tifffile
 
 from precomputed_tif import convert
 from precomputed_tif.sources.synthetic import synthetic_planes
-from servers import require_nginx, start_static_nginx, start_webserver
-from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.e2e.test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.helpers.servers import require_nginx, start_static_nginx, start_webserver
 
 SHAPE = (40, 150, 170)  # z, y, x
 CHUNK = (32, 32, 32)
@@ -29,6 +29,8 @@ DATASETS = {
     "zarr": ("zarr", None),
 }
 METADATA = {"zarr.json", ".zattrs", ".zgroup", ".zarray"}
+
+pytestmark = pytest.mark.nginx  # the module's fixture serves its files with nginx
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from precomputed_tif import convert
 from precomputed_tif.annotations import PointSet, write_points
 from precomputed_tif.sources.synthetic import blob_centres, write_synthetic_planes
 from precomputed_tif.viewer.screenshot import CHROMEDRIVER, CHROMIUM
-from servers import start_gunicorn, start_webserver
+from tests.helpers.servers import start_gunicorn, start_webserver
 
 SHAPE = (40, 150, 170)  # z, y, x
 VOXEL = (1.8, 1.8, 2.0)

@@ -1,0 +1,1 @@
+"""End to end through real servers and clients, mostly the real Neuroglancer client in headless Chromium."""
