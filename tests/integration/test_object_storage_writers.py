@@ -11,10 +11,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from annotation_reader import read_layer
-from label_cells import cell_volume
-from mesh_reader import fragments, parse_manifest, read_mesh_dir
-from object_storage import ObjectLikeStorage
 from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.annotations import UNFINISHED, PointSet, Property, check_directory, write_points
 from precomputed_tif.formats.precomputed.sharding import sharding_spec, write_sharded
@@ -25,7 +21,11 @@ from precomputed_tif.meshing.multires import MESH_DIR
 from precomputed_tif.meshing.segment_properties import build_properties, write_properties
 from precomputed_tif.pipeline.progress import DoneLog
 from precomputed_tif.storage import LocalStorage
-from shard_reader import shard_entries
+from tests.helpers.annotation_reader import read_layer
+from tests.helpers.label_cells import cell_volume
+from tests.helpers.mesh_reader import fragments, parse_manifest, read_mesh_dir
+from tests.helpers.object_storage import ObjectLikeStorage
+from tests.helpers.shard_reader import shard_entries
 
 VOXEL = (0.5, 0.75, 2.0)
 
