@@ -99,6 +99,16 @@ class Format:
     #: ``module:Class`` of the :class:`~precomputed_tif.formats.store.ChunkStore` holding its chunks.
     store: ClassVar[str] = ""
 
+    def root_names(self) -> tuple[str, ...]:
+        """What a dataset of this format holds at the top of its destination besides ``info``,
+        the job records, its levels and the files its job record lists: the root group's
+        metadata of an NGFF format (``--overwrite`` removes them with the dataset)."""
+        if not self.ngff_root:
+            return ()
+        from .zarr.ngff import ROOT_FILES
+
+        return tuple(ROOT_FILES)
+
     def check_options(self, options: FormatOptions, chunk_size) -> FormatOptions:
         """The options with this format's defaults filled in, or a user error for a bad value."""
         return options
@@ -173,6 +183,28 @@ def get(name: str) -> Format:
         if name == f.name or name in f.aliases:
             return f
     raise PrecomputedTifError(f"unknown format {name!r}; choose one of: {', '.join(sorted(names()))}")
+
+
+def root_names() -> set[str]:
+    """Every name any format keeps at the top of a destination (:meth:`Format.root_names`)."""
+    return {n for f in REGISTRY for n in f.root_names()}
+
+
+def of_dataset(storage, info: dict, recorded: str | None = None) -> Format | None:
+    """The format of the dataset in ``storage``: the one its job record names (``recorded``),
+    else the one its first level's objects show; None when neither tells (a format this
+    version does not know, or no chunks yet)."""
+    if recorded:
+        try:
+            return get(recorded.split()[0])
+        except PrecomputedTifError:
+            return None
+    from .stores import detect_format
+
+    try:
+        return get(detect_format(storage, info))
+    except (PrecomputedTifError, KeyError, IndexError, TypeError, AttributeError):
+        return None
 
 
 def check_options(fmt: Format, options: FormatOptions, chunk_size) -> FormatOptions:

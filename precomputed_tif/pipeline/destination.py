@@ -26,7 +26,6 @@ import re
 
 from .. import formats
 from ..errors import PrecomputedTifError, param, setting
-from ..formats.zarr.ngff import ROOT_FILES
 from ..info import INFO, JOB_RECORD
 from ..sources.fingerprint import Identity, comparable, first_change
 from ..storage import Storage, StorageLike, open_storage
@@ -38,8 +37,6 @@ log = logging.getLogger(__name__)
 
 INPUTS = ".precomputed-tif-inputs.json"
 _SCALE_DIR = re.compile(r"^(\d+_\d+_\d+|\d+)$")  # factor keys, or OME-Zarr's numbered levels
-# The root group metadata an OME-Zarr (or the zarr format's NGFF) dataset has beside info.
-_ZARR_ROOT = ROOT_FILES
 
 
 def _load_json(storage: Storage, key: str):
@@ -88,7 +85,8 @@ def prepare(dest: StorageLike, job: dict, overwrite: bool, identity: Identity | 
             raise PrecomputedTifError(f"cannot create {param('dest')} {shown}: {exc.strerror}") from None
     else:
         # A Zarr group's metadata is hidden but not nothing: such a directory is not empty.
-        entries = [e for e in top_names(storage) if not e.startswith(".") or e in (JOB_RECORD, *_ZARR_ROOT)]
+        kept = {JOB_RECORD, *formats.root_names()}
+        entries = [e for e in top_names(storage) if not e.startswith(".") or e in kept]
     if entries:
         _check_existing(storage, job, overwrite, identity)
     if root is not None and not os.access(root, os.W_OK):
@@ -203,22 +201,16 @@ def _own_files(record) -> list[str]:
             and "/" not in f and os.sep not in f and "\0" not in f]
 
 
-def _is_zarr(storage: Storage, info, record) -> bool:
-    """Whether the dataset in ``storage`` was written as zarr or ome-zarr (by its record, or for a
-    dataset without one, by its first level's array metadata)."""
-    if isinstance(record, dict) and isinstance(record.get("format"), str) and record["format"].strip():
-        try:
-            return formats.get(record["format"].split()[0]).ngff_root
-        except PrecomputedTifError:  # a record of a format this version does not know
-            return False
-    scales = info.get("scales") if isinstance(info, dict) else None
-    first = scales[0].get("key") if isinstance(scales, list) and scales and isinstance(scales[0], dict) else None
-    if not (isinstance(first, str) and _SCALE_DIR.match(first) is not None):
-        return False
-    root = storage.local_root
-    if root is None:
-        return any(storage.exists(f"{first}/{n}") for n in (".zarray", "zarr.json"))
-    return any(os.path.exists(os.path.join(root, first, n)) for n in (".zarray", "zarr.json"))
+def _root_names(storage: Storage, info, record) -> list[str]:
+    """The top-level names the format of the dataset in ``storage`` keeps besides its levels
+    (an NGFF root group's metadata), by its record's format, or for a dataset without one,
+    by its first level's objects; none when neither tells (someone else's files, then)."""
+    recorded = record.get("format") if isinstance(record, dict) else None
+    recorded = recorded if isinstance(recorded, str) and recorded.strip() else None
+    if recorded is None and not (isinstance(info, dict) and _scale_keys(info)):
+        return []
+    fmt = formats.of_dataset(storage, info, recorded)
+    return list(fmt.root_names()) if fmt is not None else []
 
 
 def _dataset_entries(storage: Storage, info, record) -> list[str]:
@@ -226,8 +218,8 @@ def _dataset_entries(storage: Storage, info, record) -> list[str]:
     ``info`` or the finished file first (so the directory stops looking complete), the job record last."""
     keys = _scale_keys(info) | _scale_keys((record or {}).get("info") if isinstance(record, dict) else None)
     # The NGFF root metadata only when the dataset there is a Zarr one (someone else's otherwise).
-    zarr_root = list(_ZARR_ROOT) if _is_zarr(storage, info, record) else []
-    names = [INFO] + _own_files(record) + sorted(keys) + zarr_root + [DONE_LOG, DONE_OBJECTS, INPUTS]
+    names = [INFO] + _own_files(record) + sorted(keys) + _root_names(storage, info, record)
+    names += [DONE_LOG, DONE_OBJECTS, INPUTS]
     # What precomputed-mesh adds to a segmentation: its meshes, segment properties and work files.
     names += [n for n in ("mesh", "segment_properties") if isinstance(info, dict) and info.get(n) == n]
     names.append(".mesh-work")
