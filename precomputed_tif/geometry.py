@@ -387,3 +387,41 @@ class Scale:
             return None
         x, y, z = self.voxel_offset
         return Box(box.x0 - x, box.x1 - x, box.y0 - y, box.y1 - y, box.z0 - z, box.z1 - z)
+
+
+# -- Morton order of a chunk grid -------------------------------------------------------------
+#
+# Neuroglancer's compressed Morton code interleaves the bits of a chunk's grid position, x, y,
+# z, from the lowest up, each axis giving only the bits its grid size needs. Chunks that share
+# all but the lowest bits of their codes make an aligned box: what a shard of a sharded
+# precomputed scale holds, and the region a sharded pass gives one task.
+
+
+def morton_bits(grid_shape: Sequence[int]) -> list[int]:
+    """Bits each axis contributes to a compressed Morton code: ceil(log2(size))."""
+    return [max(0, math.ceil(math.log2(g))) if g > 1 else 0 for g in grid_shape]
+
+
+def box_bits(grid: Sequence[int], low_bits: int) -> tuple[int, ...]:
+    """How many of each axis' bits are among the lowest ``low_bits`` bits of the compressed
+    Morton code of a grid of ``grid`` cells: the chunks that share the other bits make a box
+    of 2**bits cells per axis."""
+    total = morton_bits(grid)
+    counts = [0] * len(grid)
+    j = 0
+    for i in range(max(total, default=0)):
+        for d, b in enumerate(total):
+            if i < b:
+                if j == low_bits:
+                    return tuple(counts)
+                counts[d] += 1
+                j += 1
+    return tuple(counts)
+
+
+def low_bits_for_box(grid: Sequence[int], bits: Sequence[int]) -> int | None:
+    """The number of low Morton bits whose chunks make a box of 2**bits cells per axis
+    (each capped at what the grid has), or None when no number of bits makes that box."""
+    capped = tuple(min(b, t) for b, t in zip(bits, morton_bits(grid)))
+    n = sum(capped)
+    return n if box_bits(grid, n) == capped else None

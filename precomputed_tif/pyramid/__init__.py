@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..geometry import Box, Geometry, as_triple, ceil_div
+from ..geometry import Box, Geometry, as_triple, ceil_div, low_bits_for_box
 from ..sources import Source
 from .downsample import downsample
 
@@ -187,8 +187,6 @@ def _sharded_pass(geometry: Geometry, first: int, from_source: bool, voxel_bytes
     """One pass of :func:`plan_sharded_passes` starting at level ``first``: its last level, the
     Morton bits per axis (x, y, z) of its region at level ``first``, and (level, low bits of
     its shards) of each level it shards."""
-    from ..formats.precomputed.shards import low_bits_for_box
-
     n = len(geometry.levels)
     k = _region_bits(geometry.grid(first))
     # Axes that the next level does not halve get one bit less, so that the region is

@@ -231,7 +231,7 @@ def test_an_existing_dataset_is_stored_again_without_its_planes(tmp_path, fmt):
 def test_the_chunks_of_a_shard_make_the_box_the_planner_expects(grid):
     """With identity hashing, the chunks sharing all Morton bits above the lowest n are an
     aligned box of 2**box_bits(grid, n) chunks per axis (cut where the grid ends)."""
-    from precomputed_tif.formats.precomputed.shards import box_bits
+    from precomputed_tif.geometry import box_bits
 
     cells = np.array([(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])])
     from precomputed_tif.formats.precomputed.sharding import compressed_morton_codes

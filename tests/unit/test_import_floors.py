@@ -23,9 +23,6 @@ ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 # Imports that go up a floor today, each with why it is there. An entry that no longer
 # matches any import fails the test, so a fixed one is taken off the list.
 ALLOWED_UPWARD = {
-    # The sharded pass planner uses the Morton-code arithmetic of precomputed shards.
-    ("precomputed_tif.pyramid", "precomputed_tif.formats.precomputed.shards"):
-        "sharded passes use precomputed's shard arithmetic (imported inside the planner)",
     # An existing dataset as a source is read through its format's store (imported inside
     # the functions that need it, so that sources/ loads without formats/).
     ("precomputed_tif.sources", "precomputed_tif.formats.stores"):

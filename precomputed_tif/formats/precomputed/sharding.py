@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...geometry import ceil_div
+from ...geometry import ceil_div, morton_bits
 from ...storage import Storage, check_key
 
 # A minishard index is what a viewer fetches to find one key: keep it small.
@@ -128,11 +128,6 @@ def minishard_indexes(n_mini: int, minishards: np.ndarray, keys: np.ndarray, sta
         pos += len(encoded)
         tail.append(encoded)
     return shard_index.astype("<u8").tobytes(), b"".join(tail)
-
-
-def morton_bits(grid_shape: Sequence[int]) -> list[int]:
-    """Bits each axis contributes to a compressed Morton code: ceil(log2(size))."""
-    return [max(0, math.ceil(math.log2(g))) if g > 1 else 0 for g in grid_shape]
 
 
 def compressed_morton_codes(cells: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:

@@ -31,39 +31,15 @@ from typing import BinaryIO
 import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
+from ...geometry import morton_bits
 from ...storage import ObjectReader, Storage
 from ...storage.atomic import temporary_name
 from ..store import ChunkStore
-from .sharding import compressed_morton_codes, minishard_indexes, morton_bits, shard_file_name
+from .sharding import compressed_morton_codes, minishard_indexes, shard_file_name
 
 # Chunks per minishard: what a viewer reads to find one chunk is the minishard's index,
 # 24 bytes per chunk before gzip.
 PRESHIFT_BITS = 6
-
-
-def box_bits(grid: Sequence[int], low_bits: int) -> tuple[int, ...]:
-    """How many of each axis' bits are among the lowest ``low_bits`` bits of the compressed
-    Morton code of a grid of ``grid`` cells: the chunks that share the other bits make a box
-    of 2**bits cells per axis."""
-    total = morton_bits(grid)
-    counts = [0] * len(grid)
-    j = 0
-    for i in range(max(total, default=0)):
-        for d, b in enumerate(total):
-            if i < b:
-                if j == low_bits:
-                    return tuple(counts)
-                counts[d] += 1
-                j += 1
-    return tuple(counts)
-
-
-def low_bits_for_box(grid: Sequence[int], bits: Sequence[int]) -> int | None:
-    """The number of low Morton bits whose chunks make a box of 2**bits cells per axis
-    (each capped at what the grid has), or None when no number of bits makes that box."""
-    capped = tuple(min(b, t) for b, t in zip(bits, morton_bits(grid)))
-    n = sum(capped)
-    return n if box_bits(grid, n) == capped else None
 
 
 def sharding_spec(grid: Sequence[int], low_bits: int, data_encoding: str) -> dict:
