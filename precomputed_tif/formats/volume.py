@@ -9,16 +9,24 @@ import numpy as np
 from ..errors import PrecomputedTifError
 from ..geometry import Box, Scale
 from ..info import read_info
+from ..storage import LocalStorage, Storage, StorageLike, open_storage
 from .stores import ChunkStore, open_store
 
 
 class Volume:
-    """A dataset directory: its ``info``, its store, and reads of any box of any scale."""
+    """A dataset: its ``info``, its store, and reads of any box of any scale.
 
-    def __init__(self, path: str, format: str | None = None):
-        self.path = os.path.abspath(path)
-        self.info = read_info(self.path)
-        self.store: ChunkStore = open_store(self.path, self.info, format)
+    ``where`` is a :class:`~precomputed_tif.storage.Storage`, or a directory's path (or
+    ``file://`` URL), which messages then name by its absolute path."""
+
+    def __init__(self, where: StorageLike, format: str | None = None):
+        storage = where if isinstance(where, Storage) else open_storage(where)
+        if isinstance(storage, LocalStorage) and not isinstance(where, Storage):
+            storage = LocalStorage(os.path.abspath(storage.root))
+        self.storage = storage
+        self.path = storage.location()
+        self.info = read_info(storage)
+        self.store: ChunkStore = open_store(storage, self.info, format)
         # Each scale's chunk grid, built once: every chunk request parses its name against one.
         self.grids = {s["key"]: Scale.from_info(s) for s in self.info["scales"]}
 
@@ -43,6 +51,7 @@ class Volume:
         return self.store.read_region(key, box or Box(0, x, 0, y, 0, z))
 
 
-def open_volume(path: str, format: str | None = None) -> Volume:
-    """Open a dataset directory; the format is detected when not given."""
-    return Volume(path, format)
+def open_volume(where: StorageLike, format: str | None = None) -> Volume:
+    """Open a dataset (a Storage, or a directory's path or ``file://`` URL); the format is
+    detected when not given."""
+    return Volume(where, format)

@@ -73,7 +73,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     if node < 2 or node % 2:
         raise PrecomputedTifError(f"the octree node size must be an even number of voxels, got {node}")
     storage = open_storage(dataset, param("dataset"))
-    volume = open_volume(dataset)
+    volume = open_volume(storage)
     info = volume.info
     if info.get("type") != "segmentation":
         raise PrecomputedTifError(
@@ -98,7 +98,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     # (an error, Ctrl-C, SIGTERM) stops the workers at once.
     with make_executor(n_workers, dask_scheduler) as executor:
         # The dataset's path absolute: the tasks may run on a Dask cluster's nodes, in other working directories.
-        tasks = plan_blocks(os.path.abspath(dataset), storage, WORK_DIR, size, num_lods, node, nodes_per_task)
+        tasks = plan_blocks(storage, storage, WORK_DIR, size, num_lods, node, nodes_per_task)
         try:
             _prepare(storage, info, job)
             run_resumable(executor, run_block, [tasks], DoneLog(storage, WORK_DIR), total=len(tasks),

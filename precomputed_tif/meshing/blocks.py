@@ -23,7 +23,7 @@ import numpy as np
 from ..formats.volume import open_volume
 from ..geometry import Box, as_triple, ceil_div
 from ..pyramid.downsample import downsample
-from ..storage import Storage
+from ..storage import Storage, StorageLike
 from .multires import encode_fragment, quantize
 
 MAGIC = b"PTMESH1\0"
@@ -107,10 +107,10 @@ def label_dtype(name: str) -> np.dtype:
 @dataclass(frozen=True)
 class BlockTask:
     """Mesh the nodes [lo, hi) (node grid coordinates, x, y, z) of level of detail ``lod`` of
-    the segmentation at ``dataset`` (a path); the work file goes under the key prefix
-    ``work`` of ``storage``."""
+    the segmentation read from ``dataset`` (its storage, or a path); the work file goes under
+    the key prefix ``work`` of ``storage`` (the same dataset's, when meshing one)."""
 
-    dataset: str
+    dataset: StorageLike
     storage: Storage
     work: str
     lod: int
@@ -128,7 +128,7 @@ class BlockTask:
         return f"{self.work}/{self.id.replace('/', '_')}.frag"
 
 
-def plan_blocks(dataset: str, storage: Storage, work: str, size, num_lods: int, node: int, nodes_per_task: int):
+def plan_blocks(dataset: StorageLike, storage: Storage, work: str, size, num_lods: int, node: int, nodes_per_task: int):
     """Block tasks of every level of detail, coarse levels first (they are quick and show first)."""
     tasks = []
     for lod in range(num_lods - 1, -1, -1):
