@@ -24,7 +24,7 @@ from .pipeline.runner import run_resumable
 from .pyramid import Task, count_chunks, run_task, tasks_of
 from .sources import Source, open_source
 from .sources.fingerprint import identify
-from .storage import LocalStorage, local_path
+from .storage import LocalStorage, Storage, local_path
 from .viewer.display import add_display
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,14 @@ class Plan:
     dask_scheduler: str | None
     job: dict
     lossless_copies: frozenset = frozenset()
+    # Where the dataset goes; ``dest`` names it in messages (its path as given, or its URL).
+    storage: Storage | None = None
+
+    def destination(self) -> Storage:
+        return self.storage if self.storage is not None else LocalStorage(self.dest)
 
 
-def convert(source: str | Sequence[str], dest: str, options: ConvertOptions | None = None,
+def convert(source: str | Sequence[str], dest: str | Storage, options: ConvertOptions | None = None,
             resources: Resources | None = None, *, overwrite: bool = False, **keywords) -> Result:
     """Convert a stack of TIFF planes (or an existing dataset) into a precomputed pyramid at
     ``dest``; returns its ``info`` (a :class:`~.options.Result`).
@@ -99,12 +104,14 @@ def convert(source: str | Sequence[str], dest: str, options: ConvertOptions | No
     return run(plan_conversion(source, dest, options, resources), overwrite=overwrite, progress=resources.progress)
 
 
-def plan_conversion(source, dest: str, options: ConvertOptions | None = None, resources: Resources | None = None,
-                    **keywords) -> Plan | ome_tiff.OmeTiffPlan:
-    """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing."""
+def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None = None,
+                    resources: Resources | None = None, **keywords) -> Plan | ome_tiff.OmeTiffPlan:
+    """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing.
+    ``dest`` is a local path or ``file://`` URL, or a :class:`~.storage.Storage`."""
     options, resources = split_keywords(options, resources, keywords)
     # Before anything else: an object-store URL is refused in one line, never taken for a local path.
-    dest = local_path(dest, param("dest"))
+    storage = dest if isinstance(dest, Storage) else LocalStorage(local_path(dest, param("dest")))
+    dest = storage.location()
     source = (local_path(source, param("source")) if isinstance(source, (str, os.PathLike))
               else [local_path(s, param("source")) for s in source])
     fmt = formats.get(options.format)
@@ -123,11 +130,14 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     if not fmt.chunked:
+        if storage.local_root is None:
+            raise PrecomputedTifError(f"{param('dest')} {dest}: {fmt.name} is written to a local directory only")
         return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
                              tile_size=chosen.tile_size, compression=chosen.compression,
                              segmentation=segmentation, n_cores=n_cores, memory_limit=memory_limit,
                              dask_scheduler=dask_scheduler, block_bytes=resources.block_bytes, channel=channel,
                              timepoint=timepoint)
+    fmt.store_class(chosen).check_storage(storage)
     z, y, x = stack.shape
     source_levels = getattr(stack, "levels", None)  # a dataset's (DatasetSource); TIFF planes have none
     if levels is None and source_levels:
@@ -153,7 +163,7 @@ def plan_conversion(source, dest: str, options: ConvertOptions | None = None, re
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), fmt.name)
     return Plan(stack, dest, fmt.name, fmt.store_class(chosen), geometry, info, planned.passes, n_workers,
-                segmentation, dask_scheduler, job, planned.lossless_copies)
+                segmentation, dask_scheduler, job, planned.lossless_copies, storage)
 
 
 def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> Result:
@@ -162,10 +172,10 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         return Result(ome_tiff.run(plan, overwrite=overwrite, progress=progress), plan.dest, ome_tiff.FORMAT)
     started = time.perf_counter()
     dest, info, geometry, stack = plan.dest, plan.info, plan.geometry, plan.source
-    destination.prepare(dest, plan.job, overwrite, identify(plan.source))
-    storage = LocalStorage(dest)
+    storage = plan.destination()
+    destination.prepare(storage, plan.job, overwrite, identify(plan.source))
     finished = storage.exists(INFO)
-    store = plan.store(dest, info)
+    store = plan.store(storage, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
     total = sum(count_chunks(p, geometry) for p in plan.passes)
@@ -180,7 +190,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         # one during the chunks, and the dataset stays unfinished.
         info = add_display(info, store, stack.rgb)
         store.finish()
-        store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
+        store.write_metadata(info, _dataset_name(storage))
         store.drop_lossless_copies()
         info = _keep_meshes(storage, info)
         write_info(storage, info)
@@ -192,17 +202,31 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     return Result(info, dest, plan.format)
 
 
-def _keep_meshes(storage: LocalStorage, info: dict) -> dict:
+def _dataset_name(storage: Storage) -> str:
+    """The dataset's name, for metadata that names it: the last part of its path or URL."""
+    if storage.local_root is not None:
+        return os.path.basename(storage.local_root)
+    return storage.location().rstrip("/").rsplit("/", 1)[-1]
+
+
+def _keep_meshes(storage: Storage, info: dict) -> dict:
     """``info`` with the mesh and segment-properties keys that a finished run of the same
     conversion had gained from meshing, so rerunning the command does not hide them."""
     try:
         old = read_info(storage)
     except PrecomputedTifError:
         return info
-    # Meshes are still written beside the dataset as local directories (not through storage).
     kept = {k: old[k] for k in ("mesh", "segment_properties")
-            if isinstance(old.get(k), str) and os.path.isdir(os.path.join(storage.root, old[k]))}
+            if isinstance(old.get(k), str) and _named_object_exists(storage, old[k])}
     return {**info, **kept} if info.get("type") == "segmentation" else info
+
+
+def _named_object_exists(storage: Storage, name: str) -> bool:
+    """Whether ``name`` (a key ``info`` holds) names meshing's output there: its ``info``."""
+    try:
+        return storage.exists(f"{name}/info")
+    except PrecomputedTifError:  # not a plain name: nothing of ours
+        return False
 
 
 def _voxel_size(given, stack) -> tuple[tuple[float, float, float], str]:

@@ -49,11 +49,8 @@ class ChunkStore(ABC):
 
     def __init__(self, root: StorageLike, info: dict):
         self.storage: Storage = open_storage(root)
+        self.check_storage(self.storage)
         local = self.storage.local_root
-        if local is None and self.local_only:
-            raise PrecomputedTifError(
-                f"{self.storage.location()}: the {self.format} format keeps its files in a local directory only "
-                "(it updates them in place); write precomputed, zarr or ome-zarr there instead")
         # Messages name ``root``; paths below it exist only for a local directory.
         self.root = local if local is not None else self.storage.location()
         self.info = info
@@ -73,6 +70,14 @@ class ChunkStore(ABC):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    @classmethod
+    def check_storage(cls, storage: Storage) -> None:
+        """A user error, one line, when this format cannot keep its files in ``storage``."""
+        if storage.local_root is None and cls.local_only:
+            raise PrecomputedTifError(
+                f"{storage.location()}: the {cls.format} format keeps its files in a local directory only "
+                "(it updates them in place); write precomputed, zarr or ome-zarr there instead")
 
     def array_shape(self, box: Box) -> tuple[int, ...]:
         """Shape of the array that holds ``box``: (z, y, x), or (c, z, y, x) with channels."""

@@ -1,0 +1,62 @@
+"""A whole conversion onto storage with an object store's limits (no path, no append, no
+rename the writers may see): the formats a bucket can hold come out as they do in a local
+directory, object for object; those that need a local directory are refused before anything
+is written."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from precomputed_tif import PrecomputedTifError, convert
+from precomputed_tif.formats.store import CHECKSUMS
+from precomputed_tif.pipeline.progress import DONE_LOG, DONE_OBJECTS
+from precomputed_tif.storage import LocalStorage
+from tests.helpers.object_storage import ObjectLikeStorage
+from tests.helpers.stacks import make_volume, write_planes
+
+SHAPE = (21, 45, 39)  # z, y, x: no axis a multiple of the chunk size
+CHUNK = (16, 16, 8)
+
+
+@pytest.fixture(scope="module")
+def planes(tmp_path_factory):
+    return write_planes(str(tmp_path_factory.mktemp("planes")), make_volume(SHAPE, "uint16", seed=4))
+
+
+def objects(storage) -> dict[str, bytes]:
+    """Every object but what differs by design: the done records (a line per task in a local
+    file, an object per task elsewhere) and the chunks' checksum files, which a local directory
+    keeps (they are updated in place) and an object store needs not (objects appear whole)."""
+    return {k: storage.get(k) for k in storage.list()
+            if not (k == DONE_LOG or k.startswith(DONE_OBJECTS + "/") or k.endswith("/" + CHECKSUMS))}
+
+
+@pytest.mark.parametrize("format, options", [
+    ("precomputed", {"sharded": False}), ("precomputed", {"sharded": True}),
+    ("precomputed", {"encoding": "png", "sharded": False}),
+    ("zarr", {}), ("ome-zarr", {}), ("ome-zarr", {"ngff_version": "0.4"}),
+], ids=["precomputed", "precomputed-sharded", "precomputed-png", "zarr", "ome-zarr-0.5", "ome-zarr-0.4"])
+def test_a_conversion_on_object_storage_is_the_local_one(tmp_path, planes, format, options):
+    # The same last name: an NGFF image is named after its dataset.
+    local, remote = LocalStorage(tmp_path / "local" / "brain"), ObjectLikeStorage(tmp_path / "objects" / "brain")
+    # Two worker processes: the storage travels to them pickled, as it would to a Dask cluster.
+    for dest in (local, remote):
+        convert(planes, dest, format=format, chunk_size=CHUNK, n_cores=2, **options)
+    got, want = objects(remote), objects(local)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key] == want[key], key
+    assert any(k.startswith(DONE_OBJECTS + "/") for k in remote.list())  # no append there
+    # The same call again finds the finished dataset and changes nothing.
+    convert(planes, remote, format=format, chunk_size=CHUNK, n_cores=1, **options)
+    assert objects(remote) == got
+
+
+@pytest.mark.parametrize("format", ["tiff", "blockfs", "ome-tiff"])
+def test_formats_that_need_a_local_directory_are_refused_first(tmp_path, planes, format):
+    remote = ObjectLikeStorage(tmp_path / "objects")
+    with pytest.raises(PrecomputedTifError, match=r"^(dest )?mem://\S+: .*local directory"):
+        convert(planes, remote, format=format, n_cores=1)
+    assert not os.path.exists(tmp_path / "objects")
