@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import sys
+import urllib.parse
 from collections.abc import Callable
 
 import numpy as np
@@ -190,6 +191,15 @@ def _demo(args) -> None:
             raise PrecomputedTifError(port_problem(args.bind, args.port, exc, "--port",
                                                    avoid=(args.viewer_port,))) from None
         has_viewer = start_local_viewer(args.bind, args.viewer_port)
+    try:
+        _make_and_serve(args, shape, catalog, server, has_viewer)
+    finally:
+        if server is not None:
+            server.server_close()  # also when a command failed before serving
+
+
+def _make_and_serve(args, shape, catalog: Catalog, server: PrecomputedServer | None, has_viewer: bool) -> None:
+    """Write the sample and its datasets, then serve them with ``server`` (None: stop there)."""
     planes = os.path.join(args.dir, "planes")
     dest = os.path.join(args.dir, "precomputed")
     pattern = os.path.join(planes, "img_*.tif")
@@ -237,7 +247,9 @@ def _demo(args) -> None:
     ports = [server.server_address[1]]
     if has_viewer:
         local = local_viewer(link)
-        ports.append(int(local.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]))
+        viewer_port = urllib.parse.urlsplit(local).port
+        assert viewer_port is not None  # the client's URL always names its port
+        ports.append(viewer_port)
         print(f"  {local}")
         print("    Neuroglancer's own client, served from here: needs no internet")
     print(f"  {link}")
