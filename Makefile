@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP := $(VENV)/.installed-dev
+# pip install -e of this checkout. setuptools adds a boxed notice to every editable install
+# (about folders named like the package in the working directory, for those who edit the
+# package); it is not something to act on, so it is not shown.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e
 # Bio-Formats, the OME's Java reader and writer, writes the multi-file OME-TIFFs the tests read.
 BIOFORMATS_JAR := $(VENV)/share/bioformats/bioformats_package.jar
 
@@ -17,7 +21,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(EDITABLE) ".[test]"
 	@# ome-zarr-py, the tests' NGFF reader, asks for fsspec[s3]: s3fs's exact botocore pins against
 	@# cloud-volume's boto3 send pip's resolver back through every s3fs release. Its reader needs
 	@# only zarr, dask, RangeHTTPServer and Deprecated, so it is installed without its requirements.
@@ -29,12 +33,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # The demo's sample data (scikit-image), its meshes (the mesh extra, which demo includes) and the
 # neuroglancer package's own client that it also serves (view).
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[demo,view]"
+	$(EDITABLE) ".[demo,view]"
 	touch $(DEMO_STAMP)
 
 # ruff and mypy, beside everything the tests need (mypy checks the package against it).
 $(DEV_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(EDITABLE) ".[dev]"
 	touch $(DEV_STAMP)
 
 install: $(STAMP)

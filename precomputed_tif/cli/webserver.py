@@ -16,6 +16,7 @@ from ..serving.http import (
     make_server,
     other_viewers,
     serve,
+    ssh_forward_line,
     urls,
     viewer_links,
 )
@@ -84,6 +85,9 @@ def main(argv=None) -> int:
             print("Other viewers read these files as they are:")
             for what, link in others:
                 print(f"  {what}: {link}")
+        if is_loopback(args.bind):
+            print("From another computer, forward the port over ssh there, then open the same links there:")
+            print(f"  {ssh_forward_line(args.bind, [server.server_address[1]])}")
         print("Press Ctrl-C to stop.", flush=True)
         serve(server, args.workers)
 

@@ -26,6 +26,7 @@ comes from :func:`precomputed_tif.serving.core.handle`. Made to face a lab netwo
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import ipaddress
 import logging
@@ -42,7 +43,7 @@ from ..errors import PrecomputedTifError
 from ..formats.zarr.ngff import root_version
 from ..info import read_info
 from ..process import die_with_parent, ignore_signals, interrupt
-from ..viewer.links import AVIVATOR, dataset_link
+from ..viewer.links import AVIVATOR, dataset_link, zarr_link
 from .core import REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
 
 access_log = logging.getLogger("precomputed_tif.access")
@@ -272,7 +273,48 @@ def make_server(bind: str, port: int, directory: str | None = None, format: str 
     try:
         return PrecomputedServer((bind, port), source, max_connections, idle_timeout, header_timeout)
     except OSError as exc:
-        raise PrecomputedTifError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
+        raise PrecomputedTifError(port_problem(bind, port, exc)) from None
+
+
+def port_problem(bind: str, port: int, exc: OSError, flag: str = "--port", avoid=()) -> str:
+    """One line saying why listening on ``bind``:``port`` failed; when the port is in use, it
+    suggests a free one near it (not one of ``avoid``, ports the caller wants for itself)."""
+    if exc.errno != errno.EADDRINUSE:
+        return f"cannot listen on {bind}:{port}: {exc.strerror or exc}"
+    free = next((p for p in range(port + 1, min(port + 100, 65536)) if p not in avoid and _free(bind, p)), None)
+    hint = f"try {flag} {free}" if free is not None else f"{flag} 0 picks a free one"
+    return f"port {port} on {bind} is in use (another server, or an earlier run still going?): {hint}"
+
+
+def _free(bind: str, port: int) -> bool:
+    """Whether a server could listen on ``bind``:``port`` now (bound as the servers bind, with
+    SO_REUSEADDR, and let go at once)."""
+    try:
+        family = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((bind, port))
+        return True
+    except OSError:
+        return False
+
+
+def ssh_forward_line(bind: str, ports) -> str:
+    """The ssh command a user runs on their own computer to reach servers listening on this
+    machine's loopback ``bind`` address at ``ports``: each port forwarded to the same number there,
+    so the links printed here work there unchanged."""
+    import getpass
+
+    target = f"[{bind}]" if ":" in bind else bind
+    forwards = " ".join(f"-L {p}:{target}:{p}" for p in ports)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        user = "USER"
+    host = socket.getfqdn()
+    if host.split(".")[0] == "localhost":  # a machine whose hosts file names only localhost
+        host = socket.gethostname()
+    return f"ssh -N {forwards} {user}@{host}"
 
 
 def serve(server: PrecomputedServer, workers: int) -> None:
@@ -360,14 +402,22 @@ def urls(server: PrecomputedServer) -> list[str]:
 
 def other_viewers(server: PrecomputedServer) -> list[tuple[str, str]]:
     """(what, URL) for every served directory that other viewers open without translation: the
-    zarr:// source of an OME-Zarr (or a zarr dataset's NGFF metadata), and an Avivator link for
-    each OME-TIFF."""
+    zarr:// source of an OME-Zarr (or a zarr dataset's NGFF metadata) and, when its ``info``
+    says what the conversion measured, a Neuroglancer link opening that source with x, y, z
+    display dimensions, channel colours and contrast; and an Avivator link for each OME-TIFF."""
     out = []
     for url, dataset in zip(urls(server), server.catalog().datasets):
         http = url[len("precomputed://"):]
         version = root_version(dataset.directory)
         if version:
-            out.append((f"{dataset.name or 'dataset'} as OME-Zarr {version}", f"zarr://{http}"))
+            what = f"{dataset.name or 'dataset'} as OME-Zarr {version}"
+            out.append((what, f"zarr://{http}"))
+            try:
+                info = read_info(dataset.directory)
+            except PrecomputedTifError:
+                info = None  # written by another tool: the zarr:// source alone
+            if info is not None and info.get("type", "image") == "image":
+                out.append((f"{what} in Neuroglancer", zarr_link(f"zarr://{http}", info, dataset.name or "image")))
         try:
             names = sorted(os.listdir(dataset.directory))
         except OSError:

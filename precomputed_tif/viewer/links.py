@@ -113,3 +113,36 @@ def neuroglancer_link(state: dict, app: str = NEUROGLANCER_APP) -> str:
 def dataset_link(source: str, info: dict, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
     """A link that opens one precomputed dataset."""
     return neuroglancer_link(viewer_state([layer(source, info, name)], info), app)
+
+
+def zarr_layers(source: str, info: dict, name: str) -> list[dict]:
+    """Image layers for the ``zarr://`` ``source`` of an OME-Zarr this project wrote (NGFF axes
+    c, z, y, x; c only with several channels), whose ``info`` is given: one layer per shown
+    channel, as Neuroglancer itself makes them from the ``omero`` metadata (the channel picked
+    by its local ``c'`` dimension, colours added), with the channel's colour and the measured
+    contrast in a short shader, named ``name`` (and the channel's name when the source named it)."""
+    extra = info.get(EXTRA) or {}
+    n = int(info.get("num_channels", 1))
+    ranges = extra.get("display_range") or [None] * n
+    names, colors = channels.of_info(info)
+    shown = 3 if extra.get("rgb") else n  # an alpha channel is not a colour
+    out = []
+    for i in range(shown):
+        r = ranges[i]
+        contrast = f"(range=[{_number(r[0])}, {_number(r[1])}])" if r else ""
+        entry: dict = {
+            "type": "image", "source": source,
+            "name": name if n == 1 and channels.is_default_name(names[0]) else f"{name} ({names[i]})",
+            "shader": f"#uicontrol invlerp contrast{contrast}\n#uicontrol vec3 color color(default=\"{colors[i]}\")\n"
+                      "void main() { emitRGB(color * contrast()); }\n",
+        }
+        if n > 1:
+            entry.update({"localDimensions": {"c'": [1, ""]}, "localPosition": [i], "blend": "additive"})
+        out.append(entry)
+    return out
+
+
+def zarr_link(source: str, info: dict, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
+    """A link that opens the OME-Zarr at the ``zarr://`` ``source`` with x, y, z display
+    dimensions, centred, its channels in their colours with the contrast measured at conversion."""
+    return neuroglancer_link(viewer_state(zarr_layers(source, info, name), info), app)
