@@ -15,8 +15,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from servers import free_port
-from test_viewer import SIZE, browser  # noqa: F401  (browser: a fixture)
+from tests.e2e.test_viewer import SIZE, browser  # noqa: F401  (browser: a fixture)
+from tests.helpers.servers import free_port
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import tifffile
 
 from precomputed_tif import convert
 from precomputed_tif.sources.synthetic import synthetic_planes
-from servers import start_webserver
-from test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.e2e.test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.helpers.servers import start_webserver
 
 SHAPE = (40, 150, 170)  # z, y, x
 VOXEL = (1.8, 1.8, 2.0)

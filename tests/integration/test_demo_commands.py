@@ -21,8 +21,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from annotation_reader import read_layer
-from servers import BIN, free_port
+from tests.helpers.annotation_reader import read_layer
+from tests.helpers.servers import BIN, free_port
 
 SHAPE_XYZ = (61, 45, 24)  # odd sizes, small: a few seconds
 DEMO = [sys.executable, "-m", "precomputed_tif.cli.demo", "--dir", "demo", "--shape", ",".join(map(str, SHAPE_XYZ))]
