@@ -7,20 +7,22 @@ import os
 import numpy as np
 
 from ..errors import PrecomputedTifError
-from ..geometry import Box, Scale
-from ..info import read_info
+from ..geometry import Box
+from ..info import read_volume_info
 from .stores import ChunkStore, open_store
 
 
 class Volume:
-    """A dataset directory: its ``info``, its store, and reads of any box of any scale."""
+    """A dataset directory: its ``info`` (``volume_info`` parsed, ``info`` the dict), its
+    store, and reads of any box of any scale."""
 
     def __init__(self, path: str, format: str | None = None):
         self.path = os.path.abspath(path)
-        self.info = read_info(self.path)
-        self.store: ChunkStore = open_store(self.path, self.info, format)
+        self.volume_info = read_volume_info(self.path)
+        self.info = self.volume_info.to_json()
+        self.store: ChunkStore = open_store(self.path, self.volume_info, format)
         # Each scale's chunk grid, built once: every chunk request parses its name against one.
-        self.grids = {s["key"]: Scale.from_info(s) for s in self.info["scales"]}
+        self.grids = {s.key: s for s in self.volume_info.scales}
 
     @property
     def format(self) -> str:
@@ -29,7 +31,7 @@ class Volume:
     @property
     def keys(self) -> list[str]:
         """Scale keys, finest first."""
-        return [s["key"] for s in self.info["scales"]]
+        return list(self.volume_info.keys)
 
     def size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) size of a scale."""
