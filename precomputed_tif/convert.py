@@ -182,7 +182,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         store.finish()
         store.write_metadata(info, os.path.basename(os.path.abspath(dest)))
         store.drop_lossless_copies()
-        info = _keep_meshes(storage, info)
+        info = _keep_meshes(storage, info, plan.segmentation)
         write_info(storage, info)
     except (PrecomputedTifError, OSError) as exc:
         if finished:  # the rerun of a finished conversion: the dataset stays as it was, info and all
@@ -192,9 +192,10 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     return Result(info, dest, plan.format)
 
 
-def _keep_meshes(storage: LocalStorage, info: dict) -> dict:
-    """``info`` with the mesh and segment-properties keys that a finished run of the same
-    conversion had gained from meshing, so rerunning the command does not hide them."""
+def _keep_meshes(storage: LocalStorage, info: dict, segmentation: bool) -> dict:
+    """``info`` (of a ``segmentation`` or not) with the mesh and segment-properties keys that a
+    finished run of the same conversion had gained from meshing, so rerunning the command does
+    not hide them."""
     try:
         old = read_info(storage)
     except PrecomputedTifError:
@@ -202,7 +203,7 @@ def _keep_meshes(storage: LocalStorage, info: dict) -> dict:
     # Meshes are still written beside the dataset as local directories (not through storage).
     kept = {k: old[k] for k in ("mesh", "segment_properties")
             if isinstance(old.get(k), str) and os.path.isdir(os.path.join(storage.root, old[k]))}
-    return {**info, **kept} if info.get("type") == "segmentation" else info
+    return {**info, **kept} if segmentation else info
 
 
 def _voxel_size(given, stack) -> tuple[tuple[float, float, float], str]:

@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..errors import PrecomputedTifError
 from ..formats.zarr.ngff import root_version
-from ..info import read_info
+from ..info import read_volume_info
 from ..process import die_with_parent, ignore_signals, interrupt
 from ..viewer.links import AVIVATOR, dataset_link
 from .core import REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
@@ -384,11 +384,10 @@ def viewer_links(server: PrecomputedServer) -> list[tuple[str, str]]:
     out = []
     for url, dataset in zip(urls(server), server.catalog().datasets):
         try:
-            info = read_info(dataset.directory)
+            info = read_volume_info(dataset.directory)
         except PrecomputedTifError:
-            continue  # an annotation layer, or a dataset still being written
-        if info.get("@type", "neuroglancer_multiscale_volume") == "neuroglancer_multiscale_volume":
-            out.append((dataset.name, dataset_link(url, info, dataset.name)))
+            continue  # an annotation layer, a dataset still being written, anything but a volume
+        out.append((dataset.name, dataset_link(url, info, dataset.name)))
     return out
 
 
