@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .info import EXTRA
+from .info import VolumeInfo
 
 # Green and magenta first: the pair that colour-blind viewers tell apart.
 CHANNEL_COLORS = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff0000", "#0000ff", "#ffffff")
@@ -82,17 +82,13 @@ def to_ome(color: str) -> int:
     return rgba - (1 << 32) if rgba >= 1 << 31 else rgba
 
 
-def of_info(info: dict) -> tuple[list[str], list[str]]:
-    """(names, colours) of a dataset's channels as its ``info`` records them, defaults filled in
-    (datasets written before names were kept have colours only)."""
-    extra = info.get(EXTRA) or {}
-    n = int(info.get("num_channels", 1))
-    rgb = bool(extra.get("rgb"))
-    return names(n, rgb, _listed(extra.get("channel_names"))), colors(n, rgb, _listed(extra.get("channel_colors")))
-
-
-def _listed(value) -> list:
-    return value if isinstance(value, list) else []
+def of_info(info: dict | VolumeInfo) -> tuple[list[str], list[str]]:
+    """(names, colours) of a dataset's channels as its ``info`` (a dict or a
+    :class:`~.info.VolumeInfo`) records them, defaults filled in (datasets written before names
+    were kept have colours only)."""
+    volume = VolumeInfo.of(info)
+    n, rgb = volume.n_channels, volume.rgb
+    return names(n, rgb, volume.channel_names), colors(n, rgb, volume.channel_colors)
 
 
 def of_source(source) -> tuple[list[str], list[str]]:

@@ -192,7 +192,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
         store.finish()
         store.write_metadata(info, _dataset_name(storage))
         store.drop_lossless_copies()
-        info = _keep_meshes(storage, info)
+        info = _keep_meshes(storage, info, plan.segmentation)
         write_info(storage, info)
     except (PrecomputedTifError, OSError) as exc:
         if finished:  # the rerun of a finished conversion: the dataset stays as it was, info and all
@@ -209,16 +209,17 @@ def _dataset_name(storage: Storage) -> str:
     return storage.location().rstrip("/").rsplit("/", 1)[-1]
 
 
-def _keep_meshes(storage: Storage, info: dict) -> dict:
-    """``info`` with the mesh and segment-properties keys that a finished run of the same
-    conversion had gained from meshing, so rerunning the command does not hide them."""
+def _keep_meshes(storage: Storage, info: dict, segmentation: bool) -> dict:
+    """``info`` (of a ``segmentation`` or not) with the mesh and segment-properties keys that a
+    finished run of the same conversion had gained from meshing, so rerunning the command does
+    not hide them."""
     try:
         old = read_info(storage)
     except PrecomputedTifError:
         return info
     kept = {k: old[k] for k in ("mesh", "segment_properties")
             if isinstance(old.get(k), str) and _named_object_exists(storage, old[k])}
-    return {**info, **kept} if info.get("type") == "segmentation" else info
+    return {**info, **kept} if segmentation else info
 
 
 def _named_object_exists(storage: Storage, name: str) -> bool:

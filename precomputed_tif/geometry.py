@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .errors import PrecomputedTifError, param, setting
 
@@ -317,25 +317,27 @@ def ceil_div(a: int, b: int) -> int:
 
 @dataclass(frozen=True)
 class Scale:
-    """The chunk grid of one scale, as an ``info`` file describes it.
+    """One scale of a volume, as an ``info`` file describes it, and its chunk grid.
 
     ``size``, ``chunk_size`` and ``voxel_offset`` are (x, y, z) voxels of this
     scale. Boxes given to and returned by the methods are relative to the
     scale's origin (``voxel_offset`` is added only in chunk *names*, as
     precomputed's URLs and files have them). The writer, every reader and the
-    server share this one grid.
+    server share this one grid. ``resolution`` is nanometres per voxel (x, y, z),
+    the numbers as ``info`` writes them; ``encoding`` the chunks' encoding
+    (``"raw"`` when ``info`` names none); ``sharding`` the scale's
+    ``neuroglancer_uint64_sharded_v1`` spec, None when unsharded (read it, never
+    change it). :class:`~.info.VolumeInfo` makes these from an ``info``.
     """
 
     key: str
     size: tuple[int, int, int]
     chunk_size: tuple[int, int, int]
     voxel_offset: tuple[int, int, int] = (0, 0, 0)
-
-    @classmethod
-    def from_info(cls, scale: dict) -> Scale:
-        return cls(scale["key"], as_triple(int(v) for v in scale["size"]),
-                   as_triple(int(v) for v in scale["chunk_sizes"][0]),
-                   as_triple(int(v) for v in scale.get("voxel_offset", (0, 0, 0))))
+    resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    encoding: str = "raw"
+    # A dict (stores pickle it with their shard readers); left out of comparisons and hashing.
+    sharding: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def grid(self) -> tuple[int, int, int]:

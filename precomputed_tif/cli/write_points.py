@@ -16,8 +16,8 @@ import numpy as np
 
 from ..annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_directory, write_points
 from ..errors import PrecomputedTifError
-from ..geometry import as_triple, parse_triple
-from ..info import read_info
+from ..geometry import parse_triple
+from ..info import read_volume_info
 from .support import add_log_argument, run_main, setup_logging
 
 log = logging.getLogger(__name__)
@@ -316,17 +316,13 @@ def _bound(text: str | None, what: str):
 def dataset_frame(directory: str) -> tuple[tuple[float, float, float], list[float], list[float]]:
     """(voxel size in µm, lower and upper bound in voxels, x, y, z, upper exclusive) of the
     full-resolution scale of the image dataset in ``directory`` (from its ``info``)."""
-    info = read_info(directory)
-    scale = info["scales"][0]
-    try:
-        voxel = tuple(float(r) / 1000.0 for r in as_triple(scale["resolution"]))
-        offset = [float(v) for v in scale.get("voxel_offset", (0, 0, 0))]
-        size = [float(v) for v in as_triple(scale["size"])]
-    except (KeyError, TypeError, ValueError):
-        raise PrecomputedTifError(f"--dataset {directory}: its info has no readable resolution and size") from None
-    if info.get("type") not in (None, "image", "segmentation") or len(offset) != 3:
+    info = read_volume_info(directory)  # a user error naming the field when it is not readable
+    if info.volume_type not in (None, "image", "segmentation"):
         raise PrecomputedTifError(f"--dataset {directory} is not an image dataset")
-    return (voxel[0], voxel[1], voxel[2]), offset, [o + n for o, n in zip(offset, size)]
+    scale = info.scales[0]
+    offset = [float(v) for v in scale.voxel_offset]
+    size = [float(v) for v in scale.size]
+    return info.voxel_size_um, offset, [o + n for o, n in zip(offset, size)]
 
 
 def _frame(args) -> tuple[tuple[float, float, float] | None, list[float] | None, list[float] | None]:

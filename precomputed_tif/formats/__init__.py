@@ -17,6 +17,7 @@ with only when asked, so any module may look a format up.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
@@ -138,19 +139,20 @@ class Format:
     def summary(self, dest: str, info: dict) -> str:
         """One line saying what was written (``info`` is what the conversion returned), for the
         user to check at a glance."""
-        from ..info import EXTRA
+        from ..info import INFO, VolumeInfo
 
-        top = info["scales"][0]
-        x, y, z = top["size"]
-        n = info.get("num_channels", 1)
-        voxel = ",".join(f"{r / 1000:g}" for r in top["resolution"])
-        origin = (info.get(EXTRA) or {}).get("voxel_size_from", "")
+        volume = VolumeInfo.of(info, os.path.join(dest, INFO))
+        x, y, z = volume.scales[0].size
+        n = volume.n_channels
+        voxel = ",".join(f"{v:g}" for v in volume.voxel_size_um)
+        origin = volume.voxel_size_from
         origin = {"given": "as given", "default": "the default"}.get(origin, "from the " + origin if origin else "")
         channels = f", {n} channels" if n > 1 else ""
-        shown = (info.get(EXTRA) or {}).get("display_range")
+        shown = volume.display_range
         contrast = f", contrast {' '.join(f'{lo:g}-{hi:g}' for lo, hi in shown)}" if shown else ""
-        return (f"wrote {dest}: {x}x{y}x{z} {info['data_type']} {info['type']}{channels}, {len(info['scales'])} "
-                f"levels, voxel size {voxel} µm ({origin}){contrast}")
+        return (f"wrote {dest}: {x}x{y}x{z} {volume.dtype.name} {volume.volume_type}{channels}, "
+                f"{len(volume.scales)} level{'s' if len(volume.scales) != 1 else ''}, voxel size {voxel} µm "
+                f"({origin}){contrast}")
 
 
 from .blockfs import BlockfsFormat  # noqa: E402

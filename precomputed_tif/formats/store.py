@@ -15,7 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DamagedData, PrecomputedTifError
-from ..geometry import Box, as_triple, ceil_div
+from ..geometry import Box, Scale
+from ..info import INFO, VolumeInfo
 from ..storage import ObjectReader, Storage, StorageLike, open_storage
 from ..storage.atomic import sync_directory, sync_files
 
@@ -24,8 +25,9 @@ class ChunkStore(ABC):
     """Chunks of every scale of one precomputed volume, stored in some format.
 
     A store is built from where the dataset lives -- a :class:`~precomputed_tif.storage.Storage`,
-    or a local path or ``file://`` URL for one -- and its ``info`` dict (the scales' keys,
-    sizes and chunk sizes and the data type come from there). It is small and picklable:
+    or a local path or ``file://`` URL for one -- and its ``info`` (a dict, or a
+    :class:`~precomputed_tif.info.VolumeInfo`: the scales' keys, sizes and chunk sizes and the
+    data type come from there; ``volume_info`` is it parsed, ``info`` the dict). It is small and picklable:
     workers receive it as an argument. Boxes are in the coordinates of the scale they name;
     arrays are (z, y, x), or (c, z, y, x) when the volume has several channels
     (``num_channels`` > 1).
@@ -47,16 +49,17 @@ class ChunkStore(ABC):
     # from a server's threads.
     _caches: tuple[str, ...] = ()
 
-    def __init__(self, root: StorageLike, info: dict):
+    def __init__(self, root: StorageLike, info: dict | VolumeInfo):
         self.storage: Storage = open_storage(root)
         self.check_storage(self.storage)
         local = self.storage.local_root
         # Messages name ``root``; paths below it exist only for a local directory.
         self.root = local if local is not None else self.storage.location()
-        self.info = info
-        self.dtype = np.dtype(info["data_type"])
-        self._scales = {s["key"]: s for s in info["scales"]}
-        self.channels = int(info.get("num_channels", 1))
+        self.volume_info = VolumeInfo.of(info, self.storage.location(INFO))
+        self.info: dict = self.volume_info.to_json() if isinstance(info, VolumeInfo) else info
+        self.dtype = self.volume_info.dtype
+        self._scales = {s.key: s for s in self.volume_info.scales}
+        self.channels = self.volume_info.n_channels
         self._sums: dict[str, dict[int, tuple[int, int]]] = {}  # key -> slot -> (size, crc), for finish()
         self._lock = threading.Lock()
 
@@ -83,7 +86,8 @@ class ChunkStore(ABC):
         """Shape of the array that holds ``box``: (z, y, x), or (c, z, y, x) with channels."""
         return box.shape if self.channels == 1 else (self.channels, *box.shape)
 
-    def scale(self, key: str) -> dict:
+    def scale(self, key: str) -> Scale:
+        """Scale ``key`` of ``info``; a user error naming the dataset when it has none."""
         try:
             return self._scales[key]
         except KeyError:
@@ -91,11 +95,11 @@ class ChunkStore(ABC):
 
     def chunk_size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) chunk size of a scale."""
-        return as_triple(self.scale(key)["chunk_sizes"][0])
+        return self.scale(key).chunk_size
 
     def size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) size of a scale in voxels."""
-        return as_triple(self.scale(key)["size"])
+        return self.scale(key).size
 
     def level_dir(self, key: str) -> str:
         """The directory of scale ``key`` (a local directory's only); a user error for a scale
@@ -178,8 +182,8 @@ class ChunkStore(ABC):
         """
         if not self.is_local:
             return
-        for s in self.info["scales"]:
-            os.makedirs(self.level_dir(s["key"]), exist_ok=True)
+        for key in self.volume_info.keys:
+            os.makedirs(self.level_dir(key), exist_ok=True)
         if type(self).create is ChunkStore.create:
             self.create_checksums()
             self.sync_created()
@@ -191,12 +195,12 @@ class ChunkStore(ABC):
         if not self.is_local:
             return
         paths = []
-        for s in self.info["scales"]:
-            with os.scandir(self.level_dir(s["key"])) as it:
+        for key in self.volume_info.keys:
+            with os.scandir(self.level_dir(key)) as it:
                 paths += [e.path for e in it if e.is_file(follow_symlinks=False) and not _is_chunk_name(e.name)]
         sync_files(paths, self.root)
-        for s in self.info["scales"]:
-            sync_directory(self.level_dir(s["key"]))
+        for key in self.volume_info.keys:
+            sync_directory(self.level_dir(key))
         sync_directory(self.root)
 
     @abstractmethod
@@ -318,7 +322,7 @@ class ChunkStore(ABC):
 
     def _grid(self, key: str) -> tuple[int, int, int]:
         """Chunks along (x, y, z) of a scale."""
-        return as_triple(ceil_div(n, c) for n, c in zip(self.size(key), self.chunk_size(key)))
+        return self.scale(key).grid
 
     def _slot(self, key: str, index_zyx: tuple[int, int, int]) -> int:
         gx, gy, _ = self._grid(key)
@@ -329,10 +333,10 @@ class ChunkStore(ABC):
         """An empty checksum file in every level directory that has none (called by ``create``)."""
         if not self.is_local:
             return
-        for s in self.info["scales"]:
-            path = self.checksum_path(s["key"])
+        for key in self.volume_info.keys:
+            path = self.checksum_path(key)
             if not os.path.exists(path):
-                gx, gy, gz = self._grid(s["key"])
+                gx, gy, gz = self._grid(key)
                 with open(path, "wb") as f:
                     f.truncate(8 * gx * gy * gz)
 

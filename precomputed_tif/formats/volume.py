@@ -7,14 +7,15 @@ import os
 import numpy as np
 
 from ..errors import PrecomputedTifError
-from ..geometry import Box, Scale
-from ..info import read_info
+from ..geometry import Box
+from ..info import read_volume_info
 from ..storage import LocalStorage, Storage, StorageLike, open_storage
 from .stores import ChunkStore, open_store
 
 
 class Volume:
-    """A dataset: its ``info``, its store, and reads of any box of any scale.
+    """A dataset: its ``info`` (``volume_info`` parsed, ``info`` the dict), its store, and reads
+    of any box of any scale.
 
     ``where`` is a :class:`~precomputed_tif.storage.Storage`, or a directory's path (or
     ``file://`` URL), which messages then name by its absolute path."""
@@ -25,10 +26,11 @@ class Volume:
             storage = LocalStorage(os.path.abspath(storage.root))
         self.storage = storage
         self.path = storage.location()
-        self.info = read_info(storage)
-        self.store: ChunkStore = open_store(storage, self.info, format)
+        self.volume_info = read_volume_info(storage)
+        self.info = self.volume_info.to_json()
+        self.store: ChunkStore = open_store(storage, self.volume_info, format)
         # Each scale's chunk grid, built once: every chunk request parses its name against one.
-        self.grids = {s["key"]: Scale.from_info(s) for s in self.info["scales"]}
+        self.grids = {s.key: s for s in self.volume_info.scales}
 
     @property
     def format(self) -> str:
@@ -37,7 +39,7 @@ class Volume:
     @property
     def keys(self) -> list[str]:
         """Scale keys, finest first."""
-        return [s["key"] for s in self.info["scales"]]
+        return list(self.volume_info.keys)
 
     def size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) size of a scale."""

@@ -74,25 +74,25 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
         raise PrecomputedTifError(f"the octree node size must be an even number of voxels, got {node}")
     storage = open_storage(dataset, param("dataset"))
     volume = open_volume(storage)
-    info = volume.info
-    if info.get("type") != "segmentation":
+    info, volume_info = volume.info, volume.volume_info
+    if not volume_info.segmentation:
         raise PrecomputedTifError(
             f"{dataset} is an image, not a segmentation: meshes are made from labels "
             f"(convert the label planes with {setting('segmentation', True)})")
-    if int(info.get("num_channels", 1)) != 1:
-        raise PrecomputedTifError(f"{dataset} has {info['num_channels']} channels; a segmentation has one")
-    if np.dtype(info["data_type"]).kind not in "ui":
-        raise PrecomputedTifError(f"{dataset} holds {info['data_type']} values; segment labels are integers")
+    if volume_info.n_channels != 1:
+        raise PrecomputedTifError(f"{dataset} has {volume_info.n_channels} channels; a segmentation has one")
+    if volume_info.dtype.kind not in "ui":
+        raise PrecomputedTifError(f"{dataset} holds {volume_info.dtype.name} values; segment labels are integers")
     user = read_properties_csv(properties) if properties else None
     x, y, z = volume.size(volume.keys[0])
     size = (int(x), int(y), int(z))
     num_lods = 1
     while max(lod_size(size, num_lods - 1)) >= node and num_lods < 12:
         num_lods += 1
-    itemsize = np.dtype(info["data_type"]).itemsize
+    itemsize = volume_info.dtype.itemsize
     n_workers, nodes_per_task = _fit_memory(memory_limit, n_cores, dask_scheduler, node, itemsize, max_block_bytes)
 
-    job = {"scales": info["scales"], "data_type": info["data_type"], "node": node, "lods": num_lods,
+    job = {"scales": info["scales"], "data_type": volume_info.dtype.name, "node": node, "lods": num_lods,
            "nodes_per_task": nodes_per_task, "sharded": sharded}
     # An unreachable cluster is reported before any change; leaving the block by an exception
     # (an error, Ctrl-C, SIGTERM) stops the workers at once.
@@ -113,11 +113,10 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
             run_resumable(executor, run_merge, [merges], DoneLog(storage, WORK_DIR), total=len(merges),
                           desc="writing meshes", unit="group", what="groups of segments", progress=progress)
             # The dataset's info names the meshes only once they and the properties are all stored.
-            scale = info["scales"][0]
-            storage.put(f"{MESH_DIR}/info",
-                        json.dumps(mesh_info(scale["resolution"], scale.get("voxel_offset", [0, 0, 0]), spec),
-                                   indent=2).encode() + b"\n", durable=True)
-            voxel_um3 = float(np.prod(scale["resolution"])) / 1e9
+            scale = volume_info.scales[0]
+            storage.put(f"{MESH_DIR}/info", json.dumps(mesh_info(scale.resolution, scale.voxel_offset, spec),
+                                                       indent=2).encode() + b"\n", durable=True)
+            voxel_um3 = float(np.prod(scale.resolution)) / 1e9
             write_properties(storage, build_properties(counts, voxel_um3, user))
             info = dict(read_info(storage))
             info["mesh"] = MESH_DIR

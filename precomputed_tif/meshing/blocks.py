@@ -22,6 +22,7 @@ import numpy as np
 
 from ..formats.volume import open_volume
 from ..geometry import Box, as_triple, ceil_div
+from ..info import VolumeInfo
 from ..pyramid.downsample import downsample
 from ..storage import Storage, StorageLike
 from .multires import encode_fragment, quantize
@@ -29,10 +30,10 @@ from .multires import encode_fragment, quantize
 MAGIC = b"PTMESH1\0"
 
 
-def scale_factors(info: dict) -> list[tuple[int, int, int]]:
+def scale_factors(info: VolumeInfo) -> list[tuple[int, int, int]]:
     """(x, y, z) downsampling factor of every scale of ``info`` relative to the first."""
-    base = info["scales"][0]["resolution"]
-    return [as_triple(int(round(r / b)) for r, b in zip(s["resolution"], base)) for s in info["scales"]]
+    base = info.scales[0].resolution
+    return [as_triple(int(round(r / b)) for r, b in zip(s.resolution, base)) for s in info.scales]
 
 
 def lod_size(size: tuple[int, int, int], lod: int) -> tuple[int, int, int]:
@@ -58,7 +59,7 @@ class LodData:
         self.volume = volume
         self.size = lod_size(volume.size(volume.keys[0]), lod)
         want = 2**lod
-        factors = scale_factors(volume.info)
+        factors = scale_factors(volume.volume_info)
         usable = [i for i, f in enumerate(factors) if all(want % a == 0 for a in f)]
         best = max(usable, key=lambda i: np.prod(factors[i]))  # scale 0 (factors 1) always qualifies
         self.key = volume.keys[best]
@@ -95,10 +96,10 @@ class LodData:
 
     @property
     def volume_dtype(self):
-        return label_dtype(self.volume.info["data_type"])
+        return label_dtype(self.volume.volume_info.dtype)
 
 
-def label_dtype(name: str) -> np.dtype:
+def label_dtype(name: str | np.dtype) -> np.dtype:
     """Labels are unsigned for Neuroglancer: signed types are read as the unsigned type of their size."""
     dt = np.dtype(name)
     return np.dtype(f"u{dt.itemsize}") if dt.kind == "i" else dt

@@ -41,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..errors import PrecomputedTifError
 from ..formats.zarr.ngff import root_version
-from ..info import read_info
+from ..info import read_volume_info
 from ..process import die_with_parent, ignore_signals, interrupt
 from ..viewer.links import AVIVATOR, dataset_link, zarr_link
 from .core import REASONS, REQUEST_HEADERS, Catalog, ConfigCatalog, Dataset, Response, handle, text_response, url_path
@@ -413,10 +413,10 @@ def other_viewers(server: PrecomputedServer) -> list[tuple[str, str]]:
             what = f"{dataset.name or 'dataset'} as OME-Zarr {version}"
             out.append((what, f"zarr://{http}"))
             try:
-                info = read_info(dataset.directory)
+                info = read_volume_info(dataset.directory)
             except PrecomputedTifError:
                 info = None  # written by another tool: the zarr:// source alone
-            if info is not None and info.get("type", "image") == "image":
+            if info is not None and not info.segmentation:
                 out.append((f"{what} in Neuroglancer", zarr_link(f"zarr://{http}", info, dataset.name or "image")))
         try:
             names = sorted(os.listdir(dataset.directory))
@@ -434,11 +434,10 @@ def viewer_links(server: PrecomputedServer) -> list[tuple[str, str]]:
     out = []
     for url, dataset in zip(urls(server), server.catalog().datasets):
         try:
-            info = read_info(dataset.directory)
+            info = read_volume_info(dataset.directory)
         except PrecomputedTifError:
-            continue  # an annotation layer, or a dataset still being written
-        if info.get("@type", "neuroglancer_multiscale_volume") == "neuroglancer_multiscale_volume":
-            out.append((dataset.name, dataset_link(url, info, dataset.name)))
+            continue  # an annotation layer, a dataset still being written, anything but a volume
+        out.append((dataset.name, dataset_link(url, info, dataset.name)))
     return out
 
 

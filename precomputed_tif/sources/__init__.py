@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
-from ..info import EXTRA, INFO, read_info
+from ..info import INFO, VolumeInfo, read_volume_info
 from ..storage import LocalStorage, Storage
 from .tiff import PlaneStack, open_stack
 
@@ -121,10 +121,11 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """The full-resolution scale of a dataset, read through its store from its storage."""
+    """The full-resolution scale of a dataset, read through its store from its storage
+    (``volume_info`` is the dataset's ``info``)."""
 
     storage: Storage
-    info: dict
+    volume_info: VolumeInfo
     format: str
 
     @property
@@ -137,12 +138,8 @@ class DatasetSource:
         return (self.path,)
 
     @property
-    def _scale(self) -> dict:
-        return self.info["scales"][0]
-
-    @property
     def shape(self) -> tuple[int, int, int]:
-        x, y, z = self._scale["size"]
+        x, y, z = self.volume_info.scales[0].size
         return (z, y, x)
 
     @property
@@ -151,11 +148,11 @@ class DatasetSource:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.info["data_type"])
+        return self.volume_info.dtype
 
     @property
     def n_channels(self) -> int:
-        return int(self.info.get("num_channels", 1))
+        return self.volume_info.n_channels
 
     @property
     def axes(self) -> str:
@@ -174,30 +171,28 @@ class DatasetSource:
 
     @property
     def segmentation(self) -> bool:
-        return self.info.get("type") == "segmentation"
+        return self.volume_info.segmentation
 
     @property
     def levels(self) -> int:
-        return len(self.info["scales"])
+        return len(self.volume_info.scales)
 
     @property
     def rgb(self) -> bool:
-        return bool((self.info.get(EXTRA) or {}).get("rgb"))
+        return self.volume_info.rgb
 
     @property
     def channel_names(self) -> tuple:
         """The names ``info`` records (empty for datasets written before names were kept)."""
-        names = (self.info.get(EXTRA) or {}).get("channel_names")
-        return tuple(names) if isinstance(names, list) else ()
+        return self.volume_info.channel_names
 
     @property
     def channel_colors(self) -> tuple:
-        colors = (self.info.get(EXTRA) or {}).get("channel_colors")
-        return tuple(colors) if isinstance(colors, list) else ()
+        return self.volume_info.channel_colors
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
-        return tuple(r / 1000.0 for r in self._scale["resolution"])
+        return self.volume_info.voxel_size_um
 
     @property
     def voxel_size_origin(self) -> str:
@@ -214,8 +209,8 @@ class DatasetSource:
         if store is None:
             from ..formats.stores import open_store
 
-            store = _stores[self.path] = open_store(self.storage, self.info, self.format)
-        return store.read_region(self._scale["key"], box)
+            store = _stores[self.path] = open_store(self.storage, self.volume_info, self.format)
+        return store.read_region(self.volume_info.keys[0], box)
 
 
 # A worker opens a source dataset's store once and keeps it (stores cache what they read
@@ -245,9 +240,7 @@ def open_source(source: str | Sequence[str] | Storage, segmentation: bool = Fals
         if channel is not None or timepoint is not None:
             raise PrecomputedTifError(f"{param('channel')} and {param('timepoint')} are for TIFF input, not for a "
                                       "dataset directory")
-        info = read_info(storage)
-        if info.get("@type", "neuroglancer_multiscale_volume") != "neuroglancer_multiscale_volume":
-            raise PrecomputedTifError(f"{path} holds a {info.get('@type')}, not a volume to convert")
+        info = read_volume_info(storage)  # a user error for anything but a volume's info
         from ..formats.stores import detect_format
 
         src = DatasetSource(storage, info, detect_format(storage, info))

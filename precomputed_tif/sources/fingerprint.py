@@ -73,7 +73,7 @@ def identify(source) -> Identity:
         storage = source.storage
         files = [_content(storage, n) for n in (INFO, JOB_RECORD)]
         digest.update(json.dumps(files, separators=(",", ":")).encode())
-        level = source.info["scales"][0]["key"]
+        level = source.volume_info.keys[0]
         # In the order of a walk of the level's directory (a directory's files, then its
         # subdirectories, each sorted), which digests made before the storage seam followed.
         entries = sorted(storage.list_stats(level), key=lambda e: _walk_order(e[0][len(level) + 1:]))

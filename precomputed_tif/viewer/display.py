@@ -13,8 +13,7 @@ import numpy as np
 
 from .. import channels
 from ..formats.store import ChunkStore
-from ..geometry import Scale
-from ..info import EXTRA
+from ..info import EXTRA, INFO, VolumeInfo
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 # Voxels (all channels) read to measure the range: the finest level at most this large,
@@ -22,30 +21,30 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 SAMPLE_VOXELS = 1 << 23
 
 
-def _sample(store: ChunkStore, info: dict) -> np.ndarray:
+def _sample(store: ChunkStore, volume: VolumeInfo) -> np.ndarray:
     """(c, n) voxels of the finest level small enough to read whole (or chunks spread over
     the coarsest level)."""
-    scales = info["scales"]
+    scales = volume.scales
     c = store.channels
-    chosen = next((s for s in scales if np.prod(s["size"]) * c <= SAMPLE_VOXELS), scales[-1])
-    grid = Scale.from_info(chosen)
+    grid = next((s for s in scales if np.prod(s.size) * c <= SAMPLE_VOXELS), scales[-1])
     boxes = [grid.bounds]
-    if np.prod(chosen["size"]) * c > SAMPLE_VOXELS:
+    if np.prod(grid.size) * c > SAMPLE_VOXELS:
         boxes = list(grid.chunk_boxes())
         step = max(1, int(np.ceil(len(boxes) * np.prod(grid.chunk_size) * c / SAMPLE_VOXELS)))
         boxes = boxes[::step]
-    parts = [store.read_region(chosen["key"], b).reshape(c, -1) for b in boxes]
+    parts = [store.read_region(grid.key, b).reshape(c, -1) for b in boxes]
     return np.concatenate(parts, axis=1)
 
 
-def display_range(store: ChunkStore, info: dict, rgb: bool = False) -> list[list[float]]:
+def display_range(store: ChunkStore, info: dict | VolumeInfo, rgb: bool = False) -> list[list[float]]:
     """[lo, hi] per channel: the 0.5 and 99.5 percentiles (the type's range for colour images,
     whose values mean colours already)."""
-    dtype = np.dtype(info["data_type"])
+    volume = VolumeInfo.of(info)
+    dtype = volume.dtype
     if rgb and dtype.kind in "ui":
         return [[0, int(np.iinfo(dtype).max)]] * store.channels
     ranges = []
-    for channel in _sample(store, info):
+    for channel in _sample(store, volume):
         if dtype.kind == "f":
             channel = channel[np.isfinite(channel)]
         if channel.size == 0:
@@ -64,13 +63,14 @@ def display_range(store: ChunkStore, info: dict, rgb: bool = False) -> list[list
 
 def add_display(info: dict, store: ChunkStore, rgb: bool) -> dict:
     """``info`` with the display settings of an image (a segmentation needs none)."""
-    if info["type"] != "image":
+    volume = VolumeInfo.of(info, store.location(INFO))
+    if volume.volume_type != "image":
         return info
-    old = info.get(EXTRA) or {}
+    old = dict(volume.extra)
     extra = {
-        "display_range": display_range(store, info, rgb),
+        "display_range": display_range(store, volume, rgb),
         # The source's colours, chosen when the conversion was planned (see .channels).
-        "channel_colors": old.get("channel_colors") or channels.colors(store.channels, rgb),
+        "channel_colors": list(volume.channel_colors) or channels.colors(store.channels, rgb),
     }
     if rgb:
         extra["rgb"] = True

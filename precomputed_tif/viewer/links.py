@@ -16,7 +16,7 @@ import re
 import urllib.parse
 
 from .. import channels
-from ..info import EXTRA
+from ..info import VolumeInfo
 
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com"
 # Viv's viewer for OME-TIFF (and OME-Zarr): opens ``?image_url=`` from any server with CORS and Range.
@@ -27,13 +27,13 @@ def _number(v) -> str:
     return repr(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-def image_shader(info: dict) -> str:
+def image_shader(info: dict | VolumeInfo) -> str:
     """GLSL for Neuroglancer's image layer: grey for one channel (or its own colour, if the source
     gave it one), additive colours for several."""
-    extra = info.get(EXTRA) or {}
-    n = int(info.get("num_channels", 1))
-    ranges = extra.get("display_range") or [None] * n
-    names, colors = channels.of_info(info)
+    volume = VolumeInfo.of(info)
+    n, rgb = volume.n_channels, volume.rgb
+    ranges = volume.display_range or [None] * n
+    names, colors = channels.of_info(volume)
 
     def control(name, i, r):
         args = [f"range=[{_number(r[0])}, {_number(r[1])}]"] if r else []
@@ -48,8 +48,8 @@ def image_shader(info: dict) -> str:
         return (control(value, 0, ranges[0]) + f'\n#uicontrol vec3 {color} color(default="{colors[0]}")'
                 f"\nvoid main() {{ emitRGB({value}() * {color}); }}\n")
     lines, terms = [], []
-    shown = 3 if extra.get("rgb") else n  # an alpha channel is not a colour
-    for i, (value, color) in enumerate(_control_names(names[:shown], bool(extra.get("rgb")))):
+    shown = 3 if rgb else n  # an alpha channel is not a colour
+    for i, (value, color) in enumerate(_control_names(names[:shown], rgb)):
         lines.append(control(value, i, ranges[i]))
         lines.append(f'#uicontrol vec3 {color} color(default="{colors[i]}")')
         terms.append(f"{value}() * {color}")
@@ -57,15 +57,16 @@ def image_shader(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def layer(source: str, info: dict, name: str) -> dict:
+def layer(source: str, info: dict | VolumeInfo, name: str) -> dict:
     """A layer of a viewer state for a precomputed ``source`` URL whose ``info`` is given, named
     ``name`` -- followed by its channels' names in brackets when the source named them."""
-    if info.get("type") == "segmentation":
+    volume = VolumeInfo.of(info)
+    if volume.segmentation:
         return {"type": "segmentation", "source": source, "name": name}
-    names, _ = channels.of_info(info)
-    if not (info.get(EXTRA) or {}).get("rgb") and not all(channels.is_default_name(s) for s in names):
+    names, _ = channels.of_info(volume)
+    if not volume.rgb and not all(channels.is_default_name(s) for s in names):
         name = f"{name} ({', '.join(names)})"
-    return {"type": "image", "source": source, "name": name, "shader": image_shader(info)}
+    return {"type": "image", "source": source, "name": name, "shader": image_shader(volume)}
 
 
 def _control_names(names: list[str], rgb: bool) -> list[tuple[str, str]]:
@@ -89,12 +90,10 @@ def _control_names(names: list[str], rgb: bool) -> list[tuple[str, str]]:
     return out
 
 
-def viewer_state(layers: list[dict], info: dict) -> dict:
+def viewer_state(layers: list[dict], info: dict | VolumeInfo) -> dict:
     """A state showing ``layers`` at the physical scale of ``info``'s finest level, centred on it."""
-    scale = info["scales"][0]
-    resolution_nm = scale["resolution"]
-    size = scale["size"]
-    offset = scale.get("voxel_offset", [0, 0, 0])
+    scale = VolumeInfo.of(info).scales[0]
+    resolution_nm, size, offset = scale.resolution, scale.size, scale.voxel_offset
     return {
         "dimensions": {axis: [r / 1e9, "m"] for axis, r in zip("xyz", resolution_nm)},
         "position": [o + s / 2 for o, s in zip(offset, size)],
@@ -110,22 +109,22 @@ def neuroglancer_link(state: dict, app: str = NEUROGLANCER_APP) -> str:
     return f"{app}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
 
 
-def dataset_link(source: str, info: dict, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
+def dataset_link(source: str, info: dict | VolumeInfo, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
     """A link that opens one precomputed dataset."""
     return neuroglancer_link(viewer_state([layer(source, info, name)], info), app)
 
 
-def zarr_layers(source: str, info: dict, name: str) -> list[dict]:
+def zarr_layers(source: str, info: dict | VolumeInfo, name: str) -> list[dict]:
     """Image layers for the ``zarr://`` ``source`` of an OME-Zarr this project wrote (NGFF axes
     c, z, y, x; c only with several channels), whose ``info`` is given: one layer per shown
     channel, as Neuroglancer itself makes them from the ``omero`` metadata (the channel picked
     by its local ``c'`` dimension, colours added), with the channel's colour and the measured
     contrast in a short shader, named ``name`` (and the channel's name when the source named it)."""
-    extra = info.get(EXTRA) or {}
-    n = int(info.get("num_channels", 1))
-    ranges = extra.get("display_range") or [None] * n
-    names, colors = channels.of_info(info)
-    shown = 3 if extra.get("rgb") else n  # an alpha channel is not a colour
+    volume = VolumeInfo.of(info)
+    n = volume.n_channels
+    ranges = volume.display_range or [None] * n
+    names, colors = channels.of_info(volume)
+    shown = 3 if volume.rgb else n  # an alpha channel is not a colour
     out = []
     for i in range(shown):
         r = ranges[i]
@@ -142,7 +141,7 @@ def zarr_layers(source: str, info: dict, name: str) -> list[dict]:
     return out
 
 
-def zarr_link(source: str, info: dict, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
+def zarr_link(source: str, info: dict | VolumeInfo, name: str = "image", app: str = NEUROGLANCER_APP) -> str:
     """A link that opens the OME-Zarr at the ``zarr://`` ``source`` with x, y, z display
     dimensions, centred, its channels in their colours with the contrast measured at conversion."""
     return neuroglancer_link(viewer_state(zarr_layers(source, info, name), info), app)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError, describe, setting
 from ...geometry import Box
-from ...info import INFO
+from ...info import INFO, VolumeInfo
 from ...pipeline.progress import DoneLog
 from ..store import ChunkStore
 from . import BLOCKFS_SUFFIX, Directory, create
@@ -43,7 +43,7 @@ class BlockfsStore(ChunkStore):
     local_only = True  # blocks are appended to its files, and only this project's servers read them
     _caches = ("_dirs",)
 
-    def __init__(self, root: str, info: dict):
+    def __init__(self, root: str, info: dict | VolumeInfo):
         super().__init__(root, info)
         self._dirs: dict[tuple[str, int], Directory] = {}  # a server's threads open them under _lock
 
@@ -61,9 +61,9 @@ class BlockfsStore(ChunkStore):
         super().create(n_writers)
         finished = os.path.exists(os.path.join(self.root, INFO))
         damage, lost = [], []  # what was wrong with directory files; those that had blocks written
-        for s in self.info["scales"]:
+        for s in self.volume_info.scales:
             for c in range(self.channels):
-                path = self.directory_path(s["key"], c)
+                path = self.directory_path(s.key, c)
                 if os.path.lexists(path):
                     if finished:
                         continue  # left as it is; write_metadata() reports damage
@@ -74,7 +74,7 @@ class BlockfsStore(ChunkStore):
                         damage.append(str(exc))
                         if _has_blocks(path):
                             lost.append(path)
-                create(path, s["size"], s["chunk_sizes"][0], self.dtype, n_files=max(1, n_writers),
+                create(path, s.size, s.chunk_size, self.dtype, n_files=max(1, n_writers),
                        compression=COMPRESSION, compression_level=COMPRESSION_LEVEL).close()
         self.sync_created()
         done = DoneLog(self.root)
@@ -93,9 +93,9 @@ class BlockfsStore(ChunkStore):
         whose file was damaged since is reported, never rewritten); every block is recorded, so
         the record of unrecorded spots goes."""
         finished = os.path.exists(os.path.join(self.root, INFO))
-        for s in self.info["scales"]:
+        for key in self.volume_info.keys:
             for c in range(self.channels):
-                path = self.directory_path(s["key"], c)
+                path = self.directory_path(key, c)
                 try:
                     Directory(path)
                 except DamagedData as exc:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import Box
-from ...info import EXTRA
+from ...info import VolumeInfo
 from ...storage import ObjectReader, Storage, StorageLike
 from ..store import ChunkStore, ShardOwningWriter
 from ..zarr.blosc_frame import check_frame
@@ -41,7 +41,7 @@ class OmeZarrStore(ChunkStore):
     format = "ome-zarr"
     _caches = ("_meta", "_indexes")
 
-    def __init__(self, root: StorageLike, info: dict):
+    def __init__(self, root: StorageLike, info: dict | VolumeInfo):
         super().__init__(root, info)
         self._meta: dict[str, dict] = {}
         self._indexes: dict[tuple, np.ndarray] = {}
@@ -67,8 +67,7 @@ class OmeZarrStore(ChunkStore):
 
     def shard_size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) voxels of a scale's shards, as the conversion planned them."""
-        shards = (self.info.get(EXTRA) or {}).get("zarr_shards") or {}
-        return tuple(shards.get(key) or self.chunk_size(key))
+        return self.volume_info.zarr_shards.get(key) or self.chunk_size(key)
 
     def create(self, n_writers: int = 1) -> None:
         import zarr
@@ -81,12 +80,12 @@ class OmeZarrStore(ChunkStore):
         Shuffle = Literal["noshuffle", "shuffle", "bitshuffle"]
         names: dict[int, Shuffle] = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}  # numcodecs' numbers
         shuffle = names[COMPRESSOR["shuffle"]]
-        for s in self.info["scales"]:
-            if self.holds(self.storage, s["key"]):
+        for s in self.volume_info.scales:
+            if self.holds(self.storage, s.key):
                 continue  # made by an earlier run of the same conversion
-            x, y, z = s["size"]
-            cx, cy, cz = s["chunk_sizes"][0]
-            sx, sy, sz = self.shard_size(s["key"])
+            x, y, z = s.size
+            cx, cy, cz = s.chunk_size
+            sx, sy, sz = self.shard_size(s.key)
             objects = zarr_objects(functools.partial(
                 zarr.create_array, shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
                 shards=(*lead, sz, sy, sx), dtype=self.dtype, fill_value=0, zarr_format=3,
@@ -94,7 +93,7 @@ class OmeZarrStore(ChunkStore):
                 dimension_names=self.axis_names(),
             ))
             for name, data in objects.items():  # zarr.json alone
-                self.put_object(self.level_key(s["key"], name), data)
+                self.put_object(self.level_key(s.key, name), data)
         self.sync_created()
 
     def write_metadata(self, info: dict, name: str) -> None:

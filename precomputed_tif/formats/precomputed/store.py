@@ -18,7 +18,8 @@ import shutil
 import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
-from ...geometry import Box, Scale
+from ...geometry import Box
+from ...info import VolumeInfo
 from ...storage import Storage, StorageLike
 from ..store import ChunkStore, ShardOwningWriter
 from .encodings import Raw, from_scale_info
@@ -37,10 +38,10 @@ class PrecomputedStore(ChunkStore):
     format = "precomputed"
     _caches = ("_readers",)
 
-    def __init__(self, root: StorageLike, info: dict):
+    def __init__(self, root: StorageLike, info: dict | VolumeInfo):
         super().__init__(root, info)
-        self._grids = {s["key"]: Scale.from_info(s) for s in info["scales"]}
-        self._encodings = {s["key"]: from_scale_info(s) for s in info["scales"]}
+        # Each encoding's own settings (jpeg quality, block size) are the format's to read.
+        self._encodings = {s["key"]: from_scale_info(s) for s in self.info["scales"]}
         self._readers: dict[str, ShardReader] = {}
 
     @classmethod
@@ -66,7 +67,7 @@ class PrecomputedStore(ChunkStore):
         self.sync_created()
 
     def sharding(self, key: str) -> dict | None:
-        return self.scale(key).get("sharding")
+        return self.scale(key).sharding
 
     def encode(self, key: str, box: Box, array: np.ndarray) -> bytes:
         array = array.reshape(self.channels, *box.shape).astype(self.dtype, copy=False)
@@ -75,17 +76,17 @@ class PrecomputedStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         if self.sharding(key):
             raise PrecomputedTifError(f"scale {key} is sharded: its chunks are written a whole shard at a time")
-        self.put_object(self.level_key(key, self._grids[key].name(box)), self.encode(key, box, array))
+        self.put_object(self.level_key(key, self._scales[key].name(box)), self.encode(key, box, array))
         self.keep_lossless(key, box, array)
 
     def keep_lossless(self, key: str, box: Box, array: np.ndarray) -> None:
         if key in self.lossless_copies:
-            self.put_object(self.level_key(key, LOSSLESS_DIR, self._grids[key].name(box)),
+            self.put_object(self.level_key(key, LOSSLESS_DIR, self._scales[key].name(box)),
                             Raw().encode(array.astype(self.dtype, copy=False)))
 
     def drop_lossless_copies(self) -> None:
-        for s in self.info["scales"]:
-            prefix = self.level_key(s["key"], LOSSLESS_DIR)
+        for key in self.volume_info.keys:
+            prefix = self.level_key(key, LOSSLESS_DIR)
             for k in list(self.storage.list(prefix)):
                 self.storage.delete(k)
             if self.is_local:
@@ -93,7 +94,7 @@ class PrecomputedStore(ChunkStore):
                 shutil.rmtree(os.path.join(self.root, *prefix.split("/")), ignore_errors=True)
 
     def chunk_key(self, key: str, box: Box) -> int:
-        grid = self._grids[key]
+        grid = self._scales[key]
         return chunk_key(grid.grid, grid.chunk_index(box))
 
     def shard_writer(self, key: str, shard: int) -> ShardWriter:
@@ -106,7 +107,7 @@ class PrecomputedStore(ChunkStore):
         """The storage key of the object chunk ``box`` of scale ``key`` is read from, and whether
         it is a shard."""
         self.scale(key)  # a user error for a scale info does not have
-        grid = self._grids[key]
+        grid = self._scales[key]
         if key in self.lossless_copies:
             return self.level_key(key, LOSSLESS_DIR, grid.name(box)), False
         spec = self.sharding(key)

@@ -28,7 +28,8 @@ import numpy as np
 
 from ... import channels
 from ...errors import PrecomputedTifError, setting
-from ...info import EXTRA
+from ...geometry import Scale
+from ...info import INFO, VolumeInfo
 from ...storage import StorageLike, open_storage
 from ...storage.regular_files import open_regular
 
@@ -42,10 +43,10 @@ def axes(channels: int) -> list[dict]:
     return ([{"name": "c", "type": "channel"}] if channels > 1 else []) + spatial
 
 
-def level_transforms(scale: dict, channels: int) -> list[dict]:
+def level_transforms(scale: Scale, channels: int) -> list[dict]:
     """A level's ``scale`` and ``translation`` (µm, axis order of :func:`axes`) from its
-    ``info`` entry (resolution in nm, x, y, z)."""
-    um = [r / 1000.0 for r in reversed(scale["resolution"])]  # z, y, x
+    ``info`` scale (resolution in nm, x, y, z)."""
+    um = [r / 1000.0 for r in reversed(scale.resolution)]  # z, y, x
     lead = [1.0] if channels > 1 else []
     return [
         {"type": "scale", "scale": lead + um},
@@ -53,34 +54,34 @@ def level_transforms(scale: dict, channels: int) -> list[dict]:
     ]
 
 
-def multiscale(info: dict, name: str, version: str) -> dict:
+def multiscale(info: dict | VolumeInfo, name: str, version: str) -> dict:
     """One entry of ``multiscales``: every scale of ``info``, finest first."""
-    channels = int(info.get("num_channels", 1))
+    volume = VolumeInfo.of(info)
+    channels = volume.n_channels
     entry = {
         "name": name,
         "axes": axes(channels),
-        "datasets": [{"path": s["key"], "coordinateTransformations": level_transforms(s, channels)}
-                     for s in info["scales"]],
+        "datasets": [{"path": s.key, "coordinateTransformations": level_transforms(s, channels)}
+                     for s in volume.scales],
         # How each level was made from the one before: the mean of 2x2x2 (or 2x2x1) voxels,
         # or the most frequent label of a segmentation.
-        "type": "mode" if info.get("type") == "segmentation" else "mean",
+        "type": "mode" if volume.segmentation else "mean",
     }
     if version == "0.4":
         entry = {"version": "0.4", **entry}
     return entry
 
 
-def omero(info: dict, version: str) -> dict:
+def omero(info: dict | VolumeInfo, version: str) -> dict:
     """``omero`` rendering settings: per channel a label and a colour (``RRGGBB``, NGFF's spelling)
     as :func:`.channels.of_info` reads them, and the display window measured at conversion
     (``info["precomputed_tif"]``)."""
-    extra = info.get(EXTRA) or {}
-    n = int(info.get("num_channels", 1))
-    dtype = np.dtype(info["data_type"])
+    volume = VolumeInfo.of(info)
+    n, dtype = volume.n_channels, volume.dtype
     limits = np.iinfo(dtype) if dtype.kind in "ui" else None
-    ranges = extra.get("display_range") or [[float(limits.min), float(limits.max)] if limits else [0.0, 1.0]] * n
-    names, colors = channels.of_info(info)
-    shown = 3 if extra.get("rgb") else n
+    ranges = volume.display_range or [[float(limits.min), float(limits.max)] if limits else [0.0, 1.0]] * n
+    names, colors = channels.of_info(volume)
+    shown = 3 if volume.rgb else n
     entries = []
     for i in range(n):
         lo, hi = ranges[i]
@@ -107,16 +108,17 @@ def _number(v):
     return int(v) if v.is_integer() else v
 
 
-def attributes(info: dict, name: str, version: str) -> dict:
+def attributes(info: dict | VolumeInfo, name: str, version: str) -> dict:
     """The root group's attributes: multiscales, plus ``omero`` for an image or ``image-label``
     for a segmentation (a label image: integers, one per object)."""
     if version not in VERSIONS:
         raise ValueError(f"NGFF version {version!r}")
-    ome: dict[str, Any] = {"multiscales": [multiscale(info, name, version)]}
-    if info.get("type") == "segmentation":
+    volume = VolumeInfo.of(info)
+    ome: dict[str, Any] = {"multiscales": [multiscale(volume, name, version)]}
+    if volume.segmentation:
         ome["image-label"] = {"version": "0.4"} if version == "0.4" else {}
     else:
-        ome["omero"] = omero(info, version)
+        ome["omero"] = omero(volume, version)
     if version == "0.4":
         return ome
     attrs: dict[str, Any] = {"ome": {"version": "0.5", **ome}}
@@ -127,7 +129,7 @@ def attributes(info: dict, name: str, version: str) -> dict:
     return attrs
 
 
-def write_root(root: StorageLike, info: dict, name: str, version: str) -> None:
+def write_root(root: StorageLike, info: dict | VolumeInfo, name: str, version: str) -> None:
     """Make ``root`` (a :class:`~precomputed_tif.storage.Storage`, or a local path) an OME-Zarr
     image group: its group metadata and NGFF attributes, replacing any there were, durable when
     this returns; the arrays (one per scale, at their keys) are left as they are. A rerun of a
@@ -141,8 +143,8 @@ def write_root(root: StorageLike, info: dict, name: str, version: str) -> None:
         zarr_format = {}  # zarr-python 2 writes Zarr v2 only
     else:
         raise PrecomputedTifError(ZARR3_NEEDED)
-    attrs = attributes(info, name, version)
     storage = open_storage(root)
+    attrs = attributes(VolumeInfo.of(info, storage.location(INFO)), name, version)
     objects = zarr_objects(lambda store: zarr.open_group(store=store, mode="w", **zarr_format).attrs.put(attrs))
     changed = False
     for key, data in objects.items():

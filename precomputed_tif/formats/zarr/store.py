@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import Box, as_triple, ceil_div
+from ...info import VolumeInfo
 from ...storage import Storage, StorageLike
 from ..store import ChunkStore
 from .blosc_frame import check_frame
@@ -42,7 +43,7 @@ class ZarrStore(ChunkStore):
     format = "zarr"
     _caches = ("_meta",)
 
-    def __init__(self, root: StorageLike, info: dict):
+    def __init__(self, root: StorageLike, info: dict | VolumeInfo):
         super().__init__(root, info)
         self._meta: dict[str, dict] = {}
 
@@ -63,11 +64,11 @@ class ZarrStore(ChunkStore):
 
         # zarr-python 3 writes Zarr v3 unless told otherwise; 2 knows only v2.
         version: dict[str, Any] = {"zarr_format": 2} if zarr_major() >= 3 else {}  # for zarr.open_array
-        for s in self.info["scales"]:
-            if self.holds(self.storage, s["key"]):
+        for s in self.volume_info.scales:
+            if self.holds(self.storage, s.key):
                 continue  # made by an earlier run of the same conversion
-            x, y, z = s["size"]
-            cx, cy, cz = s["chunk_sizes"][0]
+            x, y, z = s.size
+            cx, cy, cz = s.chunk_size
             lead = (self.channels,) if self.channels > 1 else ()
             objects = zarr_objects(functools.partial(
                 zarr.open_array, mode="w", shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
@@ -76,7 +77,7 @@ class ZarrStore(ChunkStore):
             ))
             # .zarray last: it is what marks the array as made (holds), for a rerun to keep.
             for name in sorted(objects, key=lambda n: n == ZARRAY):
-                self.put_object(self.level_key(s["key"], name), objects[name])
+                self.put_object(self.level_key(s.key, name), objects[name])
         self.create_checksums()
         self.sync_created()
 
