@@ -71,16 +71,45 @@ def sync_directory(directory: str) -> None:
         os.close(fd)
 
 
+# Above this many files, fsync them from several threads: each fsync waits for its own journal
+# commit, and many of them in flight at once share commits (tens of thousands of small files,
+# a point layer's cells, took three times as long as writing them, one after the other).
+PARALLEL_SYNC_ABOVE = 64
+SYNC_THREADS = 32
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_all(paths: list[str]) -> None:
+    for path in paths:
+        _fsync_path(path)
+
+
 def sync_files(paths: Iterable[str], root: str | None = None) -> None:
     """Flush each file's data, then the directories naming them (and, up to ``root``, the
-    directories naming those): after this returns, the files survive a power loss."""
+    directories naming those): after this returns, the files survive a power loss. Any
+    file's failure (a write-back error, a file gone) is raised, after the other files'
+    flushes have ended."""
+    paths = list(paths)
+    if len(paths) > PARALLEL_SYNC_ABOVE:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Each thread a slice of the files (not a task per file: a future per file would cost
+        # more CPU and memory than its fsync).
+        n = min(SYNC_THREADS, len(paths) // PARALLEL_SYNC_ABOVE + 1)
+        with ThreadPoolExecutor(n) as pool:
+            for _ in pool.map(_fsync_all, [paths[i::n] for i in range(n)]):  # raises the first failure
+                pass
+    else:
+        _fsync_all(paths)
     directories = set()
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         directory = os.path.dirname(os.path.abspath(path))
         while directory not in directories:
             directories.add(directory)

@@ -22,13 +22,6 @@ from .base import ObjectReader, ObjectStat, Storage, StreamWriter, check_key, ch
 from .regular_files import NotRegularFile, file_version, open_regular_or_raise
 
 _ABSENT = (FileNotFoundError, NotADirectoryError)
-# A flush of more files than this is one sync of everything (os.sync, which Linux returns from
-# only when it is done) rather than an fsync per file: each fsync waits for a journal commit of
-# its own, and tens of thousands of small files (a point layer's cells) took three times as long
-# as writing them.
-SYNC_ALL_ABOVE = 1000
-
-
 class LocalStorage(Storage):
     """Files under the directory ``root`` (which need not exist yet: the first put makes it).
 
@@ -227,9 +220,6 @@ class LocalStorage(Storage):
         paths, self._unsynced = self._unsynced, set()
         dirty, self._dirty = self._dirty, set()
         try:
-            if len(paths) > SYNC_ALL_ABOVE:
-                os.sync()
-                return
             sync_files(sorted(paths), self.root)
             for directory in sorted(dirty - {os.path.dirname(p) for p in paths}):
                 with contextlib.suppress(FileNotFoundError):

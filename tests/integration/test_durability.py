@@ -99,6 +99,16 @@ def test_writer_killed_at_random_points_leaves_only_whole_chunks(tmp_path, fmt):
         np.testing.assert_array_equal(array, levels[key][box.slices])
 
 
+def _flushed_after_the_tasks(events, real_dest: str) -> list[str]:
+    """The files flushed after the last task was recorded: info's data, then its name. The done
+    log itself may be flushed first (with the directory naming it), as the records are made
+    durable with the dataset's other files."""
+    after = [e[1] for e in events if e[0] == "fsync"]
+    if after[:1] == [os.path.join(real_dest, DONE_LOG)]:
+        after = after[2:] if after[1:2] == [real_dest] else after[1:]
+    return after
+
+
 @pytest.mark.parametrize("fmt", ["tiff", "zarr", "blockfs"])
 def test_data_is_flushed_before_its_name_and_both_before_the_task_is_recorded(tmp_path, fmt, monkeypatch):
     """Every file a task wrote was fsynced, and so was its directory, before the task was recorded done."""
@@ -140,11 +150,7 @@ def test_data_is_flushed_before_its_name_and_both_before_the_task_is_recorded(tm
                 if p.endswith("precomputed.blockfs"):
                     assert any(q.startswith(p + ".") for q in paths[:i]), paths
     real_dest = os.path.realpath(dest)
-    after = [e[1] for e in events[dones[-1]:] if e[0] == "fsync"]  # info: its data, then its name
-    # The done log itself may be flushed first (with the directory naming it), as the records
-    # are made durable with the dataset's other files.
-    if after[:1] == [os.path.join(real_dest, DONE_LOG)]:
-        after = after[2:] if after[1:2] == [real_dest] else after[1:]
+    after = _flushed_after_the_tasks(events[dones[-1]:], real_dest)
     if fmt == "zarr":  # the NGFF root metadata, then the directory naming it, before info
         roots = [os.path.join(real_dest, n) for n in (".zgroup", ".zattrs")]
         assert sorted(after[:2]) == sorted(roots) and after[2] == real_dest, after
