@@ -219,6 +219,11 @@ class LocalStorage(Storage):
     def flush(self) -> None:
         paths, self._unsynced = self._unsynced, set()
         dirty, self._dirty = self._dirty, set()
+        # A file removed since it was written (its whole directory removed with it, say) needs
+        # no flushing: only the directory that lost it, if that is still there.
+        gone = {p for p in paths if not os.path.lexists(p)}
+        paths -= gone
+        dirty |= {os.path.dirname(p) for p in gone}
         try:
             sync_files(sorted(paths), self.root)
             for directory in sorted(dirty - {os.path.dirname(p) for p in paths}):

@@ -17,8 +17,8 @@ the storage only when finished (:meth:`~precomputed_tif.storage.Storage.open_str
 
 from __future__ import annotations
 
+import contextlib
 import struct
-import tempfile
 from typing import BinaryIO
 
 import google_crc32c
@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import DamagedData
 from ...storage import ObjectReader, Storage, StreamWriter
+from ...storage.scratch import scratch_file, spilling
 
 # Bytes copied at a time from a spill file into its storage's stream.
 COPY_BLOCK = 1 << 22
@@ -85,7 +86,7 @@ class ZarrShardWriter:
         if storage.local_root is not None:
             self._stream = storage.open_stream(key)
         else:
-            self._spill = tempfile.TemporaryFile(prefix=".precomputed-tif-shard.")  # noqa: SIM115 - closed by close()
+            self._spill = scratch_file()
         self._offset = 0
         self._open = True
 
@@ -104,7 +105,8 @@ class ZarrShardWriter:
             self._stream.write(data)
         else:
             assert self._spill is not None
-            self._spill.write(data)
+            with spilling(f"collecting shard {self.storage.location(self.key)}"):
+                self._spill.write(data)
 
     def finish(self) -> None:
         """Append the index and make the shard appear under its key."""
@@ -112,7 +114,8 @@ class ZarrShardWriter:
             self._write(encode_index(self._index))
             if self._spill is not None:
                 spill = self._spill
-                spill.seek(0)
+                with spilling(f"collecting shard {self.storage.location(self.key)}"):
+                    spill.seek(0)  # buffered data is written out here, when at all
                 with self.storage.open_stream(self.key) as stream:  # aborted by an exception
                     while block := spill.read(COPY_BLOCK):
                         stream.write(block)
@@ -130,7 +133,8 @@ class ZarrShardWriter:
             stream.abort()  # nothing after close()
         if self._spill is not None:
             spill, self._spill = self._spill, None
-            spill.close()
+            with contextlib.suppress(OSError):  # unwritten buffered data of a full disk: dropped anyway
+                spill.close()
 
 
 def read_index(reader: ObjectReader, name: str, chunks_per_shard) -> np.ndarray:

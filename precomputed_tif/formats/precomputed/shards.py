@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import tempfile
 import threading
 import zlib
 from collections.abc import Hashable, Sequence
@@ -34,6 +33,7 @@ from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import morton_bits
 from ...storage import ObjectReader, Storage
 from ...storage.atomic import temporary_name
+from ...storage.scratch import scratch_file, spilling
 from ..store import ChunkStore
 from .sharding import compressed_morton_codes, minishard_indexes, shard_file_name
 
@@ -97,7 +97,7 @@ class ShardWriter:
             self._spill_path = temporary_name(os.path.join(storage.local_root, *self.key.split("/")))
             self._spill: BinaryIO | None = open(self._spill_path, "xb+")  # noqa: SIM115 - held by the object, which closes it
         else:
-            self._spill = tempfile.TemporaryFile(dir=tempfile.gettempdir())  # noqa: SIM115 - as above
+            self._spill = scratch_file()
         self._entries: list[tuple[int, int, int, int]] = []  # minishard, key, offset in spill, size
 
     def add(self, key: int, data: bytes) -> None:
@@ -105,7 +105,8 @@ class ShardWriter:
             data = gzip.compress(data, compresslevel=1, mtime=0)
         spill = self._open_spill()
         offset = spill.tell()
-        spill.write(data)
+        with self._spilling():
+            spill.write(data)
         self._entries.append((_split(self.spec, key)[1], key, offset, len(data)))
 
     def finish(self) -> None:
@@ -123,11 +124,20 @@ class ShardWriter:
             with self.storage.open_stream(self.key) as out:
                 out.write(shard_index)
                 for _, _, offset, size in entries:
-                    spill.seek(offset)
-                    out.write(spill.read(size))
+                    with self._spilling():
+                        spill.seek(offset)  # buffered data is written out here, when at all
+                        part = spill.read(size)
+                    out.write(part)
                 out.write(tail)
         finally:
             self.close()
+
+    def _spilling(self):
+        """Errors of the spill file: in a local directory it lies beside the shard (a full disk
+        is the destination's, named by the shard); elsewhere in the temporary directory."""
+        if self._spill_path is None:
+            return spilling(f"collecting shard {self.storage.location(self.key)}")
+        return _naming(self.storage.location(self.key))
 
     def _open_spill(self) -> BinaryIO:
         # Only close() drops the spill file, and a writer is not used once closed (or finished).
@@ -137,10 +147,24 @@ class ShardWriter:
     def close(self) -> None:
         """Drop the temporary data (after :meth:`finish`, or instead of it)."""
         if self._spill is not None:
-            self._spill.close()
-            self._spill = None
-            if self._spill_path is not None:
-                _unlink(self._spill_path)
+            spill, self._spill = self._spill, None
+            try:
+                with contextlib.suppress(OSError):  # unwritten buffered data of a full disk: dropped anyway
+                    spill.close()
+            finally:
+                if self._spill_path is not None:
+                    _unlink(self._spill_path)
+
+
+@contextlib.contextmanager
+def _naming(name: str):
+    """An ``OSError`` without a file name gets ``name``: a full disk names what was being written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = name
+        raise
 
 
 def _unlink(path: str) -> None:
