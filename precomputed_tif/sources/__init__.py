@@ -226,7 +226,8 @@ def _dataset_storage(source) -> Storage | None:
     if isinstance(source, (str, os.PathLike)):
         path = os.path.expanduser(str(source))
         if os.path.isfile(os.path.join(path, INFO)):
-            return LocalStorage(os.path.abspath(path))
+            # The user's own dataset: its levels may be symlinks to other disks.
+            return LocalStorage(os.path.abspath(path), confined=False)
     return None
 
 

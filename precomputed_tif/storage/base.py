@@ -17,11 +17,15 @@ either is local-only and says so (:attr:`Storage.can_append`).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 from ..errors import PrecomputedTifError
+
+# Control characters (a newline, say) would also break the one line a message is.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_key(key: str) -> str:
@@ -29,10 +33,10 @@ def check_key(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise PrecomputedTifError(f"storage key {key!r} is empty: a key names a file inside the dataset")
     parts = key.split("/")
-    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or _CONTROL.search(key):
         raise PrecomputedTifError(
             f"storage key {key!r} is not a plain path inside the dataset (no leading '/', no empty, '.' or "
-            "'..' parts)")
+            "'..' parts, no control characters)")
     return key
 
 

@@ -31,17 +31,28 @@ class LocalStorage(Storage):
 
     can_append = True
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, confined: bool = True):
+        """``confined``: reads refuse what leads out of the root through symlinks -- what a
+        server reads for a request must stay inside the dataset. A user's own dataset read
+        as a source (whose levels may be symlinks to other disks) is opened unconfined.
+        Writes never land outside the root either way."""
         self._shown = os.fspath(root)  # as the user gave it, for messages
         self.root = os.path.abspath(self._shown)
         self.local_root = self.root
+        self.confined = confined
         self._unsynced: set[str] = set()  # paths put, closed or appended since the last flush()
         self._dirty: set[str] = set()  # directories that lost an entry since then
         self._made: set[str] = set()  # directories known to exist inside the root
+        # Directories found to lie inside the root, for reads: a read then looks at its own
+        # name only, not at every directory above it. (The dataset's directories are its
+        # owner's: a directory swapped for a symlink while a process reads is not a threat.)
+        self._inside_dirs: set[str] = set()
+        self._real: str | None = None  # the root's real path, once the root exists
 
     def __getstate__(self):
         # A copy in a worker flushes what it writes itself; the caches are per process.
-        return {**self.__dict__, "_unsynced": set(), "_dirty": set(), "_made": set()}
+        return {**self.__dict__, "_unsynced": set(), "_dirty": set(), "_made": set(), "_inside_dirs": set(),
+                "_real": None}
 
     def __repr__(self) -> str:
         return f"LocalStorage({self.root!r})"
@@ -57,19 +68,33 @@ class LocalStorage(Storage):
     # Paths
 
     def _real_root(self) -> str:
-        # Not cached: the root may be made after this object (by a put, or by the caller).
-        return os.path.realpath(self.root)
+        # Cached once the root exists: it may be made after this object (by a put, or by the caller).
+        if self._real is not None:
+            return self._real
+        real = os.path.realpath(self.root)
+        if os.path.isdir(real):
+            self._real = real
+        return real
 
     def _inside(self, real: str) -> bool:
         root = self._real_root()
         return real == root or real.startswith(root + os.sep)
 
     def _read_path(self, key: str) -> str:
-        """The path of ``key``, refused when it leads (through symlinks) out of the root."""
+        """The path of ``key``, refused (when ``confined``) if it leads through symlinks out of
+        the root."""
         path = self._path(key)
-        if not self._inside(os.path.realpath(path)):
-            raise PrecomputedTifError(f"{self.location(key)} leads out of {self._shown}: refused")
-        return path
+        if not self.confined:
+            return path
+        directory = os.path.dirname(path)
+        if directory in self._inside_dirs:
+            if not os.path.islink(path) or self._inside(os.path.realpath(path)):
+                return path
+        elif self._inside(os.path.realpath(path)):
+            if self._inside(os.path.realpath(directory)):
+                self._inside_dirs.add(directory)
+            return path
+        raise PrecomputedTifError(f"{self.location(key)} leads out of {self._shown}: refused")
 
     def _write_path(self, key: str) -> str:
         """The path of ``key``, its directory made, refused when that directory leads out of the
@@ -155,7 +180,7 @@ class LocalStorage(Storage):
         if os.path.isfile(top) and not os.path.isdir(top):  # the prefix names an object itself
             if self._listable(top, os.path.basename(top)):
                 keys.append(prefix)
-        elif os.path.isdir(top) and self._inside(os.path.realpath(top)):
+        elif os.path.isdir(top) and (not self.confined or self._inside(os.path.realpath(top))):
             for base, _dirs, files in os.walk(top):  # symlinked directories are not followed
                 rel = os.path.relpath(base, self.root)
                 for name in files:
@@ -182,7 +207,8 @@ class LocalStorage(Storage):
             return False
         if stat.S_ISREG(st.st_mode):
             return True
-        return os.path.islink(path) and os.path.isfile(path) and self._inside(os.path.realpath(path))
+        return os.path.islink(path) and os.path.isfile(path) and (not self.confined
+                                                                  or self._inside(os.path.realpath(path)))
 
     def delete(self, key: str) -> None:
         path = self._path(key)

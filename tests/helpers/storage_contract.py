@@ -12,7 +12,8 @@ import pytest
 
 from precomputed_tif.errors import PrecomputedTifError
 
-BAD_KEYS = ["", "/abs", "../up", "a/../../up", "a/..", "..", ".", "a/./b", "a//b", "a/", "nul\0byte"]
+BAD_KEYS = ["", "/abs", "../up", "a/../../up", "a/..", "..", ".", "a/./b", "a//b", "a/", "nul\0byte", "new\nline",
+            "tab\tkey", "del\x7f"]
 
 
 class StorageContract:

@@ -44,3 +44,22 @@ def test_flush_after_removing_a_tree_it_appended_to(tmp_path):
     storage.put("info", b"{}")
     storage.flush()
     assert os.path.exists(tmp_path / "ds" / "info")
+
+
+def test_a_source_dataset_whose_level_is_a_symlink_to_another_disk(tmp_path):
+    """Moving a level to another disk and leaving a symlink is common: such a dataset is still a
+    source (a server, reading for requests, keeps refusing symlinks out of the dataset)."""
+    from precomputed_tif import open_volume
+    from precomputed_tif.errors import DamagedData
+
+    volume = make_volume((9, 33, 29), "uint16", seed=8)
+    glob = write_planes(tmp_path / "src", volume)
+    dataset = tmp_path / "ds"
+    convert(glob, str(dataset), format="precomputed", chunk_size=(16, 16, 8), n_cores=1, levels=1)
+    os.rename(dataset / "1_1_1", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", dataset / "1_1_1")
+    convert(str(dataset), str(tmp_path / "again"), format="zarr", chunk_size=(16, 16, 8), n_cores=1)
+    again = open_volume(str(tmp_path / "again"))
+    assert (again.read("1_1_1") == volume).all()
+    with pytest.raises((DamagedData, PrecomputedTifError), match="leads out of"):
+        open_volume(str(dataset)).read("1_1_1")  # confined, as servers open datasets

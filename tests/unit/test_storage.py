@@ -39,6 +39,7 @@ class TestLocalStorage(StorageContract):
         outside.mkdir()
         (outside / "secret").write_bytes(b"secret")
         storage.put("inside", b"in")
+        assert storage.get("inside") == b"in"  # the root is now known to be inside: reads look at names only
         os.symlink(outside / "secret", os.path.join(storage.root, "leak"))
         os.symlink(outside, os.path.join(storage.root, "dir"))
         for call in (lambda: storage.get("leak"), lambda: storage.get_range("leak", 0, 3),
@@ -56,6 +57,11 @@ class TestLocalStorage(StorageContract):
         os.symlink("inside", os.path.join(storage.root, "alias"))
         assert storage.get("alias") == b"in"
         assert list(storage.list()) == ["alias", "inside"]
+        # Unconfined (a user's own dataset read as a source), symlinks lead anywhere for reading.
+        free = LocalStorage(storage.root, confined=False)
+        assert free.get("leak") == b"secret" and free.get("dir/secret") == b"secret"
+        with pytest.raises(PrecomputedTifError, match="leads out"):
+            free.put("dir/new", b"x")
 
     def test_fifo_is_refused_without_blocking(self, storage):
         storage.put("x", b"x")
