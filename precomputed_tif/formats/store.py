@@ -127,20 +127,20 @@ class ChunkStore(ABC):
         """The whole stored object, or None when there is none. What cannot be read as an
         object of the dataset (a FIFO, a symlink out of the dataset, an I/O error) is
         :class:`DamagedData` naming it."""
-        try:
+        with self._reading(object_key):
             return self.storage.get(object_key)
-        except DamagedData:
-            raise
-        except PrecomputedTifError as exc:
-            raise DamagedData(str(exc)) from None
-        except OSError as exc:
-            raise DamagedData(f"cannot read {self.location(object_key)}: {exc.strerror or exc}") from None
 
     def open_object(self, object_key: str) -> ObjectReader | None:
         """A reader of one version of the stored object (see :meth:`Storage.open_reader`), or None
         when there is none; unreadable ones are :class:`DamagedData`, as for :meth:`get_object`."""
-        try:
+        with self._reading(object_key):
             return self.storage.open_reader(object_key)
+
+    @contextlib.contextmanager
+    def _reading(self, object_key: str) -> Iterator[None]:
+        """Failures to read ``object_key`` as :class:`DamagedData` naming it."""
+        try:
+            yield
         except DamagedData:
             raise
         except PrecomputedTifError as exc:
