@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import PrecomputedTifError
 from ..formats.blockfs.directory import _STANDARD_KEYS, Directory
 from ..storage.atomic import temporary_name
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 
 def describe(d: Directory) -> str:
@@ -48,7 +48,7 @@ def build_info_parser() -> argparse.ArgumentParser:
 
 
 def info_main(argv=None) -> int:
-    args = build_info_parser().parse_args(argv)
+    args = parse_args(build_info_parser(), argv)
     setup_logging(args.log)
     return run_main("blockfs-info", lambda: print(describe(Directory(_directory_file(args.file)))))
 
@@ -111,7 +111,7 @@ def build_tif_parser() -> argparse.ArgumentParser:
 
 
 def tif_main(argv=None) -> int:
-    args = build_tif_parser().parse_args(argv)
+    args = parse_args(build_tif_parser(), argv)
     setup_logging(args.log)
 
     def body():

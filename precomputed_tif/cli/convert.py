@@ -15,7 +15,7 @@ from ..options import ConvertOptions, Resources
 from ..pipeline import memory
 from ..pipeline.executor import default_workers
 from .mesh import add_mesh_arguments, sharded_value, summary as mesh_summary
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 EPILOG = """\
 examples:
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(args.log)
 
     def body():

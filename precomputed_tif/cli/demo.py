@@ -33,7 +33,7 @@ from ..serving.http import PrecomputedServer, is_loopback, port_problem, serve, 
 from ..sources.synthetic import blob_centres, blob_labels, write_synthetic_planes
 from ..viewer.links import layer, neuroglancer_link, viewer_state
 from . import convert as convert_command, write_points as write_points_command
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 SHAPE = (160, 448, 512)  # z, y, x
 VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns, x, y, z
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(args.log)
     failed: list[int] = []
 

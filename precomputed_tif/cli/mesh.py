@@ -7,7 +7,7 @@ import sys
 
 from ..pipeline import memory
 from ..pipeline.executor import default_workers
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 EPILOG = """\
 examples:
@@ -73,7 +73,7 @@ def summary(dataset: str, info: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(args.log)
 
     def body():

@@ -7,7 +7,7 @@ import sys
 
 from ..errors import PrecomputedTifError
 from ..viewer.screenshot import screenshot
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(args.log)
 
     def body():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -18,6 +19,17 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def add_log_argument(parser) -> None:
     parser.add_argument("--log", default="WARNING", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
                         help="how much to log: DEBUG, INFO, WARNING (default) or ERROR")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, where a Ctrl-C (the command started and stopped at once)
+    is the same one line as later on, status 130, not a traceback."""
+    try:
+        return parser.parse_args(argv)
+    except KeyboardInterrupt:
+        ignore_signals(STOP_SIGNALS)
+        print(f"{parser.prog}: interrupted (SIGINT)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 def setup_logging(level: str) -> None:

@@ -20,7 +20,7 @@ from ..serving.http import (
     urls,
     viewer_links,
 )
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(args.log)
 
     def body():

@@ -18,7 +18,7 @@ from ..annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_
 from ..errors import PrecomputedTifError
 from ..geometry import parse_triple
 from ..info import read_volume_info
-from .support import add_log_argument, run_main, setup_logging
+from .support import add_log_argument, parse_args, run_main, setup_logging
 
 log = logging.getLogger(__name__)
 DEFAULT_VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns: precomputed-tif's when the files record none
@@ -341,7 +341,7 @@ def _frame(args) -> tuple[tuple[float, float, float] | None, list[float] | None,
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(args.log)
 
     def body():

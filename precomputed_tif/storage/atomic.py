@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterable
 
 # What temporary_name makes: a hidden name, the writer's process id, 8 random hex digits, .tmp.
@@ -86,8 +87,10 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_all(paths: list[str]) -> None:
+def _fsync_all(paths: list[str], stop: threading.Event | None = None) -> None:
     for path in paths:
+        if stop is not None and stop.is_set():
+            return
         _fsync_path(path)
 
 
@@ -103,9 +106,16 @@ def sync_files(paths: Iterable[str], root: str | None = None) -> None:
         # Each thread a slice of the files (not a task per file: a future per file would cost
         # more CPU and memory than its fsync).
         n = min(SYNC_THREADS, len(paths) // PARALLEL_SYNC_ABOVE + 1)
+        stop = threading.Event()
         with ThreadPoolExecutor(n) as pool:
-            for _ in pool.map(_fsync_all, [paths[i::n] for i in range(n)]):  # raises the first failure
-                pass
+            try:
+                for _ in pool.map(_fsync_all, [paths[i::n] for i in range(n)], [stop] * n):
+                    pass  # raises the first failure
+            except BaseException:
+                # A failure, or Ctrl-C / SIGTERM in this thread: the other threads stop after the
+                # fsync they are in, rather than flush all their files before the pool lets go.
+                stop.set()
+                raise
     else:
         _fsync_all(paths)
     directories = set()
