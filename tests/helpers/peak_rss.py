@@ -9,22 +9,28 @@ import psutil
 
 
 class PeakRSS:
-    """Peak of the summed RSS of this process and all its children, sampled in a thread."""
+    """Peak of the summed RSS of this process and the children it starts within the block,
+    sampled in a thread. Children already there when the block begins (a server or cluster an
+    earlier test is still stopping) are not the block's, and are left out."""
 
     def __init__(self, interval=0.01):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._before: set[int] = set()
 
     def _sample(self):
         me = psutil.Process()
         while not self._stop.is_set():
             total = 0
             for p in [me] + me.children(recursive=True):
+                if p.pid in self._before:
+                    continue
                 with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 
     def __enter__(self):
+        self._before = {p.pid for p in psutil.Process().children(recursive=True)}
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
