@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.test_viewer import SIZE, browser  # noqa: F401  (browser: a fixture)
-from tests.helpers.servers import free_port
+from tests.helpers.servers import free_port, read_until_ready
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,7 @@ def demo():
                              "--port", str(free_port()), "--viewer-port", str(free_port())],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Press Ctrl-C"):
-                break
-        yield "".join(lines)
+        yield read_until_ready(proc)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -76,18 +76,22 @@ class Server:
             self.proc.wait()
 
 
+def read_until_ready(proc: subprocess.Popen) -> str:
+    """What a serving command (the webserver, the demo) printed up to its "Press Ctrl-C" line:
+    it is serving then. A RuntimeError with the output when it exits first."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            return "".join(lines)
+    raise RuntimeError(f"{proc.args[0]} exited: " + "".join(lines))
+
+
 def start_webserver(*args: str) -> Server:
     """``precomputed-webserver`` with ``--port 0``; the port is read from the URL it prints."""
     proc = subprocess.Popen([os.path.join(BIN, "precomputed-webserver"), "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("precomputed-webserver exited: " + "".join(lines))
-        lines.append(line)
-        if line.startswith("Press Ctrl-C"):
-            break
+    lines = read_until_ready(proc).splitlines(keepends=True)
     m = re.search(r"precomputed://http://[^:]+:(\d+)", "".join(lines))
     server = Server(proc, int(m.group(1)))
     server.printed = lines

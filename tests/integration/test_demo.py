@@ -11,6 +11,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from tests.helpers.servers import read_until_ready
+
 
 @pytest.mark.slow
 def test_demo_converts_serves_and_prints_links(tmp_path):
@@ -18,12 +20,7 @@ def test_demo_converts_serves_and_prints_links(tmp_path):
                              "--viewer-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Press Ctrl-C"):
-                break
-        out = "".join(lines)
+        out = read_until_ready(proc)
         source = re.search(r"Neuroglancer source: (precomputed://(http://127\.0\.0\.1:\d+/image))", out)
         points = re.search(r"Points source: (precomputed://(http://127\.0\.0\.1:\d+/points))", out)
         assert source, out

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.annotation_reader import read_layer
-from tests.helpers.servers import BIN, free_port
+from tests.helpers.servers import BIN, free_port, read_until_ready
 
 SHAPE_XYZ = (61, 45, 24)  # odd sizes, small: a few seconds
 DEMO = [sys.executable, "-m", "precomputed_tif.cli.demo", "--dir", "demo", "--shape", ",".join(map(str, SHAPE_XYZ))]
@@ -92,15 +92,6 @@ def test_the_printed_commands_write_what_the_demo_wrote(tmp_path):
     assert by_id.keys() == by_id_again.keys() and len(by_id) > 10
     for k in by_id:
         assert np.array_equal(by_id[k][0], by_id_again[k][0])
-
-
-def read_until_ready(proc) -> str:
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("Press Ctrl-C"):
-            break
-    return "".join(lines)
 
 
 def test_the_demo_serves_on_the_ports_given_and_prints_the_ssh_line(tmp_path):
