@@ -189,19 +189,22 @@ class ChunkStore(ABC):
             self.sync_created()
 
     def sync_created(self) -> None:
-        """Flush what :meth:`create` made (level directories and the files directly in them) to
-        disk, so no chunk recorded later depends on metadata that could still be lost."""
+        """Flush what :meth:`create` made -- the objects it put, the files it made beside the
+        storage (:meth:`created_files`), the level directories -- so no chunk recorded later
+        depends on metadata that could still be lost. Chunks an earlier run wrote are not
+        touched: each task flushed its own."""
         self.storage.flush()
         if not self.is_local:
             return
-        paths = []
-        for key in self.volume_info.keys:
-            with os.scandir(self.level_dir(key)) as it:
-                paths += [e.path for e in it if e.is_file(follow_symlinks=False) and not _is_chunk_name(e.name)]
-        sync_files(paths, self.root)
+        sync_files(self.created_files(), self.root)
         for key in self.volume_info.keys:
             sync_directory(self.level_dir(key))
         sync_directory(self.root)
+
+    def created_files(self) -> list[str]:
+        """The local files :meth:`create` made or changed other than through the storage: the
+        checksum files (a format with files of its own, like blockfs', adds them)."""
+        return [p for p in (self.checksum_path(k) for k in self.volume_info.keys) if os.path.exists(p)]
 
     @abstractmethod
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
@@ -372,11 +375,6 @@ class ChunkStore(ABC):
 
 
 CHECKSUMS = ".precomputed-tif-crc32"
-
-
-def _is_chunk_name(name: str) -> bool:
-    """Chunk files are written (and flushed) by tasks; create() flushes only metadata."""
-    return not name.startswith(".") and name.endswith(".tiff")
 
 
 class DirectWriter:

@@ -88,6 +88,14 @@ class BlockfsStore(ChunkStore):
         for what in damage:  # nothing recorded depends on it (e.g. a file older versions left half made)
             log.warning("%s; the conversion is unfinished, so it was made anew", what)
 
+    def created_files(self) -> list[str]:
+        """Every level's directory files and block files (made, or cut back, by :meth:`create`)."""
+        paths = []
+        for key in self.volume_info.keys:
+            with os.scandir(self.level_dir(key)) as it:
+                paths += [e.path for e in it if e.is_file(follow_symlinks=False)]
+        return paths
+
     def write_metadata(self, info: dict, name: str) -> None:
         """Check, before ``info`` is written, that every directory file reads (a finished dataset
         whose file was damaged since is reported, never rewritten); every block is recorded, so
