@@ -24,7 +24,7 @@ from .pipeline.runner import run_resumable
 from .pyramid import Task, count_chunks, run_task, tasks_of
 from .sources import Source, open_source
 from .sources.fingerprint import identify
-from .storage import LocalStorage, Storage, local_path
+from .storage import Storage, is_bucket_url, local_path, open_storage
 from .viewer.display import add_display
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Plan:
     storage: Storage | None = None
 
     def destination(self) -> Storage:
-        return self.storage if self.storage is not None else LocalStorage(self.dest)
+        return self.storage if self.storage is not None else open_storage(self.dest)
 
 
 def convert(source: str | Sequence[str], dest: str | Storage, options: ConvertOptions | None = None,
@@ -109,13 +109,16 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing.
     ``dest`` is a local path or ``file://`` URL, or a :class:`~.storage.Storage`."""
     options, resources = split_keywords(options, resources, keywords)
-    # Before anything else: an object-store URL is refused in one line, never taken for a local path.
-    storage = dest if isinstance(dest, Storage) else LocalStorage(local_path(dest, param("dest")))
+    # Before anything else: a URL of a scheme this tool does not write is refused in one line,
+    # never taken for a local path; a bucket that cannot be written is found before hours of work.
+    storage = open_storage(dest, param("dest"))
     dest = storage.location()
-    source = (local_path(source, param("source")) if isinstance(source, (str, os.PathLike))
-              else [local_path(s, param("source")) for s in source])
+    source = _source_location(source)
     fmt = formats.get(options.format)
     chosen = formats.check_options(fmt, options.format_options, options.chunk_size)
+    if fmt.chunked:
+        fmt.store_class(chosen).check_storage(storage)
+    storage.check_reachable(writing=True)
     levels, voxel_size, chunk_size, segmentation = (options.levels, options.voxel_size, options.chunk_size,
                                                     options.segmentation)
     channel, timepoint = options.channel, options.timepoint
@@ -156,7 +159,7 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     fmt.add_to_info(info, geometry, planned, chosen)
     job = {
         "format": fmt.job_name(chosen),
-        "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
+        "source": {"first": _absolute(stack.files[0]), "last": _absolute(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "info": info,
     }
@@ -164,6 +167,21 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), fmt.name)
     return Plan(stack, dest, fmt.name, fmt.store_class(chosen), geometry, info, planned.passes, n_workers,
                 segmentation, dask_scheduler, job, planned.lossless_copies, storage)
+
+
+def _source_location(source):
+    """``source`` with ``file://`` URLs made paths; a bucket's URL stays a URL (a dataset there
+    is opened through its storage); any other scheme is a one-line user error."""
+    if isinstance(source, Storage):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source) if is_bucket_url(source) else local_path(source, param("source"))
+    return [_source_location(s) for s in source]
+
+
+def _absolute(location: str) -> str:
+    """A local path made absolute; a URL as it is."""
+    return location if is_bucket_url(location) else os.path.abspath(location)
 
 
 def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> Result:

@@ -148,9 +148,10 @@ class ChunkStore(ABC):
         except OSError as exc:
             raise DamagedData(f"cannot read {self.location(object_key)}: {exc.strerror or exc}") from None
 
-    def put_object(self, object_key: str, data: bytes) -> None:
-        """Store a whole object atomically; durable once :meth:`finish` returns."""
-        self.storage.put(object_key, data)
+    def put_object(self, object_key: str, data: bytes, compressible: bool = False) -> None:
+        """Store a whole object atomically; durable once :meth:`finish` returns. ``compressible``:
+        read whole and worth gzipping where nothing compresses on the way (see :meth:`Storage.put`)."""
+        self.storage.put(object_key, data, compressible=compressible)
 
     @classmethod
     def holds(cls, storage: Storage, level_key: str) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
 from ..info import INFO, VolumeInfo, read_volume_info
-from ..storage import LocalStorage, Storage
+from ..storage import LocalStorage, Storage, is_bucket_url, open_storage
 from .tiff import PlaneStack, open_stack
 
 __all__ = ["DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
@@ -223,6 +223,13 @@ def _dataset_storage(source) -> Storage | None:
     ``info``), else None."""
     if isinstance(source, Storage):
         return source
+    if isinstance(source, (str, os.PathLike)) and is_bucket_url(source) and not any(c in str(source) for c in "*?["):
+        storage = open_storage(source, param("source"))
+        storage.check_reachable(writing=False)
+        if not storage.exists(INFO):
+            raise PrecomputedTifError(f"{param('source')} {storage.location()}: no info there: not a dataset "
+                                      "(give the URL of a dataset's top, or a glob of TIFF planes)")
+        return storage
     if isinstance(source, (str, os.PathLike)):
         path = os.path.expanduser(str(source))
         if os.path.isfile(os.path.join(path, INFO)):

@@ -1,5 +1,5 @@
-"""Where a dataset's bytes live: one interface (:class:`Storage`) for a local directory today
-and an object store next. See :mod:`.base` for the promises every backend keeps."""
+"""Where a dataset's bytes live: one interface (:class:`Storage`) for a local directory and a
+bucket (``s3://``, ``gs://``). See :mod:`.base` for the promises every backend keeps."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import re
 import urllib.parse
 
 from ..errors import PrecomputedTifError
-from .base import ObjectReader, ObjectStat, Storage, StreamWriter, check_key
+from .base import ObjectChanged, ObjectReader, ObjectStat, Storage, StreamWriter, check_key
 from .local import LocalStorage
+from .objects import SCHEMES, ObjectStorage, StorageError
 
-__all__ = ["ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike", "open_storage",
-           "local_path", "check_key"]
+__all__ = ["ObjectChanged", "ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike",
+           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url"]
 
 StorageLike = Storage | str | os.PathLike
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# A scheme of two or more letters and a colon, without the two slashes.
+_URLISH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(?!//)")
 
 
 def local_path(url_or_path: str | os.PathLike, what: str = "the location") -> str:
@@ -26,6 +29,10 @@ def local_path(url_or_path: str | os.PathLike, what: str = "the location") -> st
     text = os.fspath(url_or_path)
     match = _SCHEME.match(text)
     if match is None:
+        typo = _URLISH.match(text)
+        if typo:  # "s3:/bucket", "gs:bucket": a URL mistyped, not a directory named "s3:"
+            raise PrecomputedTifError(f"{what} {text}: looks like a mistyped URL; write {typo.group(1)}://..., "
+                                      f"or ./{text} for a local directory of that name")
         return text
     scheme = match.group(1).lower()
     if scheme == "file":
@@ -34,13 +41,30 @@ def local_path(url_or_path: str | os.PathLike, what: str = "the location") -> st
             raise PrecomputedTifError(f"{what} {text}: a file:// URL on another host is not supported; "
                                       "give a local path")
         return urllib.parse.unquote(parsed.path)
-    raise PrecomputedTifError(f"{what} {text}: {scheme}:// storage is not supported yet; give a local path")
+    if scheme in SCHEMES:
+        raise PrecomputedTifError(f"{what} {text}: must be a local path here; a bucket ({scheme}://) is not "
+                                  "supported for it")
+    raise PrecomputedTifError(f"{what} {text}: {scheme}:// is not a kind of storage this tool reads or writes; "
+                              "give a local path, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
 
 
-def open_storage(url_or_path: StorageLike, what: str = "the location") -> Storage:
-    """The :class:`Storage` for a local path or ``file://`` URL (a :class:`LocalStorage`); a
-    Storage given is returned as it is. Other schemes are a one-line user error (see
-    :func:`local_path`). Opens nothing and makes nothing: the first put makes the directory."""
+def is_bucket_url(url_or_path: StorageLike) -> bool:
+    """Whether ``url_or_path`` names a bucket (``s3://``, ``gs://``)."""
+    if isinstance(url_or_path, Storage):
+        return isinstance(url_or_path, ObjectStorage)
+    match = _SCHEME.match(os.fspath(url_or_path))
+    return match is not None and match.group(1).lower() in SCHEMES
+
+
+def open_storage(url_or_path: StorageLike, what: str = "the location", *,
+                 cache_control: str | None = None) -> Storage:
+    """The :class:`Storage` for a local path or ``file://`` URL (a :class:`LocalStorage`), or
+    for ``s3://BUCKET/PREFIX`` and ``gs://BUCKET/PREFIX`` (an :class:`ObjectStorage`, whose
+    objects get ``cache_control`` as their ``Cache-Control``); a Storage given is returned as it
+    is. Other schemes are a one-line user error (see :func:`local_path`). Opens nothing and
+    makes nothing: the first put makes the directory or the objects."""
     if isinstance(url_or_path, Storage):
         return url_or_path
+    if is_bucket_url(url_or_path):
+        return ObjectStorage(os.fspath(url_or_path), cache_control=cache_control, what=what)
     return LocalStorage(local_path(url_or_path, what))

@@ -52,6 +52,23 @@ def under(key: str, prefix: str) -> bool:
     return prefix == "" or key == prefix or key.startswith(prefix + "/")
 
 
+# Media types of the objects datasets hold, by name; everything else is binary.
+_JSON_NAMES = {"info", "zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata", "attributes.json"}
+_BY_SUFFIX = {".json": "application/json", ".tif": "image/tiff", ".tiff": "image/tiff", ".csv": "text/csv",
+              ".txt": "text/plain", ".html": "text/html"}
+
+
+def media_type(key: str) -> str:
+    """The ``Content-Type`` an object named ``key`` is served with: JSON for ``info`` and the
+    zarr metadata files, TIFF for ``.tif``/``.tiff``, ``application/octet-stream`` otherwise
+    (chunks, shards, meshes)."""
+    name = key.rsplit("/", 1)[-1]
+    if name in _JSON_NAMES:
+        return "application/json"
+    dot = name.rfind(".")
+    return _BY_SUFFIX.get(name[dot:].lower(), "application/octet-stream") if dot > 0 else "application/octet-stream"
+
+
 @dataclass(frozen=True)
 class ObjectStat:
     """What tells one version of an object from another, found without reading it.
@@ -66,10 +83,17 @@ class ObjectStat:
     version: Hashable
 
 
+class ObjectChanged(PrecomputedTifError):
+    """An object was replaced or deleted while an :class:`ObjectReader` was reading it, on a
+    backend whose readers cannot keep reading the old version (a bucket)."""
+
+
 class ObjectReader(ABC):
     """One version of an object, read by byte ranges: every read returns bytes of the version
-    :attr:`stat` describes, even when the object is replaced meanwhile (a shard's index and
-    the chunk it points to must come from the same file). Used as a context manager."""
+    :attr:`stat` describes, never a mix of two (a shard's index and the chunk it points to must
+    come from the same file). When the object is replaced meanwhile, a reader of a local file
+    keeps reading the old one; a bucket's raises :class:`ObjectChanged`
+    (:attr:`Storage.readers_keep_versions`). Used as a context manager."""
 
     stat: ObjectStat
 
@@ -135,20 +159,38 @@ class Storage(ABC):
 
     # Whether append() exists: local directories only (object stores cannot append).
     can_append: bool = False
+    # Whether an ObjectReader goes on reading the version it opened after the object is
+    # replaced (an open local file does), rather than raising ObjectChanged (a bucket).
+    readers_keep_versions: bool = True
     # The directory the objects are files in, for what only a local directory can do (a
     # format that appends to its files or updates them in place, checksum sidecars); None
     # for storage that is not a local directory.
     local_root: str | None = None
+
+    def check_reachable(self, writing: bool) -> None:  # noqa: B027 - most storage has nothing to check
+        """Raise a one-line user error now if requests to this storage cannot succeed as
+        configured (a bucket that does not exist, no access, nothing listening), before hours
+        of work; ``writing``: objects are to be written. Nothing to check for a local directory:
+        its first write says what is wrong."""
+
+    def public_url(self, key: str = "") -> str | None:
+        """The URL a browser reads ``key`` (or the root) from without this project's servers (a
+        bucket's), or None where a server must serve it (a local directory)."""
+        return None
 
     @abstractmethod
     def location(self, key: str = "") -> str:
         """How a user would name ``key`` (or the root, for ``""``) in a message: a path, a URL."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, durable: bool = False) -> None:
+    def put(self, key: str, data: bytes, durable: bool = False, compressible: bool = False) -> None:
         """Store ``data`` as the whole object ``key``, replacing any previous one atomically.
         ``durable``: flushed before returning (metadata written one file at a time, like
-        ``info``); without, :meth:`flush` makes a batch of puts durable at once."""
+        ``info``); without, :meth:`flush` makes a batch of puts durable at once.
+        ``compressible``: the object is read whole, never by range, and compresses well (an
+        unsharded raw chunk): a backend that nothing compresses on the way to a browser (a
+        bucket) stores it gzipped with ``Content-Encoding: gzip``; :meth:`get` returns
+        ``data`` either way."""
 
     @abstractmethod
     def get(self, key: str) -> bytes | None:

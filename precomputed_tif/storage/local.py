@@ -127,9 +127,10 @@ class LocalStorage(Storage):
 
     # Whole objects
 
-    def put(self, key: str, data: bytes, durable: bool = False) -> None:
+    def put(self, key: str, data: bytes, durable: bool = False, compressible: bool = False) -> None:
         """See :meth:`Storage.put`; ``durable`` flushes the data before the rename and the
-        directory after it (:func:`~..atomic.write_atomic`)."""
+        directory after it (:func:`~..atomic.write_atomic`). ``compressible`` changes nothing:
+        the servers that read a local directory compress on the way."""
         path = self._write_path(key)
         try:
             write_atomic(path, data, durable=durable)

@@ -11,7 +11,7 @@ import pytest
 
 from precomputed_tif.errors import PrecomputedTifError
 from precomputed_tif.pipeline.progress import DONE_LOG, DONE_OBJECTS, DoneLog
-from precomputed_tif.storage import LocalStorage, Storage, local_path, open_storage
+from precomputed_tif.storage import LocalStorage, ObjectStorage, Storage, local_path, open_storage
 from precomputed_tif.storage.atomic import temporary_name
 from tests.helpers.stacks import write_planes
 from tests.helpers.storage_contract import StorageContract
@@ -168,29 +168,39 @@ def test_open_storage(tmp_path):
     given = LocalStorage(tmp_path)
     assert open_storage(given) is given
     assert isinstance(given, Storage)
-    for url in ("s3://bucket/x", "gs://bucket/x", "https://example.org/data", "S3://b/x"):
-        with pytest.raises(PrecomputedTifError, match=r"^--dest .*:// storage is not supported yet"):
+    for url in ("s3://bucket/x", "gs://bucket/x/y", "S3://bucket/x"):
+        storage = open_storage(url, "--dest")
+        assert isinstance(storage, ObjectStorage) and storage.location() == url.replace("S3", "s3")
+    for url in ("https://example.org/data", "az://container/x", "s4://bucket/x", "file+s3://x/y"):
+        with pytest.raises(PrecomputedTifError, match=r"^--dest .*:// is not a kind of storage this tool reads"):
+            open_storage(url, "--dest")
+    for url in ("s3:/bucket/x", "gs:bucket"):
+        with pytest.raises(PrecomputedTifError, match=r"^--dest .*: looks like a mistyped URL"):
+            open_storage(url, "--dest")
+    for url in ("s3://", "s3://B/x", "s3://bucket/a/../b", "s3://bucket/x?versionId=1"):
+        with pytest.raises(PrecomputedTifError, match=r"^--dest s3://"):
             open_storage(url, "--dest")
     with pytest.raises(PrecomputedTifError, match="another host"):
         local_path("file://elsewhere/data")
 
 
+@pytest.mark.parametrize("url", ["az://bucket/data", "s3:/bucket/data"])
 @pytest.mark.parametrize("flag", ["--dest", "--source"])
-def test_object_store_urls_are_one_line_and_nothing_is_written(tmp_path, flag):
+def test_urls_of_no_storage_are_one_line_and_nothing_is_written(tmp_path, flag, url):
     """The real command, in its own process: one line, exit 2, and no local directory named
     after the URL (``s3:`` in the working directory) or anything else written."""
     write_planes(tmp_path / "src", np.arange(5 * 9 * 11, dtype=np.uint16).reshape(5, 9, 11))
     work = tmp_path / "work"
     work.mkdir()
     args = {"--source": str(tmp_path / "src" / "*.tif"), "--dest": str(tmp_path / "out")}
-    args[flag] = "s3://bucket/data" + ("/*.tif" if flag == "--source" else "")
+    args[flag] = url + ("/*.tif" if flag == "--source" else "")
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "precomputed-tif"),
                            "--source", args["--source"], "--dest", args["--dest"], "--no-progress"],
                           cwd=work, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"precomputed-tif: error: {flag} {args[flag]}: s3:// storage is not supported yet; "
-                     "give a local path"], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"precomputed-tif: error: {flag} {args[flag]}: "), proc.stderr
+    assert ("is not a kind of storage" if "://" in url else "looks like a mistyped URL") in lines[0]
     assert os.listdir(work) == []
     assert not os.path.exists(tmp_path / "out")
 

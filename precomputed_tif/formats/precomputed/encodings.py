@@ -32,6 +32,9 @@ class Encoding:
 
     name = ""
     lossless = True
+    # Whether gzip shrinks the encoded bytes much (raw voxels, label blocks), so a bucket stores
+    # an unsharded chunk gzipped (Storage.put's compressible); png and jpeg are compressed already.
+    compressible = True
 
     def info(self) -> dict:
         """The members of a scale's ``info`` entry that describe this encoding."""
@@ -75,6 +78,7 @@ def _from_image(image: np.ndarray, shape, dtype, what: str) -> np.ndarray:
 
 class Png(Encoding):
     name = "png"
+    compressible = False
 
     def encode(self, array):
         import imagecodecs
@@ -95,6 +99,7 @@ class Png(Encoding):
 
 class Jpeg(Encoding):
     name = "jpeg"
+    compressible = False
     lossless = False
 
     def __init__(self, quality: int = DEFAULT_JPEG_QUALITY):

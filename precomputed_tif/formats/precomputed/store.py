@@ -76,13 +76,14 @@ class PrecomputedStore(ChunkStore):
     def write_chunk(self, key: str, box: Box, array: np.ndarray) -> None:
         if self.sharding(key):
             raise PrecomputedTifError(f"scale {key} is sharded: its chunks are written a whole shard at a time")
-        self.put_object(self.level_key(key, self._scales[key].name(box)), self.encode(key, box, array))
+        self.put_object(self.level_key(key, self._scales[key].name(box)), self.encode(key, box, array),
+                        compressible=self._encodings[key].compressible)
         self.keep_lossless(key, box, array)
 
     def keep_lossless(self, key: str, box: Box, array: np.ndarray) -> None:
         if key in self.lossless_copies:
             self.put_object(self.level_key(key, LOSSLESS_DIR, self._scales[key].name(box)),
-                            Raw().encode(array.astype(self.dtype, copy=False)))
+                            Raw().encode(array.astype(self.dtype, copy=False)), compressible=True)
 
     def drop_lossless_copies(self) -> None:
         for key in self.volume_info.keys:
