@@ -14,7 +14,8 @@ What each server does (checked against the servers themselves):
   rules are served. Without a bucket rule it would answer with its server-wide origins, which are
   set here to one origin no browser sends (:data:`SEAWEEDFS_NO_ORIGIN`), so that a bucket without
   CORS answers no browser, as on S3. Buckets are not created by a PUT into them.
-- moto: accepts any credentials, but anonymous requests get only what the bucket's policy grants.
+- moto: accepts any credentials, and anonymous writes; anonymous reads get only what the bucket's
+  policy grants.
   It authorizes a browser's preflight for an existing object like a request, as an action
   "s3:OptionsObject", which a CORS bucket's policy here grants everyone (S3 answers preflights by
   the CORS rules alone). Its own answer to every origin is turned off: bucket CORS rules decide.
@@ -50,7 +51,7 @@ import pytest
 from precomputed_tif.process import die_with_parent
 from tests.helpers.servers import BIN, free_port
 
-# Credentials of the one identity the S3 servers know (moto accepts any).
+# Credentials of the one identity SeaweedFS knows (moto accepts any).
 ACCESS_KEY = "precomputed-test-key"
 SECRET_KEY = "precomputed-test-secret"
 REGION = "us-east-1"
