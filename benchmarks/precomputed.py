@@ -35,14 +35,15 @@ def files_per_scale(dest: str, info: dict) -> list[int]:
     return [len(os.listdir(os.path.join(dest, s["key"]))) for s in info["scales"]]
 
 
-def tensorstore_pyramid(files: list[str], dest: str, info: dict, threads: int) -> None:
+def tensorstore_pyramid(files: list[str], dest: str, info: dict, threads: int, kvstore: dict | None = None) -> None:
     """The same info, written by tensorstore: scale 0 from the planes, then each scale from a
-    mean-downsampled view of the one before."""
+    mean-downsampled view of the one before; into the local directory ``dest``, or into
+    ``kvstore`` (a tensorstore kvstore spec: a bucket) when given."""
     import tensorstore as ts
     import tifffile
 
     context = ts.Context({"data_copy_concurrency": {"limit": threads}, "file_io_concurrency": {"limit": threads}})
-    base = {"driver": "neuroglancer_precomputed", "kvstore": f"file://{os.path.abspath(dest)}"}
+    base = {"driver": "neuroglancer_precomputed", "kvstore": kvstore or f"file://{os.path.abspath(dest)}"}
     scales = []
     for i, scale in enumerate(info["scales"]):
         spec = dict(base, create=True, open=True,

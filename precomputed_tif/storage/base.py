@@ -162,6 +162,8 @@ class Storage(ABC):
     # Whether an ObjectReader goes on reading the version it opened after the object is
     # replaced (an open local file does), rather than raising ObjectChanged (a bucket).
     readers_keep_versions: bool = True
+    # Whether list() gives keys in sorted order (see list()).
+    lists_sorted: bool = True
     # The directory the objects are files in, for what only a local directory can do (a
     # format that appends to its files or updates them in place, checksum sidecars); None
     # for storage that is not a local directory.
@@ -224,8 +226,11 @@ class Storage(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """The keys of every object equal to ``prefix`` or below it (whole parts: ``a/b`` lists
-        ``a/b`` and ``a/b/c``, never ``a/bc``), at any depth, in sorted order (by code point);
-        ``""`` lists everything. Writes in progress are never listed."""
+        ``a/b`` and ``a/b/c``, never ``a/bc``), at any depth; ``""`` lists everything. Writes in
+        progress are never listed. In sorted order (by code point) where :attr:`lists_sorted`
+        (a local directory); a bucket lists in its server's order (AWS and Google sort, some
+        S3-compatible servers list a tree's levels in turn), the same for the same keys: a
+        caller that needs an order sorts (the fingerprint does)."""
 
     def list_stats(self, prefix: str = "") -> Iterator[tuple[str, ObjectStat]]:
         """(key, :class:`ObjectStat`) of every object :meth:`list` gives, in its order: what

@@ -166,13 +166,9 @@ def _s3_config() -> tuple[Any, bool]:
     return config, signed or provided
 
 
-def _gcs_config() -> Any:
-    config: dict[str, Any] = {}
-    endpoint = gcs_endpoint()
-    if endpoint:
-        config["base_url"] = endpoint
-        config["skip_signature"] = True
-    return config
+def _emulator_token() -> Any:
+    """The token given to a GCS emulator, which checks none."""
+    return {"token": "emulator", "expires_at": None}
 
 
 class ObjectStorage(Storage):
@@ -182,6 +178,7 @@ class ObjectStorage(Storage):
     can_append = False
     local_root = None
     readers_keep_versions = False
+    lists_sorted = False
 
     def __init__(self, url: str, *, cache_control: str | None = None, what: str = "the location"):
         self.scheme, self.bucket, self.prefix = parse_url(url, what)
@@ -242,8 +239,20 @@ class ObjectStorage(Storage):
         if self.scheme == "s3":
             config, self._signed = _s3_config()
             return S3Store(self.bucket, config=config, client_options=client, retry_config=retry)
-        self._signed = gcs_endpoint() is None
-        return GCSStore(self.bucket, config=_gcs_config(), client_options=client, retry_config=retry)
+        emulator = gcs_endpoint()
+        self._signed = emulator is None
+        if emulator:
+            # An emulator checks no credentials, but obstore asks for a token before every write.
+            return GCSStore(self.bucket, config={"base_url": emulator}, client_options=client, retry_config=retry,
+                            credential_provider=_emulator_token)
+        adc = os.path.join(os.environ.get("CLOUDSDK_CONFIG") or os.path.expanduser("~/.config/gcloud"),
+                           "application_default_credentials.json")
+        if not (os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or os.path.isfile(adc)):
+            # No credentials: anonymous reads of public buckets (not the metadata server of a
+            # cloud machine, which a laptop does not have).
+            self._signed = False
+            return GCSStore(self.bucket, config={"skip_signature": True}, client_options=client, retry_config=retry)
+        return GCSStore(self.bucket, client_options=client, retry_config=retry)
 
     def _call(self, key: str, fn: Callable[[], T]) -> T:
         """``fn()``, with an object store's failure turned into one line naming ``key``."""
@@ -251,7 +260,10 @@ class ObjectStorage(Storage):
 
         try:
             return fn()
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            # obstore raises the same error for a missing bucket as for a missing object.
+            if "NoSuchBucket" in str(exc):
+                raise self._error(exc, key) from None
             raise
         except BaseError as exc:
             raise self._error(exc, key) from None
@@ -362,7 +374,9 @@ class ObjectStorage(Storage):
         path = self._path(key)
         try:
             return bytes(obstore.get(self.store, path, options=options).bytes())
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if "NoSuchBucket" in str(exc):
+                raise self._error(exc, key) from None
             raise
         except BaseError as exc:
             if "416" in str(exc) or "InvalidRange" in str(exc):
