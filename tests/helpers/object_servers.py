@@ -289,15 +289,17 @@ class Moto(S3Server):
         return super()._anonymous_actions(public_read, cors) + (["s3:OptionsObject"] if cors else [])
 
 
-def start_moto() -> Moto:
-    """moto's S3 in server mode (``moto_server``): state in memory; it checks no credentials."""
+def start_moto(log_path: str | None = None) -> Moto:
+    """moto's S3 in server mode (``moto_server``): state in memory; it checks no credentials.
+    ``log_path``: where it writes a line per request (method, path, status), else nowhere."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
         raise ObjectServerUnavailable("moto's server is not installed (pip install 'moto[server]')")
     port = free_port()
     code = "import sys; from moto.server import main; sys.exit(main(sys.argv[1:]))"
     # Without its own answer to every origin, moto answers browsers by the bucket's CORS rules.
     env = {"MOTO_DISABLE_GLOBAL_CORS": "1"}
-    server = Moto(_spawn([sys.executable, "-c", code, "-H", "127.0.0.1", "-p", str(port)], None, env=env), port)
+    server = Moto(_spawn([sys.executable, "-c", code, "-H", "127.0.0.1", "-p", str(port)], log_path, env=env), port,
+                  log_path)
     _wait_http(server, "/moto-api/")
     return server
 
