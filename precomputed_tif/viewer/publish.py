@@ -198,9 +198,10 @@ def check_access(storage: ObjectStorage, key: str, origin: str = VIEWER_ORIGIN,
         access.unchecked = f"could not ask {url} whether a browser may read it ({_why(exc)})"
         return access
     asked = f"a browser's preflight (OPTIONS {url} from {origin} for a GET with Range)"
+    # As the Fetch standard checks a preflight: an ok status, the origin allowed, and the Range
+    # header (GET itself is a safelisted method: Access-Control-Allow-Methods need not name it).
     missing = [what for what, ok in (
         (f"Access-Control-Allow-Origin for {origin}", _allows_origin(headers, origin)),
-        ("GET in Access-Control-Allow-Methods", _listed(headers, "access-control-allow-methods", "GET")),
         ("Range in Access-Control-Allow-Headers", _listed(headers, "access-control-allow-headers", "range")))
         if not ok]
     if "cors" not in access.kinds():
@@ -328,9 +329,9 @@ def announce(storage: Storage, info: dict | VolumeInfo | None, fmt: formats.Form
         print(f"{prog}: warning: {access.unchecked}", file=err)
     if access.problems or notes:
         lines = [f"{prog}: warning: the data is complete, but a browser cannot read {storage.location()} yet:"]
-        lines += [f"- {text}" for _, text in access.problems] + [f"- {note}" for note in notes]
-        text = "\n".join(textwrap.fill(line, 100, subsequent_indent="  ", break_long_words=False,
-                                       break_on_hyphens=False) for line in lines)
+        lines += [textwrap.fill(f"- {text}", 100, subsequent_indent="  ", break_long_words=False,
+                                break_on_hyphens=False) for text in [t for _, t in access.problems] + notes]
+        text = "\n".join(lines)
         fix = advice(storage, access)
         print(text + ("\n\n" + fix if fix else ""), file=err)
     err.flush()
