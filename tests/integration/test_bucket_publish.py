@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -443,3 +444,27 @@ def test_cache_control_for_a_local_directory_is_one_line(tmp_path, planes):
                            "--cache-control", "max-age=1\r\nX-Evil: 1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("precomputed-tif: error: --cache-control 'max-age=1\\r\\nX-Evil: 1': give a")
+
+
+def test_the_readmes_bucket_commands_run_as_written(seaweedfs, tmp_path):
+    """Every command of the README's "Publish to a bucket" block, run against a real S3 server
+    (the bucket's name and the input paths put in)."""
+    from tests.helpers import CHECKOUT
+
+    with open(os.path.join(CHECKOUT, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("### Publish to a bucket\n", 1)[1].split("\n### ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert len(commands) >= 4 and {c[0] for c in commands} == {"precomputed-tif", "precomputed-write-points"}
+    bucket = seaweedfs.make_bucket(unique_bucket_name("readme"), public_read=True, cors=True)
+    planes = write_planes(tmp_path / "planes", IMAGE[:6, :33, :41])
+    (tmp_path / "labels").mkdir()
+    for z, plane in enumerate(LABELS[:10, :24, :30]):
+        tifffile.imwrite(tmp_path / "labels" / f"l_{z:03d}.tiff", plane)
+    (tmp_path / "cells.csv").write_text("x,y,z\n3,4,1\n20,10,5\n")
+    for argv in commands:
+        argv = [planes if a == "/data/img_*.tif" else a.replace("my-bucket", bucket) for a in argv]
+        proc = run(seaweedfs, argv[0], *argv[1:], "--n-cores", "1", cwd=tmp_path) if argv[0] == "precomputed-tif" \
+            else run(seaweedfs, argv[0], *argv[1:], cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr)
+        assert "Neuroglancer" in proc.stdout and f"{seaweedfs.endpoint}/{bucket}/" in proc.stdout, proc.stdout
