@@ -275,8 +275,9 @@ def _write_indexes(storage: Storage, info: dict, levels: list[SpatialLevel], rec
             keys = compressed_morton_codes(np.array(cells, np.int64), level.grid_shape)
             write_sharded(storage, index, entry["sharding"], keys, values)
         else:
+            # Cells and records are read whole: a bucket may store them gzipped.
             for cell, value in zip(cells, values):
-                storage.put(f"{index}/{'_'.join(map(str, cell))}", value)
+                storage.put(f"{index}/{'_'.join(map(str, cell))}", value, compressible=True)
             if np.prod(level.grid_shape) <= MAX_EMPTY_CELL_FILES:
                 # Empty cells get a file too, so a viewer's requests for them succeed
                 # instead of ending in 404s (which Neuroglancer also takes as empty).
@@ -291,7 +292,7 @@ def _write_indexes(storage: Storage, info: dict, levels: list[SpatialLevel], rec
                           [r.tobytes() for r in raw])
         else:
             for i, r in enumerate(raw):
-                storage.put(f"by_id/{i}", r.tobytes())
+                storage.put(f"by_id/{i}", r.tobytes(), compressible=True)
 
 
 def _remove_layer(storage: Storage, strict: bool = False, remove_directory: bool = False) -> bool:

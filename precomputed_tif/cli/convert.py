@@ -7,15 +7,16 @@ import sys
 
 from .. import formats
 from ..convert import convert
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param
 from ..formats import FormatOptions
 from ..formats.ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from ..geometry import parse_triple
 from ..options import ConvertOptions, Resources
 from ..pipeline import memory
 from ..pipeline.executor import default_workers
+from ..storage import open_storage
 from .mesh import add_mesh_arguments, sharded_value, summary as mesh_summary
-from .support import add_log_argument, parse_args, run_main, setup_logging
+from .support import add_cache_control_argument, add_log_argument, announce_bucket, parse_args, run_main, setup_logging
 
 EPILOG = """\
 examples:
@@ -36,6 +37,8 @@ examples:
 
 Then serve the result and open it in Neuroglancer:
   precomputed-webserver --directory /data/precomputed
+or write it to a bucket, which prints the link that opens it from there:
+  precomputed-tif --source "/data/img_*.tif" --dest s3://my-bucket/brain --format precomputed
 """
 
 
@@ -54,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
                         "channels, time points. A path that exists is taken as it is, brackets and all.")
     p.add_argument("--dest", required=True, metavar="DIR",
-                   help="output directory; created if missing, must be empty or hold this same conversion")
+                   help="output directory; created if missing, must be empty or hold this same conversion. Or "
+                        "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX: the dataset is written to the bucket, and the "
+                        "link that opens it from there is printed (formats precomputed, zarr and ome-zarr)")
     p.add_argument("--levels", type=int, default=None, metavar="N",
                    help="number of resolution levels, level 1 being full resolution "
                         "(default: until the coarsest fits in one chunk in x and y)")
@@ -109,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-scheduler", metavar="ADDRESS", default=None,
                    help="run on an existing Dask distributed cluster, e.g. tcp://10.0.0.5:8786, instead of "
                         "local processes; its workers must see --source and --dest at the same paths")
+    add_cache_control_argument(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the precomputed dataset already in --dest (by default a rerun of the same "
                         "command resumes, and a different one is refused)")
@@ -155,15 +161,19 @@ def main(argv: list[str] | None = None) -> int:
                                          compression=args.compression))
         resources = Resources(n_cores=args.n_cores, memory_limit=limit, dask_scheduler=args.dask_scheduler,
                               progress=progress)
-        print(convert(args.source, args.dest, options, resources, overwrite=args.overwrite).summary())
+        dest = open_storage(args.dest, param("dest"), cache_control=args.cache_control)
+        result = convert(args.source, dest, options, resources, overwrite=args.overwrite)
+        print(result.summary())
+        info = dict(result)
         if args.mesh:
             from ..meshing import mesh_dataset
 
-            info = mesh_dataset(args.dest, n_cores=args.n_cores, memory_limit=limit,
+            info = mesh_dataset(dest, n_cores=args.n_cores, memory_limit=limit,
                                 dask_scheduler=args.dask_scheduler, properties=args.properties,
                                 sharded=sharded_value(args.mesh_sharded),
                                 progress=progress)
-            print(mesh_summary(args.dest, info))
+            print(mesh_summary(dest, info))
+        announce_bucket("precomputed-tif", dest, info, fmt)
 
     return run_main("precomputed-tif", body, resumable=True)
 

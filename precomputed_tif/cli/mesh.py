@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from ..errors import param
 from ..pipeline import memory
 from ..pipeline.executor import default_workers
-from .support import add_log_argument, parse_args, run_main, setup_logging
+from ..storage import Storage, open_storage
+from .support import add_cache_control_argument, add_log_argument, announce_bucket, parse_args, run_main, setup_logging
 
 EPILOG = """\
 examples:
@@ -47,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make Neuroglancer's multi-resolution meshes and segment properties (voxel counts, "
                     "names) for a segmentation dataset written by precomputed-tif --segmentation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, metavar="DIR", help="the segmentation dataset (any format)")
+    p.add_argument("--dataset", required=True, metavar="DIR",
+                   help="the segmentation dataset (any format): a directory, or s3://BUCKET/PREFIX or "
+                        "gs://BUCKET/PREFIX")
     add_mesh_arguments(p)
     p.add_argument("--n-cores", type=int, default=None, metavar="N",
                    help=f"worker processes (default: all cores, here {default_workers()})")
@@ -57,17 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-scheduler", metavar="ADDRESS", default=None,
                    help="run on an existing Dask distributed cluster, e.g. tcp://10.0.0.5:8786; its workers "
                         "must see --dataset at the same path")
+    add_cache_control_argument(p)
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     add_log_argument(p)
     return p
 
 
-def summary(dataset: str, info: dict) -> str:
-    import json
-    import os
-
-    with open(os.path.join(dataset, info["segment_properties"], "info")) as f:
-        n = len(json.load(f)["inline"]["ids"])
+def summary(storage: Storage, info: dict) -> str:
+    """The line saying what meshing wrote into ``storage`` (its new ``info`` given)."""
+    properties = json.loads(storage.get(f"{info['segment_properties']}/info") or b"{}")
+    n = len(properties.get("inline", {}).get("ids", []))
+    dataset = storage.location().rstrip("/")
     return f"wrote meshes and properties of {n} segments to {dataset}/{info['mesh']} and " \
            f"{dataset}/{info['segment_properties']}"
 
@@ -80,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         from ..meshing import mesh_dataset
 
         limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
-        info = mesh_dataset(args.dataset, n_cores=args.n_cores, memory_limit=limit,
+        storage = open_storage(args.dataset, param("dataset"), cache_control=args.cache_control)
+        info = mesh_dataset(storage, n_cores=args.n_cores, memory_limit=limit,
                             dask_scheduler=args.dask_scheduler, properties=args.properties,
                             sharded=sharded_value(args.mesh_sharded),
                             progress=not args.no_progress and sys.stderr.isatty())
-        print(summary(args.dataset, info))
+        print(summary(storage, info))
+        announce_bucket("precomputed-mesh", storage, info, None)
 
     return run_main("precomputed-mesh", body, resumable=True)
 

@@ -21,6 +21,20 @@ def add_log_argument(parser) -> None:
                         help="how much to log: DEBUG, INFO, WARNING (default) or ERROR")
 
 
+def add_cache_control_argument(parser) -> None:
+    parser.add_argument("--cache-control", metavar="VALUE", default=None,
+                        help="with an s3:// or gs:// destination: the Cache-Control header every object written "
+                             "gets, e.g. \"public, max-age=86400\" (default: none, the bucket's own default)")
+
+
+def announce_bucket(prog: str, storage, info, fmt, points: bool = False) -> None:
+    """After a command wrote to a bucket: the link that opens it from there, and a warning
+    block if a browser could not read it (:func:`precomputed_tif.viewer.publish.announce`)."""
+    from ..viewer.publish import announce
+
+    announce(storage, info, fmt, prog, sys.stdout, sys.stderr, points=points)
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, where a Ctrl-C (the command started and stopped at once)
     is the same one line as later on, status 130, not a traceback."""

@@ -18,7 +18,8 @@ from ..annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_
 from ..errors import PrecomputedTifError
 from ..geometry import parse_triple
 from ..info import read_volume_info
-from .support import add_log_argument, parse_args, run_main, setup_logging
+from ..storage import open_storage
+from .support import add_cache_control_argument, add_log_argument, announce_bucket, parse_args, run_main, setup_logging
 
 log = logging.getLogger(__name__)
 DEFAULT_VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns: precomputed-tif's when the files record none
@@ -278,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True, metavar="POINTS", help="JSON list of [x, y, z], or CSV with x,y,z columns")
-    p.add_argument("--output-directory", required=True, metavar="DIR", help="new or empty directory for the layer")
+    p.add_argument("--output-directory", required=True, metavar="DIR",
+                   help="new or empty directory for the layer, or s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
     p.add_argument("--dataset", metavar="DIR",
                    help="the image dataset the points belong to (a precomputed-tif output directory): "
                         "its voxel size and bounds are used")
@@ -295,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"store the indexes in a few shard files (default above {SHARD_ABOVE:,} points)")
     p.add_argument("--unsharded", action="store_false", dest="sharded",
                    help="one file per cell and per point, whatever the count")
+    add_cache_control_argument(p)
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"points per cell (default {DEFAULT_LIMIT:,})")
     add_log_argument(p)
     return p
@@ -348,10 +351,11 @@ def main(argv=None) -> int:
         voxel_size, lower, upper = _frame(args)
         if not 1 <= args.limit <= 2**32 - 1:
             raise PrecomputedTifError(f"--limit must be from 1 to {2**32 - 1:,}; got {args.limit}")
-        check_directory(args.output_directory, "--output-directory")
+        output = open_storage(args.output_directory, "--output-directory", cache_control=args.cache_control)
+        check_directory(output, "--output-directory")
         points, extra = read_points(args.input)
         ps = point_set(points, extra, lower, upper, args.input)
-        info = write_points(ps, args.output_directory, voxel_size or DEFAULT_VOXEL_SIZE, sharded=args.sharded,
+        info = write_points(ps, output, voxel_size or DEFAULT_VOXEL_SIZE, sharded=args.sharded,
                             by_id=not args.no_by_id, limit=args.limit)
         kind = "sharded" if "sharding" in info["spatial"][0] else "unsharded"
         print(f"wrote {len(points):,} points in {len(info['spatial'])} spatial levels ({kind}) to "
@@ -361,6 +365,7 @@ def main(argv=None) -> int:
             log.warning("no --dataset or --voxel-size: assumed %s µm voxels; if the image's differ, write the "
                         "layer again into an empty directory with --dataset DIR (or --voxel-size X,Y,Z)",
                         ",".join(f"{v:g}" for v in DEFAULT_VOXEL_SIZE))
+        announce_bucket("precomputed-write-points", output, info, None, points=True)
 
     return run_main("precomputed-write-points", body)
 

@@ -33,7 +33,7 @@ from ..pipeline import memory
 from ..pipeline.executor import make_executor
 from ..pipeline.progress import DoneLog
 from ..pipeline.runner import run_resumable
-from ..storage import Storage, open_storage
+from ..storage import Storage, StorageLike, open_storage
 from ..storage.trees import remove_tree
 from .blocks import WorkFile, lod_size, plan_blocks, run_block
 from .merge import MergeTask, plan_groups, run_merge
@@ -54,14 +54,16 @@ def require_mesh_packages() -> None:
     require_extra("mesh", "meshing", "zmesh", "DracoPy")
 
 
-def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | None = None,
+def mesh_dataset(dataset: StorageLike, n_cores: int | None = None, memory_limit: int | None = None,
                  dask_scheduler: str | None = None, properties: str | None = None,
                  sharded: bool | None = None, node: int = DEFAULT_NODE, progress: bool = False,
                  max_block_bytes: int = MAX_BLOCK_BYTES) -> dict:
     """Write multi-resolution meshes and segment properties for the segmentation at ``dataset``.
 
-    ``properties`` is an optional CSV file (header row with an ``id`` column; ``name``,
-    ``tags`` separated by ``;``, ``description`` and any other columns). ``sharded``:
+    ``dataset`` is a path or URL, or a :class:`~precomputed_tif.storage.Storage` (a bucket's
+    ``cache_control`` then goes to every object written). ``properties`` is an optional CSV
+    file (header row with an ``id`` column; ``name``, ``tags`` separated by ``;``,
+    ``description`` and any other columns). ``sharded``:
     True, False or None (sharded when there are more than a few hundred segments).
     ``n_cores``, ``memory_limit`` (bytes) and ``dask_scheduler`` as for
     :func:`precomputed_tif.convert`. Returns the dataset's new ``info``.
@@ -73,6 +75,7 @@ def mesh_dataset(dataset: str, n_cores: int | None = None, memory_limit: int | N
     if node < 2 or node % 2:
         raise PrecomputedTifError(f"the octree node size must be an even number of voxels, got {node}")
     storage = open_storage(dataset, param("dataset"))
+    dataset = storage.location()
     volume = open_volume(storage)
     info, volume_info = volume.info, volume.volume_info
     if not volume_info.segmentation:

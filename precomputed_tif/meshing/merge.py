@@ -87,6 +87,7 @@ def run_merge(task: MergeTask) -> str:
             write_sharded(task.storage, task.out, task.spec, segments, manifests, prefixes=datas)
     else:
         for seg, data, man in zip(segments, datas, manifests):
+            # Fragments are read by range (never encoded); the manifest is read whole.
             task.storage.put(f"{task.out}/{seg}", data, durable=True)
-            task.storage.put(f"{task.out}/{seg}.index", man, durable=True)
+            task.storage.put(f"{task.out}/{seg}.index", man, durable=True, compressible=True)
     return task.id

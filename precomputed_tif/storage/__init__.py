@@ -7,7 +7,7 @@ import os
 import re
 import urllib.parse
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param
 from .base import ObjectChanged, ObjectReader, ObjectStat, Storage, StreamWriter, check_key
 from .local import LocalStorage
 from .objects import SCHEMES, ObjectStorage, StorageError
@@ -61,10 +61,16 @@ def open_storage(url_or_path: StorageLike, what: str = "the location", *,
     """The :class:`Storage` for a local path or ``file://`` URL (a :class:`LocalStorage`), or
     for ``s3://BUCKET/PREFIX`` and ``gs://BUCKET/PREFIX`` (an :class:`ObjectStorage`, whose
     objects get ``cache_control`` as their ``Cache-Control``); a Storage given is returned as it
-    is. Other schemes are a one-line user error (see :func:`local_path`). Opens nothing and
-    makes nothing: the first put makes the directory or the objects."""
+    is. Other schemes are a one-line user error (see :func:`local_path`), as is a
+    ``cache_control`` for a local directory (its files carry no headers: the web server that
+    serves them sets its own). Opens nothing and makes nothing: the first put makes the
+    directory or the objects."""
     if isinstance(url_or_path, Storage):
         return url_or_path
     if is_bucket_url(url_or_path):
         return ObjectStorage(os.fspath(url_or_path), cache_control=cache_control, what=what)
-    return LocalStorage(local_path(url_or_path, what))
+    path = local_path(url_or_path, what)
+    if cache_control is not None:
+        raise PrecomputedTifError(f"{param('cache_control')} sets a header of objects in a bucket; {what} {path} is "
+                                  "a local directory, whose web server sets its own")
+    return LocalStorage(path)

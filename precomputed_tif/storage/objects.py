@@ -10,8 +10,9 @@ What a bucket gives and a local directory does not, and the other way round:
   aborted stream aborts the upload (the parts are deleted).
 - There is no append and no rename: formats that need them are refused (``can_append``).
 - Nothing compresses on the way to a browser, so an object that is read whole and compresses
-  well is stored gzipped with ``Content-Encoding: gzip`` (``put(..., compressible=True)``),
-  and :meth:`ObjectStorage.get` removes that encoding again. Objects read by range (shards,
+  well is stored gzipped with ``Content-Encoding: gzip`` (``put(..., compressible=True)``;
+  plain when gzip would not make it smaller), and :meth:`ObjectStorage.get` removes that
+  encoding again. Objects read by range (shards,
   OME-TIFF) are never given a Content-Encoding.
 - Every object gets a ``Content-Type`` (:func:`~.base.media_type`) and, if asked, a
   ``Cache-Control``.
@@ -44,7 +45,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ..errors import PrecomputedTifError
+from ..errors import PrecomputedTifError, param
 from .base import ObjectChanged, ObjectReader, ObjectStat, Storage, StreamWriter, check_key, check_prefix, media_type
 
 T = TypeVar("T")
@@ -74,7 +75,7 @@ def parse_url(url: str, what: str = "the location") -> tuple[str, str, str]:
     bucket = parsed.netloc
     if not _BUCKET.match(bucket):
         raise PrecomputedTifError(f"{what} {url}: {bucket!r} is not a bucket name (3 to 222 lower-case letters, "
-                                  "digits, '.', '-' or '_'); write {scheme}://BUCKET/PREFIX")
+                                  f"digits, '.', '-' or '_'); write {scheme}://BUCKET/PREFIX")
     if parsed.query or parsed.fragment:
         raise PrecomputedTifError(f"{what} {url}: a bucket URL has no '?' or '#' part")
     prefix = parsed.path.strip("/")
@@ -85,6 +86,17 @@ def parse_url(url: str, what: str = "the location") -> tuple[str, str, str]:
             raise PrecomputedTifError(f"{what} {url}: the path after the bucket has empty, '.' or '..' parts") \
                 from None
     return scheme, bucket, prefix
+
+
+def check_cache_control(value: str | None) -> str | None:
+    """``value`` if it can be an object's ``Cache-Control`` header (printable ASCII on one line,
+    e.g. ``public, max-age=3600``), else a user error naming ``cache_control``; None stays None."""
+    if value is None:
+        return None
+    if not value.strip() or any(not " " <= c <= "~" for c in value):
+        raise PrecomputedTifError(f"{param('cache_control')} {value!r}: give a Cache-Control header value on one "
+                                  "line of plain ASCII, e.g. 'public, max-age=3600'")
+    return value.strip()
 
 
 def _timeout() -> float:
@@ -135,6 +147,15 @@ def gcs_endpoint() -> str | None:
     return host if "://" in host else "http://" + host
 
 
+def s3_region(profile: dict[str, str] | None = None) -> str:
+    """The AWS region requests go to: ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's
+    ``region``, else us-east-1."""
+    if profile is None:
+        profile = _aws_profile()
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or profile.get("region") \
+        or "us-east-1"
+
+
 def _s3_config() -> tuple[Any, bool]:
     """(obstore S3 configuration, whether requests are signed) from the environment."""
     config: dict[str, Any] = {}
@@ -146,9 +167,7 @@ def _s3_config() -> tuple[Any, bool]:
         keys = {"access_key_id": profile.get("aws_access_key_id"),
                 "secret_access_key": profile.get("aws_secret_access_key"),
                 "session_token": profile.get("aws_session_token")}
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or profile.get("region") \
-        or "us-east-1"
-    config["region"] = region
+    config["region"] = s3_region(profile)
     signed = bool(keys["access_key_id"] and keys["secret_access_key"])
     # Credentials a cloud provides to its machines and containers: obstore asks for them itself.
     provided = any(os.environ.get(name) for name in (
@@ -182,7 +201,7 @@ class ObjectStorage(Storage):
 
     def __init__(self, url: str, *, cache_control: str | None = None, what: str = "the location"):
         self.scheme, self.bucket, self.prefix = parse_url(url, what)
-        self.cache_control = cache_control
+        self.cache_control = check_cache_control(cache_control)
         self._store: Any = None
         self._signed: bool | None = None
 
@@ -212,6 +231,23 @@ class ObjectStorage(Storage):
         if endpoint is None:
             return f"{self.scheme}://{self.bucket}/{path}".rstrip("/")
         return f"{endpoint}/{self.bucket}/{urllib.parse.quote(path)}".rstrip("/")
+
+    def http_url(self, key: str = "") -> str:
+        """The ``http(s)://`` URL an anonymous HTTP client (a browser, ``curl``) reads ``key`` from:
+        ``https://BUCKET.s3.REGION.amazonaws.com/KEY`` on AWS (path-style,
+        ``https://s3.REGION.amazonaws.com/BUCKET/KEY``, for a bucket name with dots, which the
+        provider's certificate does not cover), ``https://storage.googleapis.com/BUCKET/KEY`` on
+        Google Cloud Storage, ``ENDPOINT/BUCKET/KEY`` for an S3-compatible server or emulator."""
+        path = urllib.parse.quote("/".join(p for p in (self.prefix, key and check_key(key)) if p))
+        endpoint = self.endpoint()
+        if endpoint is not None:
+            return f"{endpoint}/{self.bucket}/{path}"
+        if self.scheme == "gs":
+            return f"https://storage.googleapis.com/{self.bucket}/{path}"
+        region = s3_region()
+        if "." in self.bucket:
+            return f"https://s3.{region}.amazonaws.com/{self.bucket}/{path}"
+        return f"https://{self.bucket}.s3.{region}.amazonaws.com/{path}"
 
     def _path(self, key: str) -> str:
         return "/".join(p for p in (self.prefix, check_key(key)) if p)
@@ -329,7 +365,9 @@ class ObjectStorage(Storage):
         path, encoding = self._path(key), None
         if compressible:
             # mtime=0: the same content gives the same object, so a rerun changes nothing.
-            data, encoding = gzip.compress(data, compresslevel=6, mtime=0), "gzip"
+            packed = gzip.compress(data, compresslevel=6, mtime=0)
+            if len(packed) < len(data):  # tiny or random objects would only grow
+                data, encoding = packed, "gzip"
         attributes = self._attributes(key, encoding)
         self._call(key, lambda: obstore.put(self.store, path, data, attributes=attributes, use_multipart=False))
 
