@@ -418,6 +418,18 @@ def test_connections_cut_a_few_times_are_retried(seaweed, small, clean):
     assert dataset(seaweed, prefix) == clean
 
 
+@pytest.mark.slow
+def test_parts_of_a_multipart_upload_cut_are_retried(seaweed, big, clean_big):
+    prefix = "cut-parts/big"
+    with Proxy(seaweed.port, cut_after=3 << 20, cuts=2) as proxy:
+        done = convert(big, f"s3://{BUCKET}/{prefix}", environment(seaweed, AWS_ENDPOINT_URL=proxy.endpoint),
+                       *BIG_OPTIONS)
+    assert done.returncode == 0, done.stderr
+    assert proxy.cut == 2
+    assert dataset(seaweed, prefix) == clean_big
+    assert not [u for u in seaweed.multipart_uploads(BUCKET) if u["Key"].startswith(prefix + "/")]
+
+
 def test_connections_cut_every_time_is_one_line_then_the_same_command(seaweed, small, clean):
     prefix = "cut-always"
     url = f"s3://{BUCKET}/{prefix}"
