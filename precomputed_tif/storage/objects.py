@@ -287,7 +287,7 @@ class ObjectStorage(Storage):
             where = "STORAGE_EMULATOR_HOST and that the emulator runs" if gcs_endpoint() else "the network"
         else:
             where = "AWS_ENDPOINT_URL and that the server runs" if s3_endpoint() else "the network"
-        return f"check {where}, then run the same command again"
+        return f"check {where}"
 
     def _credentials_hint(self) -> str:
         if self.scheme == "gs":
