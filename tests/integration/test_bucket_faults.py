@@ -257,6 +257,16 @@ def test_overwrite_deletes_only_the_datasets_own_objects(seaweed, small, clean):
         assert client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body, key
 
 
+@pytest.mark.parametrize("dest", ["clean", "clean/inside", ""], ids=["same", "inside", "around"])
+def test_a_destination_overlapping_the_source_dataset_is_refused(seaweed, clean, dest):
+    """--overwrite would delete the dataset being read: refused before anything is touched."""
+    url = f"s3://{BUCKET}/{dest}"
+    failed = convert(f"s3://{BUCKET}/clean", url, environment(seaweed), *OPTIONS[:3], "--chunk-size", "8,8,8",
+                     "--overwrite", "--no-progress")
+    assert_one_line(failed, f"--source s3://{BUCKET}/clean", "overlap")
+    assert dataset(seaweed, "clean") == clean
+
+
 # --- Secrets
 
 
