@@ -24,7 +24,7 @@ from .pipeline.runner import run_resumable
 from .pyramid import Task, count_chunks, run_task, tasks_of
 from .sources import Source, open_source
 from .sources.fingerprint import identify
-from .storage import Storage, is_bucket_url, local_path, open_storage
+from .storage import Storage, is_bucket_url, local_path, nested, open_storage
 from .viewer.display import add_display
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,11 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
         raise PrecomputedTifError(f"{param('n_cores')} must be at least 1, got {n_cores}")
     stack = open_source(source, segmentation=segmentation, progress=resources.progress, channel=channel,
                         timepoint=timepoint)
+    source_storage = getattr(stack, "storage", None)  # a dataset's (DatasetSource)
+    if isinstance(source_storage, Storage) and nested(source_storage, storage):
+        # --overwrite would delete the dataset being read; a resumed run would write into it.
+        raise PrecomputedTifError(f"{param('dest')} {dest} and {param('source')} {source_storage.location()} "
+                                  "overlap: the dataset read cannot be written to; give a destination apart from it")
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     if not fmt.chunked:

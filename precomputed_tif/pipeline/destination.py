@@ -145,7 +145,7 @@ def _check_existing(storage: Storage, job: dict, overwrite: bool, identity: Iden
     if record is None and info is None:
         raise PrecomputedTifError(
             f"{param('dest')} {dest} is not empty and holds no precomputed dataset; "
-            "choose a new or empty directory"
+            f"choose a new or empty {_place(storage)}"
         )
     if not overwrite and (_without_fingerprint(record) == job or _older_record_of(record, job)):
         _check_source(storage, record, identity, finished=info is not None)
@@ -160,12 +160,17 @@ def _check_existing(storage: Storage, job: dict, overwrite: bool, identity: Iden
         else:
             what = "an unfinished conversion of different input or settings"
         raise PrecomputedTifError(
-            f"{param('dest')} {dest} already holds {what}; choose another directory or add "
+            f"{param('dest')} {dest} already holds {what}; choose another {_place(storage)} or add "
             f"{setting('overwrite', True)} to replace it"
         )
     doomed = _dataset_entries(storage, info, record)
     _check_removable(storage, doomed, job)
     _remove(storage, doomed)
+
+
+def _place(storage: Storage) -> str:
+    """What a user calls the kind of place ``storage`` is."""
+    return "directory" if storage.local_root is not None else "prefix"
 
 
 def _remove_temporaries(storage: Storage) -> None:
@@ -235,7 +240,7 @@ def _check_removable(storage: Storage, doomed: list[str], job: dict) -> None:
         if key not in doomed and holds(storage, key):
             raise PrecomputedTifError(
                 f"{param('dest')} {dest} holds {key}, which the new dataset needs and which is not part of the "
-                "dataset there; nothing was removed. Move it away or choose another directory"
+                f"dataset there; nothing was removed. Move it away or choose another {_place(storage)}"
             )
     root = storage.local_root
     if root is None:

@@ -13,7 +13,7 @@ from .local import LocalStorage
 from .objects import SCHEMES, ObjectStorage, StorageError
 
 __all__ = ["ObjectChanged", "ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike",
-           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url"]
+           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "nested"]
 
 StorageLike = Storage | str | os.PathLike
 
@@ -74,3 +74,18 @@ def open_storage(url_or_path: StorageLike, what: str = "the location", *,
         raise PrecomputedTifError(f"{param('cache_control')} sets a header of objects in a bucket; {what} {path} is "
                                   "a local directory, whose web server sets its own")
     return LocalStorage(path)
+
+
+def nested(a: Storage, b: Storage) -> bool:
+    """Whether ``a`` and ``b`` are the same place or one lies inside the other: local
+    directories by their real paths, anything else by location (a bucket's URL, whose
+    prefix ``""`` holds every other in that bucket)."""
+    if a.local_root is not None and b.local_root is not None:
+        first, second = os.path.realpath(a.local_root), os.path.realpath(b.local_root)
+        sep = os.sep
+    elif a.local_root is None and b.local_root is None:
+        first, second = a.location().rstrip("/"), b.location().rstrip("/")
+        sep = "/"
+    else:
+        return False
+    return first == second or first.startswith(second.rstrip(sep) + sep) or second.startswith(first.rstrip(sep) + sep)

@@ -318,12 +318,24 @@ class ObjectStorage(Storage):
                 code in text for code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                                           "403 Forbidden", "401 Unauthorized", "InvalidToken", "ExpiredToken")):
             return StorageError(f"{where}: access denied ({self._credentials_hint()})")
-        if "Connection refused" in text or "tcp connect error" in text or "dns error" in text:
-            return StorageError(f"{where}: cannot connect to {endpoint} ({_first_cause(text)})")
-        if "timed out" in text.lower() or "timeout" in text.lower():
-            return StorageError(f"{where}: {endpoint} did not answer within {_timeout():g} s "
-                                "(PRECOMPUTED_TIF_STORAGE_TIMEOUT)")
+        kind, cause, tries = _http_failure(text)
+        if kind == "Connect" or "dns error" in text:
+            return StorageError(f"{where}: cannot connect to {endpoint} ({cause}{tries}); {self._network_hint()}")
+        if kind == "Timeout":
+            return StorageError(f"{where}: {endpoint} did not answer within {_timeout():g} s{tries} "
+                                f"(PRECOMPUTED_TIF_STORAGE_TIMEOUT); {self._network_hint()}")
+        if kind is not None:
+            # The connection broke during the request (reset, closed, a body cut short).
+            return StorageError(f"{where}: the connection to {endpoint} broke ({cause}{tries}); "
+                                f"{self._network_hint()}")
         return StorageError(f"{where}: {_first_cause(text)}")
+
+    def _network_hint(self) -> str:
+        if self.scheme == "gs":
+            where = "STORAGE_EMULATOR_HOST and that the emulator runs" if gcs_endpoint() else "the network"
+        else:
+            where = "AWS_ENDPOINT_URL and that the server runs" if s3_endpoint() else "the network"
+        return f"check {where}"
 
     def _credentials_hint(self) -> str:
         if self.scheme == "gs":
@@ -336,7 +348,8 @@ class ObjectStorage(Storage):
     def check_reachable(self, writing: bool) -> None:
         """Fail fast, in one line, when the bucket cannot be reached as configured (no such
         bucket, no access, nothing listening): one listing with a short timeout and one retry,
-        before hours of work. ``writing``: also that anonymous requests are not all there is."""
+        before hours of work. ``writing``: also that anonymous requests are not all there is,
+        and that the prefix is not the name of an object."""
         import obstore
 
         probe = self._make_store(min(_timeout(), 15.0), retries=1)
@@ -348,6 +361,15 @@ class ObjectStorage(Storage):
         self._call("", first_page)
         if writing and self._signed is False:
             raise StorageError(f"{self.location()}: cannot write without credentials ({self._credentials_hint()})")
+        if writing and self.prefix:
+            # Keys below an object's own name would make it a file and a directory at once
+            # (a server on a file system refuses that; any other reader is confused by it).
+            import obstore
+
+            with contextlib.suppress(FileNotFoundError):
+                self._call("", lambda: obstore.head(probe, self.prefix))
+                raise StorageError(f"{self.location()} is an object, not a prefix; give a prefix for the "
+                                   "dataset's objects")
 
     # Objects
 
@@ -477,6 +499,35 @@ def _stat(meta: Any) -> ObjectStat:
     modified = meta["last_modified"]
     return ObjectStat(size=int(meta["size"]), mtime_ns=int(modified.timestamp() * 1_000_000) * 1000,
                       version=(meta.get("e_tag"), meta.get("version")))
+
+
+_HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
+_OS_MESSAGE = re.compile(r'message: "([^"]+)"')
+_SOURCE = re.compile(r"source: (\w+)")
+_RETRIES = re.compile(r"after (\d+) retries")
+
+
+def _http_failure(text: str) -> tuple[str | None, str, str]:
+    """From an obstore error's text, when the request failed below HTTP (no answer): the kind
+    object_store gives (``Connect``, ``Timeout``, ``Request``, ``Interrupted``, ...; None when
+    the server answered), the operating system's or the HTTP client's reason, and how many
+    times it was tried (``", 3 tries"``, or nothing for one)."""
+    kind = _HTTP_KIND.search(text)
+    if kind is None:
+        return None, "", ""
+    after = text[kind.end():]
+    reason = _OS_MESSAGE.search(after)
+    if reason:
+        cause = reason.group(1)
+    else:
+        sources = [s for s in _SOURCE.findall(after) if s not in ("reqwest", "hyper", "hyper_util", "Some")]
+        cause = {"Connect": "connection failed", "Timeout": "timed out"}.get(kind.group(1), "")
+        cause = cause or (sources[-1] if sources else kind.group(1).lower())
+        cause = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", cause).lower()
+    cause = cause[:1].lower() + cause[1:]
+    retries = _RETRIES.search(text)
+    tries = int(retries.group(1)) + 1 if retries else 1
+    return kind.group(1), cause, f", {tries} tries" if tries > 1 else ""
 
 
 def _first_cause(text: str) -> str:
