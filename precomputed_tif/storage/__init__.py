@@ -13,7 +13,7 @@ from .local import LocalStorage
 from .objects import SCHEMES, ObjectStorage, StorageError
 
 __all__ = ["ObjectChanged", "ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike",
-           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url"]
+           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "absolute"]
 
 StorageLike = Storage | str | os.PathLike
 
@@ -54,6 +54,11 @@ def is_bucket_url(url_or_path: StorageLike) -> bool:
         return isinstance(url_or_path, ObjectStorage)
     match = _SCHEME.match(os.fspath(url_or_path))
     return match is not None and match.group(1).lower() in SCHEMES
+
+
+def absolute(location: str | os.PathLike) -> str:
+    """How a record names ``location`` for good: a local path made absolute, a bucket's URL as it is."""
+    return os.fspath(location) if is_bucket_url(location) else os.path.abspath(location)
 
 
 def open_storage(url_or_path: StorageLike, what: str = "the location", *,
