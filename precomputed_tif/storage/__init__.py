@@ -8,12 +8,13 @@ import re
 import urllib.parse
 
 from ..errors import PrecomputedTifError
-from .base import ObjectChanged, ObjectReader, ObjectStat, Storage, StreamWriter, check_key
+from .base import ObjectChanged, ObjectReader, ObjectStat, ReaderFile, Storage, StreamWriter, check_key, open_file
 from .local import LocalStorage
-from .objects import SCHEMES, ObjectStorage, StorageError
+from .objects import SCHEMES, ObjectStorage, StorageError, object_at, parse_url
 
 __all__ = ["ObjectChanged", "ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike",
-           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "absolute"]
+           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "absolute",
+           "ReaderFile", "open_file", "object_at", "parse_url"]
 
 StorageLike = Storage | str | os.PathLike
 
