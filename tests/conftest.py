@@ -2,6 +2,9 @@ import os
 
 import pytest
 
+# The real object-store servers (SeaweedFS, moto, fake-gcs-server) and buckets, for every test folder.
+from tests.helpers.object_servers import bucket, fake_gcs, moto_s3, s3_server, seaweedfs  # noqa: F401
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # The folder a test is in says what kind it is: one marker each, so ``-m unit`` runs the fast ones.
 KINDS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
