@@ -24,7 +24,7 @@ from .pipeline.runner import run_resumable
 from .pyramid import Task, count_chunks, run_task, tasks_of
 from .sources import Source, open_source
 from .sources.fingerprint import identify
-from .storage import Storage, is_bucket_url, local_path, nested, open_storage
+from .storage import Storage, absolute, is_bucket_url, local_path, nested, open_storage
 from .viewer.display import add_display
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,7 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     if not fmt.chunked:
-        if storage.local_root is None:
-            raise PrecomputedTifError(f"{param('dest')} {dest}: {fmt.name} is written to a local directory only")
-        return ome_tiff.plan(stack, dest, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
+        return ome_tiff.plan(stack, storage, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
                              tile_size=chosen.tile_size, compression=chosen.compression,
                              segmentation=segmentation, n_cores=n_cores, memory_limit=memory_limit,
                              dask_scheduler=dask_scheduler, block_bytes=resources.block_bytes, channel=channel,
@@ -164,7 +162,7 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     fmt.add_to_info(info, geometry, planned, chosen)
     job = {
         "format": fmt.job_name(chosen),
-        "source": {"first": _absolute(stack.files[0]), "last": _absolute(stack.files[-1]),
+        "source": {"first": absolute(stack.files[0]), "last": absolute(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "info": info,
     }
@@ -182,11 +180,6 @@ def _source_location(source):
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source) if is_bucket_url(source) else local_path(source, param("source"))
     return [_source_location(s) for s in source]
-
-
-def _absolute(location: str) -> str:
-    """A local path made absolute; a URL as it is."""
-    return location if is_bucket_url(location) else os.path.abspath(location)
 
 
 def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> Result:

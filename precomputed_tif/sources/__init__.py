@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
-from ..info import INFO, VolumeInfo, read_volume_info
+from ..info import INFO, JOB_RECORD, VolumeInfo, read_volume_info
 from ..storage import LocalStorage, Storage, is_bucket_url, open_storage
 from .tiff import PlaneStack, open_stack
 
@@ -219,17 +219,20 @@ _stores: dict = {}
 
 
 def _dataset_storage(source) -> Storage | None:
-    """The storage of ``source`` when it names a dataset (a Storage, or a directory holding
-    ``info``), else None."""
+    """The storage of ``source`` when it names a dataset (a Storage, or a directory or bucket
+    prefix holding ``info``), else None (TIFF planes)."""
     if isinstance(source, Storage):
         return source
     if isinstance(source, (str, os.PathLike)) and is_bucket_url(source) and not any(c in str(source) for c in "*?["):
         storage = open_storage(source, param("source"))
         storage.check_reachable(writing=False)
-        if not storage.exists(INFO):
-            raise PrecomputedTifError(f"{param('source')} {storage.location()}: no info there: not a dataset "
-                                      "(give the URL of a dataset's top, or a glob of TIFF planes)")
-        return storage
+        if storage.exists(INFO):
+            return storage
+        if storage.exists(JOB_RECORD):
+            raise PrecomputedTifError(
+                f"{param('source')} {storage.location()} is a dataset whose conversion did not finish (it has no info "
+                "object); finish it by running its conversion again, then convert from it")
+        return None  # one TIFF object, or the TIFF objects below the URL (plane_files)
     if isinstance(source, (str, os.PathLike)):
         path = os.path.expanduser(str(source))
         if os.path.isfile(os.path.join(path, INFO)):

@@ -13,6 +13,11 @@ the conversion that made it rewrites them, byte for byte the same) and by the
 name, size and modification time of every file of its full-resolution level,
 at any depth (Zarr keeps chunks in nested directories). Stat calls only, no
 pixel is read: a stat per plane or chunk file, streamed into the digest.
+
+A plane in a bucket is identified by its URL, size and ETag (a new upload of the
+same bytes may keep it; of other bytes never does), or its modification time
+where the store gives no ETag, taken from one listing of the objects beside it
+rather than a request per plane.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import NamedTuple
 
 from ..errors import PrecomputedTifError
 from ..info import INFO, JOB_RECORD
-from ..storage import Storage
+from ..storage import ObjectStat, Storage, is_bucket_url, object_at, open_storage
 
 # Which way of identifying a source a recorded digest was made by ("1:<sha256>"): a version that
 # identifies sources otherwise cannot compare, and says so rather than call the source changed.
@@ -40,11 +45,38 @@ class Identity(NamedTuple):
 
 
 def _stat(path: str) -> list:
+    """[path, size, mtime_ns] of a local file ([path, None, None] when it cannot be stat'ed)."""
     try:
         st = os.stat(path)
     except OSError:
         return [path, None, None]
     return [path, st.st_size, st.st_mtime_ns]
+
+
+def _object_stats(urls) -> dict[str, list]:
+    """[url, size, ETag (or mtime_ns)] of each object URL ([url, None, None] when absent): one
+    listing per folder holding several of them, one request for an object alone in its folder."""
+    folders: dict[str, list[str]] = {}
+    for url in urls:
+        folders.setdefault(url.rsplit("/", 1)[0], []).append(url)
+    stats: dict[str, list] = {}
+    for folder, members in folders.items():
+        if len(members) == 1:
+            bucket, key = object_at(members[0])
+            found = {members[0]: bucket.stat(key)}
+        else:
+            storage = open_storage(folder)
+            found = {storage.location(key): st for key, st in storage.list_stats() if "/" not in key}
+        for url in members:
+            st = found.get(url)
+            stats[url] = [url, None, None] if st is None else [url, st.size, _object_version(st)]
+    return stats
+
+
+def _object_version(st: ObjectStat):
+    """An object's ETag, or its modification time (ns) where the store gives none."""
+    etag = st.version[0] if isinstance(st.version, tuple) else None
+    return etag if etag else st.mtime_ns
 
 
 def _content(storage: Storage, key: str) -> list:
@@ -65,7 +97,8 @@ def identify(source) -> Identity:
     :class:`~.sources.DatasetSource`), as it is on disk now."""
     digest = hashlib.sha256()
     if hasattr(source, "planes"):  # TIFF planes: the files and where each plane sits in them
-        files = [_stat(os.path.abspath(p)) for p in source.files]
+        objects = _object_stats([p for p in source.files if is_bucket_url(p)])
+        files = [objects[p] if p in objects else _stat(os.path.abspath(p)) for p in source.files]
         layout = [list(ref) for ref in source.planes]
         digest.update(json.dumps([files, list(source.plane_shape), source.stored_dtype, layout],
                                  separators=(",", ":")).encode())

@@ -9,10 +9,19 @@ out), as ``folder/*.tif`` would. A list of files given from Python keeps the
 caller's order. Every file must be a regular file: a FIFO, device or socket
 among the planes is refused before anything is read (reading one would wait
 forever, or never end).
+
+In a bucket (``s3://BUCKET/planes/*.tif``, ``gs://...``) the same holds of its
+objects: the glob is matched against a listing of the prefix before its first
+glob character (``*`` and ``?`` stay within one part between ``/``, names
+starting with ``.`` only match a pattern that does), the matches are sorted the
+same natural way, a URL without glob characters names one object (a multi-page
+file), or else the TIFF objects directly below it, as a folder does. The planes
+are read by byte ranges, never downloaded whole (:mod:`.tiff`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob as globmod
 import logging
 import os
@@ -22,6 +31,7 @@ from collections.abc import Sequence
 
 from ..errors import PrecomputedTifError, param
 from ..info import JOB_RECORD
+from ..storage import ObjectStorage, is_bucket_url, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +84,52 @@ def _tiffs_in(folder: str) -> list[str]:
         "file); give the planes' folder, or a glob like 'folder/*.tif'")
 
 
+def _bucket_objects(url: str) -> list[str]:
+    """The URLs of the objects ``url`` names (see the module's docstring), naturally sorted; a
+    user error when there are none."""
+    scheme, bucket, path = parse_url(url, param("source"))
+    parts = path.split("/") if path else []
+    magic = next((i for i, p in enumerate(parts) if globmod.has_magic(p)), None)
+    if magic is None:
+        top = ObjectStorage(f"{scheme}://{bucket}", what=param("source"))
+        if path and top.stat(path) is not None:
+            return [url]
+        literal, patterns = parts, ["*"]
+    else:
+        literal, patterns = parts[:magic], parts[magic:]
+    root = "/".join([f"{scheme}://{bucket}", *literal])
+    storage = ObjectStorage(root, what=param("source"))
+    found = [key for key in storage.list() if _matches(key.split("/"), patterns)]
+    if magic is None:
+        tiffs = [key for key in found if key.lower().endswith(TIFF_SUFFIXES)]
+        if not tiffs:
+            raise PrecomputedTifError(
+                f"{param('source')} {url}: no object of that name, no TIFF objects (.tif, .tiff) directly below "
+                "it and no dataset (no info); give a dataset's URL, one TIFF object, or a glob like "
+                f"'{scheme}://{bucket}/planes/*.tif'")
+        if len(tiffs) < len(found):
+            log.info("%s: reading its %d TIFF objects, leaving out %d others", url, len(tiffs), len(found) - len(tiffs))
+        found = tiffs
+    elif not found:
+        raise PrecomputedTifError(f"no object matches {param('source')} {url!r}; check the bucket, the prefix "
+                                  "and the pattern (* and ? match within one part of the name)")
+    files = sorted((storage.location(key) for key in found), key=natural_key)
+    _warn_unpadded(files)
+    return files
+
+
+def _matches(parts: list[str], patterns: list[str]) -> bool:
+    """Whether a key's parts match a glob's, one for one, as :mod:`glob` matches file names."""
+    return len(parts) == len(patterns) and all(
+        fnmatch.fnmatchcase(part, pattern) and (pattern.startswith(".") or not part.startswith("."))
+        for part, pattern in zip(parts, patterns))
+
+
 def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
-    """The plane files of a source, in z order; a user error when there are none."""
+    """The plane files of a source, in z order; a user error when there are none. A bucket's
+    objects are URLs (``s3://BUCKET/KEY``)."""
+    if isinstance(source, str) and is_bucket_url(source):
+        return _bucket_objects(source)
     if isinstance(source, (str, os.PathLike)):
         pattern = os.path.expanduser(str(source))
         if os.path.isdir(pattern):
@@ -91,6 +145,8 @@ def resolve(source: str | os.PathLike | Sequence[str]) -> list[str]:
         files = [str(f) for f in source]
         if not files:
             raise PrecomputedTifError("no source files given")
+    if all(is_bucket_url(f) for f in files):  # (a list of objects' URLs given from Python)
+        return files
     planes = [f for f in files if not os.path.isdir(f)]
     if not planes:
         raise PrecomputedTifError(f"{param('source')} {source!r} matches only directories; use a glob like 'dir/*.tif'")

@@ -36,6 +36,7 @@ import tifffile
 
 from ..errors import PrecomputedTifError, either, param, setting
 from ..geometry import Box, ceil_div
+from ..storage import is_bucket_url, object_at, open_file
 from ..storage.regular_files import open_regular
 from . import plane_files, tiff_metadata
 
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")
 SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
+# A bucket's object is read through a buffer of this many bytes: a TIFF's header and small
+# strips or tiles in one request each, larger reads exactly as asked.
+OBJECT_BUFFER_BYTES = 64 << 10
 # Image dtypes Neuroglancer has no type for, read as the nearest one it has.
 _NARROWED = {"float16": "float32", "float64": "float32"}
 
@@ -249,7 +253,15 @@ def _warnings_given():
 
 def _open_raw(path: str):
     """``path`` opened for reading, through :func:`open_regular`: a FIFO, device or socket put
-    in the place of a plane is a user error, never a read that waits forever."""
+    in the place of a plane is a user error, never a read that waits forever. A bucket's object
+    (``s3://BUCKET/KEY``) is read by byte ranges of the version there now (a plane replaced
+    while it is read is a user error, never a mix of two)."""
+    if is_bucket_url(path):
+        storage, key = object_at(path, param("source"))
+        reader = storage.open_reader(key)
+        if reader is None:
+            raise PrecomputedTifError(f"{path} disappeared while it was being read")
+        return open_file(reader, path, OBJECT_BUFFER_BYTES)
     f = open_regular(path)
     if f is None:
         if not os.path.lexists(path):
@@ -257,6 +269,19 @@ def _open_raw(path: str):
         raise PrecomputedTifError(f"{path} is {plane_files.file_kind(path)}, not a regular file; "
                                   "only TIFF files can be read")
     return f
+
+
+def _real(path: str) -> str:
+    """What tells two names of one file apart from two files: the real path; a URL as it is."""
+    return path if is_bucket_url(path) else os.path.realpath(path)
+
+
+def _file_size(path: str) -> int:
+    """Bytes in the file or object ``path`` (0 when there is none: opening it will say so)."""
+    if is_bucket_url(path):
+        storage, key = object_at(path, param("source"))
+        return storage.size(key) or 0
+    return os.path.getsize(path) if os.path.exists(path) else 0
 
 
 @contextlib.contextmanager
@@ -267,6 +292,8 @@ def _open(path: str):
         f.raw.name = path
         try:
             tif = tifffile.TiffFile(f)
+        except PrecomputedTifError:  # the bucket failed to answer, or the object changed
+            raise
         except Exception as exc:
             raise PrecomputedTifError(f"{path} is not a readable TIFF file ({exc})") from None
         with tif:
@@ -467,8 +494,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
 def _one_multifile_series(path: str, layout: _FileLayout, given: list[str], channel, timepoint) -> PlaneStack:
     """The stack of a multi-file OME-TIFF that ``path``, one of the ``given`` files, belongs to --
     when the given files are all files of that one series (a glob of its files names it once)."""
-    series = {os.path.realpath(f) for f in layout.files}
-    others = [f for f in given if os.path.realpath(f) not in series]
+    series = {_real(f) for f in layout.files}
+    others = [f for f in given if _real(f) not in series]
     if others:
         raise PrecomputedTifError(
             f"{path} is one of the {len(layout.files)} files of a multi-file OME-TIFF, which holds the whole "
@@ -522,7 +549,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
     be there. Files of one plane each are not held to it: tools that split a
     stack (tiffsplit) copy the whole stack's description into every file.
     """
-    size = os.path.getsize(path) if os.path.exists(path) else 0
+    size = _file_size(path)
     with _tifffile_quiet(), _open(path) as tif:
         declared = _check_chain(tif, path, size, trust_plane_count)
         _check_companions(tif, path)
@@ -592,6 +619,10 @@ def _check_companions(tif, path: str) -> None:
     if not tif.is_ome:
         return
     names = tiff_metadata.ome_other_files(tif.ome_metadata or "", os.path.basename(path))
+    if names and is_bucket_url(path):
+        raise PrecomputedTifError(
+            f"{path} is one of the {len(names) + 1} files of a multi-file OME-TIFF, which is read from a local "
+            "folder only; copy its files into one")
     for name in names:
         other = os.path.join(os.path.dirname(path), name)
         if not os.path.lexists(other):
@@ -644,11 +675,11 @@ def _page_locator(tif, path, series, pages, n_planes, height, width, samples, dt
         sizes: list[int] = []
         index_of: dict[str, int] = {}
         parents: dict[int, int] = {}
-        real_path = os.path.realpath(path)
+        real_path = _real(path)
         for p in pages:
             fi = parents.get(id(p.parent))
             if fi is None:
-                where = os.path.realpath(p.parent.filehandle.path)
+                where = _real(p.parent.filehandle.path)
                 if where not in index_of:
                     index_of[where] = len(files)
                     files.append(path if where == real_path else where)

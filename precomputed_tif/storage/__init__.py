@@ -8,12 +8,13 @@ import re
 import urllib.parse
 
 from ..errors import PrecomputedTifError, param
-from .base import ObjectChanged, ObjectReader, ObjectStat, Storage, StreamWriter, check_key
+from .base import ObjectChanged, ObjectReader, ObjectStat, ReaderFile, Storage, StreamWriter, check_key, open_file
 from .local import LocalStorage
-from .objects import SCHEMES, ObjectStorage, StorageError
+from .objects import SCHEMES, ObjectStorage, StorageError, object_at, parse_url
 
 __all__ = ["ObjectChanged", "ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike",
-           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "nested"]
+           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "nested",
+           "absolute", "ReaderFile", "open_file", "object_at", "parse_url"]
 
 StorageLike = Storage | str | os.PathLike
 
@@ -54,6 +55,11 @@ def is_bucket_url(url_or_path: StorageLike) -> bool:
         return isinstance(url_or_path, ObjectStorage)
     match = _SCHEME.match(os.fspath(url_or_path))
     return match is not None and match.group(1).lower() in SCHEMES
+
+
+def absolute(location: str | os.PathLike) -> str:
+    """How a record names ``location`` for good: a local path made absolute, a bucket's URL as it is."""
+    return os.fspath(location) if is_bucket_url(location) else os.path.abspath(location)
 
 
 def open_storage(url_or_path: StorageLike, what: str = "the location", *,

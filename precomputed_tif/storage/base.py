@@ -17,6 +17,7 @@ either is local-only and says so (:attr:`Storage.can_append`).
 
 from __future__ import annotations
 
+import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator
@@ -110,6 +111,53 @@ class ObjectReader(ABC):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+
+
+class ReaderFile(io.RawIOBase):
+    """An :class:`ObjectReader` as a read-only, seekable binary file (what tifffile and other
+    readers of files take): every read is one read of the reader's version, so a bucket's
+    object replaced meanwhile raises :class:`ObjectChanged`. ``name`` is what the file is called
+    in messages (its URL). Closing it closes the reader. Use :func:`open_file` for a buffered one."""
+
+    def __init__(self, reader: ObjectReader, name: str):
+        super().__init__()
+        self._reader, self.name, self._pos = reader, name, 0
+        self._size = reader.stat.size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._reader.read(self._pos, len(view)) if self._pos < self._size else b""
+        view[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+def open_file(reader: ObjectReader, name: str, buffer_size: int = 64 << 10) -> io.BufferedReader:
+    """``reader`` as a buffered binary file named ``name`` (see :class:`ReaderFile`): reads of
+    fewer than ``buffer_size`` bytes fetch that much at once (a TIFF's headers, its small
+    strips), larger ones exactly what they ask for."""
+    return io.BufferedReader(ReaderFile(reader, name), buffer_size)
 
 
 class StreamWriter(ABC):

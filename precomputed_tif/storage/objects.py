@@ -190,6 +190,20 @@ def _emulator_token() -> Any:
     return {"token": "emulator", "expires_at": None}
 
 
+def object_at(url: str, what: str = "the location") -> tuple[ObjectStorage, str]:
+    """(the storage of the whole bucket, the object's key) for an object's URL
+    ``s3://BUCKET/KEY`` or ``gs://BUCKET/KEY``. The storage is made once per bucket in each
+    process (one client, whose connections later reads reuse); a URL naming no object (a bare
+    bucket) is a user error naming ``what``."""
+    scheme, bucket, key = parse_url(url, what)
+    if not key:
+        raise PrecomputedTifError(f"{what} {url}: names a bucket, not an object in it")
+    storage = _BUCKETS.get((scheme, bucket))
+    if storage is None:
+        storage = _BUCKETS[(scheme, bucket)] = ObjectStorage(f"{scheme}://{bucket}", what=what)
+    return storage, key
+
+
 class ObjectStorage(Storage):
     """The objects under ``PREFIX`` in a bucket (see the module's docstring). Opens no
     connection until the first request; pickles as its URL and options only."""
@@ -493,6 +507,10 @@ class ObjectStorage(Storage):
 
     def flush(self) -> None:
         """Nothing to do: every put and closed stream is already stored whole."""
+
+
+# The whole-bucket storages object_at made in this process.
+_BUCKETS: dict[tuple[str, str], ObjectStorage] = {}
 
 
 def _stat(meta: Any) -> ObjectStat:

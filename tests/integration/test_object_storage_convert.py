@@ -6,6 +6,7 @@ is written."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -79,7 +80,22 @@ def test_a_conversion_into_a_real_bucket_is_the_local_one(tmp_path, planes, seaw
     assert again == versions, [k for k in again if again[k] != versions.get(k)]
 
 
-@pytest.mark.parametrize("format", ["tiff", "blockfs", "ome-tiff"])
+def test_an_ome_tiff_on_object_storage_is_the_local_one(tmp_path, planes):
+    # Assembled in the temporary directory and streamed in: the same file, but for the UUID in its
+    # OME-XML, which is derived from the destination's name (a path here, a URL there).
+    local, remote = LocalStorage(tmp_path / "local" / "brain"), ObjectLikeStorage(tmp_path / "objects" / "brain")
+    for dest in (local, remote):
+        convert(planes, dest, format="ome-tiff", tile_size=16, n_cores=2, block_bytes=1)
+    got, want = objects(remote), objects(local)
+    assert sorted(got) == sorted(want) == [".precomputed-tif-inputs.json", ".precomputed-tif.json",
+                                           "brain.offsets.json", "brain.ome.tif"]
+    assert got["brain.offsets.json"] == want["brain.offsets.json"]
+    uuids = [re.findall(rb"urn:uuid:[0-9a-f-]{36}", d["brain.ome.tif"]) for d in (got, want)]
+    assert len(uuids[0]) == len(uuids[1]) == 1 and uuids[0] != uuids[1]
+    assert got["brain.ome.tif"].replace(uuids[0][0], uuids[1][0]) == want["brain.ome.tif"]
+
+
+@pytest.mark.parametrize("format", ["tiff", "blockfs"])
 def test_formats_that_need_a_local_directory_are_refused_first(tmp_path, planes, format):
     remote = ObjectLikeStorage(tmp_path / "objects")
     with pytest.raises(PrecomputedTifError, match=r"^(dest )?mem://\S+: .*local directory"):

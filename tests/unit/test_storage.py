@@ -11,7 +11,7 @@ import pytest
 
 from precomputed_tif.errors import PrecomputedTifError
 from precomputed_tif.pipeline.progress import DONE_LOG, DONE_OBJECTS, DoneLog
-from precomputed_tif.storage import LocalStorage, ObjectStorage, Storage, local_path, open_storage
+from precomputed_tif.storage import LocalStorage, ObjectStorage, Storage, local_path, open_file, open_storage
 from precomputed_tif.storage.atomic import temporary_name
 from tests.helpers.stacks import write_planes
 from tests.helpers.storage_contract import StorageContract
@@ -226,3 +226,25 @@ def test_fifo_in_place_of_the_job_record_is_one_line_not_a_wait(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "is not a regular file" in proc.stderr, proc.stderr
     assert sorted(os.listdir(tmp_path / "out")) == [".precomputed-tif.json"]
+
+
+def test_an_object_reader_as_a_file_reads_what_the_file_holds(tmp_path):
+    # What tifffile does to a file: seeks anywhere (from the end too), small and large reads, reads
+    # past the end; every answer the file's own, whatever the buffer holds.
+    data = np.random.default_rng(1).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
+    storage = LocalStorage(tmp_path)
+    storage.put("object.bin", data)
+    with open_file(storage.open_reader("object.bin"), "s3://bucket/object.bin", buffer_size=4096) as f:
+        assert f.name == "s3://bucket/object.bin" and f.seekable()
+        rng = np.random.default_rng(2)
+        for _ in range(200):
+            start, length = int(rng.integers(0, len(data) + 10)), int(rng.integers(0, 20_000))
+            assert f.seek(start) == start
+            assert f.read(length) == data[start:start + length]
+            assert f.tell() == min(start + length, max(start, len(data)))
+        assert f.seek(-5, os.SEEK_END) == len(data) - 5 and f.read() == data[-5:]
+        f.seek(0)
+        assert f.read() == data
+    with pytest.raises(ValueError):
+        open_file(storage.open_reader("object.bin"), "x").seek(-1)
+

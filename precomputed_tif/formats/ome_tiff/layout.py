@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 from ...errors import PrecomputedTifError, param, setting
+from ...storage import Storage
 
 DEFAULT_TILE_SIZE = 512
 # TIFF tiles are multiples of 16; readers (Viv) want powers of two.
@@ -89,13 +90,20 @@ class Layout:
 class Names:
     """The files of an OME-TIFF destination ``DIR``, as plain names inside it:
     ``DIR.ome.tif``, and ``DIR.offsets.json`` beside it (the name Viv's Avivator
-    derives from the image's by replacing ``ome.tif`` with ``offsets.json``)."""
+    derives from the image's by replacing ``ome.tif`` with ``offsets.json``). ``DIR``
+    is the last part of the destination's path, or of its URL (``s3://bucket/brain``
+    holds ``brain.ome.tif``; a whole bucket is named after the bucket)."""
 
     image: str
     offsets: str
     work: str = WORK_DIR
 
     @classmethod
-    def of(cls, dest: str) -> Names:
-        base = os.path.basename(os.path.normpath(os.path.abspath(dest)))
+    def of(cls, dest: str | Storage) -> Names:
+        root = dest.local_root if isinstance(dest, Storage) else dest
+        if isinstance(dest, Storage) and root is None:
+            base = dest.location().rstrip("/").rsplit("/", 1)[-1]
+        else:
+            assert root is not None
+            base = os.path.basename(os.path.normpath(os.path.abspath(root)))
         return cls(f"{base}.ome.tif", f"{base}.offsets.json")

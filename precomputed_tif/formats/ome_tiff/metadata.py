@@ -9,13 +9,13 @@ equals an uninterrupted one).
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import numpy as np
 
 from ... import channels
 from ...errors import PrecomputedTifError, param
+from ...storage import absolute
 
 # numpy dtype -> OME PixelType (the OME schema has no 64-bit integers).
 OME_PIXEL_TYPES = {"int8": "int8", "int16": "int16", "int32": "int32", "uint8": "uint8", "uint16": "uint16",
@@ -35,7 +35,7 @@ def ome_metadata(voxel_size_um, channel_names, channel_colors, name: str, job: d
     :func:`..channels.of_source` gave them."""
     from ... import __version__
 
-    identity = json.dumps({"dest": os.path.abspath(dest), "job": job}, sort_keys=True)
+    identity = json.dumps({"dest": absolute(dest), "job": job}, sort_keys=True)
     vx, vy, vz = (float(v) for v in voxel_size_um)
     return {
         "axes": "ZCYX",

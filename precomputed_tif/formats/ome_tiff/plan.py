@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from ... import channels
 from ...geometry import ceil_div
 from ...pipeline import memory
 from ...pyramid import DEFAULT_BLOCK_BYTES
+from ...storage import Storage, StorageLike, absolute, open_storage
 from .codecs import DEFAULT_COMPRESSION, check_compression
 from .format import OmeTiffFormat
 from .layout import DEFAULT_TILE_SIZE, Layout, Names, check_tile_size, level_sizes
@@ -28,12 +28,14 @@ PLANE_OVERHEAD = 2
 class OmeTiffPlan:
     """Everything an OME-TIFF conversion will do, decided before anything is written.
 
-    ``voxel_size`` is in µm (x, y, z); ``slab_planes`` is how many z planes one
-    stage-1 task reads at once.
+    ``dest`` names the destination in messages and records (a path or URL), ``storage`` is
+    where everything is written; ``voxel_size`` is in µm (x, y, z); ``slab_planes`` is how many
+    z planes one stage-1 task reads at once.
     """
 
     source: object
     dest: str
+    storage: Storage
     layout: Layout
     names: Names
     compression: str
@@ -50,12 +52,15 @@ class OmeTiffPlan:
     channel_colors: tuple[str, ...] = ()
 
 
-def plan(stack, dest: str, *, voxel_size, voxel_size_from: str, levels: int | None = None,
+def plan(stack, dest: StorageLike, *, voxel_size, voxel_size_from: str, levels: int | None = None,
          tile_size: int | None = None, compression: str | None = None, segmentation: bool = False,
          n_cores: int | None = None, memory_limit: int | None = None, dask_scheduler: str | None = None,
          block_bytes: int = DEFAULT_BLOCK_BYTES, channel: int | None = None,
          timepoint: int | None = None) -> OmeTiffPlan:
-    """Plan writing ``stack`` (already opened; ``voxel_size`` in µm, x, y, z) as one OME-TIFF in ``dest``."""
+    """Plan writing ``stack`` (already opened; ``voxel_size`` in µm, x, y, z) as one OME-TIFF in ``dest``
+    (a local directory's path, or a :class:`~...storage.Storage`: a bucket's prefix, say)."""
+    storage = open_storage(dest)
+    dest = storage.location()
     tile = check_tile_size(DEFAULT_TILE_SIZE if tile_size is None else int(tile_size))
     compression = check_compression(DEFAULT_COMPRESSION if compression is None else compression)
     check_pixel_type(stack.dtype)
@@ -63,11 +68,11 @@ def plan(stack, dest: str, *, voxel_size, voxel_size_from: str, levels: int | No
     layout = Layout((x, y, z), stack.n_channels, stack.dtype.name, tile, level_sizes(x, y, tile, levels))
     n_workers, slab_planes = _fit_memory(memory_limit, n_cores, dask_scheduler, layout, stack.dtype.itemsize,
                                          block_bytes)
-    names = Names.of(dest)
+    names = Names.of(storage)
     channel_names, channel_colors = channels.of_source(stack)
     job = {
         "format": FORMAT,
-        "source": {"first": os.path.abspath(stack.files[0]), "last": os.path.abspath(stack.files[-1]),
+        "source": {"first": absolute(stack.files[0]), "last": absolute(stack.files[-1]),
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "ome_tiff": {"size": list(layout.size), "channels": layout.channels, "data_type": layout.dtype,
                      "tile_size": tile, "levels": [list(s) for s in layout.levels], "compression": compression,
@@ -77,11 +82,11 @@ def plan(stack, dest: str, *, voxel_size, voxel_size_from: str, levels: int | No
         "files": [names.image, names.offsets, names.work],
     }
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, tiles of %d, %s", z, x, y, stack.dtype.name,
-             f", {layout.channels} channels" if layout.channels > 1 else "", os.path.join(dest, names.image),
+             f", {layout.channels} channels" if layout.channels > 1 else "", storage.location(names.image),
              layout.n_levels, tile, compression)
-    return OmeTiffPlan(stack, dest, layout, names, compression, tuple(voxel_size), voxel_size_from, segmentation,
-                       bool(stack.rgb), slab_planes, n_workers, dask_scheduler, job, tuple(channel_names),
-                       tuple(channel_colors))
+    return OmeTiffPlan(stack, dest, storage, layout, names, compression, tuple(voxel_size), voxel_size_from,
+                       segmentation, bool(stack.rgb), slab_planes, n_workers, dask_scheduler, job,
+                       tuple(channel_names), tuple(channel_colors))
 
 
 def _fit_memory(limit, n_cores, dask_scheduler, layout: Layout, itemsize: int,

@@ -2,7 +2,9 @@
 
 Stage 1 records each finished task in the destination's done log, so a rerun
 of the same command after a kill skips them; a kill during stage 2 leaves only
-a hidden temporary file, which the rerun removes before assembling again. The
+a hidden temporary file, which the rerun removes before assembling again (on
+other storage than a local directory: an anonymous file, gone with the process,
+and an unfinished upload, which never appears as an object). The
 final ``X.ome.tif`` is the mark of a finished conversion: a rerun then does
 nothing but tidy work files a kill may have left.
 """
@@ -19,7 +21,7 @@ from ...pipeline.executor import make_executor
 from ...pipeline.progress import DoneLog
 from ...pipeline.runner import run_resumable
 from ...sources.fingerprint import identify
-from ...storage import Storage, open_storage
+from ...storage import Storage
 from ...storage.trees import remove_tree
 from .assemble import assemble
 from .plan import FORMAT, OmeTiffPlan
@@ -31,9 +33,8 @@ log = logging.getLogger(__name__)
 def run(plan: OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> dict:
     """Write the plan's OME-TIFF and its offsets (resuming an unfinished run); returns :func:`result`."""
     started = time.perf_counter()
-    dest = plan.dest
-    destination.prepare(dest, plan.job, overwrite, identify(plan.source))
-    storage = open_storage(dest)
+    dest, storage = plan.dest, plan.storage
+    destination.prepare(storage, plan.job, overwrite, identify(plan.source))
     final = storage.location(plan.names.image)
     if storage.exists(plan.names.image):
         log.info("%s is already finished", final)
@@ -76,8 +77,8 @@ def result(plan: OmeTiffPlan) -> dict:
     layout = plan.layout
     return {
         "format": FORMAT,
-        "image": open_storage(plan.dest).location(plan.names.image),
-        "offsets": open_storage(plan.dest).location(plan.names.offsets),
+        "image": plan.storage.location(plan.names.image),
+        "offsets": plan.storage.location(plan.names.offsets),
         "size": list(layout.size),
         "channels": layout.channels,
         "data_type": layout.dtype,
