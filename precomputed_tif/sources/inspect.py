@@ -11,6 +11,7 @@ from __future__ import annotations
 from .. import channels
 from ..errors import PrecomputedTifError
 from . import open_source, vendor
+from .vendor.base import MissingLibrary
 
 
 def inspect_source(source, series: int | None = None, channel: int | None = None,
@@ -35,7 +36,11 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
                 one = vendor.open_vendor(source, series=s.index if len(listing) > 1 else series,
                                          channel=channel, timepoint=timepoint if timepoint is not None else 0,
                                          segmentation=segmentation)
+            except MissingLibrary:
+                raise
             except PrecomputedTifError as exc:
+                if len(listing) == 1:
+                    raise
                 lines.append(f"  not readable: {exc}")
                 continue
             lines.extend("  " + line for line in describe(one))

@@ -38,12 +38,16 @@ from ..tiff import check_channel, check_timepoint, segmentation_channels_error, 
 _NARROWED = {"float16": "float32", "float64": "float32", "bool": "uint8"}
 
 
+class MissingLibrary(PrecomputedTifError):
+    """A reader's library is not installed (the message names the extra that installs it)."""
+
+
 def require(module: str, extra: str, path: str, what: str) -> Any:
     """``module`` imported, or one line saying which extra of this package installs it."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise PrecomputedTifError(
+        raise MissingLibrary(
             f"{path}: reading {what} files needs the {module.split('.')[0]} package, which is not installed: "
             f'pip install "precomputed-tif[{extra}]"') from None
 
@@ -190,9 +194,8 @@ class ArraySource:
 
     # --- what a reader implements ----------------------------------------------------------
 
-    @classmethod
-    def _open(cls, path: str) -> Any:
-        """An open handle on ``path`` (kept per process by :func:`handle`)."""
+    def _open(self) -> Any:
+        """An open handle on :attr:`path` (kept per process by :func:`handle`)."""
         raise NotImplementedError
 
     def _read(self, h: Any, box: Box) -> np.ndarray:
@@ -215,16 +218,19 @@ _handles: dict[tuple, Any] = {}
 
 def handle(source: ArraySource) -> Any:
     """The open handle of ``source``'s file in this process."""
-    try:
-        st = os.stat(source.path)
-    except OSError as exc:
-        raise PrecomputedTifError(f"{source.path} cannot be read ({exc.strerror or exc})") from None
-    key = (type(source).__name__, source.path, st.st_size, st.st_mtime_ns)
+    stats = []
+    for path in source.files:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise PrecomputedTifError(f"{path} cannot be read ({exc.strerror or exc})") from None
+        stats.append((st.st_size, st.st_mtime_ns))
+    key = (type(source).__name__, source.files, tuple(stats))
     h = _handles.get(key)
     if h is None:
         for old in [k for k in _handles if k[:2] == key[:2]]:
             _close(_handles.pop(old))
-        h = _handles[key] = type(source)._open(source.path)
+        h = _handles[key] = source._open()
     return h
 
 

@@ -71,9 +71,8 @@ class _Handle:
 class LifSource(ArraySource):
     label = "LIF"
 
-    @classmethod
-    def _open(cls, path: str) -> Any:
-        return _Handle(path)
+    def _open(self) -> Any:
+        return _Handle(self.path)
 
     def _read_channel(self, h: Any, c: int, box: Box) -> np.ndarray:
         index, dims, channel_axis = self.image.key

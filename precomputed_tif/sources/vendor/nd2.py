@@ -45,9 +45,8 @@ class _Handle:
 class Nd2Source(ArraySource):
     label = "ND2"
 
-    @classmethod
-    def _open(cls, path: str) -> Any:
-        return _Handle(path)
+    def _open(self) -> Any:
+        return _Handle(self.path)
 
     def _read(self, h: Any, box: Box) -> np.ndarray:
         out = np.empty((self.n_channels, *box.shape), self.image.dtype)
