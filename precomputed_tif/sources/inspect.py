@@ -39,7 +39,7 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
             except MissingLibrary:
                 raise
             except PrecomputedTifError as exc:
-                if len(listing) == 1:
+                if len(chosen) == 1:  # the one image asked about: its error is the answer
                     raise
                 lines.append(f"  not readable: {exc}")
                 continue

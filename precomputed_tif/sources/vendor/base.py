@@ -211,9 +211,11 @@ class ArraySource:
         raise NotImplementedError
 
 
-# Files a process has open, by (reader, path, size, mtime): a worker opens each once, and a
-# file replaced since is opened again.
+# Files a process has open, by (reader, paths, sizes and mtimes): a worker opens each once, and a
+# file replaced since is opened again. A forked worker starts afresh: handles (HDF5's above all)
+# are not to be shared across a fork.
 _handles: dict[tuple, Any] = {}
+_owner = os.getpid()
 
 
 def handle(source: ArraySource) -> Any:
@@ -225,6 +227,10 @@ def handle(source: ArraySource) -> Any:
         except OSError as exc:
             raise PrecomputedTifError(f"{path} cannot be read ({exc.strerror or exc})") from None
         stats.append((st.st_size, st.st_mtime_ns))
+    global _owner
+    if _owner != os.getpid():
+        _handles.clear()  # the parent's: left to it
+        _owner = os.getpid()
     key = (type(source).__name__, source.files, tuple(stats))
     h = _handles.get(key)
     if h is None:
