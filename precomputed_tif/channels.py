@@ -66,6 +66,20 @@ def from_rgb(r: int, g: int, b: int) -> str:
     return f"#{int(r):02x}{int(g):02x}{int(b):02x}"
 
 
+def from_wavelength(nm: float) -> str:
+    """``#rrggbb`` of light of ``nm`` nanometres as the eye sees it (violet at 380 nm to red at
+    750 nm, piecewise linear); grey outside the visible range. For channels of a λ sweep."""
+    stops = ((380, (0.5, 0.0, 1.0)), (440, (0.0, 0.0, 1.0)), (490, (0.0, 1.0, 1.0)), (510, (0.0, 1.0, 0.0)),
+             (580, (1.0, 1.0, 0.0)), (645, (1.0, 0.0, 0.0)), (750, (1.0, 0.0, 0.0)))
+    if not stops[0][0] <= nm <= stops[-1][0]:
+        return GREY
+    for (w0, c0), (w1, c1) in zip(stops, stops[1:]):
+        if nm <= w1:
+            f = (nm - w0) / (w1 - w0)
+            return from_rgb(*(round(255 * (a + (b - a) * f)) for a, b in zip(c0, c1)))
+    return GREY
+
+
 def from_ome(value) -> str | None:
     """``#rrggbb`` of an OME ``Color`` (RGBA packed in a signed 32-bit integer; alpha ignored),
     or None when it is not an integer."""

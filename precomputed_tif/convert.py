@@ -129,7 +129,7 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     if n_cores is not None and n_cores < 1:
         raise PrecomputedTifError(f"{param('n_cores')} must be at least 1, got {n_cores}")
     stack = open_source(source, segmentation=segmentation, progress=resources.progress, channel=channel,
-                        timepoint=timepoint)
+                        timepoint=timepoint, series=options.series)
     source_storage = getattr(stack, "storage", None)  # a dataset's (DatasetSource)
     if isinstance(source_storage, Storage) and nested(source_storage, storage):
         # --overwrite would delete the dataset being read; a resumed run would write into it.
@@ -160,12 +160,11 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
         names, colors = channels.of_source(stack)
         info[EXTRA].update(channel_names=names, channel_colors=colors)
     fmt.add_to_info(info, geometry, planned, chosen)
-    job = {
-        "format": fmt.job_name(chosen),
-        "source": {"first": absolute(stack.files[0]), "last": absolute(stack.files[-1]),
-                   "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
-        "info": info,
-    }
+    source_record: dict = {"first": absolute(stack.files[0]), "last": absolute(stack.files[-1]),
+                           "planes": stack.n_planes, "channel": channel, "timepoint": timepoint}
+    if options.series is not None:  # recorded only when given: other job records stay byte for byte
+        source_record["series"] = options.series
+    job = {"format": fmt.job_name(chosen), "source": source_record, "info": info}
     log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), fmt.name)
     return Plan(stack, dest, fmt.name, fmt.store_class(chosen), geometry, info, planned.passes, n_workers,

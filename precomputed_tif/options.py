@@ -26,6 +26,8 @@ class ConvertOptions:
     else 1.8, 1.8, 2.0); ``chunk_size``: voxels, (x, y, z); ``segmentation``:
     labels (coarser levels take the most frequent); ``channel``/``timepoint``:
     pick one (0-based; None: all channels, and the only time point);
+    ``series``: one image of a file holding several (LIF images, CZI scenes, ND2
+    positions, BigDataViewer setups; None: the only one);
     ``format_options``: those of the chosen format (encoding, sharding, NGFF
     version, OME-TIFF tiles and compression).
     """
@@ -37,6 +39,7 @@ class ConvertOptions:
     segmentation: bool = False
     channel: int | None = None
     timepoint: int | None = None
+    series: int | None = None
     format_options: FormatOptions = field(default_factory=FormatOptions)
 
 

@@ -26,6 +26,9 @@ examples:
   precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation --mesh --properties cells.csv
   precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
   precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
+  precomputed-tif --source experiment.lif --inspect          (what it holds; writes nothing)
+  precomputed-tif --source experiment.lif --series 2 --dest out --format ome-zarr
+        (also .nd2, .czi, .ims, BigDataViewer .xml/.h5 and .n5: no TIFF export first)
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
         (Neuroglancer's own files: any static web server or bucket serves them)
   precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
@@ -52,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, metavar="GLOB",
                    help="planes to convert: a glob, e.g. \"/data/img_*.tif\" (quote it), or the folder holding "
                         "them (its .tif and .tiff files); or the directory of an existing dataset to store again in "
-                        "another --format. Planes are sorted by the numbers in their names (img_2 before img_10), "
-                        "the first file is z = 0. A single multi-page TIFF "
-                        "(OME-TIFF, ImageJ hyperstack, ...) is read as its metadata describes it: z planes, "
-                        "channels, time points. A path that exists is taken as it is, brackets and all.")
-    p.add_argument("--dest", required=True, metavar="DIR",
+                        "another --format; or a microscope file: Nikon .nd2, Zeiss .czi, Leica .lif/.lof, Imaris "
+                        ".ims, BigDataViewer .xml (or its .h5), an .n5 directory. Planes are sorted by the "
+                        "numbers in their names (img_2 before img_10), the first file is z = 0. A single "
+                        "multi-page TIFF (OME-TIFF, ImageJ hyperstack, ...) is read as its metadata "
+                        "describes it: z planes, channels, time points. A path that exists is taken as "
+                        "it is, brackets and all.")
+    p.add_argument("--dest", default=None, metavar="DIR",
                    help="output directory; created if missing, must be empty or hold this same conversion. Or "
                         "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX: the dataset is written to the bucket, and the "
                         "link that opens it from there is printed (formats precomputed, zarr and ome-zarr)")
@@ -72,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timepoint", type=int, default=None, metavar="N",
                    help="convert time point N (0 is the first) of a time series; required when the "
                         "input has several")
+    p.add_argument("--series", type=int, default=None, metavar="N",
+                   help="convert image N (0 is the first) of a file holding several: a LIF file's images, "
+                        "a CZI file's scenes, an ND2 file's positions, a BigDataViewer dataset's setups; "
+                        "required when there are several (--inspect lists them)")
+    p.add_argument("--inspect", action="store_true",
+                   help="print what would be read from --source (series, axes, size, type, voxel size and "
+                        "where it comes from, channels, time points) and write nothing; --dest is not needed")
     p.add_argument("--format", default=formats.DEFAULT, metavar="FORMAT",
                    help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). "
                         "tiff and blockfs need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; "
@@ -128,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
 
     def body():
+        for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint),
+                            ("--series", args.series)):
+            if value is not None and value < 0:
+                raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
+        if args.inspect:
+            from ..sources.inspect import inspect_source
+
+            print(inspect_source(args.source, series=args.series, channel=args.channel, timepoint=args.timepoint,
+                                 segmentation=args.segmentation))
+            return
+        if args.dest is None:
+            raise PrecomputedTifError("--dest is required (the output directory), unless --inspect is given")
         voxel_size = None if args.voxel_size is None else parse_triple(args.voxel_size, "--voxel-size",
                                                                        integer=False)
         chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
@@ -149,13 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             from ..meshing.segment_properties import read_properties_csv
 
             read_properties_csv(args.properties)  # a mistake in it is found before converting
-        for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
-            if value is not None and value < 0:
-                raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
         progress = not args.no_progress and sys.stderr.isatty()
         options = ConvertOptions(
             format=fmt.name, levels=args.levels, voxel_size=voxel_size, chunk_size=chunk_size,
             segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint,
+            series=args.series,
             format_options=FormatOptions(encoding=args.encoding, jpeg_quality=args.jpeg_quality, sharded=args.sharded,
                                          ngff_version=args.ngff_version, tile_size=args.tile_size,
                                          compression=args.compression))

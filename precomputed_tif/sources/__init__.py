@@ -1,4 +1,5 @@
-"""What a conversion reads: TIFF planes (:mod:`.tiff`) or an existing dataset, both a :class:`Source`.
+"""What a conversion reads: TIFF planes (:mod:`.tiff`), microscope files (:mod:`.vendor`) or an
+existing dataset, each a :class:`Source`.
 
 An existing dataset -- any format this project reads: tiff, zarr, blockfs,
 native precomputed -- is read at its full-resolution scale, so it can be
@@ -24,6 +25,7 @@ from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
 from ..info import INFO, JOB_RECORD, VolumeInfo, read_volume_info
 from ..storage import LocalStorage, Storage, is_bucket_url, open_storage
+from . import vendor
 from .tiff import PlaneStack, open_stack
 
 __all__ = ["DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
@@ -242,9 +244,17 @@ def _dataset_storage(source) -> Storage | None:
 
 
 def open_source(source: str | Sequence[str] | Storage, segmentation: bool = False, progress: bool = False,
-                channel: int | None = None, timepoint: int | None = None) -> Source:
-    """A dataset (a :class:`~precomputed_tif.storage.Storage`, or a directory holding an
-    ``info`` file) or TIFF planes."""
+                channel: int | None = None, timepoint: int | None = None, series: int | None = None) -> Source:
+    """A microscope file (by its name: ``.nd2``, ``.czi``, ``.lif``, ``.ims``, BigDataViewer
+    ``.xml``/``.h5``, an ``.n5`` directory; see :mod:`.vendor`), a dataset (a
+    :class:`~precomputed_tif.storage.Storage`, or a directory holding an ``info`` file) or
+    TIFF planes. ``series`` picks one image of a file holding several."""
+    if vendor.kind_of(source) is not None and _dataset_storage(source) is None:
+        return vendor.open_vendor(source, series=series, channel=channel, timepoint=timepoint,
+                                  segmentation=segmentation)
+    if series is not None:
+        raise PrecomputedTifError(f"{param('series')} picks one image of a file holding several (ND2, CZI, LIF, "
+                                  f"BigDataViewer, N5); {source} is not one")
     storage = _dataset_storage(source)
     if storage is not None:
         path = storage.location()

@@ -102,6 +102,18 @@ def identify(source) -> Identity:
         layout = [list(ref) for ref in source.planes]
         digest.update(json.dumps([files, list(source.plane_shape), source.stored_dtype, layout],
                                  separators=(",", ":")).encode())
+    elif hasattr(source, "image"):  # a microscope file: the files, and which of its images is read
+        files = [_stat(os.path.abspath(p)) for p in source.files]
+        image = source.image
+        digest.update(json.dumps([files, source.series, list(image.shape), image.dtype, image.n_channels,
+                                  image.n_timepoints, repr(image.key)], separators=(",", ":")).encode())
+        for path in source.files:
+            if os.path.isdir(path):  # an N5 container: every file in it, by stat
+                for root, dirs, names in os.walk(path):
+                    dirs.sort()
+                    for name in sorted(names):
+                        full = os.path.join(root, name)
+                        digest.update(json.dumps([os.path.relpath(full, path), *_stat(full)[1:]]).encode())
     else:  # a dataset: its metadata by content, its full-resolution files by stat
         storage = source.storage
         files = [_content(storage, n) for n in (INFO, JOB_RECORD)]

@@ -237,6 +237,39 @@ def _check_timepoint(t, n_t: int, path: str) -> int:
     return index
 
 
+def time_series_error(path: str, n_t: int) -> PrecomputedTifError:
+    """The refusal of a source of ``n_t`` > 1 time points opened without ``timepoint``."""
+    return PrecomputedTifError(
+        f"{path} is a time series of {n_t} time points; convert one at a time with "
+        f"{either('timepoint=N', '--timepoint N')} "
+        f"(0 to {n_t - 1})"
+    )
+
+
+def check_channel(channel: int | None, n_channels: int, path: str) -> None:
+    """A :class:`PrecomputedTifError` naming ``channel`` when it is not one of the ``n_channels``
+    channels of ``path`` (None, all channels, is always fine)."""
+    if channel is not None and not 0 <= channel < n_channels:
+        raise PrecomputedTifError(
+            f"{setting('channel', channel)} is out of range: {path} has {n_channels} "
+            f"channel{'s' if n_channels > 1 else ''} (0 to {n_channels - 1})"
+        )
+
+
+def segmentation_channels_error(path: str, n_channels: int) -> PrecomputedTifError:
+    """The refusal of a segmentation read from ``n_channels`` > 1 channels."""
+    return PrecomputedTifError(
+        f"{path} has {n_channels} channels, but a segmentation has one; "
+        f"pick the label channel with {either('channel=N', '--channel N')}"
+    )
+
+
+def check_timepoint(t, n_t: int, path: str) -> int:
+    """``t`` as an int when it is one of the ``n_t`` time points of ``path``; else a
+    :class:`PrecomputedTifError` naming ``timepoint`` (what every source's ``at_timepoint`` says)."""
+    return _check_timepoint(t, n_t, path)
+
+
 @contextlib.contextmanager
 def _warnings_given():
     """Drop this module's log records while a stack is opened again: opening it the first time
@@ -435,10 +468,7 @@ def open_stack(source: str | Sequence[str], segmentation: bool = False, progress
         log.warning("planes are float64, which Neuroglancer cannot show: stored as float32 "
                     "(about 7 significant digits; magnitudes over 3.4e38 become infinite)")
     if segmentation and stack.n_channels > 1:
-        raise PrecomputedTifError(
-            f"{stack.files[0]} has {stack.n_channels} channels, but a segmentation has one; "
-            f"pick the label channel with {either('channel=N', '--channel N')}"
-        )
+        raise segmentation_channels_error(stack.files[0], stack.n_channels)
     return dataclasses.replace(stack, bool_value=1 if segmentation else 255)
 
 
@@ -587,18 +617,10 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
     if n_c > 1 and samples > 1:
         raise PrecomputedTifError(f"{path} has both {n_c} channels and {samples} colour samples; not supported")
     if n_t > 1 and timepoint is None:
-        raise PrecomputedTifError(
-            f"{path} is a time series of {n_t} time points; convert one at a time with "
-            f"{either('timepoint=N', '--timepoint N')} "
-            f"(0 to {n_t - 1})"
-        )
+        raise time_series_error(path, n_t)
     t = _check_timepoint(timepoint or 0, n_t, path)
     channels = max(n_c, samples)
-    if channel is not None and not 0 <= channel < channels:
-        raise PrecomputedTifError(
-            f"{setting('channel', channel)} is out of range: {path} has {channels} "
-            f"channel{'s' if channels > 1 else ''} (0 to {channels - 1})"
-        )
+    check_channel(channel, channels, path)
     wanted = [channel] if channel is not None else list(range(channels))
     refs = []
     for z in range(n_z):

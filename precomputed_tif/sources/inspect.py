@@ -1,0 +1,79 @@
+"""What a source would give a conversion, in words (``precomputed-tif --inspect``); reads
+metadata only, writes nothing.
+
+For a file holding several images every image is described (or why it cannot be
+read), so the ``--series`` to give can be chosen; a time series is described at
+its first time point (or the one given), with how many it has.
+"""
+
+from __future__ import annotations
+
+from .. import channels
+from ..errors import PrecomputedTifError
+from . import open_source, vendor
+from .vendor.base import MissingLibrary
+
+
+def inspect_source(source, series: int | None = None, channel: int | None = None,
+                   timepoint: int | None = None, segmentation: bool = False) -> str:
+    """Lines describing ``source`` (as :func:`~precomputed_tif.sources.open_source` takes it):
+    series, axes, shape, dtype, voxel size and where it came from, channels with names and
+    colours, time points. A user error only when nothing at all can be read."""
+    lines = [f"source: {source}"]
+    kind = vendor.kind_of(source)
+    if kind is not None:
+        listing = vendor.list_series(source)
+        noun = vendor.NOUNS[kind]
+        if len(listing) > 1:
+            lines.append(f"{len(listing)} {noun}" + ("" if series is not None else "; convert one with --series N"))
+        chosen = [s for s in listing if series is None or s.index == series]
+        if not chosen:
+            vendor.open_vendor(source, series=series)  # the out-of-range error, listing them
+        for s in chosen:
+            if len(listing) > 1:
+                lines.append(f"{noun.rstrip('s')} {s.describe()}:")
+            try:
+                one = vendor.open_vendor(source, series=s.index if len(listing) > 1 else series,
+                                         channel=channel, timepoint=timepoint if timepoint is not None else 0,
+                                         segmentation=segmentation)
+            except MissingLibrary:
+                raise
+            except PrecomputedTifError as exc:
+                if len(chosen) == 1:  # the one image asked about: its error is the answer
+                    raise
+                lines.append(f"  not readable: {exc}")
+                continue
+            lines.extend("  " + line for line in describe(one))
+        return "\n".join(lines)
+    try:
+        src = open_source(source, segmentation=segmentation, channel=channel, timepoint=timepoint)
+    except PrecomputedTifError as exc:
+        if timepoint is not None:
+            raise
+        try:  # a time series: described at its first time point
+            src = open_source(source, segmentation=segmentation, channel=channel, timepoint=0)
+        except PrecomputedTifError:
+            raise exc from None
+    lines.extend(describe(src))
+    return "\n".join(lines)
+
+
+def describe(src) -> list[str]:
+    """Lines describing one opened source."""
+    z, y, x = src.shape
+    files = src.files
+    lines = []
+    if len(files) > 1:
+        lines.append(f"files: {len(files)} ({files[0]} ... {files[-1]})")
+    lines.append(f"axes: {src.axes}; size x, y, z: {x}, {y}, {z}; {src.dtype.name}")
+    size = ", ".join("?" if v is None else f"{v:g}" for v in src.voxel_size)
+    lines.append(f"voxel size (x, y, z): {size} µm, from the {src.voxel_size_origin}" if src.voxel_size_origin
+                 else "voxel size: not recorded (give --voxel-size X,Y,Z; default 1.8,1.8,2.0 µm)")
+    names, colors = channels.of_source(src)
+    listed = ", ".join(f"{i} {n!r} {c}" for i, (n, c) in enumerate(zip(names, colors)))
+    lines.append(f"channels: {src.n_channels}: {listed}")
+    n_t = src.n_timepoints
+    lines.append("time points: 1" if n_t == 1 else
+                 f"time points: {n_t} (this is {src.timepoint}; convert one at a time with --timepoint N, "
+                 f"0 to {n_t - 1})")
+    return lines

@@ -1,0 +1,515 @@
+"""Microscope files read without a TIFF export: real ND2 and LIF files written by NIS-Elements
+and LAS X (tests/data/vendor), CZI files written by Zeiss's libCZI (pylibCZIrw), Imaris files
+written with h5py in Bitplane's published layout, BigDataViewer datasets written by npy2bdv,
+N5 datasets written by tensorstore.
+
+Every source is compared voxel for voxel with what the file's own reader library reads (whole,
+and a region inside it on every side), with its voxel size, channel names and time points;
+conversions are read back by tensorstore; the command's refusals and ``--inspect`` are run as
+processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from precomputed_tif import PrecomputedTifError, convert
+from precomputed_tif.geometry import Box
+from precomputed_tif.sources import Source, open_source
+from tests.helpers import CHECKOUT, DATA
+
+VENDOR = os.path.join(DATA, "vendor")
+ND2_PBMC = os.path.join(VENDOR, "example-pbmc.nd2")
+ND2_YEAST = os.path.join(VENDOR, "example-cerevisiae.nd2")
+LIF_XZ = os.path.join(VENDOR, "xz-example.lif")
+LIF_LAMBDA = os.path.join(VENDOR, "LeicaLASX_wavelength-sweep_example.lif")
+EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
+
+
+def run_command(*argv, block: str | None = None) -> subprocess.CompletedProcess:
+    """``precomputed-tif ARGV`` as a process; with ``block``, that package cannot be imported in it
+    (as when it is not installed)."""
+    if block is None:
+        cmd = [EXE, *argv]
+    else:
+        code = (f"import sys; sys.modules[{block!r}] = None\n"
+                "from precomputed_tif.cli.convert import main\n"
+                f"sys.exit(main({list(argv)!r}))")
+        cmd = [sys.executable, "-c", code]
+    env = {**os.environ, "PYTHONPATH": CHECKOUT}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def inner_box(shape) -> Box:
+    """A box inside ``shape`` (z, y, x) on every side where the axis allows it."""
+    z, y, x = shape
+
+    def cut(n):
+        return (1, n - 1) if n > 2 else (0, n)
+    (z0, z1), (y0, y1), (x0, x1) = cut(z), cut(y), cut(x)
+    return Box(x0, x1, y0, y1, z0, z1)
+
+
+def check_source(src, expected_czyx: np.ndarray) -> None:
+    """``src`` reads ``expected_czyx`` whole, in a region, and after a round trip through pickle."""
+    assert isinstance(src, Source)
+    c, z, y, x = expected_czyx.shape
+    assert (src.shape, src.n_channels, src.axes) == ((z, y, x), c, "czyx" if c > 1 else "zyx")
+    expected = expected_czyx if c > 1 else expected_czyx[0]
+    whole = src.read(Box(0, x, 0, y, 0, z))
+    assert whole.dtype == expected.dtype
+    np.testing.assert_array_equal(whole, expected)
+    box = inner_box(src.shape)
+    part = pickle.loads(pickle.dumps(src.subset(box.z0, box.z1))).read(box)
+    np.testing.assert_array_equal(part, expected[(Ellipsis, *box.slices)])
+
+
+# --- ND2 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, names, xy", [
+    (ND2_PBMC, ("Mono", "DAPI", "FITC BP", "TRITC BP"), 0.64678),
+    (ND2_YEAST, ("DIC", "FITC BP"), 0.10833),
+])
+def test_nd2_reads_as_nd2_does_with_its_channels_and_calibration(path, names, xy):
+    import nd2
+
+    with nd2.ND2File(path) as f:
+        expected = f.asarray()[:, None]  # (c, y, x) -> (c, z=1, y, x)
+        calibration = f.voxel_size()
+    src = open_source(path)
+    check_source(src, expected)
+    assert src.channel_names == names
+    assert src.voxel_size[:2] == pytest.approx((calibration.x, calibration.y))
+    assert src.voxel_size[:2] == pytest.approx((xy, xy), rel=1e-4)
+    assert src.voxel_size[2] is None  # no z loop: NIS-Elements leaves z uncalibrated
+    assert src.voxel_size_origin == f"ND2 metadata of {path}"
+    assert (src.n_timepoints, src.timepoint, src.series) == (1, 0, None)
+    # NIS-Elements' colours: DAPI blue, FITC green.
+    colors = dict(zip(names, src.channel_colors))
+    assert colors["FITC BP"][3:5] == "ff" and colors["FITC BP"][1:3] < "80"
+    if "DAPI" in colors:
+        assert colors["DAPI"][5:7] == "ff" and colors["DAPI"][1:3] < "80"
+    one = open_source(path, channel=1)
+    check_source(one, expected[1:2])
+    assert one.channel_names == names[1:2]
+
+
+# --- LIF ----------------------------------------------------------------------------------
+
+
+def _lif_expected(path: str, series: int, t: int | None):
+    """(c, z, y, x) of image ``series`` (at time point ``t``) as liffile reads it, its axes put
+    where they belong: X x, Y y (1 when absent), Z z (1 when absent), C or λ channels."""
+    import liffile
+
+    with liffile.LifFile(path) as lif:
+        im = lif.images[series]
+        data, dims = im.asarray(), list(im.dims)
+        coords = im.coords
+    if "T" in dims:
+        data, dims = data[t], [d for d in dims if d != "T"]
+    for axis in "CZY":
+        if axis not in dims and not (axis == "C" and ({"λ", "Λ"} & set(dims))):
+            data, dims = data[None], [axis, *dims]
+    channel = next(d for d in dims if d in ("C", "λ", "Λ"))
+    order = [dims.index(a) for a in (channel, "Z", "Y", "X")]
+    spacing = {a: (coords[a][1] - coords[a][0]) * 1e6 for a in "XYZ" if a in coords and len(coords[a]) > 1}
+    return data.transpose(order), spacing, coords.get(channel)
+
+
+@pytest.mark.parametrize("path, series, t, shape", [
+    (LIF_XZ, 1, None, (128, 23, 128)),  # XZ scans stepped in Y: a real 3-D stack
+    (LIF_XZ, 2, None, (512, 1, 512)),  # one XZ plane: upright, y of size 1
+    (LIF_XZ, 0, 7, (128, 1, 128)),  # an XZ scan over time, one time point
+    (LIF_LAMBDA, 0, None, (1, 64, 64)),  # an emission sweep: the wavelengths are channels
+    (LIF_LAMBDA, 1, None, (1, 64, 64)),  # an excitation sweep
+    (LIF_LAMBDA, 2, 1, (11, 64, 64)),  # a z stack of emission sweeps over time
+])
+def test_lif_images_read_as_liffile_does_with_axes_where_they_belong(path, series, t, shape):
+    expected, spacing, waves = _lif_expected(path, series, t)
+    src = open_source(path, series=series, timepoint=t)
+    assert src.shape == shape
+    check_source(src, expected)
+    voxel = dict(zip("XYZ", src.voxel_size))
+    assert {a: v for a, v in voxel.items() if v is not None} == pytest.approx(spacing)
+    assert set(voxel) - set(spacing) == {a for a, v in voxel.items() if v is None}
+    assert src.voxel_size_origin.startswith(f"LIF metadata of {path} (image {series} ")
+    assert src.series == series and src.timepoint == (t or 0)
+    if waves is not None:  # a sweep's channels are named by their wavelengths
+        letter = "λ" if series != 1 else "Λ"
+        assert src.channel_names == tuple(f"{letter} {w * 1e9:.4g} nm" for w in waves)
+        assert len(set(src.channel_colors)) > 1
+    else:  # LAS X's look-up tables: green, red
+        assert src.channel_colors == ("#00ff00", "#ff0000")
+    if t is not None:
+        n_t = 20 if path == LIF_XZ else 2
+        assert src.n_timepoints == n_t
+        other = src.at_timepoint(0)
+        check_source(other, _lif_expected(path, series, 0)[0])
+
+
+def test_a_lif_time_series_needs_a_time_point_in_the_words_tiff_uses():
+    with pytest.raises(PrecomputedTifError, match=r"is a time series of 20 time points; .*timepoint.*\(0 to 19\)"):
+        open_source(LIF_XZ, series=0)
+    with pytest.raises(PrecomputedTifError, match=r"timepoint=20.* out of range"):
+        open_source(LIF_XZ, series=0, timepoint=20)
+
+
+def test_a_file_of_several_images_is_refused_without_series_listing_them():
+    with pytest.raises(PrecomputedTifError) as err:
+        open_source(LIF_XZ)
+    message = str(err.value)
+    assert "\n" not in message
+    for text in ("holds 3 images", "series=N", "0 'xzt' (T 20, C 2, Z 128, X 128)", "1 'xzy' (Y 23, C 2, Z 128, X 128)",
+                 "2 'xz' (C 2, Z 512, X 512)"):
+        assert text in message, message
+    with pytest.raises(PrecomputedTifError, match="series=3.* out of range"):
+        open_source(LIF_XZ, series=3)
+    # One image needs no series; 0 is accepted all the same.
+    assert open_source(ND2_PBMC, series=0).shape == open_source(ND2_PBMC).shape
+
+
+@pytest.mark.parametrize("fmt", ["precomputed", "ome-zarr"])
+@pytest.mark.parametrize("path, series", [(LIF_XZ, 1), (ND2_PBMC, None)])
+def test_a_conversion_read_back_by_tensorstore_equals_the_source(tmp_path, fmt, path, series):
+    src = open_source(path, series=series)
+    z, y, x = src.shape
+    expected = src.read(Box(0, x, 0, y, 0, z)).reshape(src.n_channels, z, y, x)
+    dest = str(tmp_path / "out")
+    info = convert(path, dest, format=fmt, series=series, n_cores=1)
+    assert info["precomputed_tif"]["voxel_size_from"] == src.voxel_size_origin
+    assert info["precomputed_tif"]["channel_names"][:src.n_channels] == \
+        [n or f"channel {i}" for i, n in enumerate(src.channel_names or [None] * src.n_channels)]
+    np.testing.assert_array_equal(_tensorstore_level0(dest, fmt), expected)
+
+
+def _tensorstore_level0(dest: str, fmt: str) -> np.ndarray:
+    """The full-resolution level as tensorstore reads it, (c, z, y, x)."""
+    import tensorstore as ts
+
+    if fmt == "precomputed":
+        t = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{os.path.abspath(dest)}",
+                     "scale_index": 0}).result()
+        return np.asarray(t.read().result()).transpose(3, 2, 1, 0)
+    t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": os.path.join(dest, "0")}}).result()
+    data = np.asarray(t.read().result())
+    return data if data.ndim == 4 else data[None]
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def test_the_command_refuses_a_file_of_several_images_in_one_line_naming_them(tmp_path):
+    p = run_command("--source", LIF_XZ, "--dest", str(tmp_path / "out"))
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("precomputed-tif: error: "), p.stderr
+    assert "--series N" in lines[0] and "1 'xzy' (Y 23, C 2, Z 128, X 128)" in lines[0], lines[0]
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_inspect_prints_what_would_be_read_and_writes_nothing(tmp_path):
+    p = run_command("--source", LIF_XZ, "--inspect")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    for text in ("3 images", "image 1 'xzy' (Y 23, C 2, Z 128, X 128):", "size x, y, z: 128, 23, 128; uint8",
+                 "from the LIF metadata of", "time points: 20", "'channel 0' #00ff00"):
+        assert text in out, out
+    p = run_command("--source", ND2_PBMC, "--inspect", "--channel", "1")
+    assert p.returncode == 0, p.stderr
+    assert "channels: 1: 0 'DAPI'" in p.stdout and "0.64678" in p.stdout, p.stdout
+    # A TIFF too, and nothing is written anywhere.
+    import tifffile
+
+    tif = str(tmp_path / "stack.tif")
+    tifffile.imwrite(tif, np.zeros((3, 5, 7), np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"})
+    p = run_command("--source", tif, "--inspect")
+    assert p.returncode == 0, p.stderr
+    assert "size x, y, z: 7, 5, 3; uint16" in p.stdout and "0.5, 0.5, 1.5 µm" in p.stdout, p.stdout
+    assert os.listdir(tmp_path) == ["stack.tif"]
+    p = run_command("--source", tif)
+    assert p.returncode == 2 and "--dest" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.mark.parametrize("path, module, extra", [(ND2_PBMC, "nd2", "nd2"), (LIF_XZ, "liffile", "lif")])
+def test_a_missing_reader_library_is_one_line_naming_the_extra(tmp_path, path, module, extra):
+    p = run_command("--source", path, "--dest", str(tmp_path / "out"), "--series", "1" if extra == "lif" else "0",
+                    block=module)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert f'pip install "precomputed-tif[{extra}]"' in lines[0] and module in lines[0], lines[0]
+
+
+# --- CZI (written by Zeiss's libCZI) ----------------------------------------------------------
+
+
+def _write_czi(path: str, scenes: list[np.ndarray], names=None, colors=None, scale=(0.2e-6, 0.25e-6, 1.5e-6)):
+    """A CZI of one (c, z, y, x) array per scene, each scene placed apart from the others."""
+    from pylibCZIrw import czi
+
+    with czi.create_czi(path, exist_ok=True) as w:
+        for s, data in enumerate(scenes):
+            for c in range(data.shape[0]):
+                for z in range(data.shape[1]):
+                    w.write(data[c, z][..., None], plane={"C": c, "Z": z}, scene=s, location=(300 * s, 40 * s))
+        display = None
+        if colors:
+            display = {i: czi.ChannelDisplaySettingsDataClass(
+                True, czi.TintingMode.Color, czi.Rgb8Color(*(np.uint8(int(col[k:k + 2], 16)) for k in (1, 3, 5))),
+                0.0, 1.0) for i, col in enumerate(colors)}
+        w.write_metadata("test", channel_names=dict(enumerate(names)) if names else None, scale_x=scale[0],
+                         scale_y=scale[1], scale_z=scale[2], display_settings=display)
+
+
+def _czi_own_read(path: str, scene: int | None, n_c: int, n_z: int) -> np.ndarray:
+    """(c, z, y, x) as pylibCZIrw reads the scene's planes."""
+    from pylibCZIrw import czi
+
+    with czi.open_czi(path) as r:
+        return np.stack([np.stack([r.read(plane={"C": c, "Z": z}, scene=scene)[..., 0] for z in range(n_z)])
+                         for c in range(n_c)])
+
+
+@pytest.fixture
+def czi_file(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 65535, (2, 5, 23, 37), dtype=np.uint16)
+    path = str(tmp_path / "two_channels.czi")
+    _write_czi(path, [data], names=["DAPI", "GFP"], colors=["#0000ff", "#00ff00"])
+    return path, data
+
+
+def test_czi_reads_as_libczi_does_with_names_colours_and_scaling(czi_file):
+    path, data = czi_file
+    expected = _czi_own_read(path, None, 2, 5)
+    np.testing.assert_array_equal(expected, data)  # what was written is what libCZI reads
+    src = open_source(path)
+    check_source(src, expected)
+    assert src.voxel_size == pytest.approx((0.2, 0.25, 1.5))
+    assert src.voxel_size_origin == f"CZI metadata of {path}"
+    assert (src.channel_names, src.channel_colors) == (("DAPI", "GFP"), ("#0000ff", "#00ff00"))
+    assert (src.n_timepoints, src.series) == (1, None)
+
+
+def test_czi_scenes_are_series(tmp_path):
+    rng = np.random.default_rng(4)
+    scenes = [rng.integers(0, 255, (1, 3, 19, 27), dtype=np.uint8),
+              rng.integers(0, 255, (1, 3, 11, 15), dtype=np.uint8)]
+    path = str(tmp_path / "scenes.czi")
+    _write_czi(path, scenes)
+    with pytest.raises(PrecomputedTifError, match=r"holds 2 scenes; pick one with series=N: 0 \(Z 3, Y 19, X 27\); "
+                                                  r"1 \(Z 3, Y 11, X 15\)"):
+        open_source(path)
+    for s, data in enumerate(scenes):
+        src = open_source(path, series=s)
+        expected = _czi_own_read(path, s, 1, 3)
+        np.testing.assert_array_equal(expected, data)
+        check_source(src, expected)
+        assert src.voxel_size_origin == f"CZI metadata of {path} (scene {s})"
+
+
+# --- Imaris (Bitplane's published layout, written with h5py) ------------------------------------
+
+
+def _imaris_text(value) -> np.ndarray:
+    """An attribute as Imaris writes it: an array of one-character byte strings."""
+    return np.array([bytes([b]) for b in str(value).encode()], dtype="S1")
+
+
+def _write_ims(path: str, data: np.ndarray, extent_um=(5.1, 3.9, 7.5)) -> None:
+    """(t, c, z, y, x) ``data`` as an Imaris 5.5 file: each Data array padded to whole chunks, with a
+    coarser resolution level as Imaris keeps one."""
+    import h5py
+
+    n_t, n_c, z, y, x = data.shape
+    with h5py.File(path, "w") as f:
+        f.attrs["ImarisDataSet"] = _imaris_text("ImarisDataSet")
+        f.attrs["ImarisVersion"] = _imaris_text("5.5.0")
+        for t in range(n_t):
+            for c in range(n_c):
+                padded = np.zeros((8, 16, 32), data.dtype)
+                padded[:z, :y, :x] = data[t, c]
+                g = f.create_group(f"DataSet/ResolutionLevel 0/TimePoint {t}/Channel {c}")
+                g.create_dataset("Data", data=padded, chunks=(4, 8, 16), compression="gzip")
+                for k, v in (("ImageSizeX", x), ("ImageSizeY", y), ("ImageSizeZ", z)):
+                    g.attrs[k] = _imaris_text(v)
+                low = f.create_group(f"DataSet/ResolutionLevel 1/TimePoint {t}/Channel {c}")
+                low.create_dataset("Data", data=padded[::2, ::2, ::2])
+        image = f.create_group("DataSetInfo/Image")
+        for k, v in (("X", x), ("Y", y), ("Z", z), ("Unit", "um"), ("Name", "cells"),
+                     ("ExtMin0", -1.0), ("ExtMin1", 0.5), ("ExtMin2", 2.0),
+                     ("ExtMax0", -1.0 + extent_um[0]), ("ExtMax1", 0.5 + extent_um[1]),
+                     ("ExtMax2", 2.0 + extent_um[2])):
+            image.attrs[k] = _imaris_text(v)
+        for c, (name, color) in enumerate((("DAPI", "0.000 0.000 1.000"), ("Actin", "1.000 0.000 1.000"))[:n_c]):
+            ch = f.create_group(f"DataSetInfo/Channel {c}")
+            ch.attrs["Name"] = _imaris_text(name)
+            ch.attrs["Color"] = _imaris_text(color)
+        f.create_group("DataSetInfo/TimeInfo").attrs["DatasetTimePoints"] = _imaris_text(n_t)
+
+
+def test_imaris_reads_as_h5py_does_at_full_resolution_with_extents_names_and_time(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 4000, (3, 2, 5, 13, 17), dtype=np.uint16)
+    path = str(tmp_path / "cells.ims")
+    _write_ims(path, data)
+    with pytest.raises(PrecomputedTifError, match="time series of 3 time points"):
+        open_source(path)
+    src = open_source(path, timepoint=2)
+    for t in (2, 0):
+        with h5py.File(path, "r") as f:
+            expected = np.stack([f[f"DataSet/ResolutionLevel 0/TimePoint {t}/Channel {c}/Data"][:5, :13, :17]
+                                 for c in range(2)])
+        np.testing.assert_array_equal(expected, data[t])
+        check_source(src.at_timepoint(t), expected)
+    assert src.voxel_size == pytest.approx((5.1 / 17, 3.9 / 13, 7.5 / 5))
+    assert src.voxel_size_origin == f"Imaris metadata of {path}"
+    assert (src.channel_names, src.channel_colors) == (("DAPI", "Actin"), ("#0000ff", "#ff00ff"))
+    assert src.n_timepoints == 3
+
+
+# --- BigDataViewer (written by npy2bdv) --------------------------------------------------------
+
+
+@pytest.fixture
+def bdv_dataset(tmp_path):
+    """Two tiles in two channels over two time points: (tile, t, channel) -> (z, y, x) uint16."""
+    import npy2bdv
+
+    rng = np.random.default_rng(6)
+    views = {}
+    path = str(tmp_path / "stitched.h5")
+    w = npy2bdv.BdvWriter(path, nchannels=2, ntiles=2, subsamp=((1, 1, 1), (2, 2, 2)), blockdim=((4, 8, 8),) * 2)
+    for t in range(2):
+        for tile in range(2):
+            for c in range(2):
+                stack = rng.integers(0, 65535, (5, 13, 17), dtype=np.uint16)
+                views[tile, t, c] = stack
+                w.append_view(stack, time=t, channel=c, tile=tile, voxel_size_xyz=(0.3, 0.3, 1.2), voxel_units="um")
+    w.write_xml()
+    w.close()
+    return path, views
+
+
+def test_bigdataviewer_setups_are_series_of_channels_read_as_h5py_does(bdv_dataset):
+    import xml.etree.ElementTree as ET
+
+    import h5py
+
+    path, views = bdv_dataset
+    xml = path[:-3] + ".xml"
+    setup_of = {(int(s.findtext("attributes/tile")), int(s.findtext("attributes/channel"))): int(s.findtext("id"))
+                for s in ET.parse(xml).getroot().iter("ViewSetup")}
+    with pytest.raises(PrecomputedTifError, match=r"holds 2 setups; pick one with series=N: 0 'angle 0, "
+                                                  r"illumination 0, tile 0' \(T 2, C 2, Z 5, Y 13, X 17\); 1 "):
+        open_source(xml, timepoint=0)
+    for given in (xml, path):  # the XML, or its HDF5 (the XML found beside it)
+        for tile in range(2):
+            src = open_source(given, series=tile, timepoint=1)
+            assert src.files == (xml, path) or os.path.abspath(src.files[1]) == os.path.abspath(path)
+            for t in (1, 0):
+                with h5py.File(path, "r") as f:
+                    own = np.stack([f[f"t{t:05d}/s{setup_of[tile, c]:02d}/0/cells"][...].view(np.uint16)
+                                    for c in range(2)])
+                np.testing.assert_array_equal(own, np.stack([views[tile, t, c] for c in range(2)]))
+                check_source(src.at_timepoint(t), own)
+            assert src.voxel_size == pytest.approx((0.3, 0.3, 1.2))
+            assert src.voxel_size_origin == f"BigDataViewer metadata of {xml} (setup {tile} " \
+                                            f"'angle 0, illumination 0, tile {tile}')"
+            assert (src.n_timepoints, src.channel_names) == (2, ("0", "1"))
+
+
+# --- N5 (written by tensorstore) ----------------------------------------------------------------
+
+
+def _write_n5(path: str, data_zyx: np.ndarray, attributes: dict | None = None) -> None:
+    import json
+
+    import tensorstore as ts
+
+    z, y, x = data_zyx.shape
+    t = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": path}, "create": True,
+                 "metadata": {"dimensions": [x, y, z], "blockSize": [8, 8, 4], "dataType": data_zyx.dtype.name,
+                              "compression": {"type": "gzip"}}}).result()
+    t[...] = data_zyx.transpose(2, 1, 0)
+    if attributes:
+        with open(os.path.join(path, "attributes.json")) as f:
+            attrs = json.load(f)
+        with open(os.path.join(path, "attributes.json"), "w") as f:
+            json.dump({**attrs, **attributes}, f)
+
+
+def _n5_own_read(path: str) -> np.ndarray:
+    import tensorstore as ts
+
+    t = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": path}}).result()
+    return np.asarray(t.read().result()).transpose(2, 1, 0)[None]
+
+
+def test_n5_datasets_read_as_tensorstore_does(tmp_path):
+    rng = np.random.default_rng(7)
+    raw = rng.integers(0, 65535, (6, 13, 21), dtype=np.uint16)
+    root = str(tmp_path / "volume.n5")
+    _write_n5(root, raw, {"pixelResolution": {"dimensions": [0.25, 0.25, 1.0], "unit": "um"}})
+    src = open_source(root)
+    check_source(src, _n5_own_read(root))
+    assert src.voxel_size == pytest.approx((0.25, 0.25, 1.0))
+    assert src.voxel_size_origin == f"N5 metadata of {root}"
+    # A container of several datasets: a multiscale group counts once, by its s0.
+    multi = str(tmp_path / "several.n5")
+    _write_n5(os.path.join(multi, "cells", "s0"), raw)
+    _write_n5(os.path.join(multi, "cells", "s1"), raw[::2, ::2, ::2].copy())
+    labels = rng.integers(0, 9, (6, 13, 21), dtype=np.uint32)
+    _write_n5(os.path.join(multi, "labels"), labels, {"resolution": [500, 500, 2000], "units": ["nm"] * 3})
+    with pytest.raises(PrecomputedTifError, match=r"holds 2 datasets; pick one with series=N: 0 'cells' "
+                                                  r"\(d0 21, d1 13, d2 6\); 1 'labels'"):
+        open_source(multi)
+    check_source(open_source(multi, series=0), _n5_own_read(os.path.join(multi, "cells", "s0")))
+    lab = open_source(multi, series=1, segmentation=True)
+    check_source(lab, _n5_own_read(os.path.join(multi, "labels")))
+    assert lab.voxel_size == pytest.approx((0.5, 0.5, 2.0))
+
+
+# --- conversions of the generated files, read back -------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["precomputed", "ome-zarr"])
+def test_generated_files_convert_to_what_they_hold(tmp_path, czi_file, bdv_dataset, fmt):
+    rng = np.random.default_rng(8)
+    ims = str(tmp_path / "one.ims")
+    _write_ims(ims, rng.integers(0, 4000, (1, 2, 5, 13, 17), dtype=np.uint16))
+    n5 = str(tmp_path / "v.n5")
+    _write_n5(n5, rng.integers(0, 255, (7, 9, 11), dtype=np.uint8))
+    cases = [(czi_file[0], {}), (ims, {}), (bdv_dataset[0][:-3] + ".xml", {"series": 1, "timepoint": 1}), (n5, {})]
+    for i, (path, picks) in enumerate(cases):
+        src = open_source(path, **picks)
+        z, y, x = src.shape
+        expected = src.read(Box(0, x, 0, y, 0, z)).reshape(src.n_channels, z, y, x)
+        dest = str(tmp_path / f"out{i}")
+        convert(path, dest, format=fmt, n_cores=1, **picks)
+        np.testing.assert_array_equal(_tensorstore_level0(dest, fmt), expected, err_msg=path)
+
+
+def test_a_missing_library_for_generated_files_is_one_line_naming_the_extra(tmp_path, czi_file, bdv_dataset):
+    rng = np.random.default_rng(9)
+    ims = str(tmp_path / "one.ims")
+    _write_ims(ims, rng.integers(0, 4000, (1, 1, 3, 5, 7), dtype=np.uint16))
+    n5 = str(tmp_path / "v.n5")
+    _write_n5(n5, rng.integers(0, 255, (3, 5, 7), dtype=np.uint8))
+    for path, module, extra in ((czi_file[0], "pylibCZIrw", "czi"), (ims, "h5py", "hdf5"),
+                                (bdv_dataset[0], "h5py", "hdf5"), (n5, "tensorstore", "n5")):
+        p = run_command("--source", path, "--inspect", block=module)
+        assert p.returncode == 2, (path, p.stdout, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and f'pip install "precomputed-tif[{extra}]"' in lines[0], (path, p.stderr)
