@@ -36,7 +36,7 @@ class ConvertOptions:
     chunk_size: tuple[int, int, int] = DEFAULT_CHUNK_SIZE
     segmentation: bool = False
     channel: int | None = None
-    timepoint: int | None = None
+    timepoint: int | str | None = None
     format_options: FormatOptions = field(default_factory=FormatOptions)
 
 
@@ -91,3 +91,16 @@ class Result(dict):
         from . import formats
 
         return formats.get(self.format).summary(self.dest, self)
+
+
+class SeriesResult(Result):
+    """What a conversion of every time point into datasets of their own wrote: each one's
+    :class:`Result` (``parts``, in order of time, ``dest`` of each ``DEST/t0000``...); as a dict,
+    ``{"timepoints": [their dests]}``."""
+
+    def __init__(self, parts: list[Result], dest: str, format: str):
+        super().__init__({"timepoints": [p.dest for p in parts]}, dest, format)
+        self.parts = parts
+
+    def summary(self) -> str:
+        return "\n".join(p.summary() for p in self.parts)

@@ -11,9 +11,10 @@ from ..errors import PrecomputedTifError, param
 from ..formats import FormatOptions
 from ..formats.ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from ..geometry import parse_triple
-from ..options import ConvertOptions, Resources
+from ..options import ConvertOptions, Resources, SeriesResult
 from ..pipeline import memory
 from ..pipeline.executor import default_workers
+from ..sources import ALL_TIMEPOINTS
 from ..storage import open_storage
 from .mesh import add_mesh_arguments, sharded_value, summary as mesh_summary
 from .support import add_cache_control_argument, add_log_argument, announce_bucket, parse_args, run_main, setup_logging
@@ -26,6 +27,10 @@ examples:
   precomputed-tif --source "labels/*.tiff" --dest labels_out --segmentation --mesh --properties cells.csv
   precomputed-tif --source two_channels.ome.tif --dest out          (one dataset, 2 channels)
   precomputed-tif --source timelapse.tif --dest t5 --timepoint 5 --channel 0
+  precomputed-tif --source timelapse.tif --dest movie.zarr --format ome-zarr
+        (every time point: one OME-Zarr with a t axis, which Neuroglancer and napari step through)
+  precomputed-tif --source timelapse.tif --dest movie --timepoint all --format precomputed
+        (one dataset per time point: movie/t0000, movie/t0001, ...)
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
         (Neuroglancer's own files: any static web server or bucket serves them)
   precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
@@ -40,6 +45,16 @@ Then serve the result and open it in Neuroglancer:
 or write it to a bucket, which prints the link that opens it from there:
   precomputed-tif --source "/data/img_*.tif" --dest s3://my-bucket/brain --format precomputed
 """
+
+
+def _timepoint(text: str) -> int | str:
+    """``--timepoint``'s value: a time point's number, or ``all``."""
+    if text.strip().lower() == ALL_TIMEPOINTS:
+        return ALL_TIMEPOINTS
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a time point's number or {ALL_TIMEPOINTS}, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="convert only channel N (0 is the first) of a multi-channel or colour input "
                         "(default: all channels, in one dataset)")
-    p.add_argument("--timepoint", type=int, default=None, metavar="N",
-                   help="convert time point N (0 is the first) of a time series; required when the "
-                        "input has several")
+    p.add_argument("--timepoint", type=_timepoint, default=None, metavar="N",
+                   help="convert time point N (0 is the first) of a time series, or 'all': with --format ome-zarr "
+                        "one OME-Zarr with a t axis (the default for a time series), with any other format one "
+                        "dataset per time point, DIR/t0000, DIR/t0001, ...; other formats need it for a time "
+                        "series")
     p.add_argument("--format", default=formats.DEFAULT, metavar="FORMAT",
                    help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). "
                         "tiff and blockfs need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; "
@@ -150,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
             read_properties_csv(args.properties)  # a mistake in it is found before converting
         for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
-            if value is not None and value < 0:
+            if isinstance(value, int) and value < 0:
                 raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
         progress = not args.no_progress and sys.stderr.isatty()
         options = ConvertOptions(
@@ -164,16 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         dest = open_storage(args.dest, param("dest"), cache_control=args.cache_control)
         result = convert(args.source, dest, options, resources, overwrite=args.overwrite)
         print(result.summary())
-        info = dict(result)
-        if args.mesh:
-            from ..meshing import mesh_dataset
+        # One dataset, or one per time point (--timepoint all): each meshed and announced.
+        written = [(dest, result)] if not isinstance(result, SeriesResult) else [
+            (open_storage(part.dest, param("dest"), cache_control=args.cache_control), part) for part in result.parts]
+        for storage, part in written:
+            info = dict(part)
+            if args.mesh:
+                from ..meshing import mesh_dataset
 
-            info = mesh_dataset(dest, n_cores=args.n_cores, memory_limit=limit,
-                                dask_scheduler=args.dask_scheduler, properties=args.properties,
-                                sharded=sharded_value(args.mesh_sharded),
-                                progress=progress)
-            print(mesh_summary(dest, info))
-        announce_bucket("precomputed-tif", dest, info, fmt)
+                info = mesh_dataset(storage, n_cores=args.n_cores, memory_limit=limit,
+                                    dask_scheduler=args.dask_scheduler, properties=args.properties,
+                                    sharded=sharded_value(args.mesh_sharded),
+                                    progress=progress)
+                print(mesh_summary(storage, info))
+            announce_bucket("precomputed-tif", storage, info, fmt)
 
     return run_main("precomputed-tif", body, resumable=True)
 
