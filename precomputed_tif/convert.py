@@ -145,7 +145,7 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     # Every time point: asked for, or a format whose arrays have a t axis given no pick.
     every = timepoint == ALL_TIMEPOINTS or (timepoint is None and fmt.time_axis)
     stack = open_source(source, segmentation=segmentation, progress=resources.progress, channel=channel,
-                        timepoint=ALL_TIMEPOINTS if every else timepoint)
+                        timepoint=ALL_TIMEPOINTS if every else timepoint, series=options.series)
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
     if every and not fmt.time_axis:
@@ -203,6 +203,8 @@ def _plan_dataset(stack: Source, storage: Storage, dest: str, fmt, chosen, optio
                    "planes": stack.n_planes, "channel": channel, "timepoint": timepoint},
         "info": info,
     }
+    if options.series is not None:
+        job["source"]["series"] = options.series
     log.info("%d planes of %dx%d %s%s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
              f", {stack.n_channels} channels" if stack.n_channels > 1 else "",
              f", {timepoints} time points" if timepoints > 1 else "", dest, len(geometry.levels), fmt.name)

@@ -25,7 +25,10 @@ class ConvertOptions:
     in x and y); ``voxel_size``: microns, (x, y, z) (None: the files' metadata,
     else 1.8, 1.8, 2.0); ``chunk_size``: voxels, (x, y, z); ``segmentation``:
     labels (coarser levels take the most frequent); ``channel``/``timepoint``:
-    pick one (0-based; None: all channels, and the only time point);
+    pick one (0-based; None: all channels, and the only time point -- or, with a format that
+    has a t axis (ome-zarr), every time point; ``timepoint="all"``: every time point, in one
+    dataset with a t axis or else one dataset each); ``series``: one image of an OME-Zarr
+    group of several (bioformats2raw's series);
     ``format_options``: those of the chosen format (encoding, sharding, NGFF
     version, OME-TIFF tiles and compression).
     """
@@ -37,6 +40,7 @@ class ConvertOptions:
     segmentation: bool = False
     channel: int | None = None
     timepoint: int | str | None = None
+    series: int | None = None
     format_options: FormatOptions = field(default_factory=FormatOptions)
 
 

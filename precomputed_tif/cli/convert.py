@@ -35,6 +35,8 @@ examples:
         (Neuroglancer's own files: any static web server or bucket serves them)
   precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
         (store an existing dataset again, in another format, without its TIFF planes)
+  precomputed-tif --source /data/scan.ome.zarr --dest /var/www/data/scan --format precomputed --series 0
+        (an OME-Zarr of another tool: ome-zarr-py, ngff-zarr, bioformats2raw; --series picks one image)
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain.zarr --format ome-zarr
         (OME-Zarr: Neuroglancer as zarr://, napari, and other OME tools, from any static web server)
   precomputed-tif --source "/data/img_*.tif" --dest /data/brain --format ome-tiff
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "one OME-Zarr with a t axis (the default for a time series), with any other format one "
                         "dataset per time point, DIR/t0000, DIR/t0001, ...; other formats need it for a time "
                         "series")
+    p.add_argument("--series", type=int, default=None, metavar="N",
+                   help="convert image N (0 is the first) of an OME-Zarr that holds several (bioformats2raw's "
+                        "series); required when there are several")
     p.add_argument("--format", default=formats.DEFAULT, metavar="FORMAT",
                    help=f"how the volume is stored: {', '.join(formats.names())} (default: {formats.DEFAULT}). "
                         "tiff and blockfs need precomputed-webserver (or the WSGI app) to be seen in Neuroglancer; "
@@ -166,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             from ..meshing.segment_properties import read_properties_csv
 
             read_properties_csv(args.properties)  # a mistake in it is found before converting
-        for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint)):
+        for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint), ("--series", args.series)):
             if isinstance(value, int) and value < 0:
                 raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
         progress = not args.no_progress and sys.stderr.isatty()
         options = ConvertOptions(
             format=fmt.name, levels=args.levels, voxel_size=voxel_size, chunk_size=chunk_size,
-            segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint,
+            segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint, series=args.series,
             format_options=FormatOptions(encoding=args.encoding, jpeg_quality=args.jpeg_quality, sharded=args.sharded,
                                          ngff_version=args.ngff_version, tile_size=args.tile_size,
                                          compression=args.compression))

@@ -25,9 +25,19 @@ from ..errors import PrecomputedTifError, param, setting
 from ..geometry import Box
 from ..info import INFO, VolumeInfo, read_volume_info
 from ..storage import LocalStorage, Storage, is_bucket_url, open_storage
+from .ome_zarr import OmeZarrSource, is_ome_zarr, open_ome_zarr
 from .tiff import ALL_TIMEPOINTS, PlaneStack, open_stack, series_choices
 
-__all__ = ["ALL_TIMEPOINTS", "DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
+__all__ = ["ALL_TIMEPOINTS", "DatasetSource", "OmeZarrSource", "PlaneStack", "Source", "open_source", "open_stack"]
+
+
+def _named(source) -> str:
+    """How a message names a source: its path or URL, or the first of its files."""
+    if isinstance(source, Storage):
+        return source.location()
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"{os.fspath(next(iter(source), ''))} ..."
 
 
 @runtime_checkable
@@ -263,11 +273,33 @@ def _dataset_storage(source) -> Storage | None:
     return None
 
 
+def _ome_zarr_path(source) -> str | None:
+    """The local directory ``source`` names when it is an OME-Zarr image (or group of images) of
+    another tool (:func:`.ome_zarr.is_ome_zarr`), else None."""
+    if isinstance(source, (str, os.PathLike)) and not is_bucket_url(source):
+        path = os.path.expanduser(os.fspath(source))
+        if is_ome_zarr(path):
+            return path
+    return None
+
+
 def open_source(source: str | Sequence[str] | Storage, segmentation: bool = False, progress: bool = False,
-                channel: int | None = None, timepoint: int | str | None = None) -> Source:
+                channel: int | None = None, timepoint: int | str | None = None,
+                series: int | None = None) -> Source:
     """A dataset (a :class:`~precomputed_tif.storage.Storage`, or a directory holding an
-    ``info`` file) or TIFF planes."""
+    ``info`` file), an OME-Zarr image of another tool (``series`` picks one of a group of
+    them), or TIFF planes."""
     storage = _dataset_storage(source)
+    if storage is None:
+        ome_zarr = _ome_zarr_path(source)
+        if ome_zarr is not None:
+            every = timepoint == ALL_TIMEPOINTS
+            return open_ome_zarr(ome_zarr, series=series, channel=channel,
+                                 timepoint=None if every else timepoint,  # type: ignore[arg-type]
+                                 every_timepoint=every, segmentation=segmentation)
+    if series is not None:
+        raise PrecomputedTifError(f"{param('series')} picks one image of an OME-Zarr group of several "
+                                  f"(bioformats2raw's series); {_named(source)} is none")
     if storage is not None:
         path = storage.location()
         if channel is not None or timepoint not in (None, ALL_TIMEPOINTS):
