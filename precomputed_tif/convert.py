@@ -80,7 +80,11 @@ def convert(source: str | Sequence[str], dest: str | Storage, options: ConvertOp
     time points, or the directory of a dataset this project (or Neuroglancer's
     tools) wrote, to store it again in another format. Several channels (or
     colour samples) make one dataset with ``num_channels`` channels unless
-    ``channel`` picks one; a time series needs ``timepoint``. ``voxel_size``
+    ``channel`` picks one. A time series becomes one OME-Zarr with a ``t`` axis
+    (``format="ome-zarr"``), one dataset per time point, ``dest/t0000``, ...
+    (``timepoint="all"``), or one time point (``timepoint=N``). An OME-Zarr of
+    another tool is read at full resolution (``series`` picks one image of a
+    bioformats2raw group). ``voxel_size``
     is in microns (x, y, z); by default it is what the files' OME or ImageJ
     metadata records, else 1.8, 1.8, 2.0. ``chunk_size`` is in voxels (x, y,
     z). ``levels`` defaults to enough levels that the coarsest fits in one
