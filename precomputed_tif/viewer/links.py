@@ -108,7 +108,9 @@ def viewer_state(layers: list[dict], info: dict | VolumeInfo) -> dict:
         interval, unit = volume.time_interval
         seconds = _SECONDS.get(unit)
         dimensions["t"] = [interval * seconds, "s"] if interval is not None and seconds else [1, ""]
-        position.append(0.5)  # the middle of time point 0, whose corner is at 0
+        # NGFF puts the centre of time point i at i x interval (translation 0), and Neuroglancer
+        # shows it from i - 0.5 to i + 0.5 steps: 0 is time point 0's middle.
+        position.append(0)
     return {
         "dimensions": dimensions,
         "position": position,

@@ -114,7 +114,7 @@ def test_a_time_series_becomes_one_ome_zarr_with_a_t_axis(tmp_path, kind, versio
     state = json.loads(urllib.parse.unquote(zarr_link("zarr://http://127.0.0.1/movie.zarr", info).split("#!")[1]))
     seconds = interval * (1e-3 if unit == "millisecond" else 1.0)
     assert state["dimensions"]["t"] == [pytest.approx(seconds), "s"]
-    assert len(state["position"]) == 4
+    assert len(state["position"]) == 4 and state["position"][3] == 0  # time point 0's centre
 
 
 def test_timepoint_still_picks_one_time_point_for_ome_zarr(tmp_path):
