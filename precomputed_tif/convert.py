@@ -11,18 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import channels, formats
-from .errors import PrecomputedTifError, describe, either, in_log, param, unfinished
+from .errors import PrecomputedTifError, describe, either, in_log, param, setting, unfinished
 from .formats import ome_tiff
 from .formats.store import ChunkStore
 from .geometry import DEFAULT_VOXEL_SIZE_UM, Geometry, check_triple
 from .info import EXTRA, INFO, build_info, read_info, write_info
-from .options import ConvertOptions, Resources, Result, split_keywords
+from .options import ConvertOptions, Resources, Result, SeriesResult, split_keywords
 from .pipeline import destination, memory
 from .pipeline.executor import make_executor
 from .pipeline.progress import DoneLog
 from .pipeline.runner import run_resumable
 from .pyramid import Task, count_chunks, run_task, tasks_of
-from .sources import Source, open_source
+from .sources import ALL_TIMEPOINTS, Source, open_source
 from .sources.fingerprint import identify
 from .storage import Storage, absolute, is_bucket_url, local_path, nested, open_storage
 from .viewer.display import add_display
@@ -48,9 +48,21 @@ class Plan:
     lossless_copies: frozenset = frozenset()
     # Where the dataset goes; ``dest`` names it in messages (its path as given, or its URL).
     storage: Storage | None = None
+    # Time points, > 1 for a time series written whole (arrays with a leading t axis).
+    timepoints: int = 1
 
     def destination(self) -> Storage:
         return self.storage if self.storage is not None else open_storage(self.dest)
+
+
+@dataclass
+class SeriesPlan:
+    """A time series written as one dataset per time point (``DEST/t0000``, ...): their plans,
+    in order of time."""
+
+    parts: list
+    dest: str
+    format: str
 
 
 def convert(source: str | Sequence[str], dest: str | Storage, options: ConvertOptions | None = None,
@@ -68,7 +80,11 @@ def convert(source: str | Sequence[str], dest: str | Storage, options: ConvertOp
     time points, or the directory of a dataset this project (or Neuroglancer's
     tools) wrote, to store it again in another format. Several channels (or
     colour samples) make one dataset with ``num_channels`` channels unless
-    ``channel`` picks one; a time series needs ``timepoint``. ``voxel_size``
+    ``channel`` picks one. A time series becomes one OME-Zarr with a ``t`` axis
+    (``format="ome-zarr"``), one dataset per time point, ``dest/t0000``, ...
+    (``timepoint="all"``), or one time point (``timepoint=N``). An OME-Zarr of
+    another tool is read at full resolution (``series`` picks one image of a
+    bioformats2raw group). ``voxel_size``
     is in microns (x, y, z); by default it is what the files' OME or ImageJ
     metadata records, else 1.8, 1.8, 2.0. ``chunk_size`` is in voxels (x, y,
     z). ``levels`` defaults to enough levels that the coarsest fits in one
@@ -105,7 +121,7 @@ def convert(source: str | Sequence[str], dest: str | Storage, options: ConvertOp
 
 
 def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None = None,
-                    resources: Resources | None = None, **keywords) -> Plan | ome_tiff.OmeTiffPlan:
+                    resources: Resources | None = None, **keywords) -> Plan | SeriesPlan | ome_tiff.OmeTiffPlan:
     """Decide a conversion (see :func:`convert`): reads the source's headers, writes nothing.
     ``dest`` is a local path or ``file://`` URL, or a :class:`~.storage.Storage`."""
     options, resources = split_keywords(options, resources, keywords)
@@ -119,17 +135,21 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
     if fmt.chunked:
         fmt.store_class(chosen).check_storage(storage)
     storage.check_reachable(writing=True)
-    levels, voxel_size, chunk_size, segmentation = (options.levels, options.voxel_size, options.chunk_size,
-                                                    options.segmentation)
-    channel, timepoint = options.channel, options.timepoint
-    n_cores, memory_limit, dask_scheduler = resources.n_cores, resources.memory_limit, resources.dask_scheduler
+    voxel_size, chunk_size, segmentation = options.voxel_size, options.chunk_size, options.segmentation
+    channel, timepoint, n_cores = options.channel, options.timepoint, resources.n_cores
     if voxel_size is not None:
         check_triple(tuple(voxel_size), param("voxel_size"), integer=False)
     check_triple(tuple(chunk_size), param("chunk_size"), integer=True)
     if n_cores is not None and n_cores < 1:
         raise PrecomputedTifError(f"{param('n_cores')} must be at least 1, got {n_cores}")
+    if timepoint is not None and timepoint != ALL_TIMEPOINTS and (
+            isinstance(timepoint, bool) or not isinstance(timepoint, (int, np.integer))):
+        raise PrecomputedTifError(f"{setting('timepoint', timepoint)}: give a time point's number (0 is the "
+                                  f"first), or {ALL_TIMEPOINTS!r} for every one")
+    # Every time point: asked for, or a format whose arrays have a t axis given no pick.
+    every = timepoint == ALL_TIMEPOINTS or (timepoint is None and fmt.time_axis)
     stack = open_source(source, segmentation=segmentation, progress=resources.progress, channel=channel,
-                        timepoint=timepoint, series=options.series)
+                        timepoint=ALL_TIMEPOINTS if every else timepoint, series=options.series)
     source_storage = getattr(stack, "storage", None)  # a dataset's (DatasetSource)
     if isinstance(source_storage, Storage) and nested(source_storage, storage):
         # --overwrite would delete the dataset being read; a resumed run would write into it.
@@ -137,6 +157,28 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
                                   "overlap: the dataset read cannot be written to; give a destination apart from it")
     segmentation = segmentation or getattr(stack, "segmentation", False)
     voxel_size, voxel_size_from = _voxel_size(voxel_size, stack)
+    if every and not fmt.time_axis:
+        # One dataset per time point, DEST/t0000, DEST/t0001, ...: planned all before any is written.
+        parts = []
+        for t in range(stack.n_timepoints):
+            name = timepoint_name(t)
+            part = _child_storage(storage, name)
+            parts.append(_plan_dataset(stack.at_timepoint(t), part, part.location(), fmt, chosen, options,
+                                       resources, segmentation, voxel_size, voxel_size_from, t))
+        return SeriesPlan(parts, dest, fmt.name)
+    timepoints = stack.n_timepoints if every else 1
+    return _plan_dataset(stack, storage, dest, fmt, chosen, options, resources, segmentation, voxel_size,
+                         voxel_size_from, ALL_TIMEPOINTS if timepoints > 1 else timepoint, timepoints)
+
+
+def _plan_dataset(stack: Source, storage: Storage, dest: str, fmt, chosen, options: ConvertOptions,
+                  resources: Resources, segmentation: bool, voxel_size, voxel_size_from: str, timepoint,
+                  timepoints: int = 1) -> Plan | ome_tiff.OmeTiffPlan:
+    """The plan of one dataset at ``storage`` (named ``dest``) from ``stack``: of the time point
+    the stack is at, or with ``timepoints`` > 1 (a format with a t axis) of every time point;
+    ``timepoint`` is what the job record says was picked."""
+    levels, chunk_size, channel = options.levels, options.chunk_size, options.channel
+    n_cores, memory_limit, dask_scheduler = resources.n_cores, resources.memory_limit, resources.dask_scheduler
     if not fmt.chunked:
         return ome_tiff.plan(stack, storage, voxel_size=voxel_size, voxel_size_from=voxel_size_from, levels=levels,
                              tile_size=chosen.tile_size, compression=chosen.compression,
@@ -159,16 +201,33 @@ def plan_conversion(source, dest: str | Storage, options: ConvertOptions | None 
         # Names and colours as the source records them, for every writer and every link.
         names, colors = channels.of_source(stack)
         info[EXTRA].update(channel_names=names, channel_colors=colors)
+    if timepoints > 1:
+        info[EXTRA]["time"] = {"timepoints": timepoints, "interval": stack.time_interval, "unit": stack.time_unit}
     fmt.add_to_info(info, geometry, planned, chosen)
     source_record: dict = {"first": absolute(stack.files[0]), "last": absolute(stack.files[-1]),
                            "planes": stack.n_planes, "channel": channel, "timepoint": timepoint}
     if options.series is not None:  # recorded only when given: other job records stay byte for byte
         source_record["series"] = options.series
     job = {"format": fmt.job_name(chosen), "source": source_record, "info": info}
-    log.info("%d planes of %dx%d %s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
-             f", {stack.n_channels} channels" if stack.n_channels > 1 else "", dest, len(geometry.levels), fmt.name)
+    log.info("%d planes of %dx%d %s%s%s -> %s, %d levels, %s format", z, x, y, stack.dtype.name,
+             f", {stack.n_channels} channels" if stack.n_channels > 1 else "",
+             f", {timepoints} time points" if timepoints > 1 else "", dest, len(geometry.levels), fmt.name)
     return Plan(stack, dest, fmt.name, fmt.store_class(chosen), geometry, info, planned.passes, n_workers,
-                segmentation, dask_scheduler, job, planned.lossless_copies, storage)
+                segmentation, dask_scheduler, job, planned.lossless_copies, storage, timepoints)
+
+
+def timepoint_name(t: int) -> str:
+    """The name of time point ``t``'s dataset when each is written on its own: ``t0000``, ``t0001``..."""
+    return f"t{t:04d}"
+
+
+def _child_storage(storage: Storage, name: str) -> Storage:
+    """The storage of ``name`` inside ``storage`` (a directory, or a bucket's prefix), with the
+    same settings (a bucket's Cache-Control)."""
+    if storage.local_root is not None:
+        return open_storage(os.path.join(storage.local_root, name), param("dest"))
+    return open_storage(storage.location().rstrip("/") + "/" + name, param("dest"),
+                        cache_control=getattr(storage, "cache_control", None))
 
 
 def _source_location(source):
@@ -181,8 +240,15 @@ def _source_location(source):
     return [_source_location(s) for s in source]
 
 
-def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> Result:
-    """Carry out a plan: write every chunk (skipping what an earlier run finished), then ``info``."""
+def run(plan: Plan | SeriesPlan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bool = False) -> Result:
+    """Carry out a plan: write every chunk (skipping what an earlier run finished), then ``info``;
+    of a :class:`SeriesPlan`, each time point's dataset after the other."""
+    if isinstance(plan, SeriesPlan):
+        done = []
+        for part in plan.parts:
+            done.append(run(part, overwrite=overwrite, progress=progress))
+            log.info("time point %d of %d written: %s", len(done), len(plan.parts), part.dest)
+        return SeriesResult(done, plan.dest, plan.format)
     if isinstance(plan, ome_tiff.OmeTiffPlan):
         return Result(ome_tiff.run(plan, overwrite=overwrite, progress=progress), plan.dest, ome_tiff.FORMAT)
     started = time.perf_counter()
@@ -193,7 +259,7 @@ def run(plan: Plan | ome_tiff.OmeTiffPlan, overwrite: bool = False, progress: bo
     store = plan.store(storage, info)
     if plan.lossless_copies:
         store.lossless_copies = plan.lossless_copies
-    total = sum(count_chunks(p, geometry) for p in plan.passes)
+    total = sum(count_chunks(p, geometry) for p in plan.passes) * plan.timepoints
     try:
         # Leaving this block by an exception (an error, Ctrl-C, SIGTERM) stops the workers at once.
         with make_executor(plan.n_workers, plan.dask_scheduler) as executor:
@@ -304,8 +370,18 @@ def _passes(plan: Plan, store: ChunkStore) -> Iterator[Iterator[Task]]:
     """The tasks of each pass, a pass after the one whose levels it reads."""
     for p in plan.passes:
         log.debug("levels %d-%d in blocks of %s voxels, tasks of %s", p.first, p.last, p.block, p.task_size)
-        # Any Source reads as tasks_of needs; its annotation names the TIFF one.
-        yield tasks_of(p, plan.geometry, store, plan.source, plan.segmentation)
+        if plan.timepoints == 1:
+            yield tasks_of(p, plan.geometry, store, plan.source, plan.segmentation)
+        else:
+            yield _series_tasks(plan, store, p)
+
+
+def _series_tasks(plan: Plan, store: ChunkStore, p) -> Iterator[Task]:
+    """A pass's tasks for every time point of a time series, one time point after the other
+    (the source is opened at a time point only when its tasks are drawn)."""
+    for t in range(plan.timepoints):
+        source = plan.source.at_timepoint(t) if p.from_source else plan.source
+        yield from tasks_of(p, plan.geometry, store.at_timepoint(t), source, plan.segmentation, timepoint=t)
 
 
 def _min_block(geometry: Geometry, stack: Source) -> int:

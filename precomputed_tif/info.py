@@ -266,6 +266,30 @@ class VolumeInfo:
         return value
 
     @property
+    def n_timepoints(self) -> int:
+        """How many time points the dataset holds (an OME-Zarr time series: its arrays have a
+        leading ``t`` axis); 1 when ``info`` records no time series."""
+        return self._time()[0]
+
+    @property
+    def time_interval(self) -> tuple[float | None, str]:
+        """The interval between time points and its NGFF unit name (``"second"``, ...), as the
+        source recorded them; (None, "") when unknown."""
+        _, interval, unit = self._time()
+        return interval, unit
+
+    def _time(self) -> tuple[int, float | None, str]:
+        value = self._extra.get("time")
+        if value is None:
+            return 1, None, ""
+        if isinstance(value, dict):
+            n, interval, unit = value.get("timepoints"), value.get("interval"), value.get("unit", "")
+            if (isinstance(n, int) and _is_int(n) and n >= 1 and isinstance(unit, str)
+                    and (interval is None or (_is_number(interval) and interval > 0))):
+                return n, None if interval is None else float(interval), unit
+        raise self._wrong("time", value, 'an object {"timepoints": N, "interval": number or null, "unit": name}')
+
+    @property
     def zarr_shards(self) -> dict[str, tuple[int, int, int]]:
         """(x, y, z) voxels of each scale's Zarr v3 shards, by scale key, as the conversion planned
         them (OME-Zarr 0.5); empty when ``info`` has none."""

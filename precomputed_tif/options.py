@@ -25,9 +25,11 @@ class ConvertOptions:
     in x and y); ``voxel_size``: microns, (x, y, z) (None: the files' metadata,
     else 1.8, 1.8, 2.0); ``chunk_size``: voxels, (x, y, z); ``segmentation``:
     labels (coarser levels take the most frequent); ``channel``/``timepoint``:
-    pick one (0-based; None: all channels, and the only time point);
-    ``series``: one image of a file holding several (LIF images, CZI scenes, ND2
-    positions, BigDataViewer setups; None: the only one);
+    pick one (0-based; None: all channels, and the only time point -- or, with a format that
+    has a t axis (ome-zarr), every time point; ``timepoint="all"``: every time point, in one
+    dataset with a t axis or else one dataset each); ``series``: one image of a file holding
+    several (LIF images, CZI scenes, ND2 positions, BigDataViewer setups, an OME-Zarr group's
+    bioformats2raw series; None: the only one);
     ``format_options``: those of the chosen format (encoding, sharding, NGFF
     version, OME-TIFF tiles and compression).
     """
@@ -38,7 +40,7 @@ class ConvertOptions:
     chunk_size: tuple[int, int, int] = DEFAULT_CHUNK_SIZE
     segmentation: bool = False
     channel: int | None = None
-    timepoint: int | None = None
+    timepoint: int | str | None = None
     series: int | None = None
     format_options: FormatOptions = field(default_factory=FormatOptions)
 
@@ -94,3 +96,16 @@ class Result(dict):
         from . import formats
 
         return formats.get(self.format).summary(self.dest, self)
+
+
+class SeriesResult(Result):
+    """What a conversion of every time point into datasets of their own wrote: each one's
+    :class:`Result` (``parts``, in order of time, ``dest`` of each ``DEST/t0000``...); as a dict,
+    ``{"timepoints": [their dests]}``."""
+
+    def __init__(self, parts: list[Result], dest: str, format: str):
+        super().__init__({"timepoints": [p.dest for p in parts]}, dest, format)
+        self.parts = parts
+
+    def summary(self) -> str:
+        return "\n".join(p.summary() for p in self.parts)

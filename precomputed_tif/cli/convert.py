@@ -11,9 +11,10 @@ from ..errors import PrecomputedTifError, param
 from ..formats import FormatOptions
 from ..formats.ome_tiff.cli import add_arguments as add_ome_tiff_arguments
 from ..geometry import parse_triple
-from ..options import ConvertOptions, Resources
+from ..options import ConvertOptions, Resources, SeriesResult
 from ..pipeline import memory
 from ..pipeline.executor import default_workers
+from ..sources import ALL_TIMEPOINTS
 from ..storage import open_storage
 from .mesh import add_mesh_arguments, sharded_value, summary as mesh_summary
 from .support import add_cache_control_argument, add_log_argument, announce_bucket, parse_args, run_main, setup_logging
@@ -29,10 +30,16 @@ examples:
   precomputed-tif --source experiment.lif --inspect          (what it holds; writes nothing)
   precomputed-tif --source experiment.lif --series 2 --dest out --format ome-zarr
         (also .nd2, .czi, .ims, BigDataViewer .xml/.h5 and .n5: no TIFF export first)
+  precomputed-tif --source timelapse.tif --dest movie.zarr --format ome-zarr
+        (every time point: one OME-Zarr with a t axis, which Neuroglancer and napari step through)
+  precomputed-tif --source timelapse.tif --dest movie --timepoint all --format precomputed
+        (one dataset per time point: movie/t0000, movie/t0001, ...)
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain --format precomputed
         (Neuroglancer's own files: any static web server or bucket serves them)
   precomputed-tif --source /data/blockfs_dataset --dest /var/www/data/brain --format precomputed
         (store an existing dataset again, in another format, without its TIFF planes)
+  precomputed-tif --source /data/scan.ome.zarr --dest /var/www/data/scan --format precomputed --series 0
+        (an OME-Zarr of another tool: ome-zarr-py, ngff-zarr, bioformats2raw; --series picks one image)
   precomputed-tif --source "/data/img_*.tif" --dest /var/www/data/brain.zarr --format ome-zarr
         (OME-Zarr: Neuroglancer as zarr://, napari, and other OME tools, from any static web server)
   precomputed-tif --source "/data/img_*.tif" --dest /data/brain --format ome-tiff
@@ -43,6 +50,16 @@ Then serve the result and open it in Neuroglancer:
 or write it to a bucket, which prints the link that opens it from there:
   precomputed-tif --source "/data/img_*.tif" --dest s3://my-bucket/brain --format precomputed
 """
+
+
+def _timepoint(text: str) -> int | str:
+    """``--timepoint``'s value: a time point's number, or ``all``."""
+    if text.strip().lower() == ALL_TIMEPOINTS:
+        return ALL_TIMEPOINTS
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a time point's number or {ALL_TIMEPOINTS}, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,13 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="convert only channel N (0 is the first) of a multi-channel or colour input "
                         "(default: all channels, in one dataset)")
-    p.add_argument("--timepoint", type=int, default=None, metavar="N",
-                   help="convert time point N (0 is the first) of a time series; required when the "
-                        "input has several")
+    p.add_argument("--timepoint", type=_timepoint, default=None, metavar="N",
+                   help="convert time point N (0 is the first) of a time series, or 'all': with --format ome-zarr "
+                        "one OME-Zarr with a t axis (the default for a time series), with any other format one "
+                        "dataset per time point, DIR/t0000, DIR/t0001, ...; other formats need it for a time "
+                        "series")
     p.add_argument("--series", type=int, default=None, metavar="N",
                    help="convert image N (0 is the first) of a file holding several: a LIF file's images, "
-                        "a CZI file's scenes, an ND2 file's positions, a BigDataViewer dataset's setups; "
-                        "required when there are several (--inspect lists them)")
+                        "a CZI file's scenes, an ND2 file's positions, a BigDataViewer dataset's setups, an "
+                        "OME-Zarr's bioformats2raw series; required when there are several (--inspect lists them)")
     p.add_argument("--inspect", action="store_true",
                    help="print what would be read from --source (series, axes, size, type, voxel size and "
                         "where it comes from, channels, time points) and write nothing; --dest is not needed")
@@ -135,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_mesh_options(args, fmt) -> None:
+    """The meshing options' mistakes, found before converting: one line each."""
+    if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
+        raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
+                                  "made from labels")
+    if args.mesh and not fmt.chunked:
+        raise PrecomputedTifError("--mesh makes Neuroglancer meshes beside a precomputed dataset; it does not "
+                                  f"go with --format {fmt.name}")
+    if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
+        raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
+    if args.mesh:
+        from ..meshing import require_mesh_packages
+
+        require_mesh_packages()  # before converting, not after
+    if args.properties:
+        from ..meshing.segment_properties import read_properties_csv
+
+        read_properties_csv(args.properties)  # a mistake in it is found before converting
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging(args.log)
@@ -142,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         for flag, value in (("--channel", args.channel), ("--timepoint", args.timepoint),
                             ("--series", args.series)):
-            if value is not None and value < 0:
+            if isinstance(value, int) and value < 0:
                 raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
         if args.inspect:
             from ..sources.inspect import inspect_source
@@ -156,28 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                        integer=False)
         chunk_size = parse_triple(args.chunk_size, "--chunk-size", integer=True)
         limit = memory.parse_size(args.memory_limit) if args.memory_limit is not None else None
-        if (args.mesh or args.properties or args.mesh_sharded != "auto") and not args.segmentation:
-            raise PrecomputedTifError("--mesh, --properties and --mesh-sharded need --segmentation: meshes are "
-                                      "made from labels")
         fmt = formats.get(args.format)
-        if args.mesh and not fmt.chunked:
-            raise PrecomputedTifError("--mesh makes Neuroglancer meshes beside a precomputed dataset; it does not "
-                                      f"go with --format {fmt.name}")
-        if (args.properties or args.mesh_sharded != "auto") and not args.mesh:
-            raise PrecomputedTifError("--properties and --mesh-sharded go with --mesh")
-        if args.mesh:
-            from ..meshing import require_mesh_packages
-
-            require_mesh_packages()  # before converting, not after
-        if args.properties:
-            from ..meshing.segment_properties import read_properties_csv
-
-            read_properties_csv(args.properties)  # a mistake in it is found before converting
+        _check_mesh_options(args, fmt)
         progress = not args.no_progress and sys.stderr.isatty()
         options = ConvertOptions(
             format=fmt.name, levels=args.levels, voxel_size=voxel_size, chunk_size=chunk_size,
-            segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint,
-            series=args.series,
+            segmentation=args.segmentation, channel=args.channel, timepoint=args.timepoint, series=args.series,
             format_options=FormatOptions(encoding=args.encoding, jpeg_quality=args.jpeg_quality, sharded=args.sharded,
                                          ngff_version=args.ngff_version, tile_size=args.tile_size,
                                          compression=args.compression))
@@ -186,16 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         dest = open_storage(args.dest, param("dest"), cache_control=args.cache_control)
         result = convert(args.source, dest, options, resources, overwrite=args.overwrite)
         print(result.summary())
-        info = dict(result)
-        if args.mesh:
-            from ..meshing import mesh_dataset
+        # One dataset, or one per time point (--timepoint all): each meshed and announced.
+        written = [(dest, result)] if not isinstance(result, SeriesResult) else [
+            (open_storage(part.dest, param("dest"), cache_control=args.cache_control), part) for part in result.parts]
+        for storage, part in written:
+            info = dict(part)
+            if args.mesh:
+                from ..meshing import mesh_dataset
 
-            info = mesh_dataset(dest, n_cores=args.n_cores, memory_limit=limit,
-                                dask_scheduler=args.dask_scheduler, properties=args.properties,
-                                sharded=sharded_value(args.mesh_sharded),
-                                progress=progress)
-            print(mesh_summary(dest, info))
-        announce_bucket("precomputed-tif", dest, info, fmt)
+                info = mesh_dataset(storage, n_cores=args.n_cores, memory_limit=limit,
+                                    dask_scheduler=args.dask_scheduler, properties=args.properties,
+                                    sharded=sharded_value(args.mesh_sharded),
+                                    progress=progress)
+                print(mesh_summary(storage, info))
+            announce_bucket("precomputed-tif", storage, info, fmt)
 
     return run_main("precomputed-tif", body, resumable=True)
 

@@ -97,6 +97,8 @@ class Format:
     served_as_files: ClassVar[bool] = False
     #: Its files are what Neuroglancer's precomputed:// asks for (nothing to translate).
     precomputed_native: ClassVar[bool] = False
+    #: Its arrays can have a leading t axis: a time series is one dataset of every time point.
+    time_axis: ClassVar[bool] = False
     #: ``module:Class`` of the :class:`~precomputed_tif.formats.store.ChunkStore` holding its chunks.
     store: ClassVar[str] = ""
 
@@ -148,6 +150,8 @@ class Format:
         origin = volume.voxel_size_from
         origin = {"given": "as given", "default": "the default"}.get(origin, "from the " + origin if origin else "")
         channels = f", {n} channels" if n > 1 else ""
+        if volume.n_timepoints > 1:
+            channels += f", {volume.n_timepoints} time points"
         shown = volume.display_range
         contrast = f", contrast {' '.join(f'{lo:g}-{hi:g}' for lo, hi in shown)}" if shown else ""
         return (f"wrote {dest}: {x}x{y}x{z} {volume.dtype.name} {volume.volume_type}{channels}, "

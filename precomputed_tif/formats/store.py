@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import stat
 import struct
@@ -40,6 +41,8 @@ class ChunkStore(ABC):
     """
 
     format: str = ""
+    # The time point this store reads and writes, of a time series' store (see :meth:`at_timepoint`).
+    timepoint: int = 0
     # The format's files are appended to or updated in place: a local directory only.
     local_only: bool = False
     # Scales whose chunks are also kept losslessly, to be read back (see the precomputed store).
@@ -81,6 +84,26 @@ class ChunkStore(ABC):
             raise PrecomputedTifError(
                 f"{storage.location()}: the {cls.format} format keeps its files in a local directory only "
                 "(it updates them in place); write precomputed, zarr or ome-zarr there instead")
+
+    @property
+    def n_timepoints(self) -> int:
+        """How many time points the volume holds (1 unless its arrays have a leading t axis)."""
+        return self.volume_info.n_timepoints
+
+    def time_index(self) -> tuple[int, ...]:
+        """The index of :attr:`timepoint` on the arrays' leading t axis: ``(t,)`` for a time
+        series, ``()`` for a volume without a t axis."""
+        return (self.timepoint,) if self.n_timepoints > 1 else ()
+
+    def at_timepoint(self, t: int) -> ChunkStore:
+        """The same store reading and writing time point ``t`` (0 <= t < :attr:`n_timepoints`)
+        of a time series, its boxes and arrays still (z, y, x) or (c, z, y, x). Only formats
+        whose arrays can have a t axis (OME-Zarr) are made with one."""
+        if not 0 <= t < self.n_timepoints:
+            raise ValueError(f"time point {t} of {self.n_timepoints}")
+        view = copy.copy(self)
+        view.timepoint = t
+        return view
 
     def array_shape(self, box: Box) -> tuple[int, ...]:
         """Shape of the array that holds ``box``: (z, y, x), or (c, z, y, x) with channels."""
@@ -329,9 +352,10 @@ class ChunkStore(ABC):
         return self.scale(key).grid
 
     def _slot(self, key: str, index_zyx: tuple[int, int, int]) -> int:
-        gx, gy, _ = self._grid(key)
+        gx, gy, gz = self._grid(key)
         iz, iy, ix = index_zyx
-        return (iz * gy + iy) * gx + ix
+        # A time series keeps one grid of entries per time point, one after the other.
+        return ((self.timepoint * gz + iz) * gy + iy) * gx + ix
 
     def create_checksums(self) -> None:
         """An empty checksum file in every level directory that has none (called by ``create``)."""
@@ -342,7 +366,7 @@ class ChunkStore(ABC):
             if not os.path.exists(path):
                 gx, gy, gz = self._grid(key)
                 with open(path, "wb") as f:
-                    f.truncate(8 * gx * gy * gz)
+                    f.truncate(8 * gx * gy * gz * self.n_timepoints)
 
     def record_checksum(self, key: str, index_zyx: tuple[int, int, int], data) -> None:
         """Remember a written chunk file's checksum; :meth:`finish` records it."""

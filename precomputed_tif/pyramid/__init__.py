@@ -90,11 +90,16 @@ class Task:
     segmentation: bool
     plan: Pass
     block: Box  # the task's region, in coordinates of level ``plan.first``
+    # The time point of a time series the task makes (``store`` and ``source`` are at it);
+    # None for a volume that is no time series.
+    timepoint: int | None = None
 
     @property
     def id(self) -> str:
-        """Names the task across runs: the same command plans the same ids."""
-        return f"{self.plan.first}-{self.plan.last}/{self.block.name}"
+        """Names the task across runs: the same command plans the same ids (a time series'
+        tasks of each time point ``t0/...``, ``t1/...``)."""
+        name = f"{self.plan.first}-{self.plan.last}/{self.block.name}"
+        return name if self.timepoint is None else f"t{self.timepoint}/{name}"
 
     def blocks(self) -> Iterator[Box]:
         """The blocks of the task's region, z, y, x order."""
@@ -293,8 +298,10 @@ def _block_size(geometry: Geometry, first: int, last: int) -> tuple[int, int, in
 
 
 def tasks_of(p: Pass, geometry: Geometry, store: Store, source: Source,
-             segmentation: bool) -> Iterator[Task]:
-    """Tasks of one pass, generated lazily in z, y, x order (neighbours read the same planes)."""
+             segmentation: bool, timepoint: int | None = None) -> Iterator[Task]:
+    """Tasks of one pass, generated lazily in z, y, x order (neighbours read the same planes);
+    of a time series, those of time point ``timepoint``, whose ``store`` and ``source`` are
+    at that time point."""
     sx, sy, sz = geometry.level(p.first).size
     bx, by, bz = p.task_size
     for z0 in range(0, sz, bz):
@@ -303,7 +310,7 @@ def tasks_of(p: Pass, geometry: Geometry, store: Store, source: Source,
         for y0 in range(0, sy, by):
             for x0 in range(0, sx, bx):
                 box = Box(x0, min(x0 + bx, sx), y0, min(y0 + by, sy), z0, z1)
-                yield Task(geometry, store, sub, segmentation, p, box)
+                yield Task(geometry, store, sub, segmentation, p, box, timepoint)
 
 
 def count_chunks(p: Pass, geometry: Geometry) -> int:

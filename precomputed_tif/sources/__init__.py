@@ -14,6 +14,7 @@ source's time points is read (``timepoint``, ``n_timepoints``, ``at_timepoint``)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +27,19 @@ from ..geometry import Box
 from ..info import INFO, JOB_RECORD, VolumeInfo, read_volume_info
 from ..storage import LocalStorage, Storage, is_bucket_url, open_storage
 from . import vendor
-from .tiff import PlaneStack, open_stack
+from .ome_zarr import OmeZarrSource, is_ome_zarr, open_ome_zarr
+from .tiff import ALL_TIMEPOINTS, PlaneStack, open_stack, series_choices
 
-__all__ = ["DatasetSource", "PlaneStack", "Source", "open_source", "open_stack"]
+__all__ = ["ALL_TIMEPOINTS", "DatasetSource", "OmeZarrSource", "PlaneStack", "Source", "open_source", "open_stack"]
+
+
+def _named(source) -> str:
+    """How a message names a source: its path or URL, or the first of its files."""
+    if isinstance(source, Storage):
+        return source.location()
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"{os.fspath(next(iter(source), ''))} ..."
 
 
 @runtime_checkable
@@ -74,6 +85,17 @@ class Source(Protocol):
     @property
     def timepoint(self) -> int:
         """Which time point (0 <= timepoint < n_timepoints) :meth:`read` reads."""
+        ...
+
+    @property
+    def time_interval(self) -> float | None:
+        """The interval between time points, in :attr:`time_unit`; None when unknown."""
+        ...
+
+    @property
+    def time_unit(self) -> str:
+        """NGFF's name of the unit of :attr:`time_interval` (``"second"``, ``"millisecond"``...);
+        "" when unknown."""
         ...
 
     @property
@@ -129,6 +151,8 @@ class DatasetSource:
     storage: Storage
     volume_info: VolumeInfo
     format: str
+    # Which time point is read, of a dataset that is a time series (an OME-Zarr with a t axis).
+    timepoint: int = 0
 
     @property
     def path(self) -> str:
@@ -160,16 +184,25 @@ class DatasetSource:
     def axes(self) -> str:
         return "czyx" if self.n_channels > 1 else "zyx"
 
-    # A dataset holds one time point.
-    n_timepoints = 1
-    timepoint = 0
+    @property
+    def n_timepoints(self) -> int:
+        return self.volume_info.n_timepoints
+
+    @property
+    def time_interval(self) -> float | None:
+        return self.volume_info.time_interval[0]
+
+    @property
+    def time_unit(self) -> str:
+        return self.volume_info.time_interval[1]
 
     def at_timepoint(self, t: int) -> DatasetSource:
-        """This source, for ``t`` = 0, its one time point."""
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t != 0:
-            raise PrecomputedTifError(f"{setting('timepoint', t)} is out of range: {self.path} is a dataset, "
-                                      "which holds one time point (0)")
-        return self
+        """This source at time point ``t`` of the dataset's (0 for a dataset that is no time series)."""
+        n = self.n_timepoints
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n:
+            held = f"has {n} time points (0 to {n - 1})" if n > 1 else "is a dataset, which holds one time point (0)"
+            raise PrecomputedTifError(f"{setting('timepoint', t)} is out of range: {self.path} {held}")
+        return self if t == self.timepoint else dataclasses.replace(self, timepoint=int(t))
 
     @property
     def segmentation(self) -> bool:
@@ -212,6 +245,8 @@ class DatasetSource:
             from ..formats.stores import open_store
 
             store = _stores[self.path] = open_store(self.storage, self.volume_info, self.format)
+        if self.n_timepoints > 1:
+            store = store.at_timepoint(self.timepoint)
         return store.read_region(self.volume_info.keys[0], box)
 
 
@@ -243,28 +278,51 @@ def _dataset_storage(source) -> Storage | None:
     return None
 
 
+def _ome_zarr_path(source) -> str | None:
+    """The local directory ``source`` names when it is an OME-Zarr image (or group of images) of
+    another tool (:func:`.ome_zarr.is_ome_zarr`), else None."""
+    if isinstance(source, (str, os.PathLike)) and not is_bucket_url(source):
+        path = os.path.expanduser(os.fspath(source))
+        if is_ome_zarr(path):
+            return path
+    return None
+
+
 def open_source(source: str | Sequence[str] | Storage, segmentation: bool = False, progress: bool = False,
-                channel: int | None = None, timepoint: int | None = None, series: int | None = None) -> Source:
+                channel: int | None = None, timepoint: int | str | None = None,
+                series: int | None = None) -> Source:
     """A microscope file (by its name: ``.nd2``, ``.czi``, ``.lif``, ``.ims``, BigDataViewer
     ``.xml``/``.h5``, an ``.n5`` directory; see :mod:`.vendor`), a dataset (a
-    :class:`~precomputed_tif.storage.Storage`, or a directory holding an ``info`` file) or
-    TIFF planes. ``series`` picks one image of a file holding several."""
+    :class:`~precomputed_tif.storage.Storage`, or a directory holding an ``info`` file), an
+    OME-Zarr image of another tool, or TIFF planes. ``series`` picks one image of a file or
+    group holding several; ``timepoint`` :data:`ALL_TIMEPOINTS` opens a time series at its
+    first time point, for a conversion of every one."""
     if vendor.kind_of(source) is not None and _dataset_storage(source) is None:
         return vendor.open_vendor(source, series=series, channel=channel, timepoint=timepoint,
                                   segmentation=segmentation)
-    if series is not None:
-        raise PrecomputedTifError(f"{param('series')} picks one image of a file holding several (ND2, CZI, LIF, "
-                                  f"BigDataViewer, N5); {source} is not one")
     storage = _dataset_storage(source)
+    if storage is None:
+        ome_zarr = _ome_zarr_path(source)
+        if ome_zarr is not None:
+            every = timepoint == ALL_TIMEPOINTS
+            return open_ome_zarr(ome_zarr, series=series, channel=channel,
+                                 timepoint=None if every else timepoint,  # type: ignore[arg-type]
+                                 every_timepoint=every, segmentation=segmentation)
+    if series is not None:
+        raise PrecomputedTifError(f"{param('series')} picks one image of a file or group holding several (ND2, "
+                                  f"CZI, LIF, BigDataViewer, N5, bioformats2raw's OME-Zarr); {_named(source)} is none")
     if storage is not None:
         path = storage.location()
-        if channel is not None or timepoint is not None:
+        if channel is not None or timepoint not in (None, ALL_TIMEPOINTS):
             raise PrecomputedTifError(f"{param('channel')} and {param('timepoint')} are for TIFF input, not for a "
                                       "dataset directory")
         info = read_volume_info(storage)  # a user error for anything but a volume's info
         from ..formats.stores import detect_format
 
         src = DatasetSource(storage, info, detect_format(storage, info))
+        if src.n_timepoints > 1 and timepoint is None:
+            raise PrecomputedTifError(f"{path} is a time series of {src.n_timepoints} time points; "
+                                      f"{series_choices()}")
         if segmentation and not src.segmentation:
             raise PrecomputedTifError(f"{path} is an image dataset; leave out {setting('segmentation', True)} "
                                       "to store it again")

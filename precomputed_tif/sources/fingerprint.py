@@ -30,6 +30,8 @@ from typing import NamedTuple
 from ..errors import PrecomputedTifError
 from ..info import INFO, JOB_RECORD
 from ..storage import ObjectStat, Storage, is_bucket_url, object_at, open_storage
+from ..storage.regular_files import open_regular
+from .ome_zarr import OmeZarrSource
 
 # Which way of identifying a source a recorded digest was made by ("1:<sha256>"): a version that
 # identifies sources otherwise cannot compare, and says so rather than call the source changed.
@@ -93,8 +95,8 @@ def _content(storage: Storage, key: str) -> list:
 
 
 def identify(source) -> Identity:
-    """The identity of an opened source (a :class:`~.source.PlaneStack` or a
-    :class:`~.sources.DatasetSource`), as it is on disk now."""
+    """The identity of an opened source (a :class:`~.source.PlaneStack`, a
+    :class:`~.sources.DatasetSource` or an :class:`~.ome_zarr.OmeZarrSource`), as it is on disk now."""
     digest = hashlib.sha256()
     if hasattr(source, "planes"):  # TIFF planes: the files and where each plane sits in them
         objects = _object_stats([p for p in source.files if is_bucket_url(p)])
@@ -102,6 +104,16 @@ def identify(source) -> Identity:
         layout = [list(ref) for ref in source.planes]
         digest.update(json.dumps([files, list(source.plane_shape), source.stored_dtype, layout],
                                  separators=(",", ":")).encode())
+    elif isinstance(source, OmeZarrSource):  # its metadata by content, its full-resolution files by stat
+        files = [_file_content(source.path, name) for name in _ome_zarr_metadata(source)]
+        digest.update(json.dumps(files, separators=(",", ":")).encode())
+        level = source.location
+        for dirpath, dirnames, names in os.walk(level):
+            dirnames.sort()
+            for name in sorted(names):
+                st = os.stat(os.path.join(dirpath, name))
+                digest.update(json.dumps([st.st_size, st.st_mtime_ns, os.path.relpath(os.path.join(dirpath, name),
+                                                                                       level)]).encode())
     elif hasattr(source, "image"):  # a microscope file: the files, and which of its images is read
         files = [_stat(os.path.abspath(p)) for p in source.files]
         image = source.image
@@ -127,6 +139,32 @@ def identify(source) -> Identity:
             if not name.startswith("."):  # the store's own records (checksums) say nothing new
                 digest.update(json.dumps([st.size, st.mtime_ns, name]).encode())
     return Identity(f"{SCHEME}:{digest.hexdigest()}", files)
+
+
+def _file_content(root: str, relative: str) -> list:
+    """[path, size, sha256 of the bytes] of a small local metadata file ([path, None, None] when
+    absent or unreadable)."""
+    path = os.path.join(root, relative)
+    f = open_regular(path)
+    if f is None:
+        return [path, None, None]
+    try:
+        with f:
+            data = f.read()
+    except OSError:
+        return [path, None, None]
+    return [path, len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _ome_zarr_metadata(source: OmeZarrSource) -> list[str]:
+    """The metadata files (relative paths) of an OME-Zarr source: of every group from the top to
+    its full-resolution level, and of the level's array, in either Zarr version."""
+    parts = source.array.split("/")
+    names = []
+    for depth in range(len(parts) + 1):
+        for name in ("zarr.json", ".zattrs", ".zarray"):
+            names.append("/".join([*parts[:depth], name]))
+    return names
 
 
 def _walk_order(relative_key: str) -> tuple:

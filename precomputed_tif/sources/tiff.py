@@ -133,6 +133,10 @@ class PlaneStack:
     channel_colors: tuple = ()
     n_timepoints: int = 1
     timepoint: int = 0
+    # The interval between time points and its NGFF unit name ("second", ...), as the
+    # metadata records them; None and "" when it does not.
+    time_interval: float | None = None
+    time_unit: str = ""
     channel: int | None = None
     # One file per z plane (else one multi-page file, or the files of one multi-file OME-TIFF):
     # how :meth:`at_timepoint` opens the files again.
@@ -221,6 +225,18 @@ class PlaneStack:
         return out if nc > 1 else out[0]
 
 
+def series_choices() -> str:
+    """What a time series can become, in a user error's words."""
+    whole = either("format='ome-zarr'", "--format ome-zarr")
+    each = either(f"timepoint={ALL_TIMEPOINTS!r}", f"--timepoint {ALL_TIMEPOINTS}")
+    return f"write every time point into one OME-Zarr with {whole}, or one dataset per time point with {each}"
+
+
+def _index(timepoint) -> int:
+    """The time point a stack is opened at: the one given, else 0."""
+    return int(timepoint or 0)
+
+
 def _check_timepoint(t, n_t: int, path: str) -> int:
     """``t`` as an int, when it is one of the ``n_t`` time points of ``path`` (0 to n_t - 1);
     otherwise a :class:`PrecomputedTifError` naming ``timepoint``."""
@@ -240,9 +256,8 @@ def _check_timepoint(t, n_t: int, path: str) -> int:
 def time_series_error(path: str, n_t: int) -> PrecomputedTifError:
     """The refusal of a source of ``n_t`` > 1 time points opened without ``timepoint``."""
     return PrecomputedTifError(
-        f"{path} is a time series of {n_t} time points; convert one at a time with "
-        f"{either('timepoint=N', '--timepoint N')} "
-        f"(0 to {n_t - 1})"
+        f"{path} is a time series of {n_t} time points; {series_choices()}, or pick one with "
+        f"{either('timepoint=N', '--timepoint N')} (0 to {n_t - 1})"
     )
 
 
@@ -445,20 +460,28 @@ class _FileLayout:
     channel_names: tuple = ()
     channel_colors: tuple = ()
     n_timepoints: int = 1
+    time_step: tuple = (None, "")
+
+
+# ``timepoint`` of :func:`open_stack` that opens a time series at its first time point, for a
+# caller that goes through every time point itself (see :meth:`PlaneStack.at_timepoint`).
+ALL_TIMEPOINTS = "all"
 
 
 def open_stack(source: str | Sequence[str], segmentation: bool = False, progress: bool = False,
-               channel: int | None = None, timepoint: int | None = None) -> PlaneStack:
+               channel: int | None = None, timepoint: int | str | None = None) -> PlaneStack:
     """Open the planes named by a glob (or a list of files) and check that they agree.
 
-    ``channel`` picks one channel of a multi-channel input (default: all),
-    ``timepoint`` one time point of a time series (required when there are
-    several). Raises :class:`PrecomputedTifError` naming the first offending
-    file when nothing matches, a file is not a readable TIFF or holds fewer
-    planes than it says, planes differ in shape, type or channels, or the type
-    is not supported for the kind of volume.
+    ``channel`` picks one channel of a multi-channel input (default: all), ``timepoint`` one time
+    point of a time series (required when there are several, unless it is :data:`ALL_TIMEPOINTS`:
+    the stack of time point 0, whose :meth:`~PlaneStack.at_timepoint` gives the others). Raises
+    :class:`PrecomputedTifError` naming the first offending file when nothing matches, a file is not
+    a readable TIFF or holds fewer planes than it says, planes differ in shape, type or channels, or
+    the type is not supported for the kind of volume.
     """
     files = plane_files.resolve(source)
+    if timepoint == ALL_TIMEPOINTS:
+        timepoint = 0
     if len(files) == 1:
         stack = _open_multipage(files[0], channel, timepoint)
     else:
@@ -479,7 +502,8 @@ def _open_multipage(path: str, channel, timepoint) -> PlaneStack:
                       voxel_size_origin=layout.voxel_size_origin and f"{layout.voxel_size_origin} of {path}",
                       whole_rows=layout.whole_rows, voxel_size_metadata=layout.voxel_size_metadata,
                       channel_names=layout.channel_names, channel_colors=layout.channel_colors,
-                      n_timepoints=layout.n_timepoints, timepoint=int(timepoint or 0), channel=channel)
+                      n_timepoints=layout.n_timepoints, timepoint=_index(timepoint), channel=channel,
+                      time_interval=layout.time_step[0], time_unit=layout.time_step[1])
 
 
 def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneStack:
@@ -517,7 +541,8 @@ def _open_planes(files: list[str], progress: bool, channel, timepoint) -> PlaneS
                       rgb=first.rgb, voxel_size=first.voxel_size, voxel_size_origin=origin,
                       whole_rows=first.whole_rows, voxel_size_metadata=first.voxel_size_metadata,
                       channel_names=first.channel_names, channel_colors=first.channel_colors,
-                      n_timepoints=first.n_timepoints, timepoint=int(timepoint or 0), channel=channel,
+                      n_timepoints=first.n_timepoints, timepoint=_index(timepoint), channel=channel,
+                      time_interval=first.time_step[0], time_unit=first.time_step[1],
                       plane_per_file=True)
 
 
@@ -611,6 +636,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         voxel_words = tiff_metadata.voxel_size_words(tif, origin)
         whole_rows = not page0.is_tiled and page0.compression != 1
         recorded_channels = tiff_metadata.channel_metadata(tif)
+        time_step = tiff_metadata.time_step_of(tif)
 
     kinds = _axis_kinds(dims, path)
     n_t, n_z, n_c = (math.prod(n for (_, n), k in zip(dims, kinds) if k == want) for want in "TZC")
@@ -618,7 +644,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
         raise PrecomputedTifError(f"{path} has both {n_c} channels and {samples} colour samples; not supported")
     if n_t > 1 and timepoint is None:
         raise time_series_error(path, n_t)
-    t = _check_timepoint(timepoint or 0, n_t, path)
+    t = _check_timepoint(_index(timepoint), n_t, path)
     channels = max(n_c, samples)
     check_channel(channel, channels, path)
     wanted = [channel] if channel is not None else list(range(channels))
@@ -631,7 +657,7 @@ def _file_layout(path: str, channel: int | None, timepoint: int | None,
             refs.append(locate(int(index), c if samples > 1 else 0))
     names, colors = tiff_metadata.pick_channels(recorded_channels, channels, rgb, wanted)
     return _FileLayout(n_z, len(wanted), (height, width), dtype, refs, rgb and channel is None,
-                       voxel_size, origin, whole_rows, files, voxel_words, names, colors, n_t)
+                       voxel_size, origin, whole_rows, files, voxel_words, names, colors, n_t, time_step)
 
 
 def _check_companions(tif, path: str) -> None:

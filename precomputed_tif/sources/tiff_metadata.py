@@ -178,6 +178,41 @@ def voxel_size_of(tif) -> tuple[tuple[float | None, float | None, float | None],
     return (None, None, None), ""
 
 
+# Time units as OME-XML, ImageJ and NGFF spell them -> NGFF's name (UDUNITS-2).
+_TIME_UNITS = {
+    "ns": "nanosecond", "nanosecond": "nanosecond", "µs": "microsecond", "\u03bcs": "microsecond",
+    "us": "microsecond", "microsecond": "microsecond", "ms": "millisecond", "msec": "millisecond",
+    "millisecond": "millisecond", "s": "second", "sec": "second", "second": "second", "seconds": "second",
+    "min": "minute", "minute": "minute", "minutes": "minute", "h": "hour", "hr": "hour", "hour": "hour",
+    "hours": "hour", "d": "day", "day": "day", "days": "day",
+}
+
+
+def time_unit_name(unit) -> str:
+    """NGFF's name of a time unit (``"second"``, ``"millisecond"``, ...), "" when ``unit`` is none
+    it knows."""
+    return _TIME_UNITS.get(str(unit).strip().lower(), "") if unit is not None else ""
+
+
+def time_step_of(tif) -> tuple[float | None, str]:
+    """The interval between time points a TIFF records, and its NGFF unit name: OME-XML
+    ``TimeIncrement`` (``TimeIncrementUnit``, seconds when absent), else ImageJ's ``finterval``
+    (in ``tunit``, seconds when absent); (None, "") when it records none."""
+    if tif.ome_metadata:
+        pixels = _ome_pixels(tif.ome_metadata)
+        step = _positive(pixels.get("TimeIncrement")) if pixels is not None else None
+        if pixels is not None and step is not None:
+            unit = time_unit_name(pixels.get("TimeIncrementUnit", "s"))
+            return (step, unit) if unit else (None, "")
+    imagej = tif.imagej_metadata
+    if imagej is not None:
+        step = _positive(imagej.get("finterval"))
+        if step is not None:
+            unit = time_unit_name(imagej.get("tunit", "sec"))
+            return (step, unit) if unit else (None, "")
+    return None, ""
+
+
 def voxel_size_words(tif, origin: str) -> str:
     """The metadata a voxel size was read from (``origin`` as :func:`voxel_size_of` names it),
     in the file's own words, to quote when the size looks wrong: the OME-XML PhysicalSize

@@ -90,13 +90,30 @@ def _control_names(names: list[str], rgb: bool) -> list[tuple[str, str]]:
     return out
 
 
+# Seconds per NGFF time unit: Neuroglancer's time dimension is in seconds.
+_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0, "minute": 60.0,
+            "hour": 3600.0, "day": 86400.0}
+
+
 def viewer_state(layers: list[dict], info: dict | VolumeInfo) -> dict:
-    """A state showing ``layers`` at the physical scale of ``info``'s finest level, centred on it."""
-    scale = VolumeInfo.of(info).scales[0]
+    """A state showing ``layers`` at the physical scale of ``info``'s finest level, centred on it;
+    a time series (an OME-Zarr with a t axis) also has a ``t`` dimension, at its first time
+    point, which Neuroglancer steps through with a slider."""
+    volume = VolumeInfo.of(info)
+    scale = volume.scales[0]
     resolution_nm, size, offset = scale.resolution, scale.size, scale.voxel_offset
+    dimensions = {axis: [r / 1e9, "m"] for axis, r in zip("xyz", resolution_nm)}
+    position = [o + s / 2 for o, s in zip(offset, size)]
+    if volume.n_timepoints > 1:
+        interval, unit = volume.time_interval
+        seconds = _SECONDS.get(unit)
+        dimensions["t"] = [interval * seconds, "s"] if interval is not None and seconds else [1, ""]
+        # NGFF puts the centre of time point i at i x interval (translation 0), and Neuroglancer
+        # shows it from i - 0.5 to i + 0.5 steps: 0 is time point 0's middle.
+        position.append(0)
     return {
-        "dimensions": {axis: [r / 1e9, "m"] for axis, r in zip("xyz", resolution_nm)},
-        "position": [o + s / 2 for o, s in zip(offset, size)],
+        "dimensions": dimensions,
+        "position": position,
         "crossSectionScale": max(1.0, max(size[:2]) / 400),
         "projectionScale": max(size) * 1.5,
         "layers": layers,

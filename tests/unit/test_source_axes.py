@@ -161,3 +161,29 @@ def test_a_dataset_as_a_source_is_one_time_point_of_zyx_or_czyx(tmp_path, channe
     with pytest.raises(PrecomputedTifError) as err:
         source.at_timepoint(1)
     assert "--timepoint 1" in for_command_line(err.value) and "timepoint=1" in str(err.value)
+
+
+@pytest.mark.parametrize("channel, axes", [(None, "czyx"), (1, "zyx")])
+def test_an_ome_zarr_of_another_tool_is_a_source_of_every_time_point(tmp_path, channel, axes):
+    import zarr
+
+    from precomputed_tif.sources import OmeZarrSource
+
+    data = _hyperstack().transpose(0, 2, 1, 3, 4)  # t, c, z, y, x as NGFF orders them
+    group = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w", zarr_format=3)
+    group.create_array("0", shape=data.shape, chunks=(1, 1, 4, 8, 8), dtype=data.dtype)[:] = data
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "t", "type": "time", "unit": "minute"}, {"name": "c", "type": "channel"}]
+        + [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [5, 1, 2, 1, 1]}]}]}]}
+    source = open_source(str(tmp_path / "in.ome.zarr"), timepoint=0, channel=channel)
+    assert isinstance(source, OmeZarrSource) and isinstance(source, Source)
+    assert (source.axes, source.n_timepoints, source.timepoint) == (axes, T, 0)
+    assert (source.time_interval, source.time_unit) == (5.0, "minute")
+    for t in range(T):
+        moved = pickle.loads(pickle.dumps(source.at_timepoint(t)))
+        want = data[t] if channel is None else data[t, channel]
+        np.testing.assert_array_equal(moved.read(BOX), want[(...,) + BOX.slices])
+    with pytest.raises(PrecomputedTifError) as err:
+        source.at_timepoint(T)
+    assert f"--timepoint {T}" in for_command_line(err.value)

@@ -20,6 +20,7 @@ class OmeZarrFormat(Format):
     numbered_keys = True
     ngff_root = True
     served_as_files = True
+    time_axis = True
     store = ".ome_zarr.store:OmeZarrStore"
     versions: ClassVar[tuple[str, ...]] = ("0.5", "0.4")
 

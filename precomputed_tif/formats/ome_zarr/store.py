@@ -63,7 +63,7 @@ class OmeZarrStore(ChunkStore):
         return raw is not None and _is_v3_array(raw)
 
     def axis_names(self) -> list[str]:
-        return (["c"] if self.channels > 1 else []) + ["z", "y", "x"]
+        return (["t"] if self.n_timepoints > 1 else []) + (["c"] if self.channels > 1 else []) + ["z", "y", "x"]
 
     def shard_size(self, key: str) -> tuple[int, int, int]:
         """(x, y, z) voxels of a scale's shards, as the conversion planned them."""
@@ -76,7 +76,9 @@ class OmeZarrStore(ChunkStore):
         from ..zarr.ngff import zarr_objects
 
         super().create(n_writers)
-        lead = (self.channels,) if self.channels > 1 else ()
+        channels = (self.channels,) if self.channels > 1 else ()
+        # A time series: a leading t axis, one time point per chunk and per shard.
+        times, one = ((self.n_timepoints,), (1,)) if self.n_timepoints > 1 else ((), ())
         Shuffle = Literal["noshuffle", "shuffle", "bitshuffle"]
         names: dict[int, Shuffle] = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}  # numcodecs' numbers
         shuffle = names[COMPRESSOR["shuffle"]]
@@ -87,8 +89,8 @@ class OmeZarrStore(ChunkStore):
             cx, cy, cz = s.chunk_size
             sx, sy, sz = self.shard_size(s.key)
             objects = zarr_objects(functools.partial(
-                zarr.create_array, shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
-                shards=(*lead, sz, sy, sx), dtype=self.dtype, fill_value=0, zarr_format=3,
+                zarr.create_array, shape=(*times, *channels, z, y, x), chunks=(*one, *channels, cz, cy, cx),
+                shards=(*one, *channels, sz, sy, sx), dtype=self.dtype, fill_value=0, zarr_format=3,
                 compressors=BloscCodec(cname=COMPRESSOR["cname"], clevel=COMPRESSOR["clevel"], shuffle=shuffle),
                 dimension_names=self.axis_names(),
             ))
@@ -117,7 +119,8 @@ class OmeZarrStore(ChunkStore):
         the last two None when the scale is not sharded (the object is the chunk's own)."""
         meta = self._array_meta(key)
         inner, outer = meta["inner"], meta["outer"]
-        corner = (0,) * (len(inner) - 3) + (box.z0, box.y0, box.x0)
+        time = self.time_index()
+        corner = time + (0,) * (len(inner) - 3 - len(time)) + (box.z0, box.y0, box.x0)
         chunk = tuple(c // n for c, n in zip(corner, inner))
         if outer is None:
             return self._chunk_key(key, meta, chunk), None, None
@@ -142,6 +145,8 @@ class OmeZarrStore(ChunkStore):
         meta = self._array_meta(key)
         inner = meta["inner"]
         chunk: np.ndarray = array.reshape(self.array_shape(box))
+        if self.time_index():
+            chunk = chunk[np.newaxis]
         if chunk.shape != inner:
             full = np.full(inner, meta["fill"], meta["dtype"])
             full[tuple(slice(0, n) for n in chunk.shape)] = chunk

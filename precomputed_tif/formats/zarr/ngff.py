@@ -8,14 +8,14 @@ key). zarr-python makes them in memory (:func:`zarr_objects`) and they are
 stored through the dataset's :class:`~precomputed_tif.storage.Storage`, so
 the bytes are zarr-python's on any storage.
 
-Physical coordinates: axes ``c`` (when there are channels), ``z``, ``y``, ``x``
-in micrometres. NGFF puts the *centre* of voxel ``i`` at ``i * scale +
-translation``; each level's translation is half its voxel size, so voxel
-``i`` of any level covers ``[i, i + 1) * scale`` -- exactly the box the
-precomputed ``info`` gives it (``voxel_offset`` 0, the corner of the first
-voxel at the origin). A level-``n`` voxel is the mean of the level-1 voxels it
-covers, so a feature lands at the same physical point at every level, and an
-OME-Zarr and a precomputed layer of the same conversion overlay exactly.
+Physical coordinates: axes ``t`` (a time series: type time, in the unit the source recorded, one per
+time point when it recorded none), ``c`` (when there are channels), ``z``, ``y``, ``x`` in
+micrometres. Time is never downsampled. NGFF puts the *centre* of voxel ``i`` at ``i * scale +
+translation``; each level's translation is half its voxel size, so voxel ``i`` of any level covers
+``[i, i + 1) * scale`` -- exactly the box the precomputed ``info`` gives it (``voxel_offset`` 0, the
+corner of the first voxel at the origin). A level-``n`` voxel is the mean of the level-1 voxels it
+covers, so a feature lands at the same physical point at every level, and an OME-Zarr and a
+precomputed layer of the same conversion overlay exactly.
 """
 
 from __future__ import annotations
@@ -37,17 +37,29 @@ VERSIONS = ("0.4", "0.5")
 UNIT = "micrometer"
 
 
-def axes(channels: int) -> list[dict]:
-    """NGFF axes, slowest first: ``c`` (only with several channels), ``z``, ``y``, ``x``."""
+def axes(channels: int, timepoints: int = 1, time_unit: str = "") -> list[dict]:
+    """NGFF axes, slowest first: ``t`` (only with several time points; ``time_unit`` its NGFF
+    unit, none when ""), ``c`` (only with several channels), ``z``, ``y``, ``x``."""
     spatial = [{"name": a, "type": "space", "unit": UNIT} for a in "zyx"]
-    return ([{"name": "c", "type": "channel"}] if channels > 1 else []) + spatial
+    time: list[dict] = []
+    if timepoints > 1:
+        time = [{"name": "t", "type": "time", **({"unit": time_unit} if time_unit else {})}]
+    return time + ([{"name": "c", "type": "channel"}] if channels > 1 else []) + spatial
 
 
-def level_transforms(scale: Scale, channels: int) -> list[dict]:
-    """A level's ``scale`` and ``translation`` (µm, axis order of :func:`axes`) from its
-    ``info`` scale (resolution in nm, x, y, z)."""
+def level_transforms(scale: Scale, channels: int, timepoints: int = 1,
+                     time_interval: float | None = None) -> list[dict]:
+    """A level's ``scale`` and ``translation`` (axis order of :func:`axes`; µm for z, y, x)
+    from its ``info`` scale (resolution in nm, x, y, z); a time series' t scale is
+    ``time_interval`` (1 when unknown), at every level, translated by 0 (time point 0 at 0)."""
     um = [r / 1000.0 for r in reversed(scale.resolution)]  # z, y, x
     lead = [1.0] if channels > 1 else []
+    if timepoints > 1:
+        t = [float(time_interval) if time_interval is not None else 1.0]
+        return [
+            {"type": "scale", "scale": t + lead + um},
+            {"type": "translation", "translation": [0.0] * (1 + len(lead)) + [v / 2 for v in um]},
+        ]
     return [
         {"type": "scale", "scale": lead + um},
         {"type": "translation", "translation": [0.0] * len(lead) + [v / 2 for v in um]},
@@ -57,11 +69,13 @@ def level_transforms(scale: Scale, channels: int) -> list[dict]:
 def multiscale(info: dict | VolumeInfo, name: str, version: str) -> dict:
     """One entry of ``multiscales``: every scale of ``info``, finest first."""
     volume = VolumeInfo.of(info)
-    channels = volume.n_channels
+    channels, timepoints = volume.n_channels, volume.n_timepoints
+    interval, unit = volume.time_interval
     entry = {
         "name": name,
-        "axes": axes(channels),
-        "datasets": [{"path": s.key, "coordinateTransformations": level_transforms(s, channels)}
+        "axes": axes(channels, timepoints, unit),
+        "datasets": [{"path": s.key,
+                      "coordinateTransformations": level_transforms(s, channels, timepoints, interval)}
                      for s in volume.scales],
         # How each level was made from the one before: the mean of 2x2x2 (or 2x2x1) voxels,
         # or the most frequent label of a segmentation.

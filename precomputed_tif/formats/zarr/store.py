@@ -69,9 +69,11 @@ class ZarrStore(ChunkStore):
                 continue  # made by an earlier run of the same conversion
             x, y, z = s.size
             cx, cy, cz = s.chunk_size
-            lead = (self.channels,) if self.channels > 1 else ()
+            channels = (self.channels,) if self.channels > 1 else ()
+            # A time series (OME-Zarr 0.4): a leading t axis, one time point per chunk.
+            times, one = ((self.n_timepoints,), (1,)) if self.n_timepoints > 1 else ((), ())
             objects = zarr_objects(functools.partial(
-                zarr.open_array, mode="w", shape=(*lead, z, y, x), chunks=(*lead, cz, cy, cx),
+                zarr.open_array, mode="w", shape=(*times, *channels, z, y, x), chunks=(*one, *channels, cz, cy, cx),
                 dtype=self.dtype, fill_value=0, order="C", compressor=numcodecs.get_codec(COMPRESSOR),
                 dimension_separator="/", **version,
             ))
@@ -123,7 +125,9 @@ class ZarrStore(ChunkStore):
         chunks = meta["chunks"]
         cz, cy, cx = chunks[-3:]
         index_zyx = (box.z0 // cz, box.y0 // cy, box.x0 // cx)
-        index = (0,) * (len(chunks) - 3) + index_zyx
+        index = self._lead(chunks) + index_zyx
+        if self.time_index():
+            array = array[np.newaxis]
         if array.shape != chunks:
             # Zarr stores edge chunks at full size, padded with the fill value.
             full = np.full(chunks, meta["fill"], meta["dtype"])
@@ -165,13 +169,20 @@ class ZarrStore(ChunkStore):
             raise DamagedData(f"{path} is not a readable Zarr chunk ({exc})") from None
         if flat.nbytes != expected:
             raise DamagedData(f"{path} decodes to {flat.nbytes} bytes, the chunk has {expected}")
-        return flat.view(meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
+        chunk = flat.view(meta["dtype"]).reshape(meta["chunks"], order=meta["order"])
+        return chunk[0] if self.time_index() else chunk
+
+    def _lead(self, chunks: tuple[int, ...]) -> tuple[int, ...]:
+        """The grid index of a chunk's axes before z, y, x: the time point's on a time series' t
+        axis, 0 on the others (c: every channel in each chunk)."""
+        time = self.time_index()
+        return time + (0,) * (len(chunks) - 3 - len(time))
 
     def _overlapping(self, key: str, box: Box):
         """(index, box) of every Zarr chunk of a scale that ``box`` overlaps, in the array's grid."""
         meta = self._array_meta(key)
         cz, cy, cx = meta["chunks"][-3:]
-        lead = (0,) * (len(meta["chunks"]) - 3)
+        lead = self._lead(meta["chunks"])
         for iz in range(box.z0 // cz, ceil_div(box.z1, cz)):
             for iy in range(box.y0 // cy, ceil_div(box.y1, cy)):
                 for ix in range(box.x0 // cx, ceil_div(box.x1, cx)):

@@ -53,7 +53,7 @@ def _module(kind: str):
     return import_module(f"{__name__}.{kind}")
 
 
-def open_vendor(source, series: int | None = None, channel: int | None = None, timepoint: int | None = None,
+def open_vendor(source, series: int | None = None, channel: int | None = None, timepoint: int | str | None = None,
                 segmentation: bool = False) -> ArraySource:
     """The source of one series of a microscope file (see the table above)."""
     kind = kind_of(source)

@@ -33,7 +33,14 @@ import numpy as np
 
 from ...errors import PrecomputedTifError, either, setting
 from ...geometry import Box
-from ..tiff import check_channel, check_timepoint, segmentation_channels_error, supported_dtype, time_series_error
+from ..tiff import (
+    ALL_TIMEPOINTS,
+    check_channel,
+    check_timepoint,
+    segmentation_channels_error,
+    supported_dtype,
+    time_series_error,
+)
 
 _NARROWED = {"float16": "float32", "float64": "float32", "bool": "uint8"}
 
@@ -73,7 +80,8 @@ class Image:
     ``shape`` (z, y, x) voxels; ``dtype`` as stored; ``n_channels`` and
     ``n_timepoints`` (1 when none); ``voxel_size`` (x, y, z) in µm, None for an
     axis the metadata does not give; ``channel_names`` and ``channel_colors``
-    (``#rrggbb``) per channel, None where the metadata gives none; ``rgb`` when
+    (``#rrggbb``) per channel, None where the metadata gives none; ``time_interval`` and
+    ``time_unit`` between time points where known; ``rgb`` when
     the channels are a colour image's samples; ``key``: whatever the reader needs
     to find the series' voxels again (hashable, pickled with the source).
     """
@@ -87,6 +95,9 @@ class Image:
     channel_colors: tuple = ()
     rgb: bool = False
     key: tuple = ()
+    # Between time points, in ``time_unit`` (NGFF's unit names, "second"...); None when unknown.
+    time_interval: float | None = None
+    time_unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,14 @@ class ArraySource:
     @property
     def n_planes(self) -> int:
         return self.image.shape[0]
+
+    @property
+    def time_interval(self) -> float | None:
+        return self.image.time_interval
+
+    @property
+    def time_unit(self) -> str:
+        return self.image.time_unit
 
     @property
     def stored_dtype(self) -> str:
@@ -296,7 +315,8 @@ def open_series(cls: type[S], path: str, noun: str, listing: Sequence[SeriesInfo
     image = image_of(i)
     if image.n_timepoints > 1 and timepoint is None:
         raise time_series_error(path, image.n_timepoints)
-    t = check_timepoint(timepoint or 0, image.n_timepoints, path)
+    # ALL_TIMEPOINTS: every one is converted, starting with the first (at_timepoint for the others).
+    t = check_timepoint(0 if timepoint in (None, ALL_TIMEPOINTS) else timepoint, image.n_timepoints, path)
     check_channel(channel, image.n_channels, path)
     supported_dtype(image.dtype, segmentation)
     channels = (channel,) if channel is not None else tuple(range(image.n_channels))

@@ -1,0 +1,384 @@
+"""OME-Zarr written by other tools (ome-zarr-py, ngff-zarr, bioformats2raw, ...) as a source.
+
+An OME-NGFF 0.4 (Zarr v2) or 0.5 (Zarr v3, sharded or not) multiscale image is read at its
+full-resolution level (``datasets[0]``) only, region by region through zarr-python, so memory
+holds what a task asks for, never the image. What the metadata says is carried over: the voxel
+size from the level's ``scale`` (and the multiscale's own, when it has one) with the axes' units
+converted to micrometres, the channels' names and colours from ``omero``, and a ``t`` axis's
+time points and interval.
+
+A directory is taken for one when it has no ``info`` (this project's own datasets are read as
+datasets) and its root group's attributes hold ``multiscales`` or ``bioformats2raw.layout``.
+bioformats2raw's layout (https://ngff.openmicroscopy.org/0.4/#bf2raw) holds one image per
+series: at the paths the ``OME`` group's ``series`` attribute lists, else at ``0``, ``1``, ...;
+``series`` picks one when there are several.
+
+The metadata is parsed here from the JSON itself (cheap, and nothing of zarr-python runs in the
+process that plans); zarr-python opens the array only where voxels are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DamagedData, PrecomputedTifError, either, setting
+from ..geometry import Box
+from ..storage.regular_files import open_regular
+from . import tiff_metadata
+from .tiff import supported_dtype
+
+log = logging.getLogger(__name__)
+
+LAYOUT = "bioformats2raw.layout"
+AXES = "tczyx"  # the order NGFF keeps axes in: time, channel, then space
+
+
+def _read_json(path: str) -> dict | None:
+    """The JSON object in the file ``path``, None when there is no such regular file; a user
+    error naming it when it is no JSON object."""
+    f = open_regular(path)
+    if f is None:
+        return None
+    try:
+        with f:
+            value = json.loads(f.read())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise PrecomputedTifError(f"{path} is not readable Zarr metadata ({exc})") from None
+    if not isinstance(value, dict):
+        raise PrecomputedTifError(f"{path} is not readable Zarr metadata (not a JSON object)")
+    return value
+
+
+def group_attributes(directory: str) -> dict | None:
+    """The attributes of the Zarr group at ``directory`` (``zarr.json``'s ``attributes``, or
+    ``.zattrs``), None when it is no Zarr group."""
+    meta = _read_json(os.path.join(directory, "zarr.json"))
+    if meta is not None:
+        attrs = meta.get("attributes") if meta.get("node_type") == "group" else None
+        return attrs if isinstance(attrs, dict) else ({} if meta.get("node_type") == "group" else None)
+    attrs = _read_json(os.path.join(directory, ".zattrs"))
+    if attrs is None and os.path.isfile(os.path.join(directory, ".zgroup")):
+        return {}
+    return attrs
+
+
+def _ngff(attrs: dict) -> dict:
+    """The NGFF part of a group's attributes: under ``ome`` (0.5), else the attributes (0.4)."""
+    ome = attrs.get("ome")
+    return ome if isinstance(ome, dict) else attrs
+
+
+def is_ome_zarr(directory: str) -> bool:
+    """Whether ``directory`` (a local path) is an OME-Zarr image, or bioformats2raw's group of
+    images, of another tool: NGFF metadata at its root and no ``info`` of ours."""
+    if not os.path.isdir(directory) or os.path.exists(os.path.join(directory, "info")):
+        return False
+    try:
+        attrs = group_attributes(directory)
+    except PrecomputedTifError:
+        return True  # metadata that is there but unreadable: said when it is opened
+    if attrs is None:
+        return False
+    ome = _ngff(attrs)
+    return "multiscales" in ome or LAYOUT in ome
+
+
+def _series_paths(directory: str, ome: dict) -> list[str]:
+    """The image groups of a bioformats2raw layout, in order of series."""
+    listed = _ngff(group_attributes(os.path.join(directory, "OME")) or {}).get("series")
+    if isinstance(listed, list) and listed and all(isinstance(p, str) for p in listed):
+        return listed
+    paths: list[str] = []
+    while True:
+        attrs = group_attributes(os.path.join(directory, str(len(paths))))
+        if attrs is None or "multiscales" not in _ngff(attrs):
+            return paths
+        paths.append(str(len(paths)))
+
+
+@dataclass(frozen=True)
+class OmeZarrSource:
+    """The full-resolution level of one OME-Zarr image (see the module): a :class:`~.Source`.
+
+    ``array`` is the level's path under ``path`` (``/``-separated), ``array_axes`` its axes
+    (NGFF letters in the array's order, a subset of t, c, z, y, x with y and x) and
+    ``array_shape`` its shape. ``channel`` is the one channel read (None: all), ``timepoint``
+    the time point of a ``t`` axis."""
+
+    path: str
+    array: str
+    array_axes: str
+    array_shape: tuple[int, ...]
+    stored_dtype: str
+    channel: int | None = None
+    timepoint: int = 0
+    voxel_size: tuple = (None, None, None)
+    voxel_size_origin: str = ""
+    channel_names: tuple = ()
+    channel_colors: tuple = ()
+    time_interval: float | None = None
+    time_unit: str = ""
+
+    rgb = False
+    whole_rows = False
+
+    def _size(self, axis: str) -> int:
+        return self.array_shape[self.array_axes.index(axis)] if axis in self.array_axes else 1
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.path,)
+
+    @property
+    def location(self) -> str:
+        """The level's directory, as messages name it."""
+        return os.path.join(self.path, *self.array.split("/"))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self._size("z"), self._size("y"), self._size("x"))
+
+    @property
+    def n_planes(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return supported_dtype(self.stored_dtype, False) if np.dtype(self.stored_dtype).kind == "f" \
+            else np.dtype(self.stored_dtype)
+
+    @property
+    def n_channels(self) -> int:
+        return 1 if self.channel is not None else self._size("c")
+
+    @property
+    def axes(self) -> str:
+        return "czyx" if self.n_channels > 1 else "zyx"
+
+    @property
+    def n_timepoints(self) -> int:
+        return self._size("t")
+
+    def subset(self, z0: int, z1: int) -> OmeZarrSource:
+        return self
+
+    def at_timepoint(self, t: int) -> OmeZarrSource:
+        n = self.n_timepoints
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n:
+            held = f"has {n} time points (0 to {n - 1})" if n > 1 else "is not a time series"
+            raise PrecomputedTifError(f"{setting('timepoint', t)} is out of range: {self.path} {held}")
+        return self if t == self.timepoint else dataclasses.replace(self, timepoint=int(t))
+
+    def read(self, box: Box) -> np.ndarray:
+        """Voxels of ``box``: (z, y, x), or (c, z, y, x) with channels."""
+        index: list = []
+        for a in self.array_axes:
+            index.append({"t": self.timepoint, "c": self.channel if self.channel is not None else slice(None),
+                          "z": slice(box.z0, box.z1), "y": slice(box.y0, box.y1),
+                          "x": slice(box.x0, box.x1)}[a])
+        try:
+            data = np.asarray(_array(self.location)[tuple(index)])
+        except PrecomputedTifError:
+            raise
+        except Exception as exc:  # zarr-python and its codecs raise many kinds
+            raise DamagedData(f"cannot read {self.location}: {exc}") from None
+        kept = [a for a in self.array_axes if a in "zyx" or (a == "c" and self.channel is None)]
+        if "z" not in kept:
+            data, kept = data[..., np.newaxis, :, :], [*kept[:-2], "z", *kept[-2:]]
+        if "c" in kept and self.n_channels == 1:
+            data = data[0]
+        return np.ascontiguousarray(data, self.dtype)
+
+
+# A worker opens each array once and keeps it; the source itself stays small to pickle.
+_arrays: dict = {}
+
+
+def _array(location: str):
+    array = _arrays.get(location)
+    if array is None:
+        import zarr
+
+        array = _arrays[location] = zarr.open_array(store=location, mode="r")
+    return array
+
+
+def open_ome_zarr(path: str, series: int | None = None, channel: int | None = None,
+                  timepoint: int | None = None, every_timepoint: bool = False,
+                  segmentation: bool = False) -> OmeZarrSource:
+    """The OME-Zarr image at the local directory ``path`` (see the module), at time point
+    ``timepoint`` (a time series needs one unless ``every_timepoint``: then time point 0),
+    with all channels or ``channel``; ``series`` picks one image of a bioformats2raw group.
+    Any metadata it cannot use, or a data type a ``segmentation`` (or an image) cannot have,
+    is a user error naming the file."""
+    path = os.path.abspath(path)
+    ome = _ngff(group_attributes(path) or {})
+    if "multiscales" in ome:
+        image, images = "", [""]
+        if series not in (None, 0):
+            raise PrecomputedTifError(f"{setting('series', series)} is out of range: {path} is one image "
+                                      "(series 0)")
+    else:
+        images = _series_paths(path, ome)
+        if not images:
+            raise PrecomputedTifError(f"{path} is a bioformats2raw group with no image in it")
+        if series is None and len(images) > 1:
+            listed = "; ".join(f"{i}: {_describe(path, p)}" for i, p in enumerate(images))
+            raise PrecomputedTifError(f"{path} holds {len(images)} images ({listed}); pick one with "
+                                      f"{either('series=N', '--series N')}")
+        if series is not None and not 0 <= series < len(images):
+            raise PrecomputedTifError(f"{setting('series', series)} is out of range: {path} holds "
+                                      f"{len(images)} images (0 to {len(images) - 1})")
+        image = images[series or 0]
+    source = _open_image(path, image, channel, timepoint, every_timepoint)
+    supported_dtype(source.stored_dtype, segmentation)
+    return source
+
+
+def _describe(path: str, image: str) -> str:
+    """A few words on an image of a group, for the list of series: its name and size."""
+    try:
+        src = _open_image(path, image, None, 0, True)
+    except PrecomputedTifError:
+        return f"{image} (unreadable)"
+    z, y, x = src.shape
+    more = "".join(f", {n} {w}" for n, w in ((src.n_channels, "channels"), (src.n_timepoints, "time points")) if n > 1)
+    return f"{image} {x}x{y}x{z}{more}"
+
+
+def _open_image(path: str, image: str, channel, timepoint, every_timepoint: bool) -> OmeZarrSource:
+    group = os.path.join(path, *image.split("/")) if image else path
+    attrs = group_attributes(group)
+    meta_name = os.path.join(group, "zarr.json" if os.path.exists(os.path.join(group, "zarr.json")) else ".zattrs")
+    ome = _ngff(attrs or {})
+    multiscales = ome.get("multiscales")
+    try:
+        ms = multiscales[0]  # type: ignore[index]
+        axes = [a if isinstance(a, str) else a["name"] for a in ms["axes"]]
+        units = [None if isinstance(a, str) else a.get("unit") for a in ms["axes"]]
+        dataset = ms["datasets"][0]
+        array_path = str(dataset["path"]).strip("/")
+        scale = _scale_of(dataset.get("coordinateTransformations"), len(axes))
+        overall = _scale_of(ms.get("coordinateTransformations"), len(axes))
+    except (TypeError, KeyError, IndexError, ValueError) as exc:
+        raise PrecomputedTifError(f"{meta_name}: not an NGFF multiscale image it can read ({exc!r})") from None
+    axes_text = "".join(a.lower() for a in axes)
+    if len(set(axes_text)) != len(axes_text) or any(a not in AXES for a in axes_text) or \
+            not axes_text.endswith("yx") or axes_text != "".join(a for a in AXES if a in axes_text):
+        raise PrecomputedTifError(f"{meta_name}: axes {axes} are not ones it reads (t, c, z, y, x in that order, "
+                                  "with y and x)")
+    shape, dtype = _array_header(os.path.join(group, *array_path.split("/")))
+    if len(shape) != len(axes_text):
+        raise PrecomputedTifError(f"{meta_name}: {len(axes_text)} axes, but the array {array_path} has "
+                                  f"{len(shape)} dimensions")
+    sizes = dict(zip(axes_text, shape))
+    origin = f"OME-Zarr metadata of {path}"
+    steps = [s * o for s, o in zip(scale, overall)]
+    voxel = _voxel_size(axes_text, units, steps, meta_name)
+    n_t = sizes.get("t", 1)
+    if n_t > 1 and timepoint is None and not every_timepoint:
+        from .tiff import series_choices
+
+        raise PrecomputedTifError(f"{path} is a time series of {n_t} time points; {series_choices()}, or pick "
+                                  f"one with {either('timepoint=N', '--timepoint N')} (0 to {n_t - 1})")
+    t = int(timepoint or 0)
+    if not 0 <= t < n_t:
+        raise PrecomputedTifError(f"{setting('timepoint', t)} is out of range: {path} "
+                                  + (f"has {n_t} time points (0 to {n_t - 1})" if n_t > 1 else "is not a time series"))
+    n_c = sizes.get("c", 1)
+    if channel is not None and not 0 <= channel < n_c:
+        raise PrecomputedTifError(f"{setting('channel', channel)} is out of range: {path} has {n_c} "
+                                  f"channel{'s' if n_c > 1 else ''} (0 to {n_c - 1})")
+    names, colors = _omero_channels(ome.get("omero") or (attrs or {}).get("omero"), n_c)
+    if channel is not None:
+        names, colors = names[channel:channel + 1], colors[channel:channel + 1]
+    interval, time_unit = None, ""
+    if "t" in axes_text:
+        i = axes_text.index("t")
+        time_unit = tiff_metadata.time_unit_name(units[i])
+        interval = steps[i] if time_unit and _positive(steps[i]) else None
+        time_unit = time_unit if interval is not None else ""
+    level = f"{image}/{array_path}" if image else array_path
+    return OmeZarrSource(path, level, axes_text, tuple(shape), np.dtype(dtype).name, channel, t,
+                         voxel, origin if any(v is not None for v in voxel) else "",
+                         names, colors, interval, time_unit)
+
+
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _voxel_size(axes: str, units: list, steps: list[float], meta_name: str) -> tuple:
+    """(x, y, z) µm of the spatial ``axes`` (their ``units`` and per-axis ``steps``); None for an
+    axis the image lacks or whose unit is no length. A space axis without a unit is taken in
+    micrometres (what ome-zarr-py writes unless told a unit)."""
+    voxel: list[float | None] = []
+    unknown_units = []
+    for a in "xyz":
+        if a not in axes:
+            voxel.append(None)
+            continue
+        i = axes.index(a)
+        unit = units[i]
+        factor = 1.0 if unit is None else tiff_metadata.unit_to_um(unit)
+        if unit is None:
+            unknown_units.append(a)
+        voxel.append(steps[i] * factor if factor is not None and _positive(steps[i]) else None)
+    if unknown_units:
+        log.info("%s gives no unit for %s: its scale is taken as micrometres", meta_name, ", ".join(unknown_units))
+    return (voxel[0], voxel[1], voxel[2])
+
+
+def _scale_of(transforms, n: int) -> list[float]:
+    """The ``scale`` of a list of NGFF coordinate transformations (1 per axis when it has none)."""
+    for tr in transforms or []:
+        if isinstance(tr, dict) and tr.get("type") == "scale":
+            values = [float(v) for v in tr["scale"]]
+            if len(values) != n:
+                raise ValueError(f"a scale of {len(values)} values for {n} axes")
+            return values
+    return [1.0] * n
+
+
+def _array_header(directory: str) -> tuple[list[int], str]:
+    """(shape, dtype name) of the Zarr array at ``directory`` (v3 ``zarr.json`` or v2 ``.zarray``)."""
+    meta = _read_json(os.path.join(directory, "zarr.json"))
+    try:
+        if meta is not None:
+            if meta.get("node_type") != "array":
+                raise ValueError("not an array")
+            return [int(n) for n in meta["shape"]], np.dtype(meta["data_type"]).name
+        meta = _read_json(os.path.join(directory, ".zarray"))
+        if meta is None:
+            raise PrecomputedTifError(f"{directory} is not a Zarr array (no zarr.json or .zarray): the image's "
+                                      "full-resolution level is missing")
+        return [int(n) for n in meta["shape"]], np.dtype(meta["dtype"]).name
+    except PrecomputedTifError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PrecomputedTifError(f"{directory}: not Zarr array metadata it can read ({exc})") from None
+
+
+def _omero_channels(omero, n: int) -> tuple[tuple, tuple]:
+    """Per channel the ``omero`` label and colour (``#rrggbb``), None where it gives none; empty
+    when it describes no channels, or not ``n`` of them."""
+    entries = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(entries, list) or len(entries) != n:
+        return (), ()
+    names, colors = [], []
+    for e in entries:
+        e = e if isinstance(e, dict) else {}
+        label = e.get("label")
+        names.append(label if isinstance(label, str) and label.strip() else None)
+        color = e.get("color")
+        ok = isinstance(color, str) and len(color) == 6 and all(c in "0123456789abcdefABCDEF" for c in color)
+        colors.append(f"#{str(color).lower()}" if ok else None)
+    return tuple(names), tuple(colors)
+

@@ -1,0 +1,241 @@
+"""Time series (ImageJ hyperstacks, OME-TIFF with T > 1) written whole: one OME-Zarr with axes
+t, c, z, y, x (NGFF 0.5 and 0.4), read back by zarr-python and ome-zarr-py; resumed after kill -9;
+memory flat in the number of time points; and ``--timepoint all`` for formats without a t axis
+(one dataset per time point, read back by tensorstore)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+import tifffile
+
+from precomputed_tif import convert
+from precomputed_tif.cli.convert import main
+from precomputed_tif.pipeline.progress import DoneLog
+from precomputed_tif.viewer.links import zarr_link
+
+T, Z, C, Y, X = 3, 13, 2, 45, 71
+CHUNK = (16, 16, 8)
+FAST = ["--no-progress", "--n-cores", "1", "--chunk-size", ",".join(map(str, CHUNK))]
+
+
+def _data(shape, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 4000, shape, dtype=np.uint16)
+
+
+def imagej_hyperstack(path, t=T, z=Z, c=C, y=Y, x=X) -> tuple[str, np.ndarray]:
+    """An ImageJ hyperstack (axes TZCYX, or TZYX with one channel) with a frame interval of 2.5 s;
+    returns its path and the data as (t, c, z, y, x) (or (t, z, y, x)), as tifffile reads it back."""
+    data = _data((t, z, c, y, x), 1) if c > 1 else _data((t, z, y, x), 1)
+    tifffile.imwrite(path, data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TZCYX" if c > 1 else "TZYX", "finterval": 2.5, "unit": "um", "spacing": 2.0})
+    read = tifffile.imread(path)
+    return str(path), read.transpose(0, 2, 1, 3, 4) if c > 1 else read
+
+
+def ome_time_series(path) -> tuple[str, np.ndarray]:
+    """An OME-TIFF (axes TCZYX) whose time points are 250 ms apart; path and (t, c, z, y, x)."""
+    data = _data((T, C, Z, Y, X), 2)
+    tifffile.imwrite(path, data, ome=True, photometric="minisblack",
+                     metadata={"axes": "TCZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0,
+                               "TimeIncrement": 250.0, "TimeIncrementUnit": "ms",
+                               "Channel": {"Name": ["DAPI", "GFP"]}})
+    return str(path), tifffile.imread(path)
+
+
+SOURCES = {"imagej": (imagej_hyperstack, 2.5, "second"), "ome": (ome_time_series, 250.0, "millisecond")}
+
+
+def _multiscale(dest) -> dict:
+    import zarr
+
+    attrs = dict(zarr.open_group(str(dest), mode="r").attrs)
+    return attrs.get("ome", attrs)["multiscales"][0]
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("kind", list(SOURCES))
+def test_a_time_series_becomes_one_ome_zarr_with_a_t_axis(tmp_path, kind, version):
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    make, interval, unit = SOURCES[kind]
+    src, want = make(tmp_path / f"{kind}.tif")
+    dest = tmp_path / "movie.zarr"
+    result = convert(src, str(dest), format="ome-zarr", ngff_version=version, chunk_size=CHUNK, n_cores=1)
+    assert f"{T} time points" in result.summary()
+
+    group = zarr.open_group(str(dest), mode="r")
+    level0 = group["0"]
+    assert level0.shape == (T, C, Z, Y, X) and level0.chunks[0] == 1
+    for t in range(T):
+        for c in range(C):
+            for z in range(Z):
+                np.testing.assert_array_equal(level0[t, c, z], want[t, c, z], err_msg=f"t={t} c={c} z={z}")
+
+    ms = _multiscale(dest)
+    assert [a["name"] for a in ms["axes"]] == ["t", "c", "z", "y", "x"]
+    assert ms["axes"][0] == {"name": "t", "type": "time", "unit": unit}
+    assert [a["type"] for a in ms["axes"][1:]] == ["channel", "space", "space", "space"]
+    for i, dataset in enumerate(ms["datasets"]):
+        scale = dataset["coordinateTransformations"][0]["scale"]
+        # t is never downsampled: the same interval at every level, one array entry per time point.
+        assert scale[:2] == [interval, 1.0]
+        assert group[dataset["path"]].shape[:2] == (T, C), i
+
+    # ome-zarr-py reads the same image, axes and all.
+    nodes = list(Reader(parse_url(str(dest)))())
+    image = nodes[0]
+    assert [a["name"] for a in image.metadata["axes"]] == ["t", "c", "z", "y", "x"]
+    np.testing.assert_array_equal(np.asarray(image.data[0]), want)
+
+    # Every time point is pyramided in space exactly as that time point alone is.
+    last = tmp_path / "last.zarr"
+    convert(src, str(last), format="ome-zarr", ngff_version=version, chunk_size=CHUNK, n_cores=1, timepoint=T - 1)
+    alone = zarr.open_group(str(last), mode="r")
+    assert [a["name"] for a in _multiscale(last)["axes"]] == ["c", "z", "y", "x"]
+    assert len(alone) == len(group)
+    for key in ("1", "2"):
+        np.testing.assert_array_equal(group[key][T - 1], alone[key][:])
+
+    # The link shows the t dimension, in seconds.
+    info = json.loads((dest / "info").read_text())
+    state = json.loads(urllib.parse.unquote(zarr_link("zarr://http://127.0.0.1/movie.zarr", info).split("#!")[1]))
+    seconds = interval * (1e-3 if unit == "millisecond" else 1.0)
+    assert state["dimensions"]["t"] == [pytest.approx(seconds), "s"]
+    assert len(state["position"]) == 4 and state["position"][3] == 0  # time point 0's centre
+
+
+def test_timepoint_still_picks_one_time_point_for_ome_zarr(tmp_path):
+    import zarr
+
+    src, want = imagej_hyperstack(tmp_path / "h.tif")
+    dest = tmp_path / "one.zarr"
+    convert(src, str(dest), format="ome-zarr", chunk_size=CHUNK, n_cores=1, timepoint=1)
+    assert zarr.open_group(str(dest), mode="r")["0"].shape == (C, Z, Y, X)
+    np.testing.assert_array_equal(zarr.open_group(str(dest), mode="r")["0"][:], want[1])
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = main([*FAST, *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_other_formats_refuse_a_time_series_and_say_what_would_do(tmp_path, capsys):
+    src, _ = imagej_hyperstack(tmp_path / "h.tif")
+    code, _, err = _run(capsys, "--source", src, "--dest", tmp_path / "out", "--format", "precomputed")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for words in ("--format ome-zarr", "--timepoint all", "--timepoint N", f"{T} time points"):
+        assert words in lines[0], lines[0]
+    assert not os.path.exists(tmp_path / "out" / "info")
+
+
+@pytest.mark.parametrize("fmt", ["precomputed", "zarr"])
+def test_timepoint_all_writes_one_dataset_per_time_point(tmp_path, capsys, fmt):
+    import tensorstore as ts
+
+    src, want = imagej_hyperstack(tmp_path / "h.tif")
+    dest = tmp_path / "out"
+    code, out, err = _run(capsys, "--source", src, "--dest", dest, "--format", fmt, "--timepoint", "all")
+    assert code == 0, err
+    names = [f"t{t:04d}" for t in range(T)]
+    assert sorted(n for n in os.listdir(dest) if not n.startswith(".")) == names
+    for t, name in enumerate(names):
+        assert f"wrote {dest / name}:" in out, out
+        if fmt == "precomputed":
+            spec = {"driver": "neuroglancer_precomputed", "kvstore": f"file://{dest / name}", "scale_index": 0}
+            got = np.asarray(ts.open(spec).result().read().result())  # x, y, z, channel
+            got = got.transpose(3, 2, 1, 0)
+        else:
+            spec = {"driver": "zarr", "kvstore": f"file://{dest / name / '1_1_1'}"}
+            got = np.asarray(ts.open(spec).result().read().result())  # c, z, y, x
+        np.testing.assert_array_equal(got, want[t], err_msg=name)
+    # The same command again finds every time point's dataset finished.
+    code, out2, err = _run(capsys, "--source", src, "--dest", dest, "--format", fmt, "--timepoint", "all")
+    assert code == 0 and out2 == out, err
+
+
+KILLED = textwrap.dedent("""
+    import sys
+    from precomputed_tif import convert
+    if __name__ == "__main__":
+        convert(sys.argv[1], sys.argv[2], format="ome-zarr", ngff_version=sys.argv[3], chunk_size=(8, 8, 8),
+                n_cores=2, block_bytes=16 * 16 * 16 * 4)
+""")
+
+
+def _files(root) -> dict[str, bytes]:
+    """Every file of a dataset but the conversion's own records, by relative path."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            if n.startswith(".precomputed-tif"):
+                continue
+            path = os.path.join(dirpath, n)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_a_time_series_killed_then_rerun_is_the_same_dataset(tmp_path, version):
+    src, _ = imagej_hyperstack(tmp_path / "h.tif", t=4, z=21, y=61, x=53)
+    # The same name: the root metadata names the dataset.
+    whole = tmp_path / "whole" / "movie.zarr"
+    subprocess.run([sys.executable, "-c", KILLED, src, str(whole), version], check=True)
+    dest = tmp_path / "killed" / "movie.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, src, str(dest), version], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    # Killed once the first time point's tasks are done and later ones are under way.
+    while time.monotonic() < deadline and proc.poll() is None and not any(
+            i.startswith("t1/") for i in DoneLog(str(dest)).load()):
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(dest / "info"), "killed too late: the conversion had finished"
+    done = DoneLog(str(dest)).load()
+    assert done and {i.split("/")[0] for i in done} <= {"t0", "t1", "t2", "t3"}
+    subprocess.run([sys.executable, "-c", KILLED, src, str(dest), version], check=True)
+    assert _files(dest) == _files(whole)
+
+
+# The peak is the process's own high-water mark (VmHWM): ru_maxrss would start from the RSS of
+# the process that started it (Linux carries it across exec), here the test's.
+MEASURE = textwrap.dedent("""
+    import sys
+    from precomputed_tif import convert
+    if __name__ == "__main__":
+        convert(sys.argv[1], sys.argv[2], format="ome-zarr", n_cores=1, block_bytes=2**20)
+        with open("/proc/self/status") as f:
+            print(next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")))
+""")
+
+
+@pytest.mark.slow
+def test_memory_is_flat_in_the_number_of_time_points(tmp_path):
+    """Peak RSS of a one-process conversion of 2 and of 6 time points of 32 x 256 x 256 uint16
+    (4 MiB each): the 4 more time points (16 MiB) add less than one time point."""
+    peaks = {}
+    for n in (2, 6):
+        src, _ = imagej_hyperstack(tmp_path / f"h{n}.tif", t=n, z=32, c=1, y=256, x=256)
+        out = subprocess.run([sys.executable, "-c", MEASURE, src, str(tmp_path / f"out{n}")],
+                             capture_output=True, text=True, check=True)
+        peaks[n] = int(out.stdout.split()[-1])
+    per_timepoint = 32 * 256 * 256 * 2
+    print("peak RSS MiB by time points:", {n: round(p / 2**20, 1) for n, p in peaks.items()})
+    assert peaks[6] - peaks[2] < per_timepoint, {n: p / 2**20 for n, p in peaks.items()}
