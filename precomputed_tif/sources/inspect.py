@@ -74,6 +74,6 @@ def describe(src) -> list[str]:
     lines.append(f"channels: {src.n_channels}: {listed}")
     n_t = src.n_timepoints
     lines.append("time points: 1" if n_t == 1 else
-                 f"time points: {n_t} (this is {src.timepoint}; convert one at a time with --timepoint N, "
-                 f"0 to {n_t - 1})")
+                 f"time points: {n_t} (--format ome-zarr writes them all on a t axis; --timepoint N, "
+                 f"0 to {n_t - 1}, picks one; --timepoint all makes one dataset each)")
     return lines
