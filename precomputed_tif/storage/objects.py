@@ -23,7 +23,8 @@ another machine uses its own credentials; nothing secret is pickled or written a
 - S3: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, or a profile of
   ``~/.aws/credentials`` (``AWS_PROFILE``, ``AWS_SHARED_CREDENTIALS_FILE``, ``AWS_CONFIG_FILE``);
   ``AWS_REGION``/``AWS_DEFAULT_REGION``; ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for
-  an S3-compatible server, ``http://`` allowed; ``AWS_REQUEST_PAYER=requester`` for
+  an S3-compatible server, ``http://`` allowed; ``AWS_UNSIGNED_PAYLOAD=true`` to skip hashing payloads for signatures
+  over ``http://`` (never done over ``https://``); ``AWS_REQUEST_PAYER=requester`` for
   requester-pays buckets. With no credentials at all, requests are anonymous (public buckets).
 - GCS: ``GOOGLE_APPLICATION_CREDENTIALS`` or the application default credentials of
   ``gcloud auth application-default login``; ``STORAGE_EMULATOR_HOST`` for an emulator.
@@ -171,7 +172,10 @@ def _s3_config() -> tuple[Any, bool]:
     endpoint = s3_endpoint()
     # Over TLS the payload's integrity is TLS's: SHA-256 of every byte (a tenth of a conversion's
     # CPU) is skipped, as the AWS SDKs skip it over HTTPS. An http:// endpoint's payloads are signed.
-    config["unsigned_payload"] = endpoint is None or endpoint.startswith("https://")
+    # AWS_UNSIGNED_PAYLOAD=true (obstore's own setting) skips it on a trusted http:// network too.
+    unsigned = os.environ.get("AWS_UNSIGNED_PAYLOAD", "").lower()
+    config["unsigned_payload"] = unsigned in ("true", "1") if unsigned else \
+        endpoint is None or endpoint.startswith("https://")
     signed = bool(keys["access_key_id"] and keys["secret_access_key"])
     # Credentials a cloud provides to its machines and containers: obstore asks for them itself.
     provided = any(os.environ.get(name) for name in (

@@ -114,3 +114,19 @@ def test_a_missing_bucket_is_one_line(s3_server, env_of):
         with pytest.raises(PrecomputedTifError, match="does not exist") as caught:
             call()
         assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("unsigned", ["true", "false"])
+def test_payloads_signed_or_not_are_accepted(s3_server, bucket, env_of, monkeypatch, unsigned):
+    """An http:// endpoint's payloads are hashed into the signature unless AWS_UNSIGNED_PAYLOAD
+    says not to; the server takes both, whole objects and multipart streams alike."""
+    env_of(s3_server)
+    monkeypatch.setenv("AWS_UNSIGNED_PAYLOAD", unsigned)
+    storage = open_storage(f"s3://{bucket(s3_server)}/d")
+    storage.put("info", b"{}")
+    part = os.urandom(1 << 20)
+    with storage.open_stream("s.shard") as w:
+        for _ in range(9):
+            w.write(part)
+    assert storage.get("info") == b"{}" and storage.get_range("s.shard", 8 << 20, 4) == part[:4]
+    assert str(storage.store.config["unsigned_payload"]).lower() == unsigned
