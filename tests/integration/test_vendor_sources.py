@@ -162,6 +162,18 @@ def test_a_lif_time_series_needs_a_time_point_in_the_words_tiff_uses():
         open_source(LIF_XZ, series=0, timepoint=20)
 
 
+def test_a_lif_time_series_has_the_interval_las_x_records():
+    import liffile
+
+    with liffile.LifFile(LIF_XZ) as lif:
+        times = np.asarray(lif.images[0].coords["T"])
+    src = open_source(LIF_XZ, series=0, timepoint=3)
+    assert (src.time_interval, src.time_unit) == (pytest.approx(float(np.diff(times).mean())), "second")
+    assert (src.at_timepoint(19).time_interval, src.at_timepoint(19).time_unit) == (src.time_interval, "second")
+    # No time axis, no interval.
+    assert (open_source(LIF_XZ, series=1).time_interval, open_source(LIF_XZ, series=1).time_unit) == (None, "")
+
+
 def test_a_truncated_nd2_is_one_line(tmp_path):
     with open(ND2_PBMC, "rb") as f:
         data = f.read()
