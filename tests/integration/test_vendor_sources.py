@@ -170,6 +170,8 @@ def test_a_lif_time_series_has_the_interval_las_x_records():
     src = open_source(LIF_XZ, series=0, timepoint=3)
     assert (src.time_interval, src.time_unit) == (pytest.approx(float(np.diff(times).mean())), "second")
     assert (src.at_timepoint(19).time_interval, src.at_timepoint(19).time_unit) == (src.time_interval, "second")
+    p = run_command("--source", LIF_XZ, "--series", "0", "--inspect")
+    assert p.returncode == 0 and f"time points: 20, {src.time_interval:g} second apart (" in p.stdout, p.stdout
     # No time axis, no interval.
     assert (open_source(LIF_XZ, series=1).time_interval, open_source(LIF_XZ, series=1).time_unit) == (None, "")
 
