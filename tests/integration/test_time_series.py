@@ -22,6 +22,7 @@ from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DoneLog
 from precomputed_tif.viewer.links import zarr_link
+from tests.helpers import DATA
 
 T, Z, C, Y, X = 3, 13, 2, 45, 71
 CHUNK = (16, 16, 8)
@@ -239,3 +240,80 @@ def test_memory_is_flat_in_the_number_of_time_points(tmp_path):
     per_timepoint = 32 * 256 * 256 * 2
     print("peak RSS MiB by time points:", {n: round(p / 2**20, 1) for n, p in peaks.items()})
     assert peaks[6] - peaks[2] < per_timepoint, {n: p / 2**20 for n, p in peaks.items()}
+
+
+# --- a microscope file's time series (LAS X: an XZ line scan over 20 time points) ----------------
+
+LIF_XZT = os.path.join(DATA, "vendor", "xz-example.lif")
+
+
+def _lif_xzt() -> tuple[np.ndarray, np.ndarray]:
+    """Image 0 of the LIF as liffile reads it whole, (t, c, z, y=1, x), and its time coordinates
+    (seconds)."""
+    import liffile
+
+    with liffile.LifFile(LIF_XZT) as lif:
+        im = lif.images[0]
+        assert im.dims == ("T", "C", "Z", "X")
+        return im.asarray()[:, :, :, None, :], np.asarray(im.coords["T"])
+
+
+def test_a_lif_time_series_becomes_one_ome_zarr_with_its_interval(tmp_path, capsys):
+    import zarr
+
+    want, times = _lif_xzt()
+    dest = tmp_path / "xzt.zarr"
+    code, out, err = _run(capsys, "--source", LIF_XZT, "--series", "0", "--dest", dest, "--format", "ome-zarr")
+    assert code == 0, err
+    np.testing.assert_array_equal(zarr.open_array(str(dest / "0"), mode="r")[:], want)
+    ms = _multiscale(dest)
+    # LAS X records 10.07 s over 20 time points: 0.53 s apart, as liffile's time coordinates are.
+    assert ms["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    step = float(np.diff(times).mean())
+    for level in ms["datasets"]:
+        assert level["coordinateTransformations"][0]["scale"][0] == pytest.approx(step)
+    with open(dest / "info") as f:
+        assert json.load(f)["precomputed_tif"]["time"] == {"timepoints": 20, "interval": pytest.approx(step),
+                                                           "unit": "second"}
+
+
+def test_timepoint_all_of_a_lif_time_series_writes_each_as_liffile_reads_it(tmp_path, capsys):
+    import tensorstore as ts
+
+    want, _ = _lif_xzt()
+    dest = tmp_path / "out"
+    code, out, err = _run(capsys, "--source", LIF_XZT, "--series", "0", "--dest", dest, "--format", "precomputed",
+                          "--timepoint", "all")
+    assert code == 0, err
+    assert sorted(n for n in os.listdir(dest) if not n.startswith(".")) == [f"t{t:04d}" for t in range(20)]
+    for t in (0, 7, 19):
+        spec = {"driver": "neuroglancer_precomputed", "kvstore": f"file://{dest / f't{t:04d}'}", "scale_index": 0}
+        got = np.asarray(ts.open(spec).result().read().result()).transpose(3, 2, 1, 0)
+        np.testing.assert_array_equal(got, want[t], err_msg=f"time point {t}")
+
+
+KILLED_LIF = textwrap.dedent("""
+    import sys
+    from precomputed_tif import convert
+    if __name__ == "__main__":
+        convert(sys.argv[1], sys.argv[2], format="ome-zarr", series=0, chunk_size=(8, 8, 8), n_cores=2,
+                block_bytes=16 * 16 * 16 * 4)
+""")
+
+
+@pytest.mark.slow
+def test_a_lif_time_series_killed_then_rerun_is_the_same_dataset(tmp_path):
+    whole = tmp_path / "whole" / "xzt.zarr"
+    subprocess.run([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(whole)], check=True)
+    dest = tmp_path / "killed" / "xzt.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(dest)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not any(
+            i.startswith("t3/") for i in DoneLog(str(dest)).load()):
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(dest / "info"), "killed too late: the conversion had finished"
+    subprocess.run([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(dest)], check=True)
+    assert _files(dest) == _files(whole)

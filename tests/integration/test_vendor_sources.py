@@ -162,6 +162,34 @@ def test_a_lif_time_series_needs_a_time_point_in_the_words_tiff_uses():
         open_source(LIF_XZ, series=0, timepoint=20)
 
 
+def test_a_lif_time_series_has_the_interval_las_x_records():
+    import liffile
+
+    with liffile.LifFile(LIF_XZ) as lif:
+        times = np.asarray(lif.images[0].coords["T"])
+    src = open_source(LIF_XZ, series=0, timepoint=3)
+    assert (src.time_interval, src.time_unit) == (pytest.approx(float(np.diff(times).mean())), "second")
+    assert (src.at_timepoint(19).time_interval, src.at_timepoint(19).time_unit) == (src.time_interval, "second")
+    p = run_command("--source", LIF_XZ, "--series", "0", "--inspect")
+    assert p.returncode == 0 and f"time points: 20, {src.time_interval:g} second apart (" in p.stdout, p.stdout
+    # No time axis, no interval.
+    assert (open_source(LIF_XZ, series=1).time_interval, open_source(LIF_XZ, series=1).time_unit) == (None, "")
+
+
+def test_a_truncated_nd2_is_one_line(tmp_path):
+    with open(ND2_PBMC, "rb") as f:
+        data = f.read()
+    for n in (300_000, len(data) - 1000):  # cut in its frames; cut in its index at the end
+        cut = tmp_path / f"cut{n}.nd2"
+        cut.write_bytes(data[:n])
+        for args in (["--dest", str(tmp_path / "out")], ["--inspect"]):
+            p = run_command("--source", str(cut), *args)
+            lines = p.stderr.strip().splitlines()
+            assert p.returncode == 2 and len(lines) == 1, p.stderr
+            assert "not a readable ND2 file" in lines[0] and "truncated" in lines[0], lines[0]
+        assert not os.path.exists(tmp_path / "out")
+
+
 def test_a_file_of_several_images_is_refused_without_series_listing_them():
     with pytest.raises(PrecomputedTifError) as err:
         open_source(LIF_XZ)

@@ -20,7 +20,9 @@ never by their place in the file:
 
 Voxel size: the length of each spatial axis over its number of elements minus
 one (``Length / (NumberOfElements - 1)``, converted from the axis' unit), as
-LAS X and Bio-Formats compute it; an axis of one element has none. Channel
+LAS X and Bio-Formats compute it; an axis of one element has none. The interval
+between time points is the ``T`` axis' the same way (its ``Length``, in
+seconds, over its number of elements minus one). Channel
 colours come from each channel's look-up table (``LUTName``: Red, Green,
 ...); LIF keeps no channel names.
 
@@ -163,8 +165,9 @@ def _image(path: str, h: _Handle, i: int) -> Image:
         luts = [str(el.get("LUTName", "")).strip().lower() for el in _channel_descriptions(im)]
         if len(luts) == n_c:
             colors = tuple(_LUT.get(lut) for lut in luts)
+    interval, time_unit = _time_step(_time_description(im))
     return Image(shape, np.dtype(im.dtype).name, n_c, sizes.get("T", 1), voxel, names, colors,
-                 channel_axis == "S", (i, dims, channel_axis))
+                 channel_axis == "S", (i, dims, channel_axis), interval, time_unit)
 
 
 def _element(im) -> ET.Element:
@@ -179,6 +182,29 @@ def _dimension_descriptions(im) -> dict[str, ET.Element]:
         if letter:
             out[letter] = el
     return out
+
+
+def _time_description(im) -> ET.Element | None:
+    """The ``DimensionDescription`` of the time axis (``DimID`` 4), None when there is none."""
+    return next((el for el in _element(im).iter("DimensionDescription") if el.get("DimID") == "4"), None)
+
+
+def _time_step(el: ET.Element | None) -> tuple[float | None, str]:
+    """The interval between time points, Length / (NumberOfElements - 1), and its NGFF unit name
+    (LAS X records seconds); (None, "") without a time axis of two or more elements."""
+    from ..tiff_metadata import time_unit_name
+
+    if el is None:
+        return None, ""
+    try:
+        n = int(el.get("NumberOfElements", "0"))
+        length = float(el.get("Length", "nan"))
+    except ValueError:
+        return None, ""
+    unit = time_unit_name(el.get("Unit") or "s")
+    if n < 2 or not unit or not np.isfinite(length) or length <= 0:
+        return None, ""
+    return length / (n - 1), unit
 
 
 def _channel_descriptions(im) -> list[ET.Element]:

@@ -35,8 +35,13 @@ class _Handle:
             self.file = nd2.ND2File(path)
         except Exception as exc:
             raise PrecomputedTifError(f"{path} is not a readable ND2 file ({exc})") from None
-        self.frames = {(d.get("T", 0), d.get("P", 0), d.get("Z", 0)): i
-                       for i, d in enumerate(self.file.loop_indices)}
+        try:
+            # Read lazily by nd2 from the chunk map at the file's end: a truncated file fails here.
+            self.frames = {(d.get("T", 0), d.get("P", 0), d.get("Z", 0)): i
+                           for i, d in enumerate(self.file.loop_indices)}
+        except Exception:
+            self.file.close()
+            raise damaged(path) from None
 
     def close(self) -> None:
         self.file.close()
@@ -67,7 +72,7 @@ def open_nd2(path: str, series: int | None, channel: int | None, timepoint: int 
              segmentation: bool) -> Nd2Source:
     h = _Handle(path)
     try:
-        listing, image_of = _describe(path, h.file)
+        listing, image_of = _described(path, h.file)
         return open_series(Nd2Source, path, NOUN, listing, image_of, series, channel, timepoint, segmentation)
     finally:
         h.close()
@@ -76,9 +81,25 @@ def open_nd2(path: str, series: int | None, channel: int | None, timepoint: int 
 def list_series(path: str) -> list[SeriesInfo]:
     h = _Handle(path)
     try:
-        return _describe(path, h.file)[0]
+        return _described(path, h.file)[0]
     finally:
         h.close()
+
+
+def damaged(path: str) -> PrecomputedTifError:
+    """The one line for an ND2 file whose frame index or metadata cannot be parsed."""
+    return PrecomputedTifError(f"{path} is not a readable ND2 file: its index of frames or its metadata cannot "
+                               "be parsed; the file may be damaged or truncated")
+
+
+def _described(path: str, f) -> tuple[list[SeriesInfo], Any]:
+    """:func:`_describe`, with the nd2 package's own failures on a damaged file made one line."""
+    try:
+        return _describe(path, f)
+    except PrecomputedTifError:
+        raise
+    except Exception:
+        raise damaged(path) from None
 
 
 def _describe(path: str, f) -> tuple[list[SeriesInfo], Any]:
