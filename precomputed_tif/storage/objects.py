@@ -419,13 +419,44 @@ class ObjectStorage(Storage):
             data = bytes(self._call(key, result.bytes))
         except FileNotFoundError:
             return None
-        if "gzip" in result.attributes.get("Content-Encoding", "") and data[:2] == b"\x1f\x8b":
-            # Stored gzipped (see put); a server that decoded it already sent plain bytes.
+        return self._decoded(key, data, result.attributes.get("Content-Encoding", ""))
+
+    def _decoded(self, key: str, data: bytes, encoding: str) -> bytes:
+        """``data`` with its ``Content-Encoding`` undone: gzip (what :meth:`put` stores, and
+        what cloud-volume writes by default), and brotli or zstd (cloud-volume's other
+        choices) when their Python package is installed. An encoding this cannot undo is a
+        user error naming it, never bytes passed on still encoded."""
+        for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
+            if name == "identity":
+                continue
             try:
-                return gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise StorageError(f"{self.location(key)}: says Content-Encoding gzip but is not gzip ({exc})") \
-                    from None
+                if name in ("gzip", "x-gzip"):
+                    if data[:2] != b"\x1f\x8b":
+                        continue  # a server that decoded it already sent plain bytes
+                    data = gzip.decompress(data)
+                elif name == "deflate":
+                    data = zlib.decompress(data)
+                elif name == "br":
+                    import brotli  # type: ignore[import-untyped]
+
+                    data = brotli.decompress(data)
+                elif name == "zstd":
+                    import zstandard
+
+                    data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+                else:
+                    raise StorageError(f"{self.location(key)}: stored with Content-Encoding {name}, which this "
+                                       "tool cannot decode")
+            except ImportError:
+                package = "brotli" if name == "br" else "zstandard"
+                raise StorageError(f"{self.location(key)}: stored with Content-Encoding {name}; install the "
+                                   f"Python package {package} to read it") from None
+            except StorageError:
+                raise
+            except Exception as exc:  # each decoder has its own error type for damaged data
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise StorageError(f"{self.location(key)}: says Content-Encoding {name} but is not {name} "
+                                   f"({reason})") from None
         return data
 
     def get_range(self, key: str, start: int, length: int) -> bytes | None:

@@ -60,6 +60,40 @@ def test_compressible_objects_are_gzip_at_rest_and_read_back_plain(s3_server, bu
     assert storage.stat("1_1_1/0-64_0-64_0-64").version[0] == first.version[0]  # the ETag: same bytes
 
 
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
+def test_objects_other_tools_stored_encoded_read_back_decoded(s3_server, bucket, env_of, encoding):
+    """cloud-volume stores chunks with Content-Encoding gzip, br or zstd: each reads back as its
+    content, never as the encoded bytes (which a raw chunk's size check might even accept)."""
+    import brotli
+    import zstandard
+
+    env_of(s3_server)
+    name = bucket(s3_server)
+    raw = bytes(range(256)) * 16
+    encode = {"br": brotli.compress, "zstd": zstandard.ZstdCompressor().compress,
+              "gzip": lambda d: gzip.compress(d, mtime=0)}
+    data = raw
+    for step in encoding.split(", "):
+        data = encode[step](data)
+    s3_server.put_object(name, "d/1/0-8_0-8_0-8", data, content_encoding=encoding)
+    assert open_storage(f"s3://{name}/d").get("1/0-8_0-8_0-8") == raw
+
+
+def test_an_encoding_that_cannot_be_undone_is_one_line(s3_server, bucket, env_of):
+    from precomputed_tif.errors import PrecomputedTifError
+
+    env_of(s3_server)
+    name = bucket(s3_server)
+    s3_server.put_object(name, "d/1/x", b"\x1f\x9d" + bytes(100), content_encoding="compress")
+    s3_server.put_object(name, "d/1/y", b"not brotli at all", content_encoding="br")
+    storage = open_storage(f"s3://{name}/d")
+    with pytest.raises(PrecomputedTifError, match=r"^s3://.*/d/1/x: stored with Content-Encoding compress, "):
+        storage.get("1/x")
+    with pytest.raises(PrecomputedTifError, match=r"/d/1/y: says Content-Encoding br but is not br \(") as caught:
+        storage.get("1/y")
+    assert "\n" not in str(caught.value)
+
+
 def test_a_large_stream_is_a_multipart_upload_without_encoding(s3_server, bucket, env_of):
     env_of(s3_server)
     name = bucket(s3_server)
