@@ -318,7 +318,8 @@ class ObjectStorage(Storage):
             if "NoSuchBucket" in str(exc):
                 raise self._error(exc, key) from None
             raise
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:
+            # A stream's writes fail as OSError (the Rust side's I/O error), not as obstore's own.
             raise self._error(exc, key) from None
 
     def _error(self, exc: Exception, key: str) -> PrecomputedTifError:
@@ -486,7 +487,7 @@ class ObjectStorage(Storage):
             if "NoSuchBucket" in str(exc):
                 raise self._error(exc, key) from None
             raise
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:
             if "416" in str(exc) or "InvalidRange" in str(exc):
                 return b""  # the object exists and ends before start
             raise self._error(exc, key) from None
@@ -557,6 +558,7 @@ _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _OS_MESSAGE = re.compile(r'message: "([^"]+)"')
 _SOURCE = re.compile(r"source: (\w+)")
 _RETRIES = re.compile(r"after (\d+) retries")
+_HTTP_SAID = re.compile(r"HTTP error: ([^\n]+)")
 
 
 def _http_failure(text: str) -> tuple[str | None, str, str]:
@@ -566,7 +568,15 @@ def _http_failure(text: str) -> tuple[str | None, str, str]:
     times it was tried (``", 3 tries"``, or nothing for one)."""
     kind = _HTTP_KIND.search(text)
     if kind is None:
-        return None, "", ""
+        # The same failure told in words (a multipart stream's write): "- HTTP error: <reason>".
+        said = _HTTP_SAID.search(text)
+        if said is None:
+            return None, "", ""
+        cause = said.group(1).strip().rstrip(".")
+        kind_said = "Timeout" if "timed out" in cause else "Connect" if "connect" in cause else "Request"
+        retries = _RETRIES.search(text)
+        tries = int(retries.group(1)) + 1 if retries else 1
+        return kind_said, cause, f", {tries} tries" if tries > 1 else ""
     after = text[kind.end():]
     reason = _OS_MESSAGE.search(after)
     if reason:

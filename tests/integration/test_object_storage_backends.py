@@ -117,6 +117,31 @@ def test_a_large_stream_is_a_multipart_upload_without_encoding(s3_server, bucket
     assert s3_server.multipart_uploads(name) == []
 
 
+def test_a_stream_whose_parts_never_get_through_is_one_line(seaweedfs, bucket, env_of, monkeypatch):
+    """Every connection reset after 4 MB, inside the first part: the stream's write fails as
+    one StorageError saying the connection broke (not the client library's own error), and
+    leaves neither an object nor an upload in progress."""
+    from precomputed_tif.storage import StorageError
+    from tests.helpers.tcp_proxy import Proxy
+
+    env_of(seaweedfs)
+    name = bucket(seaweedfs)
+    monkeypatch.setenv("PRECOMPUTED_TIF_STORAGE_TIMEOUT", "3")
+    part = os.urandom(1 << 20)
+    with Proxy(seaweedfs.port, cut_after=4_000_000, cuts=-1) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        storage = open_storage(f"s3://{name}/d")
+        with pytest.raises(StorageError) as caught, storage.open_stream("0/shard") as w:
+            for _ in range(20):
+                w.write(part)
+    message = str(caught.value)
+    assert message.startswith(f"s3://{name}/d/0/shard: the connection to {proxy.endpoint} broke ("), message
+    assert "\n" not in message and "uploadId" not in message
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweedfs.endpoint)
+    assert open_storage(f"s3://{name}/d").stat("0/shard") is None
+    assert seaweedfs.multipart_uploads(name) == []
+
+
 def test_a_gcs_emulator_is_read(fake_gcs, bucket, env_of):
     """Reading gs:// (a dataset source): objects, ranges, listings, and a gzip-encoded object
     the server decodes on the way (as Google's own does) read as its content."""
