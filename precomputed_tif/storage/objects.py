@@ -40,6 +40,7 @@ import datetime
 import gzip
 import os
 import re
+import threading
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
@@ -54,6 +55,8 @@ T = TypeVar("T")
 # requests, more memory (parts in flight are held).
 PART_SIZE = 8 << 20
 PARTS_IN_FLIGHT = 4
+# Seconds an aborted stream waits for its multipart upload to be aborted on the server.
+ABORT_WAIT = 5.0
 
 SCHEMES = {"s3": "S3", "gs": "Google Cloud Storage"}
 
@@ -312,7 +315,7 @@ class ObjectStorage(Storage):
         from obstore.exceptions import BaseError
 
         try:
-            return fn()
+            return _interruptible(fn)
         except FileNotFoundError as exc:
             # obstore raises the same error for a missing bucket as for a missing object.
             if "NoSuchBucket" in str(exc):
@@ -482,7 +485,7 @@ class ObjectStorage(Storage):
             options["if_match"] = etag
         path = self._path(key)
         try:
-            return bytes(obstore.get(self.store, path, options=options).bytes())
+            return _interruptible(lambda: bytes(obstore.get(self.store, path, options=options).bytes()))
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):
                 raise self._error(exc, key) from None
@@ -542,6 +545,35 @@ class ObjectStorage(Storage):
 
     def flush(self) -> None:
         """Nothing to do: every put and closed stream is already stored whole."""
+
+
+def _interruptible(fn: Callable[[], T]) -> T:
+    """``fn()`` (one blocking request of the object store's client), during which Ctrl-C and
+    SIGTERM still take effect at once in the main thread. The client waits for its answer
+    without ever returning to Python, so a signal's handler would otherwise run only when the
+    request ends: after its timeout and retries, minutes when the server hangs. So the main
+    thread waits for the request in another thread (a wait signals interrupt); a request left
+    behind by the signal ends with the process. Elsewhere (a worker's thread) ``fn`` runs here."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="object store request", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        try:
+            raise value
+        finally:
+            del value  # no cycle through the traceback
+    return value
 
 
 # The whole-bucket storages object_at made in this process.
@@ -685,5 +717,13 @@ class _ObjectStream(StreamWriter):
             # Leaving the writer's block by an exception aborts the multipart upload: its
             # parts are deleted and the key keeps its previous object.
             # The upload is abandoned either way; the error that stopped it is the one to report.
-            with contextlib.suppress(Exception):
-                writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            # Waited for a few seconds at most: the request still writing a part holds the
+            # writer, and a server that stopped answering would hold Ctrl-C for minutes. An
+            # upload left behind is what a kill -9 leaves (a lifecycle rule removes it).
+            def drop() -> None:
+                with contextlib.suppress(Exception):
+                    writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+            thread = threading.Thread(target=drop, name="object store abort", daemon=True)
+            thread.start()
+            thread.join(ABORT_WAIT)
