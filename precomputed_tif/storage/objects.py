@@ -41,6 +41,7 @@ import datetime
 import gzip
 import os
 import re
+import threading
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
@@ -55,6 +56,8 @@ T = TypeVar("T")
 # requests, more memory (parts in flight are held).
 PART_SIZE = 8 << 20
 PARTS_IN_FLIGHT = 4
+# Seconds an aborted stream waits for its multipart upload to be aborted on the server.
+ABORT_WAIT = 5.0
 
 SCHEMES = {"s3": "S3", "gs": "Google Cloud Storage"}
 
@@ -316,13 +319,14 @@ class ObjectStorage(Storage):
         from obstore.exceptions import BaseError
 
         try:
-            return fn()
+            return _interruptible(fn)
         except FileNotFoundError as exc:
             # obstore raises the same error for a missing bucket as for a missing object.
             if "NoSuchBucket" in str(exc):
                 raise self._error(exc, key) from None
             raise
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:
+            # A stream's writes fail as OSError (the Rust side's I/O error), not as obstore's own.
             raise self._error(exc, key) from None
 
     def _error(self, exc: Exception, key: str) -> PrecomputedTifError:
@@ -423,13 +427,44 @@ class ObjectStorage(Storage):
             data = bytes(self._call(key, result.bytes))
         except FileNotFoundError:
             return None
-        if "gzip" in result.attributes.get("Content-Encoding", "") and data[:2] == b"\x1f\x8b":
-            # Stored gzipped (see put); a server that decoded it already sent plain bytes.
+        return self._decoded(key, data, result.attributes.get("Content-Encoding", ""))
+
+    def _decoded(self, key: str, data: bytes, encoding: str) -> bytes:
+        """``data`` with its ``Content-Encoding`` undone: gzip (what :meth:`put` stores, and
+        what cloud-volume writes by default), and brotli or zstd (cloud-volume's other
+        choices) when their Python package is installed. An encoding this cannot undo is a
+        user error naming it, never bytes passed on still encoded."""
+        for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
+            if name == "identity":
+                continue
             try:
-                return gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise StorageError(f"{self.location(key)}: says Content-Encoding gzip but is not gzip ({exc})") \
-                    from None
+                if name in ("gzip", "x-gzip"):
+                    if data[:2] != b"\x1f\x8b":
+                        continue  # a server that decoded it already sent plain bytes
+                    data = gzip.decompress(data)
+                elif name == "deflate":
+                    data = zlib.decompress(data)
+                elif name == "br":
+                    import brotli  # type: ignore[import-untyped]
+
+                    data = brotli.decompress(data)
+                elif name == "zstd":
+                    import zstandard
+
+                    data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+                else:
+                    raise StorageError(f"{self.location(key)}: stored with Content-Encoding {name}, which this "
+                                       "tool cannot decode")
+            except ImportError:
+                package = "brotli" if name == "br" else "zstandard"
+                raise StorageError(f"{self.location(key)}: stored with Content-Encoding {name}; install the "
+                                   f"Python package {package} to read it") from None
+            except StorageError:
+                raise
+            except Exception as exc:  # each decoder has its own error type for damaged data
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise StorageError(f"{self.location(key)}: says Content-Encoding {name} but is not {name} "
+                                   f"({reason})") from None
         return data
 
     def get_range(self, key: str, start: int, length: int) -> bytes | None:
@@ -454,12 +489,12 @@ class ObjectStorage(Storage):
             options["if_match"] = etag
         path = self._path(key)
         try:
-            return bytes(obstore.get(self.store, path, options=options).bytes())
+            return _interruptible(lambda: bytes(obstore.get(self.store, path, options=options).bytes()))
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):
                 raise self._error(exc, key) from None
             raise
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:
             if "416" in str(exc) or "InvalidRange" in str(exc):
                 return b""  # the object exists and ends before start
             raise self._error(exc, key) from None
@@ -516,6 +551,35 @@ class ObjectStorage(Storage):
         """Nothing to do: every put and closed stream is already stored whole."""
 
 
+def _interruptible(fn: Callable[[], T]) -> T:
+    """``fn()`` (one blocking request of the object store's client), during which Ctrl-C and
+    SIGTERM still take effect at once in the main thread. The client waits for its answer
+    without ever returning to Python, so a signal's handler would otherwise run only when the
+    request ends: after its timeout and retries, minutes when the server hangs. So the main
+    thread waits for the request in another thread (a wait signals interrupt); a request left
+    behind by the signal ends with the process. Elsewhere (a worker's thread) ``fn`` runs here."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="object store request", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        try:
+            raise value
+        finally:
+            del value  # no cycle through the traceback
+    return value
+
+
 # The whole-bucket storages object_at made in this process.
 _BUCKETS: dict[tuple[str, str], ObjectStorage] = {}
 
@@ -530,6 +594,7 @@ _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _OS_MESSAGE = re.compile(r'message: "([^"]+)"')
 _SOURCE = re.compile(r"source: (\w+)")
 _RETRIES = re.compile(r"after (\d+) retries")
+_HTTP_SAID = re.compile(r"HTTP error: ([^\n]+)")
 
 
 def _http_failure(text: str) -> tuple[str | None, str, str]:
@@ -539,7 +604,15 @@ def _http_failure(text: str) -> tuple[str | None, str, str]:
     times it was tried (``", 3 tries"``, or nothing for one)."""
     kind = _HTTP_KIND.search(text)
     if kind is None:
-        return None, "", ""
+        # The same failure told in words (a multipart stream's write): "- HTTP error: <reason>".
+        said = _HTTP_SAID.search(text)
+        if said is None:
+            return None, "", ""
+        cause = said.group(1).strip().rstrip(".")
+        kind_said = "Timeout" if "timed out" in cause else "Connect" if "connect" in cause else "Request"
+        retries = _RETRIES.search(text)
+        tries = int(retries.group(1)) + 1 if retries else 1
+        return kind_said, cause, f", {tries} tries" if tries > 1 else ""
     after = text[kind.end():]
     reason = _OS_MESSAGE.search(after)
     if reason:
@@ -648,5 +721,13 @@ class _ObjectStream(StreamWriter):
             # Leaving the writer's block by an exception aborts the multipart upload: its
             # parts are deleted and the key keeps its previous object.
             # The upload is abandoned either way; the error that stopped it is the one to report.
-            with contextlib.suppress(Exception):
-                writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            # Waited for a few seconds at most: the request still writing a part holds the
+            # writer, and a server that stopped answering would hold Ctrl-C for minutes. An
+            # upload left behind is what a kill -9 leaves (a lifecycle rule removes it).
+            def drop() -> None:
+                with contextlib.suppress(Exception):
+                    writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+            thread = threading.Thread(target=drop, name="object store abort", daemon=True)
+            thread.start()
+            thread.join(ABORT_WAIT)

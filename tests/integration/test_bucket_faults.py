@@ -353,6 +353,52 @@ def test_kill_inside_a_multipart_upload_then_the_same_command(seaweed, big, clea
     assert {u["UploadId"] for u in after} <= {u["UploadId"] for u in left}
 
 
+def assert_interrupted(proc: subprocess.Popen, sig: int, within: float) -> None:
+    """Send ``sig`` to the command; it ends within ``within`` seconds, in one line, status 128 + sig."""
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=within + 30)
+    finally:
+        proc.kill()
+    took = time.monotonic() - sent
+    assert proc.returncode == 128 + sig, (proc.returncode, err)
+    assert err == f"precomputed-tif: interrupted ({signal.Signals(sig).name}); run the same command again to " \
+                  "resume\n" and not out, err
+    assert took < within, f"the command took {took:.1f} s to stop"
+
+
+def test_ctrl_c_while_the_server_does_not_answer_stops_at_once(small):
+    """A request to a server that never answers (the first check of the bucket) would hold a
+    signal until its timeout; Ctrl-C and SIGTERM stop the command at once."""
+    with hanging_socket() as listener:
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            proc = start(small, f"s3://{BUCKET}/hang", environment(
+                AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_REGION="us-east-1"))
+            time.sleep(2)  # well inside the request
+            assert proc.poll() is None
+            assert_interrupted(proc, sig, within=5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_a_multipart_upload_to_a_stopped_server_stops_soon(moto, big):
+    """Writes in the command's own process (--n-cores 1): the server stops (SIGSTOP) inside a
+    multipart upload, then Ctrl-C ends the command within seconds, not after the request's
+    timeouts and retries, nor the abort of the upload's."""
+    prefix = "stopped/big"
+    proc = start(big, f"s3://{BUCKET}/{prefix}", environment(moto), *BIG_OPTIONS[:-3], "--n-cores", "1",
+                 "--no-progress")
+    try:
+        wait_for(lambda: any(u["Key"].startswith(prefix + "/") for u in moto.multipart_uploads(BUCKET)), proc,
+                 "multipart upload")
+        os.kill(moto.proc.pid, signal.SIGSTOP)
+        time.sleep(1)
+        assert_interrupted(proc, signal.SIGINT, within=10)
+    finally:
+        os.kill(moto.proc.pid, signal.SIGCONT)
+
+
 # --- The server stops
 
 

@@ -60,6 +60,40 @@ def test_compressible_objects_are_gzip_at_rest_and_read_back_plain(s3_server, bu
     assert storage.stat("1_1_1/0-64_0-64_0-64").version[0] == first.version[0]  # the ETag: same bytes
 
 
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
+def test_objects_other_tools_stored_encoded_read_back_decoded(s3_server, bucket, env_of, encoding):
+    """cloud-volume stores chunks with Content-Encoding gzip, br or zstd: each reads back as its
+    content, never as the encoded bytes (which a raw chunk's size check might even accept)."""
+    import brotli
+    import zstandard
+
+    env_of(s3_server)
+    name = bucket(s3_server)
+    raw = bytes(range(256)) * 16
+    encode = {"br": brotli.compress, "zstd": zstandard.ZstdCompressor().compress,
+              "gzip": lambda d: gzip.compress(d, mtime=0)}
+    data = raw
+    for step in encoding.split(", "):
+        data = encode[step](data)
+    s3_server.put_object(name, "d/1/0-8_0-8_0-8", data, content_encoding=encoding)
+    assert open_storage(f"s3://{name}/d").get("1/0-8_0-8_0-8") == raw
+
+
+def test_an_encoding_that_cannot_be_undone_is_one_line(s3_server, bucket, env_of):
+    from precomputed_tif.errors import PrecomputedTifError
+
+    env_of(s3_server)
+    name = bucket(s3_server)
+    s3_server.put_object(name, "d/1/x", b"\x1f\x9d" + bytes(100), content_encoding="compress")
+    s3_server.put_object(name, "d/1/y", b"not brotli at all", content_encoding="br")
+    storage = open_storage(f"s3://{name}/d")
+    with pytest.raises(PrecomputedTifError, match=r"^s3://.*/d/1/x: stored with Content-Encoding compress, "):
+        storage.get("1/x")
+    with pytest.raises(PrecomputedTifError, match=r"/d/1/y: says Content-Encoding br but is not br \(") as caught:
+        storage.get("1/y")
+    assert "\n" not in str(caught.value)
+
+
 def test_a_large_stream_is_a_multipart_upload_without_encoding(s3_server, bucket, env_of):
     env_of(s3_server)
     name = bucket(s3_server)
@@ -81,6 +115,31 @@ def test_a_large_stream_is_a_multipart_upload_without_encoding(s3_server, bucket
     w.abort()
     assert storage.stat("0/other.shard") is None
     assert s3_server.multipart_uploads(name) == []
+
+
+def test_a_stream_whose_parts_never_get_through_is_one_line(seaweedfs, bucket, env_of, monkeypatch):
+    """Every connection reset after 4 MB, inside the first part: the stream's write fails as
+    one StorageError saying the connection broke (not the client library's own error), and
+    leaves neither an object nor an upload in progress."""
+    from precomputed_tif.storage import StorageError
+    from tests.helpers.tcp_proxy import Proxy
+
+    env_of(seaweedfs)
+    name = bucket(seaweedfs)
+    monkeypatch.setenv("PRECOMPUTED_TIF_STORAGE_TIMEOUT", "3")
+    part = os.urandom(1 << 20)
+    with Proxy(seaweedfs.port, cut_after=4_000_000, cuts=-1) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        storage = open_storage(f"s3://{name}/d")
+        with pytest.raises(StorageError) as caught, storage.open_stream("0/shard") as w:
+            for _ in range(20):
+                w.write(part)
+    message = str(caught.value)
+    assert message.startswith(f"s3://{name}/d/0/shard: the connection to {proxy.endpoint} broke ("), message
+    assert "\n" not in message and "uploadId" not in message
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweedfs.endpoint)
+    assert open_storage(f"s3://{name}/d").stat("0/shard") is None
+    assert seaweedfs.multipart_uploads(name) == []
 
 
 def test_a_gcs_emulator_is_read(fake_gcs, bucket, env_of):
