@@ -23,12 +23,12 @@ from precomputed_tif import convert
 from precomputed_tif.annotations import PointSet, write_points
 from precomputed_tif.meshing import mesh_dataset
 from precomputed_tif.sources.synthetic import blob_centres, write_synthetic_planes
-from tests.e2e.test_viewer import SIZE, browser, rendered_matches_source  # noqa: F401  (browser: a fixture)
+from tests.e2e.test_viewer import SHAPE, SIZE, VOXEL, browser, rendered_matches_source, state  # noqa: F401
 from tests.helpers.label_cells import cell_volume
 from tests.helpers.object_servers import start_moto, unique_bucket_name
 
-SHAPE = (40, 150, 170)  # z, y, x
-VOXEL = (1.8, 1.8, 2.0)
+# From test_viewer: browser (a fixture) and state (the view of an image DATASET beside the point
+# layer points-DATASET), with its SHAPE and VOXEL.
 CHUNK = (32, 32, 32)
 SEGMENTS = ["5", "9", "16", "23"]
 
@@ -77,31 +77,15 @@ def bucket_site():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def image_state(base, dataset, scale):
-    z, y, x = SHAPE
-    return {
-        "dimensions": {a: [v * 1e-6, "m"] for a, v in zip("xyz", VOXEL)},
-        "position": [x / 2, y / 2, z / 2 + 0.5],
-        "crossSectionScale": scale,
-        "layers": [
-            {"type": "image", "source": f"precomputed://{base}/{dataset}", "name": "image",
-             "shader": "#uicontrol invlerp normalized(range=[0, 3000])\nvoid main() { emitGrayscale(normalized()); }"},
-            {"type": "annotation", "source": f"precomputed://{base}/points-{dataset}", "name": "points",
-             "annotationColor": "#ff00ff"},
-        ],
-        "layout": "xy",
-    }
-
-
 @pytest.mark.parametrize("dataset", ["unsharded", "sharded"])
 def test_neuroglancer_shows_an_image_straight_from_the_bucket(browser, bucket_site, dataset, tmp_path):  # noqa: F811
     from PIL import Image
 
     server, base = bucket_site["server"], bucket_site["base"]
     before = len(server.log())
-    browser.show(image_state(base, dataset, 0.5))
+    browser.show(state(base, dataset, 0.5))
     fine = browser.screenshot(*SIZE)
-    browser.show(image_state(base, dataset, 16))
+    browser.show(state(base, dataset, 16))
     coarse = browser.screenshot(*SIZE)
     (tmp_path / f"{dataset}.png").write_bytes(fine)
 

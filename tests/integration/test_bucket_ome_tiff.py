@@ -88,7 +88,7 @@ CONVERT = textwrap.dedent("""
     import sys
     from precomputed_tif import convert
     if __name__ == "__main__":
-        convert(sys.argv[1], sys.argv[2], format="ome-tiff", tile_size=16, compression="none", n_cores=2,
+        convert(sys.argv[1], sys.argv[2], format="ome-tiff", tile_size=32, compression="none", n_cores=2,
                 block_bytes=1)
 """)
 
@@ -113,7 +113,7 @@ def test_killed_while_tiling_and_while_assembling_then_rerun_gives_the_same_obje
     source = write_planes(tmp_path / "planes", make_volume((60, 230, 270), "uint16", seed=22))
     dest = f"s3://{bucket}/out"
     # The UUID in the OME-XML depends on the destination: compare runs into the same one.
-    convert(source, dest, format="ome-tiff", tile_size=16, compression="none", n_cores=2, block_bytes=1)
+    convert(source, dest, format="ome-tiff", tile_size=32, compression="none", n_cores=2, block_bytes=1)
     clean = {k: server.client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys(server, bucket)}
     assert len(clean["out/out.ome.tif"]) > 8 << 20  # uploaded in parts
     for k in clean:
@@ -132,7 +132,7 @@ def test_killed_while_tiling_and_while_assembling_then_rerun_gives_the_same_obje
         kills += 1
         assert "out/out.ome.tif" not in keys(server, bucket)  # never there before it is whole
     assert kills >= 2, "the conversion finished before it could be killed"
-    convert(source, dest, format="ome-tiff", tile_size=16, compression="none", n_cores=2, block_bytes=1)
+    convert(source, dest, format="ome-tiff", tile_size=32, compression="none", n_cores=2, block_bytes=1)
     again = {k: server.client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys(server, bucket)}
     assert sorted(again) == sorted(clean)  # no work files or done records left
     for k in clean:
@@ -179,7 +179,7 @@ def test_peak_memory_does_not_grow_with_the_file(tmp_path, s3):
                              capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1])
 
-    # Files of about 44 and 132 MB, uploaded in 8 MiB parts, a few in flight: past the first few
-    # parts memory stays flat; were the file held in memory, the second run would need some 88 MiB more.
-    small, large = peak(256), peak(768)
+    # Files of about 22 and 88 MB, uploaded in 8 MiB parts, a few in flight: past the first few
+    # parts memory stays flat; were the file held in memory, the second run would need some 66 MiB more.
+    small, large = peak(128), peak(512)
     assert large - small < 16 * 2**20, (small / 2**20, large / 2**20)
