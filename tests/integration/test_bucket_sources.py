@@ -6,10 +6,7 @@ matches nothing and an object that is no TIFF are one line each."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,9 +14,9 @@ import tifffile
 
 from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
-from precomputed_tif.pipeline.progress import DoneLog
 from tests.helpers.readback import files_of
 from tests.helpers.stacks import make_volume, write_planes
+from tests.integration.test_changed_source import killed_run
 
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 SHAPE = (11, 45, 71)  # z, y, x: odd, no multiple of the chunk size
@@ -114,17 +111,6 @@ def test_planes_in_a_gcs_bucket(tmp_path, fake_gcs, bucket, monkeypatch):
 
 
 # --- resuming --------------------------------------------------------------------------------
-
-def killed_run(args, dest):
-    """Start the command and SIGKILL all its processes once a task is recorded done."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not DoneLog(dest).load() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(os.path.join(dest, "info")), "finished before it could be killed"
-
 
 @pytest.mark.slow
 def test_after_a_kill_unchanged_planes_resume_and_a_plane_uploaded_again_is_named(tmp_path, s3, capsys):

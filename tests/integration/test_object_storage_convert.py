@@ -34,21 +34,28 @@ def objects(storage) -> dict[str, bytes]:
             if not (k == DONE_LOG or k.startswith(DONE_OBJECTS + "/") or k.endswith("/" + CHECKSUMS))}
 
 
-@pytest.mark.parametrize("format, options", [
-    ("precomputed", {"sharded": False}), ("precomputed", {"sharded": True}),
-    ("precomputed", {"encoding": "png", "sharded": False}),
-    ("zarr", {}), ("ome-zarr", {}), ("ome-zarr", {"ngff_version": "0.4"}),
-], ids=["precomputed", "precomputed-sharded", "precomputed-png", "zarr", "ome-zarr-0.5", "ome-zarr-0.4"])
-def test_a_conversion_on_object_storage_is_the_local_one(tmp_path, planes, format, options):
-    # The same last name: an NGFF image is named after its dataset.
-    local, remote = LocalStorage(tmp_path / "local" / "brain"), ObjectLikeStorage(tmp_path / "objects" / "brain")
-    # Two worker processes: the storage travels to them pickled, as it would to a Dask cluster.
+def converted_like_locally(tmp_path, planes, remote, format, options) -> dict[str, bytes]:
+    """Convert ``planes`` into ``remote`` and into a local directory of the same last name (an
+    NGFF image is named after its dataset), with two worker processes (the storage travels to
+    them pickled, as to a Dask cluster); assert the objects are the local files; return them."""
+    local = LocalStorage(tmp_path / "local" / "brain")
     for dest in (local, remote):
         convert(planes, dest, format=format, chunk_size=CHUNK, n_cores=2, **options)
     got, want = objects(remote), objects(local)
     assert sorted(got) == sorted(want)
     for key in want:
         assert got[key] == want[key], key
+    return got
+
+
+@pytest.mark.parametrize("format, options", [
+    ("precomputed", {"sharded": False}), ("precomputed", {"sharded": True}),
+    ("precomputed", {"encoding": "png", "sharded": False}),
+    ("zarr", {}), ("ome-zarr", {}), ("ome-zarr", {"ngff_version": "0.4"}),
+], ids=["precomputed", "precomputed-sharded", "precomputed-png", "zarr", "ome-zarr-0.5", "ome-zarr-0.4"])
+def test_a_conversion_on_object_storage_is_the_local_one(tmp_path, planes, format, options):
+    remote = ObjectLikeStorage(tmp_path / "objects" / "brain")
+    got = converted_like_locally(tmp_path, planes, remote, format, options)
     assert any(k.startswith(DONE_OBJECTS + "/") for k in remote.list())  # no append there
     # The same call again finds the finished dataset and changes nothing.
     convert(planes, remote, format=format, chunk_size=CHUNK, n_cores=1, **options)
@@ -66,14 +73,8 @@ def test_a_conversion_into_a_real_bucket_is_the_local_one(tmp_path, planes, seaw
     the local file's bytes (gzip at rest removed), and a rerun changes nothing."""
     for name, value in seaweedfs.env().items():
         monkeypatch.setenv(name, value)
-    local = LocalStorage(tmp_path / "local" / "brain")
     remote = open_storage(f"s3://{bucket(seaweedfs)}/lab/brain")
-    for dest in (local, remote):
-        convert(planes, dest, format=format, chunk_size=CHUNK, n_cores=2, **options)
-    got, want = objects(remote), objects(local)
-    assert sorted(got) == sorted(want)
-    for key in want:
-        assert got[key] == want[key], key
+    converted_like_locally(tmp_path, planes, remote, format, options)
     versions = {k: st.version for k, st in remote.list_stats()}
     convert(planes, remote, format=format, chunk_size=CHUNK, n_cores=1, **options)
     again = {k: st.version for k, st in remote.list_stats()}
