@@ -9,28 +9,51 @@ import psutil
 
 
 class PeakRSS:
-    """Peak of the summed RSS of this process and the children it starts within the block,
-    sampled in a thread. Children already there when the block begins (a server or cluster an
-    earlier test is still stopping) are not the block's, and are left out."""
+    """Peak of the summed RSS of one process tree, sampled in a thread.
 
-    def __init__(self, interval=0.01):
+    By default the tree is this process and the children it starts within the block; with
+    ``pid`` it is that process (a command the block started) and its descendants only.
+    Processes already there when the block begins, and whatever they start later (a server,
+    cluster or browser an earlier test left running spawns helpers at any time), are not the
+    block's and are left out. ``at_peak`` holds ``(pid, name, rss)`` of each process counted at
+    the peak, for a failure message: ``describe()``."""
+
+    def __init__(self, interval=0.01, pid: int | None = None):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.pid = pid
+        self.at_peak: list[tuple[int, str, int]] = []
         self._before: set[int] = set()
 
+    def _tree(self) -> list[psutil.Process]:
+        root = psutil.Process(self.pid) if self.pid else psutil.Process()
+        skip: set[int] = set()
+        for pid in self._before:  # descendants of what was already running are not ours
+            with contextlib.suppress(psutil.Error):
+                skip.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+        return [p for p in [root] + root.children(recursive=True)
+                if p.pid not in self._before and p.pid not in skip]
+
     def _sample(self):
-        me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            for p in [me] + me.children(recursive=True):
-                if p.pid in self._before:
-                    continue
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
+            total, seen = 0, []
+            with contextlib.suppress(psutil.Error):
+                for p in self._tree():
+                    with contextlib.suppress(psutil.Error):
+                        rss = p.memory_info().rss
+                        total += rss
+                        seen.append((p.pid, p.name(), rss))
+            if total > self.peak:
+                self.peak, self.at_peak = total, seen
             self._stop.wait(self.interval)
 
+    def describe(self) -> str:
+        """The peak and the processes that made it, e.g. ``612 MiB: python 301, python 311``."""
+        parts = ", ".join(f"{name}[{pid}] {rss / 2**20:.0f}" for pid, name, rss in self.at_peak)
+        return f"{self.peak / 2**20:.0f} MiB: {parts}"
+
     def __enter__(self):
-        self._before = {p.pid for p in psutil.Process().children(recursive=True)}
+        if self.pid is None:
+            self._before = {p.pid for p in psutil.Process().children(recursive=True)}
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
