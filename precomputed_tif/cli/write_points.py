@@ -16,13 +16,12 @@ import numpy as np
 
 from ..annotations import DEFAULT_LIMIT, SHARD_ABOVE, PointSet, Property, check_directory, write_points
 from ..errors import PrecomputedTifError
-from ..geometry import parse_triple
+from ..geometry import DEFAULT_VOXEL_SIZE_UM, parse_triple
 from ..info import read_volume_info
 from ..storage import open_storage
 from .support import add_cache_control_argument, add_log_argument, announce_bucket, parse_args, run_main, setup_logging
 
 log = logging.getLogger(__name__)
-DEFAULT_VOXEL_SIZE = (1.8, 1.8, 2.0)  # microns: precomputed-tif's when the files record none
 
 _PROPERTY_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
 _INT_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
@@ -355,7 +354,7 @@ def main(argv=None) -> int:
         check_directory(output, "--output-directory")
         points, extra = read_points(args.input)
         ps = point_set(points, extra, lower, upper, args.input)
-        info = write_points(ps, output, voxel_size or DEFAULT_VOXEL_SIZE, sharded=args.sharded,
+        info = write_points(ps, output, voxel_size or DEFAULT_VOXEL_SIZE_UM, sharded=args.sharded,
                             by_id=not args.no_by_id, limit=args.limit)
         kind = "sharded" if "sharding" in info["spatial"][0] else "unsharded"
         print(f"wrote {len(points):,} points in {len(info['spatial'])} spatial levels ({kind}) to "
@@ -364,7 +363,7 @@ def main(argv=None) -> int:
             # Said after the layer is written: a mistake or a fault stays the one line printed.
             log.warning("no --dataset or --voxel-size: assumed %s µm voxels; if the image's differ, write the "
                         "layer again into an empty directory with --dataset DIR (or --voxel-size X,Y,Z)",
-                        ",".join(f"{v:g}" for v in DEFAULT_VOXEL_SIZE))
+                        ",".join(f"{v:g}" for v in DEFAULT_VOXEL_SIZE_UM))
         announce_bucket("precomputed-write-points", output, info, None, points=True)
 
     return run_main("precomputed-write-points", body)
