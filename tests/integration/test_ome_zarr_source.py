@@ -143,6 +143,10 @@ def test_a_time_series_ome_zarr_stays_one_and_splits_on_request(tmp_path, capsys
     np.testing.assert_array_equal(read_ome_zarr(out), data)
     attrs = dict(zarr.open_group(str(out), mode="r").attrs)["ome"]["multiscales"][0]
     assert attrs["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    # The source's t scale (ome_zarr_py writes 30 s) is the output's, at every level.
+    source_t = _multiscale_of(src)["datasets"][0]["coordinateTransformations"][0]["scale"][0]
+    assert [d["coordinateTransformations"][0]["scale"][0] for d in attrs["datasets"]] == \
+        [source_t] * len(attrs["datasets"])
 
     # Other formats: refused with the choices, or one dataset per time point.
     code = main(["--no-progress", "--source", str(src), "--dest", str(tmp_path / "pre"), "--format", "precomputed"])
