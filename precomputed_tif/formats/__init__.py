@@ -142,6 +142,7 @@ class Format:
         """One line saying what was written (``info`` is what the conversion returned), for the
         user to check at a glance."""
         from ..info import INFO, VolumeInfo
+        from ..sources.tiff_metadata import time_step_words
 
         volume = VolumeInfo.of(info, os.path.join(dest, INFO))
         x, y, z = volume.scales[0].size
@@ -151,7 +152,8 @@ class Format:
         origin = {"given": "as given", "default": "the default"}.get(origin, "from the " + origin if origin else "")
         channels = f", {n} channels" if n > 1 else ""
         if volume.n_timepoints > 1:
-            channels += f", {volume.n_timepoints} time points"
+            apart = time_step_words(*volume.time_interval)
+            channels += f", {volume.n_timepoints} time points" + (f" {apart}" if apart else "")
         shown = volume.display_range
         contrast = f", contrast {' '.join(f'{lo:g}-{hi:g}' for lo, hi in shown)}" if shown else ""
         return (f"wrote {dest}: {x}x{y}x{z} {volume.dtype.name} {volume.volume_type}{channels}, "

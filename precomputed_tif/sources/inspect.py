@@ -11,6 +11,7 @@ from __future__ import annotations
 from .. import channels
 from ..errors import PrecomputedTifError
 from . import open_source, vendor
+from .tiff_metadata import time_step_words
 from .vendor.base import MissingLibrary
 
 
@@ -73,7 +74,7 @@ def describe(src) -> list[str]:
     listed = ", ".join(f"{i} {n!r} {c}" for i, (n, c) in enumerate(zip(names, colors)))
     lines.append(f"channels: {src.n_channels}: {listed}")
     n_t = src.n_timepoints
-    apart = f", {src.time_interval:g} {src.time_unit} apart" if n_t > 1 and src.time_interval else ""
+    apart = f", {time_step_words(src.time_interval, src.time_unit)}" if n_t > 1 and src.time_interval else ""
     lines.append("time points: 1" if n_t == 1 else
                  f"time points: {n_t}{apart} (--format ome-zarr writes them all on a t axis; --timepoint N, "
                  f"0 to {n_t - 1}, picks one; --timepoint all makes one dataset each)")

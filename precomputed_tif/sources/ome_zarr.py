@@ -4,7 +4,8 @@ An OME-NGFF 0.4 (Zarr v2) or 0.5 (Zarr v3, sharded or not) multiscale image is r
 full-resolution level (``datasets[0]``) only, region by region through zarr-python, so memory
 holds what a task asks for, never the image. What the metadata says is carried over: the voxel
 size from the level's ``scale`` (and the multiscale's own, when it has one) with the axes' units
-converted to micrometres, the channels' names and colours from ``omero``, and a ``t`` axis's
+converted to micrometres (a space axis without a unit is taken in micrometres, and where the
+voxel size came from says so), the channels' names and colours from ``omero``, and a ``t`` axis's
 time points and interval.
 
 A directory is taken for one when it has no ``info`` (this project's own datasets are read as
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -33,8 +33,6 @@ from ..geometry import Box
 from ..storage.regular_files import open_regular
 from . import tiff_metadata
 from .tiff import supported_dtype
-
-log = logging.getLogger(__name__)
 
 LAYOUT = "bioformats2raw.layout"
 AXES = "tczyx"  # the order NGFF keeps axes in: time, channel, then space
@@ -279,9 +277,13 @@ def _open_image(path: str, image: str, channel, timepoint, every_timepoint: bool
         raise PrecomputedTifError(f"{meta_name}: {len(axes_text)} axes, but the array {array_path} has "
                                   f"{len(shape)} dimensions")
     sizes = dict(zip(axes_text, shape))
-    origin = f"OME-Zarr metadata of {path}"
     steps = [s * o for s, o in zip(scale, overall)]
-    voxel = _voxel_size(axes_text, units, steps, meta_name)
+    voxel, unitless = _voxel_size(axes_text, units, steps)
+    origin = f"OME-Zarr metadata of {path}"
+    if unitless:
+        # NGFF says a unit SHOULD be given: without one the numbers are read as micrometres
+        # (what ome-zarr-py and ngff-zarr mean when no unit is given), and the provenance says so.
+        origin += f", no unit given for {', '.join(unitless)}: taken as µm"
     n_t = sizes.get("t", 1)
     if n_t > 1 and timepoint is None and not every_timepoint:
         from .tiff import series_choices
@@ -315,12 +317,12 @@ def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
-def _voxel_size(axes: str, units: list, steps: list[float], meta_name: str) -> tuple:
-    """(x, y, z) µm of the spatial ``axes`` (their ``units`` and per-axis ``steps``); None for an
-    axis the image lacks or whose unit is no length. A space axis without a unit is taken in
-    micrometres (what ome-zarr-py writes unless told a unit)."""
+def _voxel_size(axes: str, units: list, steps: list[float]) -> tuple[tuple, list[str]]:
+    """(x, y, z) µm of the spatial ``axes`` (their ``units`` and per-axis ``steps``), None for
+    an axis the image lacks or whose unit is no length; and the axes (of x, y, z) that have no
+    unit, whose steps are taken as micrometres."""
     voxel: list[float | None] = []
-    unknown_units = []
+    unitless = []
     for a in "xyz":
         if a not in axes:
             voxel.append(None)
@@ -328,12 +330,10 @@ def _voxel_size(axes: str, units: list, steps: list[float], meta_name: str) -> t
         i = axes.index(a)
         unit = units[i]
         factor = 1.0 if unit is None else tiff_metadata.unit_to_um(unit)
-        if unit is None:
-            unknown_units.append(a)
         voxel.append(steps[i] * factor if factor is not None and _positive(steps[i]) else None)
-    if unknown_units:
-        log.info("%s gives no unit for %s: its scale is taken as micrometres", meta_name, ", ".join(unknown_units))
-    return (voxel[0], voxel[1], voxel[2])
+        if unit is None and voxel[-1] is not None:
+            unitless.append(a)
+    return (voxel[0], voxel[1], voxel[2]), unitless
 
 
 def _scale_of(transforms, n: int) -> list[float]:

@@ -194,6 +194,19 @@ def time_unit_name(unit) -> str:
     return _TIME_UNITS.get(str(unit).strip().lower(), "") if unit is not None else ""
 
 
+# NGFF's time units -> the symbols printed for them.
+_TIME_SYMBOLS = {"nanosecond": "ns", "microsecond": "µs", "millisecond": "ms", "second": "s", "minute": "min",
+                 "hour": "h", "day": "d"}
+
+
+def time_step_words(interval: float | None, unit: str) -> str:
+    """The interval between time points in words, ``"2.5 s apart"`` (``unit`` an NGFF name);
+    "" when the interval is unknown."""
+    if interval is None:
+        return ""
+    return f"{interval:g} {_TIME_SYMBOLS.get(unit, unit)} apart"
+
+
 def time_step_of(tif) -> tuple[float | None, str]:
     """The interval between time points a TIFF records, and its NGFF unit name: OME-XML
     ``TimeIncrement`` (``TimeIncrementUnit``, seconds when absent), else ImageJ's ``finterval``

@@ -143,6 +143,10 @@ def test_a_time_series_ome_zarr_stays_one_and_splits_on_request(tmp_path, capsys
     np.testing.assert_array_equal(read_ome_zarr(out), data)
     attrs = dict(zarr.open_group(str(out), mode="r").attrs)["ome"]["multiscales"][0]
     assert attrs["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    # The source's t scale (ome_zarr_py writes 30 s) is the output's, at every level.
+    source_t = _multiscale_of(src)["datasets"][0]["coordinateTransformations"][0]["scale"][0]
+    assert [d["coordinateTransformations"][0]["scale"][0] for d in attrs["datasets"]] == \
+        [source_t] * len(attrs["datasets"])
 
     # Other formats: refused with the choices, or one dataset per time point.
     code = main(["--no-progress", "--source", str(src), "--dest", str(tmp_path / "pre"), "--format", "precomputed"])
@@ -151,6 +155,64 @@ def test_a_time_series_ome_zarr_stays_one_and_splits_on_request(tmp_path, capsys
     convert(str(src), str(tmp_path / "each"), format="precomputed", chunk_size=CHUNK, n_cores=1, timepoint="all")
     for t in range(3):
         np.testing.assert_array_equal(read_precomputed(tmp_path / "each" / f"t{t:04d}"), data[t])
+
+
+def _unitless(kind, version, dest, data, units):
+    """An OME-Zarr whose axes carry only ``units`` (none at all when empty), the scale numbers as
+    VOXEL's (x in nanometres when x has that unit), written by ome-zarr-py or ngff-zarr."""
+    scale = {"z": VOXEL[2], "y": VOXEL[1], "x": VOXEL[0] * (1000 if units.get("x") == "nanometer" else 1)}
+    if kind == "ngff-zarr":
+        import ngff_zarr as nz
+
+        image = nz.to_ngff_image(data, dims=["c", "z", "y", "x"], scale=scale, axes_units=units or None)
+        nz.to_ngff_zarr(str(dest), nz.to_multiscales(image, scale_factors=[2]), version=version)
+        return
+    import zarr
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.writer import write_image
+
+    group = zarr.open_group(str(dest), mode="w", zarr_format=2 if version == "0.4" else 3)
+    write_image(image=data, group=group, axes=["c", "z", "y", "x"], scale=scale, axes_units=units or None,
+                scale_factors=[2], fmt=FormatV04() if version == "0.4" else FormatV05(), omero=_omero())
+
+
+@pytest.mark.parametrize("kind, version, units", [
+    ("ome-zarr-py", "0.5", {}), ("ngff-zarr", "0.4", {}), ("ome-zarr-py", "0.4", {"x": "nanometer"}),
+])
+def test_axes_without_a_unit_are_taken_as_micrometres_and_the_provenance_says_so(tmp_path, capsys, kind, version,
+                                                                                   units):
+    import zarr
+
+    data = _data()
+    src = tmp_path / "in.ome.zarr"
+    _unitless(kind, version, src, data, units)
+    axes = _multiscale_of(src)["axes"]
+    assert {a["name"]: a.get("unit") for a in axes if a["type"] == "space"} == {a: units.get(a) for a in "zyx"}
+    missing = [a for a in "xyz" if a not in units]
+    words = f"OME-Zarr metadata of {src}, no unit given for {', '.join(missing)}: taken as µm"
+    source = open_source(str(src))
+    assert source.voxel_size == pytest.approx(VOXEL)
+    assert source.voxel_size_origin == words
+
+    code = main(["--source", str(src), "--inspect"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"voxel size (x, y, z): {', '.join(f'{v:g}' for v in VOXEL)} µm, from the {words}" in out, out
+    dest = tmp_path / "out.zarr"
+    code = main(["--no-progress", "--n-cores", "1", "--source", str(src), "--dest", str(dest), "--format", "ome-zarr"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"voxel size {','.join(f'{v:g}' for v in VOXEL)} µm (from the {words})" in out, out
+    # The output says micrometres: what the numbers were taken as.
+    written = _multiscale_of(dest)
+    assert [a.get("unit") for a in written["axes"][-3:]] == ["micrometer"] * 3
+    assert written["datasets"][0]["coordinateTransformations"][0]["scale"][-3:] == pytest.approx(VOXEL[::-1])
+    np.testing.assert_array_equal(zarr.open_group(str(dest), mode="r")["0"][:], data)
+
+
+def _multiscale_of(path) -> dict:
+    import zarr
+
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    return attrs.get("ome", attrs)["multiscales"][0]
 
 
 def bioformats2raw(dest, images: list[np.ndarray], listed: bool):

@@ -75,7 +75,8 @@ def test_a_time_series_becomes_one_ome_zarr_with_a_t_axis(tmp_path, kind, versio
     src, want = make(tmp_path / f"{kind}.tif")
     dest = tmp_path / "movie.zarr"
     result = convert(src, str(dest), format="ome-zarr", ngff_version=version, chunk_size=CHUNK, n_cores=1)
-    assert f"{T} time points" in result.summary()
+    symbol = {"second": "s", "millisecond": "ms"}[unit]
+    assert f"{T} time points {interval:g} {symbol} apart" in result.summary(), result.summary()
 
     group = zarr.open_group(str(dest), mode="r")
     level0 = group["0"]
@@ -317,3 +318,70 @@ def test_a_lif_time_series_killed_then_rerun_is_the_same_dataset(tmp_path):
     assert not os.path.exists(dest / "info"), "killed too late: the conversion had finished"
     subprocess.run([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(dest)], check=True)
     assert _files(dest) == _files(whole)
+
+
+# --- a CZI time-lapse (written by Zeiss's libCZI, ZEN's interval in its metadata) --------------
+
+
+@pytest.fixture
+def czi_lapse(tmp_path):
+    """A CZI of 3 time points, 2 channels, 5 x 23 x 37, time points 2.5 s apart; its path, what
+    pylibCZIrw reads of each time point, (t, c, z, y, x), and the interval its metadata records."""
+    from tests.integration.test_vendor_sources import (
+        CZI_TIME,
+        czi_own_read_at,
+        czi_seconds_apart,
+        write_czi_time_lapse,
+    )
+
+    path = str(tmp_path / "lapse.czi")
+    write_czi_time_lapse(path, _data((3, 2, 5, 23, 37), 11), CZI_TIME["interval"])
+    own = np.stack([czi_own_read_at(path, t, 2, 5) for t in range(3)])
+    return path, own, czi_seconds_apart(CZI_TIME["interval"], 3)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_a_czi_time_lapse_becomes_one_ome_zarr_with_zens_interval(tmp_path, capsys, czi_lapse, version):
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    path, want, seconds = czi_lapse
+    dest = tmp_path / "lapse.zarr"
+    code, out, err = _run(capsys, "--source", path, "--dest", dest, "--format", "ome-zarr", "--ngff-version", version)
+    assert code == 0, err
+    assert f"3 time points {seconds:g} s apart" in out, out
+    group = zarr.open_group(str(dest), mode="r")
+    assert group["0"].shape == want.shape
+    np.testing.assert_array_equal(group["0"][:], want)
+    ms = _multiscale(dest)
+    assert ms["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    for level in ms["datasets"]:
+        assert level["coordinateTransformations"][0]["scale"][0] == pytest.approx(seconds)
+    image = list(Reader(parse_url(str(dest)))())[0]
+    assert image.metadata["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    np.testing.assert_array_equal(np.asarray(image.data[0]), want)
+
+    # --timepoint N still picks one, with no t axis.
+    one = tmp_path / "one.zarr"
+    code, _, err = _run(capsys, "--source", path, "--dest", one, "--format", "ome-zarr", "--ngff-version", version,
+                        "--timepoint", "1")
+    assert code == 0, err
+    assert [a["name"] for a in _multiscale(one)["axes"]] == ["c", "z", "y", "x"]
+    np.testing.assert_array_equal(zarr.open_group(str(one), mode="r")["0"][:], want[1])
+
+
+def test_timepoint_all_of_a_czi_time_lapse_writes_each_as_libczi_reads_it(tmp_path, capsys, czi_lapse):
+    import tensorstore as ts
+
+    path, want, _ = czi_lapse
+    dest = tmp_path / "out"
+    code, out, err = _run(capsys, "--source", path, "--dest", dest, "--format", "precomputed", "--timepoint", "all")
+    assert code == 0, err
+    names = [f"t{t:04d}" for t in range(3)]
+    assert sorted(n for n in os.listdir(dest) if not n.startswith(".")) == names
+    for t, name in enumerate(names):
+        assert f"wrote {dest / name}:" in out, out
+        spec = {"driver": "neuroglancer_precomputed", "kvstore": f"file://{dest / name}", "scale_index": 0}
+        got = np.asarray(ts.open(spec).result().read().result()).transpose(3, 2, 1, 0)
+        np.testing.assert_array_equal(got, want[t], err_msg=name)

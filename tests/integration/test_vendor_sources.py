@@ -171,7 +171,7 @@ def test_a_lif_time_series_has_the_interval_las_x_records():
     assert (src.time_interval, src.time_unit) == (pytest.approx(float(np.diff(times).mean())), "second")
     assert (src.at_timepoint(19).time_interval, src.at_timepoint(19).time_unit) == (src.time_interval, "second")
     p = run_command("--source", LIF_XZ, "--series", "0", "--inspect")
-    assert p.returncode == 0 and f"time points: 20, {src.time_interval:g} second apart (" in p.stdout, p.stdout
+    assert p.returncode == 0 and f"time points: 20, {src.time_interval:g} s apart (" in p.stdout, p.stdout
     # No time axis, no interval.
     assert (open_source(LIF_XZ, series=1).time_interval, open_source(LIF_XZ, series=1).time_unit) == (None, "")
 
@@ -343,6 +343,93 @@ def test_czi_scenes_are_series(tmp_path):
         np.testing.assert_array_equal(expected, data)
         check_source(src, expected)
         assert src.voxel_size_origin == f"CZI metadata of {path} (scene {s})"
+
+
+# ZEN's forms of the time axis in Information/Image/Dimensions/T (as libCZI reads them): an interval
+# (Start, Increment in seconds), a list of offsets from the first time point (seconds), or nothing.
+CZI_TIME = {"interval": {"StartTime": "2024-05-06T07:08:09.1234567Z", "Interval": ("0", "2.5")},
+            "offsets": {"Offsets": "0 1.5 3.1 4.25"},
+            "none": {}}
+
+
+def write_czi_time_lapse(path: str, data: np.ndarray, time: dict, names=("DAPI", "GFP")) -> None:
+    """A CZI of (t, c, z, y, x) ``data`` written by libCZI, and ``time`` (one of :data:`CZI_TIME`) as
+    ZEN records it in the document's ``Dimensions/T``. pylibCZIrw's writer has no setting for that
+    element, so it is added to the document libCZI wrote with pylibCZIrw's own metadata editor
+    (``edit_czi``, libCZI's rewrite of the metadata segment in place); the voxels are untouched."""
+    import xml.etree.ElementTree as ET
+
+    from pylibCZIrw import czi
+
+    n_t, n_c, n_z = data.shape[:3]
+    with czi.create_czi(path, exist_ok=True) as w:
+        for t in range(n_t):
+            for c in range(n_c):
+                for z in range(n_z):
+                    w.write(data[t, c, z][..., None], plane={"T": t, "C": c, "Z": z})
+        w.write_metadata("time-lapse", channel_names=dict(enumerate(names)), scale_x=0.2e-6, scale_y=0.2e-6,
+                         scale_z=1.0e-6)
+    if not time:
+        return
+    with czi.edit_czi(path) as editor, editor.edit_session() as builder:
+        root = ET.fromstring(builder.get_xml())
+        dims = root.find("Metadata/Information/Image/Dimensions")
+        assert dims is not None and dims.find("T") is None
+        t_node = ET.SubElement(dims, "T")
+        if "StartTime" in time:
+            ET.SubElement(t_node, "StartTime").text = time["StartTime"]
+        positions = ET.SubElement(t_node, "Positions")
+        if "Interval" in time:
+            interval = ET.SubElement(positions, "Interval")
+            ET.SubElement(interval, "Start").text, ET.SubElement(interval, "Increment").text = time["Interval"]
+        if "Offsets" in time:
+            ET.SubElement(ET.SubElement(positions, "List"), "Offsets").text = time["Offsets"]
+        builder.set_xml(ET.tostring(root, encoding="unicode"))
+
+
+def czi_seconds_apart(time: dict, n_t: int) -> float | None:
+    """The interval ``time`` records: its increment, or the mean step of its first ``n_t`` offsets."""
+    if "Interval" in time:
+        return float(time["Interval"][1])
+    if "Offsets" in time:
+        return float(np.diff([float(v) for v in time["Offsets"].split()][:n_t]).mean())
+    return None
+
+
+def czi_own_read_at(path: str, t: int, n_c: int, n_z: int) -> np.ndarray:
+    """(c, z, y, x) of time point ``t`` as pylibCZIrw reads its planes."""
+    from pylibCZIrw import czi
+
+    with czi.open_czi(path) as r:
+        return np.stack([np.stack([r.read(plane={"T": t, "C": c, "Z": z})[..., 0] for z in range(n_z)])
+                         for c in range(n_c)])
+
+
+@pytest.mark.parametrize("form", list(CZI_TIME))
+def test_a_czi_time_lapse_reads_each_time_point_as_libczi_does_with_zens_interval(tmp_path, form):
+    from pylibCZIrw import czi
+
+    data = np.random.default_rng(10).integers(0, 65535, (3, 2, 5, 23, 37), dtype=np.uint16)
+    path = str(tmp_path / "lapse.czi")
+    write_czi_time_lapse(path, data, CZI_TIME[form])
+    with czi.open_czi(path) as r:  # what libCZI reads back is what was written
+        assert r.total_bounding_box["T"] == (0, 3)
+        t_node = r.metadata["ImageDocument"]["Metadata"]["Information"]["Image"]["Dimensions"].get("T")
+    assert (t_node is None) == (form == "none")
+    with pytest.raises(PrecomputedTifError, match=r"is a time series of 3 time points; .*timepoint.*\(0 to 2\)"):
+        open_source(path)
+    src = open_source(path, timepoint=2)
+    assert (src.n_timepoints, src.timepoint, src.channel_names) == (3, 2, ("DAPI", "GFP"))
+    for t in (2, 0, 1):
+        own = czi_own_read_at(path, t, 2, 5)
+        np.testing.assert_array_equal(own, data[t])
+        check_source(src.at_timepoint(t), own)
+    apart = czi_seconds_apart(CZI_TIME[form], 3)
+    assert src.time_interval == (pytest.approx(apart) if apart is not None else None)
+    assert src.time_unit == ("second" if apart is not None else "")
+    if form == "interval":
+        p = run_command("--source", path, "--inspect")
+        assert p.returncode == 0 and f"time points: 3, {apart:g} s apart (" in p.stdout, p.stdout
 
 
 # --- Imaris (Bitplane's published layout, written with h5py) ------------------------------------

@@ -17,7 +17,13 @@ are three channels red, green, blue (of a file with one channel).
 Voxel size: ``Metadata/Scaling/Items/Distance`` (metres per pixel) for X, Y and
 Z, in µm -- what ZEN and Bio-Formats report. Channel names are
 ``Information/Image/Dimensions/Channels/Channel@Name``; colours the display
-settings' ``Color`` (``#AARRGGBB``).
+settings' ``Color`` (``#AARRGGBB``). The interval between time points is
+``Information/Image/Dimensions/T/Positions/Interval/Increment`` in seconds (what
+Bio-Formats gives as ``TimeIncrement``; libCZI reads it the same way), else the
+mean step of ``Positions/List/Offsets`` (seconds from the first time point, the
+other form libCZI reads). ``T/StartTime`` is the date the acquisition began, no
+interval; time stamps kept only in the ``TimeStamps`` attachment are not read
+(pylibCZIrw reads no attachments): such a time series has no interval.
 """
 
 from __future__ import annotations
@@ -169,7 +175,41 @@ def _image(path: str, h: _Handle, i: int) -> Image:
         if len(shown) == n_c:
             colors = tuple(_color(c.get("Color")) for c in shown)
     key = (scene, rect.x, rect.y, z_start, t_start, c_start)
-    return Image((n_z, rect.h, rect.w), dtype, n_c, n_t, voxel, names, colors, rgb, key)
+    interval = _time_step(_get(md, "Information", "Image", "Dimensions", "T"), n_t) if n_t > 1 else None
+    return Image((n_z, rect.h, rect.w), dtype, n_c, n_t, voxel, names, colors, rgb, key,
+                 time_interval=interval, time_unit="second" if interval is not None else "")
+
+
+def _text(value) -> str | None:
+    """An element's text as the metadata dictionary holds it (``#text`` when it has attributes)."""
+    if isinstance(value, dict):
+        value = value.get("#text")
+    return value if isinstance(value, str) else None
+
+
+def _time_step(t, n_t: int) -> float | None:
+    """Seconds between time points by ``Dimensions/T`` (see the module): its interval's
+    ``Increment``, else the mean step of the first ``n_t`` of its ``Offsets``; None when it
+    records neither as a positive finite number."""
+    increment = _text(_get(t, "Positions", "Interval", "Increment"))
+    if increment is not None:
+        return _seconds(increment)
+    offsets = _text(_get(t, "Positions", "List", "Offsets"))
+    try:
+        values = [float(v) for v in (offsets or "").split()][:n_t]
+    except ValueError:
+        return None
+    if len(values) < 2:
+        return None
+    return _seconds((values[-1] - values[0]) / (len(values) - 1))
+
+
+def _seconds(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
 
 
 def _color(value) -> str | None:
