@@ -23,10 +23,13 @@ from precomputed_tif import PrecomputedTifError, convert
 from precomputed_tif.geometry import Box
 from precomputed_tif.sources import Source, open_source
 from tests.helpers import CHECKOUT, DATA
+from tests.integration.test_blockfs_resume import one_line_error
 
 VENDOR = os.path.join(DATA, "vendor")
 ND2_PBMC = os.path.join(VENDOR, "example-pbmc.nd2")
 ND2_YEAST = os.path.join(VENDOR, "example-cerevisiae.nd2")
+ND2_ZSTACK = os.path.join(VENDOR, "example-zstack.nd2")
+ND2_TIMELAPSE = os.path.join(VENDOR, "example-timelapse.nd2")
 LIF_XZ = os.path.join(VENDOR, "xz-example.lif")
 LIF_LAMBDA = os.path.join(VENDOR, "LeicaLASX_wavelength-sweep_example.lif")
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
@@ -99,6 +102,128 @@ def test_nd2_reads_as_nd2_does_with_its_channels_and_calibration(path, names, xy
     one = open_source(path, channel=1)
     check_source(one, expected[1:2])
     assert one.channel_names == names[1:2]
+
+
+def test_an_nd2_z_stack_reads_as_nd2_does_with_the_z_loop_step(tmp_path):
+    import nd2
+
+    with nd2.ND2File(ND2_ZSTACK) as f:
+        expected = f.asarray()[None]  # (z, y, x) -> (c=1, z, y, x)
+        step = f.experiment[0].parameters.stepUm
+        calibration = f.voxel_size()
+    src = open_source(ND2_ZSTACK)
+    check_source(src, expected)
+    assert src.voxel_size == pytest.approx((calibration.x, calibration.y, step))
+    assert (src.channel_names, src.n_timepoints, src.time_interval) == (("FITC BP",), 1, None)
+    info = convert(ND2_ZSTACK, str(tmp_path / "out"), format="precomputed", n_cores=1)
+    assert info["scales"][0]["resolution"] == pytest.approx([1000 * v for v in src.voxel_size])
+    np.testing.assert_array_equal(_tensorstore_level0(str(tmp_path / "out"), "precomputed"), expected)
+
+
+def test_an_nd2_time_lapse_has_the_interval_nis_elements_measured(tmp_path):
+    import json
+
+    import nd2
+
+    with nd2.ND2File(ND2_TIMELAPSE) as f:
+        expected = f.asarray()  # (t, y, x)
+        # When each frame was taken, as nd2 reads it from each frame's own metadata.
+        times_ms = [f.frame_metadata(i).channels[0].time.relativeTimeMs for i in range(f.sizes["T"])]
+    assert len(times_ms) == 53
+    src = open_source(ND2_TIMELAPSE, timepoint=20)
+    check_source(src, expected[20][None, None])
+    assert (src.n_timepoints, src.time_unit) == (53, "second")
+    assert src.time_interval == pytest.approx(float(np.diff(times_ms).mean()) / 1000, rel=1e-3)
+    assert src.at_timepoint(52).time_interval == src.time_interval
+    check_source(src.at_timepoint(52), expected[52][None, None])
+    p = run_command("--source", ND2_TIMELAPSE, "--inspect")
+    assert p.returncode == 0 and f"time points: 53, {src.time_interval:g} second apart (" in p.stdout, p.stdout
+    # One OME-Zarr with a t axis scaled by the interval, every time point as nd2 reads it.
+    dest = tmp_path / "out"
+    convert(ND2_TIMELAPSE, str(dest), format="ome-zarr", n_cores=1)
+    with open(dest / "zarr.json") as f:
+        multiscale = json.load(f)["attributes"]["ome"]["multiscales"][0]
+    assert multiscale["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale[0] == pytest.approx(src.time_interval)
+    import tensorstore as ts
+
+    t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(dest / "0")}}).result()
+    np.testing.assert_array_equal(np.asarray(t.read().result()).reshape(expected.shape), expected)
+
+
+# A damaged copy of a real ND2 file: where its frames' chunks and its index of them are, found in
+# its bytes (a frame's chunk header: magic number, name length, data length, then its name; the
+# index at the file's end: each name followed by offset and length, uint64 each).
+def _frame_chunk(data: bytes, frame: int) -> tuple[int, int]:
+    """(offset of frame ``frame``'s chunk header, offset of its entry in the index)."""
+    name = b"ImageDataSeq|%d!" % frame
+    header, entry = data.find(name) - 16, data.rfind(name)
+    assert 0 < header < entry and data[header:header + 4] == bytes.fromhex("DACEBE0A")
+    return header, entry
+
+
+def _damaged(data: bytes, how: str) -> bytes:
+    out = bytearray(data)
+    if how == "cut in the frames' pixels":
+        header, _ = _frame_chunk(data, 7)
+        return bytes(out[:header + 4096 + 1000])
+    if how == "cut after the file's header":
+        return bytes(out[:4096])
+    header, entry = _frame_chunk(data, 7)
+    if how == "frame chunk's magic overwritten":
+        out[header:header + 4] = b"XXXX"
+    elif how == "frame chunk header zeroed":
+        out[header:header + 4096] = bytes(4096)
+    elif how == "frame chunk's length changed":
+        out[header + 8] ^= 0x10
+    elif how == "index points past the end":
+        out[entry + 16:entry + 24] = (len(data) + 4096).to_bytes(8, "little")
+    elif how == "index points too close to the end":
+        out[entry + 16:entry + 24] = (len(data) - 20000).to_bytes(8, "little")
+    elif how == "index points at another chunk":
+        out[entry + 16:entry + 24] = _frame_chunk(data, 3)[0].to_bytes(8, "little")
+    elif how == "frame missing from the index":
+        out[entry + 12] = ord("X")  # "ImageDataSeq|7!" -> "ImageDataSeX|7!"
+    else:
+        raise AssertionError(how)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("how", [
+    "cut in the frames' pixels", "cut after the file's header", "frame chunk's magic overwritten",
+    "frame chunk header zeroed", "frame chunk's length changed", "index points past the end",
+    "index points too close to the end", "index points at another chunk", "frame missing from the index",
+])
+def test_a_damaged_nd2_is_one_line_naming_the_frame_and_nothing_is_written(tmp_path, how):
+    with open(ND2_ZSTACK, "rb") as f:
+        bad = tmp_path / "bad.nd2"
+        bad.write_bytes(_damaged(f.read(), how))
+    words = [str(bad), "damaged or truncated"]
+    if not how.startswith("cut"):  # a cut file has lost its index: no frame can be named
+        words.append("the frame at z 7, time point 0, position 0 cannot be read")
+    dest = tmp_path / "out"
+    for fmt in ("precomputed", "ome-zarr"):
+        one_line_error(run_command("--source", str(bad), "--dest", str(dest), "--format", fmt), *words)
+        assert not dest.exists()
+    one_line_error(run_command("--source", str(bad), "--inspect"), *words)
+
+
+def test_a_frame_damaged_after_the_file_was_opened_is_one_error_naming_it(tmp_path):
+    bad = tmp_path / "bad.nd2"
+    with open(ND2_TIMELAPSE, "rb") as f:
+        data = f.read()
+    bad.write_bytes(data)
+    src = open_source(str(bad), timepoint=30)
+    header, _ = _frame_chunk(data, 30)
+    with open(bad, "r+b") as f:  # the file's size stays, its modification time changes
+        f.seek(header)
+        f.write(b"XXXX")
+    with pytest.raises(PrecomputedTifError) as err:
+        src.read(Box(0, 64, 0, 64, 0, 1))
+    assert "the frame at z 0, time point 30, position 0 cannot be read" in str(err.value)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    src.at_timepoint(29).read(Box(0, 64, 0, 64, 0, 1))  # the others still read
 
 
 # --- LIF ----------------------------------------------------------------------------------

@@ -11,10 +11,28 @@ Voxel size: x and y from the image calibration (µm per pixel), z the step of
 the z stack loop -- what ``nd2`` and Bio-Formats report; an image without a z
 loop has no z size (NIS-Elements marks that axis uncalibrated). Channel names
 and colours are those NIS-Elements shows (``Channel.name``, ``colorRGBA``).
+The interval between time points is the time loop's: the average period
+NIS-Elements measured while acquiring, else the period it was set to, in
+seconds (as ``nd2`` writes it into its own OME-Zarr).
+
+A damaged file is never read as zeros. The ``nd2`` package returns a frame
+of zeros, without an error, when the file's index of frames has no entry
+for it or points past the file's end; and it reads an uncompressed frame
+at a fixed distance from where the index says its chunk starts, without
+looking at the chunk. So the frames of the series opened are looked up in
+the index when it is opened (no reading), and each frame's chunk header
+(magic number, name, lengths; the 4 KiB page just before its pixels) is
+checked once per process before its pixels are first read. A frame that
+fails either, or that ``nd2`` cannot decode, is one error naming its z, time
+point and position. Pixels overwritten inside an intact chunk cannot be
+told from an image's own: the file records no checksum of them.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -25,12 +43,22 @@ from .base import ArraySource, Image, SeriesInfo, dims_text, open_series, requir
 
 NOUN = "positions"
 
+# A chunk of an ND2 file (version 2 and later): magic number, length of its name, length of its
+# data (uint32, uint32, uint64, little-endian), the name ("ImageDataSeq|<frame>!" for a frame,
+# zero-padded), then the data: for a frame, its acquisition time (a float64) and its pixels, raw
+# or zlib-compressed.
+_CHUNK = struct.Struct("<IIQ")
+_CHUNK_MAGIC = 0x0ABECEDA
+_TIME_STAMP = 8
+
 
 class _Handle:
-    """An open ND2 file and where each (t, p, z) frame is in it."""
+    """An open ND2 file, where each (t, p, z) frame is in it, and which frames' chunks were
+    found whole in this process."""
 
     def __init__(self, path: str):
         nd2 = require("nd2", "nd2", path, "ND2")
+        self.path = path
         try:
             self.file = nd2.ND2File(path)
         except Exception as exc:
@@ -39,12 +67,106 @@ class _Handle:
             # Read lazily by nd2 from the chunk map at the file's end: a truncated file fails here.
             self.frames = {(d.get("T", 0), d.get("P", 0), d.get("Z", 0)): i
                            for i, d in enumerate(self.file.loop_indices)}
+            # The chunk map as nd2 parsed it (chunk name -> offset of its header, length of its
+            # data); a version 1 (JPEG 2000) file has none: nd2 reads its frames through checked chunks.
+            self.index: Any = None if self.file.is_legacy else getattr(getattr(self.file, "_rdr", None), "chunkmap", ())
+            a = self.file.attributes
+            self.compressed = bool(a.compressionType)
+            self.frame_bytes = a.heightPx * (a.widthBytes or a.widthPx * a.componentCount
+                                             * (a.bitsPerComponentInMemory // 8))
+            self.size = os.path.getsize(path)  # the handle is opened again if the size changes
         except Exception:
             self.file.close()
             raise damaged(path) from None
+        if self.index is not None and not isinstance(self.index, dict):
+            self.file.close()
+            raise PrecomputedTifError(f"{path}: the installed nd2 package does not give the file's index of frames, "
+                                      f"needed to check them (nd2 {getattr(nd2, '__version__', '?')})")
+        self.raw = open(path, "rb")  # noqa: SIM115 -- closed with the handle
+        self.whole: set[int] = set()
 
     def close(self) -> None:
+        self.raw.close()
         self.file.close()
+
+    def check_frames(self, position: int) -> None:
+        """Every frame of ``position`` is in the file's index of frames and its chunk header is
+        there, whole, within the file (one small read per frame, before anything is written)."""
+        for (t, p, z), i in self.frames.items():
+            if p == position and i not in self.whole:
+                why = self._chunk_whole(i)
+                if why:
+                    raise unreadable(self.path, z, t, p, why)
+                self.whole.add(i)
+
+    def _listed(self, i: int) -> str:
+        """Why the index of frames does not place frame ``i`` within the file ("" when it does)."""
+        if self.index is None:
+            return ""
+        entry = self.index.get(_frame_name(i))
+        if entry is None:
+            return "the file's index of frames has no entry for it"
+        offset, length = entry
+        if offset < 0 or length < _TIME_STAMP or offset + _CHUNK.size + length > self.size:
+            return f"the file's index puts it at bytes {offset} to {offset + _CHUNK.size + length} of {self.size}"
+        if not self.compressed and length < _TIME_STAMP + self.frame_bytes:
+            return f"its chunk holds {length - _TIME_STAMP} bytes, not the {self.frame_bytes} of a frame"
+        return ""
+
+    def _chunk_whole(self, i: int) -> str:
+        """Why frame ``i``'s chunk is not what the index says and where nd2 reads it ("" when it
+        is): its header read once, from the page just before the pixels."""
+        why = self._listed(i)
+        if why or self.index is None:
+            return why
+        name = _frame_name(i)
+        offset, length = self.index[name]
+        self.raw.seek(offset)
+        head = self.raw.read(_CHUNK.size + len(name))
+        if len(head) < _CHUNK.size + len(name):
+            return f"the file ends inside its chunk header at byte {offset}"
+        magic, name_length, data_length = _CHUNK.unpack_from(head)
+        if magic != _CHUNK_MAGIC or name_length < len(name) or head[_CHUNK.size:] != name:
+            return f"no chunk header of it at byte {offset}, where the file's index puts it"
+        end = offset + _CHUNK.size + name_length + data_length
+        if data_length != length or end > self.size:
+            return f"its chunk header gives {data_length} bytes to byte {end}, the index {length}, the file {self.size}"
+        # nd2 reads raw pixels at a fixed distance from the chunk's start: they must be there.
+        where = _pixels_at(self.file, i)
+        if not self.compressed and where is not None and where != offset + _CHUNK.size + name_length + _TIME_STAMP:
+            return f"its pixels are not at byte {where}, where the reader takes them"
+        return ""
+
+    def frame(self, t: int, p: int, z: int) -> np.ndarray:
+        """The (t, p, z) frame as ``nd2`` gives it: (channels, y, x), (y, x) or (y, x, samples)."""
+        i = self.frames.get((t, p, z))
+        if i is None:
+            raise unreadable(self.path, z, t, p, "the file's loops list no such frame")
+        if i not in self.whole:  # checked again in each process: the file may have changed since
+            why = self._chunk_whole(i)
+            if why:
+                raise unreadable(self.path, z, t, p, why)
+            self.whole.add(i)
+        try:
+            return self.file.read_frame(i)
+        except Exception as exc:  # a compressed frame that does not decode, a legacy file's chunk
+            raise unreadable(self.path, z, t, p, f"{type(exc).__name__}: {exc}") from None
+
+
+def _frame_name(i: int) -> bytes:
+    return b"ImageDataSeq|%d!" % i
+
+
+def _pixels_at(f, i: int) -> int | None:
+    """Where nd2 reads frame ``i``'s raw pixels; None when this nd2 does not say."""
+    offsets = getattr(f._rdr, "_frame_offsets", None)
+    return offsets.get(i) if isinstance(offsets, dict) else None
+
+
+def unreadable(path: str, z: int, t: int, p: int, why: str) -> PrecomputedTifError:
+    """The one line for a frame of an ND2 file that cannot be read."""
+    return PrecomputedTifError(f"{path}: the frame at z {z}, time point {t}, position {p} cannot be read ({why}); "
+                               "the file is damaged or truncated")
 
 
 class Nd2Source(ArraySource):
@@ -58,7 +180,7 @@ class Nd2Source(ArraySource):
         p = self.image.key[0]
         rgb = self.image.rgb
         for z in range(box.z0, box.z1):
-            frame = h.file.read_frame(h.frames[(self.timepoint, p, z)])
+            frame = h.frame(self.timepoint, p, z)
             if rgb:  # (y, x, samples)
                 frame = np.moveaxis(frame, -1, 0)
             elif frame.ndim == 2:  # one channel
@@ -73,7 +195,9 @@ def open_nd2(path: str, series: int | None, channel: int | None, timepoint: int 
     h = _Handle(path)
     try:
         listing, image_of = _described(path, h.file)
-        return open_series(Nd2Source, path, NOUN, listing, image_of, series, channel, timepoint, segmentation)
+        source = open_series(Nd2Source, path, NOUN, listing, image_of, series, channel, timepoint, segmentation)
+        h.check_frames(source.image.key[0])
+        return source
     finally:
         h.close()
 
@@ -127,10 +251,48 @@ def _describe(path: str, f) -> tuple[list[SeriesInfo], Any]:
     else:
         channel_names, colors = _channels(f, n_c)
 
+    interval, time_unit = _time_interval(f) if n_t > 1 else (None, "")
+
     def image_of(i: int) -> Image:
         return Image((n_z, sizes["Y"], sizes["X"]), np.dtype(f.dtype).name, n_c, n_t, voxel,
-                     tuple(channel_names), tuple(colors), rgb, (listing[i].index,))
+                     tuple(channel_names), tuple(colors), rgb, (listing[i].index,), interval, time_unit)
     return listing, image_of
+
+
+def _time_interval(f) -> tuple[float | None, str]:
+    """Seconds between time points, and NGFF's name of that unit: the time loop's period as
+    NIS-Elements measured it while acquiring (``periodDiff.avg``), else the period it was set to
+    (``periodMs``; 0 is "as fast as possible", no interval) -- what nd2 writes into its own
+    OME-Zarr. A loop of several phases (``NETimeLoop``) has one interval only when its phases'
+    periods agree within 1%. (None, "") when there is none."""
+    for loop in f.experiment or ():
+        kind = getattr(loop, "type", "")
+        if kind == "TimeLoop":
+            phases = [loop.parameters]
+        elif kind == "NETimeLoop":
+            phases = list(getattr(loop.parameters, "periods", None) or ())
+        else:
+            continue
+        ms = [_period_ms(phase) for phase in phases]
+        first = ms[0] if ms else None
+        if first is None or any(m is None or not math.isclose(m, first, rel_tol=0.01) for m in ms):
+            return None, ""
+        return first / 1000, "second"
+    return None, ""
+
+
+def _period_ms(phase) -> float | None:
+    """A time loop phase's period in ms: the average NIS-Elements measured, else the one set."""
+    diff = getattr(phase, "periodDiff", None)
+    value: Any
+    for value in (getattr(diff, "avg", None), getattr(phase, "periodMs", None)):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            return v
+    return None
 
 
 def _z_calibrated(f) -> bool:
