@@ -137,7 +137,7 @@ def test_an_nd2_time_lapse_has_the_interval_nis_elements_measured(tmp_path):
     assert src.at_timepoint(52).time_interval == src.time_interval
     check_source(src.at_timepoint(52), expected[52][None, None])
     p = run_command("--source", ND2_TIMELAPSE, "--inspect")
-    assert p.returncode == 0 and f"time points: 53, {src.time_interval:g} second apart (" in p.stdout, p.stdout
+    assert p.returncode == 0 and f"time points: 53, {src.time_interval:g} s apart (" in p.stdout, p.stdout
     # One OME-Zarr with a t axis scaled by the interval, every time point as nd2 reads it.
     dest = tmp_path / "out"
     convert(ND2_TIMELAPSE, str(dest), format="ome-zarr", n_cores=1)
