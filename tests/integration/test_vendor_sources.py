@@ -565,9 +565,9 @@ def _imaris_text(value) -> np.ndarray:
     return np.array([bytes([b]) for b in str(value).encode()], dtype="S1")
 
 
-def _write_ims(path: str, data: np.ndarray, extent_um=(5.1, 3.9, 7.5)) -> None:
+def _write_ims(path: str, data: np.ndarray, extent_um=(5.1, 3.9, 7.5), stamps=()) -> None:
     """(t, c, z, y, x) ``data`` as an Imaris 5.5 file: each Data array padded to whole chunks, with a
-    coarser resolution level as Imaris keeps one."""
+    coarser resolution level as Imaris keeps one; ``stamps``: the time points' time stamps."""
     import h5py
 
     n_t, n_c, z, y, x = data.shape
@@ -594,7 +594,10 @@ def _write_ims(path: str, data: np.ndarray, extent_um=(5.1, 3.9, 7.5)) -> None:
             ch = f.create_group(f"DataSetInfo/Channel {c}")
             ch.attrs["Name"] = _imaris_text(name)
             ch.attrs["Color"] = _imaris_text(color)
-        f.create_group("DataSetInfo/TimeInfo").attrs["DatasetTimePoints"] = _imaris_text(n_t)
+        times = f.create_group("DataSetInfo/TimeInfo")
+        times.attrs["DatasetTimePoints"] = _imaris_text(n_t)
+        for i, stamp in enumerate(stamps, 1):
+            times.attrs[f"TimePoint{i}"] = _imaris_text(stamp)
 
 
 def test_imaris_reads_as_h5py_does_at_full_resolution_with_extents_names_and_time(tmp_path):
@@ -616,7 +619,18 @@ def test_imaris_reads_as_h5py_does_at_full_resolution_with_extents_names_and_tim
     assert src.voxel_size == pytest.approx((5.1 / 17, 3.9 / 13, 7.5 / 5))
     assert src.voxel_size_origin == f"Imaris metadata of {path}"
     assert (src.channel_names, src.channel_colors) == (("DAPI", "Actin"), ("#0000ff", "#ff00ff"))
-    assert src.n_timepoints == 3
+    assert (src.n_timepoints, src.time_interval) == (3, None)  # no time stamps
+    # Time stamps as Imaris writes them: the interval is their mean step.
+    for stamps, interval in ((["2024-05-06 10:00:00.000", "2024-05-06 10:00:02.500", "2024-05-06 10:00:04.900"],
+                              2.45),
+                             (["2024-05-06 10:00:00.000", "not a time", "2024-05-06 10:00:04.900"], None),
+                             (["2024-05-06 10:00:00.000", "2024-05-06 10:00:00.000", "2024-05-06 10:00:01"], None),
+                             (["2024-05-06 10:00:00.000", "2024-05-06 10:00:02.500"], None)):
+        path = str(tmp_path / f"stamped{len(os.listdir(tmp_path))}.ims")
+        _write_ims(path, data, stamps=stamps)
+        src = open_source(path, timepoint=0)
+        assert src.time_interval == (pytest.approx(interval) if interval else None), stamps
+        assert src.time_unit == ("second" if interval else "")
 
 
 # --- BigDataViewer (written by npy2bdv) --------------------------------------------------------

@@ -12,13 +12,16 @@ Voxel size: the image's extent over its size per axis,
 (µm when absent) -- what Imaris and Bio-Formats report. Channels are the
 ``Channel c`` groups, named by ``/DataSetInfo/Channel c`` ``Name`` and
 coloured by its ``Color`` (``"r g b"``, each 0 to 1). Time points are the
-``TimePoint t`` groups; one is converted at a time. An Imaris file holds one
-image.
+``TimePoint t`` groups; the interval between them is the mean step of the time stamps
+Imaris records, ``/DataSetInfo/TimeInfo`` ``TimePoint1`` ... ``TimePointN``
+(``YYYY-MM-DD HH:MM:SS.SSS``, numbered from 1), when every one is there, readable and later
+than the one before. An Imaris file holds one image.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -113,9 +116,32 @@ def _describe(path: str, f) -> tuple[list[SeriesInfo], Image]:
             colors.append(None)
     dims = [("T", len(times)), ("C", len(channels)), ("Z", z), ("Y", y), ("X", x)]
     listing = [SeriesInfo(0, attribute(info, "Name") or "", dims_text((a, n) for a, n in dims if n > 1 or a in "YX"))]
+    interval = _time_interval(f.get("DataSetInfo/TimeInfo"), len(times))
     image = Image((z, y, x), first.dtype.name, len(channels), len(times), tuple(voxel), tuple(names),
-                  tuple(colors))
+                  tuple(colors), time_interval=interval, time_unit="second" if interval else "")
     return listing, image
+
+
+def _time_interval(info, n_t: int) -> float | None:
+    """Seconds between time points: the mean step of ``TimePoint1`` ... ``TimePoint{n_t}``;
+    None with one time point, or when a stamp is missing, unreadable or not later than the last."""
+    if info is None or n_t < 2:
+        return None
+    stamps = []
+    for i in range(1, n_t + 1):
+        text = (attribute(info, f"TimePoint{i}") or "").strip()
+        for form in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+            try:
+                stamps.append(datetime.strptime(text, form))
+                break
+            except ValueError:
+                continue
+        else:
+            return None
+    steps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
+    if min(steps) <= 0:
+        return None
+    return (stamps[-1] - stamps[0]).total_seconds() / (n_t - 1)
 
 
 def open_ims(path: str, series: int | None, channel: int | None, timepoint: int | None,
