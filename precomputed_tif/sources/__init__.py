@@ -27,7 +27,7 @@ from ..geometry import Box
 from ..info import INFO, JOB_RECORD, VolumeInfo, read_volume_info
 from ..storage import LocalStorage, Storage, is_bucket_url, open_storage
 from . import vendor
-from .ome_zarr import OmeZarrSource, is_ome_zarr, open_ome_zarr
+from .ome_zarr import OmeZarrSource, is_ome_zarr, open_ome_zarr, root_kind
 from .tiff import ALL_TIMEPOINTS, PlaneStack, open_stack, series_choices
 
 __all__ = ["ALL_TIMEPOINTS", "DatasetSource", "OmeZarrSource", "PlaneStack", "Source", "open_source", "open_stack"]
@@ -269,7 +269,7 @@ def _dataset_storage(source) -> Storage | None:
             raise PrecomputedTifError(
                 f"{param('source')} {storage.location()} is a dataset whose conversion did not finish (it has no info "
                 "object); finish it by running its conversion again, then convert from it")
-        return None  # one TIFF object, or the TIFF objects below the URL (plane_files)
+        return None  # an OME-Zarr of another tool, one TIFF object, or the TIFF objects below the URL
     if isinstance(source, (str, os.PathLike)):
         path = os.path.expanduser(str(source))
         if os.path.isfile(os.path.join(path, INFO)):
@@ -278,10 +278,25 @@ def _dataset_storage(source) -> Storage | None:
     return None
 
 
-def _ome_zarr_path(source) -> str | None:
-    """The local directory ``source`` names when it is an OME-Zarr image (or group of images) of
-    another tool (:func:`.ome_zarr.is_ome_zarr`), else None."""
-    if isinstance(source, (str, os.PathLike)) and not is_bucket_url(source):
+def ome_zarr_location(source) -> str | None:
+    """The local directory or bucket URL ``source`` names when it is an OME-Zarr image (or group
+    of images) of another tool (:func:`.ome_zarr.is_ome_zarr`), else None. A bucket's prefix
+    that is a Zarr group or array but no OME-Zarr is a user error (it holds no TIFF planes either)."""
+    if isinstance(source, (str, os.PathLike)) and is_bucket_url(source):
+        url = os.fspath(source)
+        if any(c in url for c in "*?["):
+            return None  # a glob of TIFF objects
+        storage = open_storage(url, param("source"))
+        kind = root_kind(storage)  # (reachable: checked by _dataset_storage)
+        if kind == "ome-zarr":
+            return url.rstrip("/")
+        if kind == "zarr":
+            raise PrecomputedTifError(
+                f"{param('source')} {storage.location()} is a Zarr group or array but not an OME-Zarr image (its "
+                "attributes have no multiscales or bioformats2raw.layout); give the URL of the OME-Zarr image, "
+                "or of a dataset")
+        return None
+    if isinstance(source, (str, os.PathLike)):
         path = os.path.expanduser(os.fspath(source))
         if is_ome_zarr(path):
             return path
@@ -293,16 +308,17 @@ def open_source(source: str | Sequence[str] | Storage, segmentation: bool = Fals
                 series: int | None = None) -> Source:
     """A microscope file (by its name: ``.nd2``, ``.czi``, ``.lif``, ``.ims``, BigDataViewer
     ``.xml``/``.h5``, an ``.n5`` directory; see :mod:`.vendor`), a dataset (a
-    :class:`~precomputed_tif.storage.Storage`, or a directory holding an ``info`` file), an
-    OME-Zarr image of another tool, or TIFF planes. ``series`` picks one image of a file or
-    group holding several; ``timepoint`` :data:`ALL_TIMEPOINTS` opens a time series at its
-    first time point, for a conversion of every one."""
+    :class:`~precomputed_tif.storage.Storage`, or a directory or bucket prefix holding an ``info``
+    file), an OME-Zarr image of another tool (a directory or a bucket prefix), or TIFF planes.
+    ``series`` picks one image of a file or group holding several; ``timepoint``
+    :data:`ALL_TIMEPOINTS` opens a time series at its first time point, for a conversion of
+    every one."""
     if vendor.kind_of(source) is not None and _dataset_storage(source) is None:
         return vendor.open_vendor(source, series=series, channel=channel, timepoint=timepoint,
                                   segmentation=segmentation)
     storage = _dataset_storage(source)
     if storage is None:
-        ome_zarr = _ome_zarr_path(source)
+        ome_zarr = ome_zarr_location(source)
         if ome_zarr is not None:
             every = timepoint == ALL_TIMEPOINTS
             return open_ome_zarr(ome_zarr, series=series, channel=channel,

@@ -17,7 +17,8 @@ pixel is read: a stat per plane or chunk file, streamed into the digest.
 A plane in a bucket is identified by its URL, size and ETag (a new upload of the
 same bytes may keep it; of other bytes never does), or its modification time
 where the store gives no ETag, taken from one listing of the objects beside it
-rather than a request per plane.
+rather than a request per plane; an OME-Zarr in a bucket by its metadata's
+contents and the key, size and ETag of every object of its full-resolution level.
 """
 
 from __future__ import annotations
@@ -104,16 +105,8 @@ def identify(source) -> Identity:
         layout = [list(ref) for ref in source.planes]
         digest.update(json.dumps([files, list(source.plane_shape), source.stored_dtype, layout],
                                  separators=(",", ":")).encode())
-    elif isinstance(source, OmeZarrSource):  # its metadata by content, its full-resolution files by stat
-        files = [_file_content(source.path, name) for name in _ome_zarr_metadata(source)]
-        digest.update(json.dumps(files, separators=(",", ":")).encode())
-        level = source.location
-        for dirpath, dirnames, names in os.walk(level):
-            dirnames.sort()
-            for name in sorted(names):
-                st = os.stat(os.path.join(dirpath, name))
-                digest.update(json.dumps([st.st_size, st.st_mtime_ns, os.path.relpath(os.path.join(dirpath, name),
-                                                                                       level)]).encode())
+    elif isinstance(source, OmeZarrSource):
+        files = _identify_ome_zarr(source, digest)
     elif hasattr(source, "image"):  # a microscope file: the files, and which of its images is read
         files = [_stat(os.path.abspath(p)) for p in source.files]
         image = source.image
@@ -139,6 +132,30 @@ def identify(source) -> Identity:
             if not name.startswith("."):  # the store's own records (checksums) say nothing new
                 digest.update(json.dumps([st.size, st.mtime_ns, name]).encode())
     return Identity(f"{SCHEME}:{digest.hexdigest()}", files)
+
+
+def _identify_ome_zarr(source: OmeZarrSource, digest) -> list:
+    """Adds an OME-Zarr's identity to ``digest``: its metadata by content, its full-resolution
+    level's files by stat (objects in a bucket by key, size and ETag); returns the metadata's
+    [path, size, sha256] list."""
+    if is_bucket_url(source.path):
+        storage = open_storage(source.path)
+        files = [_content(storage, name) for name in _ome_zarr_metadata(source)]
+        digest.update(json.dumps(files, separators=(",", ":")).encode())
+        level = source.array
+        for key, stat in sorted(storage.list_stats(level)):
+            digest.update(json.dumps([stat.size, _object_version(stat), key[len(level) + 1:]]).encode())
+        return files
+    files = [_file_content(source.path, name) for name in _ome_zarr_metadata(source)]
+    digest.update(json.dumps(files, separators=(",", ":")).encode())
+    level = source.location
+    for dirpath, dirnames, names in os.walk(level):
+        dirnames.sort()
+        for name in sorted(names):
+            st = os.stat(os.path.join(dirpath, name))
+            digest.update(json.dumps([st.st_size, st.st_mtime_ns, os.path.relpath(os.path.join(dirpath, name),
+                                                                                   level)]).encode())
+    return files
 
 
 def _file_content(root: str, relative: str) -> list:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .. import channels
 from ..errors import PrecomputedTifError
-from . import open_source, vendor
+from . import _dataset_storage, ome_zarr_location, open_source, vendor
+from .ome_zarr import image_paths, open_ome_zarr
 from .tiff_metadata import time_step_words
 from .vendor.base import MissingLibrary
 
@@ -23,40 +24,73 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
     lines = [f"source: {source}"]
     kind = vendor.kind_of(source)
     if kind is not None:
-        listing = vendor.list_series(source)
-        noun = vendor.NOUNS[kind]
-        if len(listing) > 1:
-            lines.append(f"{len(listing)} {noun}" + ("" if series is not None else "; convert one with --series N"))
-        chosen = [s for s in listing if series is None or s.index == series]
-        if not chosen:
-            vendor.open_vendor(source, series=series)  # the out-of-range error, listing them
-        for s in chosen:
-            if len(listing) > 1:
-                lines.append(f"{noun.rstrip('s')} {s.describe()}:")
-            try:
-                one = vendor.open_vendor(source, series=s.index if len(listing) > 1 else series,
-                                         channel=channel, timepoint=timepoint if timepoint is not None else 0,
-                                         segmentation=segmentation)
-            except MissingLibrary:
-                raise
-            except PrecomputedTifError as exc:
-                if len(chosen) == 1:  # the one image asked about: its error is the answer
-                    raise
-                lines.append(f"  not readable: {exc}")
-                continue
-            lines.extend("  " + line for line in describe(one))
-        return "\n".join(lines)
+        return "\n".join(lines + _vendor_series(source, kind, series, channel, timepoint, segmentation))
+    if series is None:
+        images = _ome_zarr_images(source, channel, timepoint, segmentation)
+        if images is not None:
+            return "\n".join(lines + images)
     try:
-        src = open_source(source, segmentation=segmentation, channel=channel, timepoint=timepoint)
+        src = open_source(source, segmentation=segmentation, channel=channel, timepoint=timepoint, series=series)
     except PrecomputedTifError as exc:
         if timepoint is not None:
             raise
         try:  # a time series: described at its first time point
-            src = open_source(source, segmentation=segmentation, channel=channel, timepoint=0)
+            src = open_source(source, segmentation=segmentation, channel=channel, timepoint=0, series=series)
         except PrecomputedTifError:
             raise exc from None
     lines.extend(describe(src))
     return "\n".join(lines)
+
+
+def _vendor_series(source, kind: str, series: int | None, channel: int | None, timepoint: int | None,
+                   segmentation: bool) -> list[str]:
+    """Lines describing the series of a microscope file (all, or ``series``)."""
+    lines: list[str] = []
+    listing = vendor.list_series(source)
+    noun = vendor.NOUNS[kind]
+    if len(listing) > 1:
+        lines.append(f"{len(listing)} {noun}" + ("" if series is not None else "; convert one with --series N"))
+    chosen = [s for s in listing if series is None or s.index == series]
+    if not chosen:
+        vendor.open_vendor(source, series=series)  # the out-of-range error, listing them
+    for s in chosen:
+        if len(listing) > 1:
+            lines.append(f"{noun.rstrip('s')} {s.describe()}:")
+        try:
+            one = vendor.open_vendor(source, series=s.index if len(listing) > 1 else series,
+                                     channel=channel, timepoint=timepoint if timepoint is not None else 0,
+                                     segmentation=segmentation)
+        except MissingLibrary:
+            raise
+        except PrecomputedTifError as exc:
+            if len(chosen) == 1:  # the one image asked about: its error is the answer
+                raise
+            lines.append(f"  not readable: {exc}")
+            continue
+        lines.extend("  " + line for line in describe(one))
+    return lines
+
+
+def _ome_zarr_images(source, channel: int | None, timepoint: int | None, segmentation: bool) -> list[str] | None:
+    """Lines describing each image of ``source`` when it is an OME-Zarr group of several
+    (bioformats2raw's layout), else None."""
+    location = ome_zarr_location(source) if _dataset_storage(source) is None else None
+    if location is None:
+        return None
+    images = image_paths(location)
+    if len(images) < 2:
+        return None
+    lines = [f"{len(images)} images; convert one with --series N"]
+    for i, image in enumerate(images):
+        lines.append(f"image {i} ({image}):")
+        try:
+            one = open_ome_zarr(location, series=i, channel=channel,
+                                timepoint=timepoint if timepoint is not None else 0, segmentation=segmentation)
+        except PrecomputedTifError as exc:
+            lines.append(f"  not readable: {exc}")
+            continue
+        lines.extend("  " + line for line in describe(one))
+    return lines
 
 
 def describe(src) -> list[str]:

@@ -8,8 +8,12 @@ converted to micrometres (a space axis without a unit is taken in micrometres, a
 voxel size came from says so), the channels' names and colours from ``omero``, and a ``t`` axis's
 time points and interval.
 
-A directory is taken for one when it has no ``info`` (this project's own datasets are read as
-datasets) and its root group's attributes hold ``multiscales`` or ``bioformats2raw.layout``.
+A directory -- or a prefix in a bucket, ``s3://BUCKET/PREFIX`` or ``gs://BUCKET/PREFIX`` -- is
+taken for one when it has no ``info`` (this project's own datasets are read as datasets) and its
+root group's attributes hold ``multiscales`` or ``bioformats2raw.layout``. A bucket's metadata
+and chunks are read through this project's storage (the same client, environment and one-line
+errors as its other bucket reads; :mod:`~precomputed_tif.storage.zarr_store`), a worker opening
+the image again by its URL.
 bioformats2raw's layout (https://ngff.openmicroscopy.org/0.4/#bf2raw) holds one image per
 series: at the paths the ``OME`` group's ``series`` attribute lists, else at ``0``, ``1``, ...;
 ``series`` picks one when there are several.
@@ -28,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DamagedData, PrecomputedTifError, either, setting
+from ..errors import DamagedData, PrecomputedTifError, either, param, setting
 from ..geometry import Box
-from ..storage.regular_files import open_regular
+from ..storage import LocalStorage, Storage, StorageError, is_bucket_url, open_storage
 from . import tiff_metadata
 from .tiff import supported_dtype
 
@@ -38,33 +42,61 @@ LAYOUT = "bioformats2raw.layout"
 AXES = "tczyx"  # the order NGFF keeps axes in: time, channel, then space
 
 
-def _read_json(path: str) -> dict | None:
-    """The JSON object in the file ``path``, None when there is no such regular file; a user
-    error naming it when it is no JSON object."""
-    f = open_regular(path)
-    if f is None:
+def _storage(path: str) -> Storage:
+    """What the image at ``path`` (a local directory, or an ``s3://``/``gs://`` URL) is read
+    through: one storage per location and process, so a bucket's client is made once."""
+    storage = _storages.get(path)
+    if storage is None:
+        storage = _storages[path] = open_storage(path, param("source")) if is_bucket_url(path) \
+            else LocalStorage(path, confined=False)  # the user's own files: symlinks followed
+    return storage
+
+
+_storages: dict[str, Storage] = {}
+
+
+def _key(*parts: str) -> str:
+    """The storage key of ``parts`` (each ``/``-separated, empty ones left out)."""
+    return "/".join(p for p in parts if p)
+
+
+def _read_json(storage: Storage, key: str) -> dict | None:
+    """The JSON object stored as ``key``, None when there is no such object; a user error naming
+    it when it is no JSON object."""
+    try:
+        data = storage.get(key)
+    except OSError as exc:  # a local file that cannot be read (a bucket's failures are StorageErrors)
+        raise PrecomputedTifError(f"{storage.location(key)} is not readable ({exc.strerror or exc})") from None
+    if data is None:
         return None
     try:
-        with f:
-            value = json.loads(f.read())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise PrecomputedTifError(f"{path} is not readable Zarr metadata ({exc})") from None
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise PrecomputedTifError(f"{storage.location(key)} is not readable Zarr metadata ({exc})") from None
     if not isinstance(value, dict):
-        raise PrecomputedTifError(f"{path} is not readable Zarr metadata (not a JSON object)")
+        raise PrecomputedTifError(f"{storage.location(key)} is not readable Zarr metadata (not a JSON object)")
     return value
 
 
-def group_attributes(directory: str) -> dict | None:
-    """The attributes of the Zarr group at ``directory`` (``zarr.json``'s ``attributes``, or
-    ``.zattrs``), None when it is no Zarr group."""
-    meta = _read_json(os.path.join(directory, "zarr.json"))
+def _group(storage: Storage, group: str) -> tuple[dict | None, str]:
+    """(the attributes of the Zarr group at key ``group`` -- ``zarr.json``'s ``attributes``, or
+    ``.zattrs`` --, the key of the metadata that said so); None when it is no Zarr group."""
+    name = _key(group, "zarr.json")
+    meta = _read_json(storage, name)
     if meta is not None:
         attrs = meta.get("attributes") if meta.get("node_type") == "group" else None
-        return attrs if isinstance(attrs, dict) else ({} if meta.get("node_type") == "group" else None)
-    attrs = _read_json(os.path.join(directory, ".zattrs"))
-    if attrs is None and os.path.isfile(os.path.join(directory, ".zgroup")):
-        return {}
-    return attrs
+        return (attrs if isinstance(attrs, dict) else ({} if meta.get("node_type") == "group" else None)), name
+    name = _key(group, ".zattrs")
+    attrs = _read_json(storage, name)
+    if attrs is None and storage.exists(_key(group, ".zgroup")):
+        return {}, name
+    return attrs, name
+
+
+def group_attributes(storage: Storage, group: str = "") -> dict | None:
+    """The attributes of the Zarr group at key ``group`` of ``storage`` (``""``: its root),
+    None when it is no Zarr group."""
+    return _group(storage, group)[0]
 
 
 def _ngff(attrs: dict) -> dict:
@@ -78,24 +110,41 @@ def is_ome_zarr(directory: str) -> bool:
     images, of another tool: NGFF metadata at its root and no ``info`` of ours."""
     if not os.path.isdir(directory) or os.path.exists(os.path.join(directory, "info")):
         return False
+    return root_kind(LocalStorage(directory, confined=False)) == "ome-zarr"
+
+
+def root_kind(storage: Storage) -> str | None:
+    """What the root of ``storage`` (which holds no ``info``) is: ``"ome-zarr"``, an OME-Zarr
+    image or bioformats2raw's group of images (NGFF metadata in its root group's attributes,
+    or metadata there that cannot be read, which opening it then says); ``"zarr"``, a Zarr
+    group or array of either version that is none; None, no Zarr at all."""
+
+    def kind(attrs) -> str:
+        ome = _ngff(attrs) if isinstance(attrs, dict) else {}
+        return "ome-zarr" if "multiscales" in ome or LAYOUT in ome else "zarr"
+
     try:
-        attrs = group_attributes(directory)
+        meta = _read_json(storage, "zarr.json")
+        if meta is not None:
+            return kind(meta.get("attributes")) if meta.get("node_type") == "group" else "zarr"
+        attrs = _read_json(storage, ".zattrs")
+    except StorageError:
+        raise
     except PrecomputedTifError:
-        return True  # metadata that is there but unreadable: said when it is opened
-    if attrs is None:
-        return False
-    ome = _ngff(attrs)
-    return "multiscales" in ome or LAYOUT in ome
+        return "ome-zarr"
+    if attrs is not None:
+        return kind(attrs)
+    return "zarr" if storage.exists(".zgroup") or storage.exists(".zarray") else None
 
 
-def _series_paths(directory: str, ome: dict) -> list[str]:
+def _series_paths(storage: Storage, ome: dict) -> list[str]:
     """The image groups of a bioformats2raw layout, in order of series."""
-    listed = _ngff(group_attributes(os.path.join(directory, "OME")) or {}).get("series")
+    listed = _ngff(group_attributes(storage, "OME") or {}).get("series")
     if isinstance(listed, list) and listed and all(isinstance(p, str) for p in listed):
         return listed
     paths: list[str] = []
     while True:
-        attrs = group_attributes(os.path.join(directory, str(len(paths))))
+        attrs = group_attributes(storage, str(len(paths)))
         if attrs is None or "multiscales" not in _ngff(attrs):
             return paths
         paths.append(str(len(paths)))
@@ -136,8 +185,8 @@ class OmeZarrSource:
 
     @property
     def location(self) -> str:
-        """The level's directory, as messages name it."""
-        return os.path.join(self.path, *self.array.split("/"))
+        """The level's directory (or its URL, in a bucket), as messages name it."""
+        return _storage(self.path).location(self.array)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -182,7 +231,7 @@ class OmeZarrSource:
                           "z": slice(box.z0, box.z1), "y": slice(box.y0, box.y1),
                           "x": slice(box.x0, box.x1)}[a])
         try:
-            data = np.asarray(_array(self.location)[tuple(index)])
+            data = np.asarray(_array(self.path, self.array)[tuple(index)])
         except PrecomputedTifError:
             raise
         except Exception as exc:  # zarr-python and its codecs raise many kinds
@@ -199,34 +248,44 @@ class OmeZarrSource:
 _arrays: dict = {}
 
 
-def _array(location: str):
-    array = _arrays.get(location)
-    if array is None:
+def _array(path: str, array: str):
+    """The zarr-python array at ``array`` (a ``/``-separated key) of the image at ``path``: a
+    local directory's through zarr-python's own store, a bucket's through this project's
+    storage (:mod:`~precomputed_tif.storage.zarr_store`)."""
+    opened = _arrays.get((path, array))
+    if opened is None:
         import zarr
 
-        array = _arrays[location] = zarr.open_array(store=location, mode="r")
-    return array
+        if is_bucket_url(path):
+            try:
+                from ..storage.zarr_store import StorageZarrStore
+            except ImportError:  # zarr-python 2 has no store interface to build on
+                raise PrecomputedTifError(f"{path}: reading an OME-Zarr from a bucket needs zarr-python 3 (Python "
+                                          "3.11 or newer): pip install 'zarr>=3'") from None
+            opened = zarr.open_array(store=StorageZarrStore(_storage(path)), path=array, mode="r")
+        else:
+            opened = zarr.open_array(store=os.path.join(path, *array.split("/")), mode="r")
+        _arrays[(path, array)] = opened
+    return opened
 
 
 def open_ome_zarr(path: str, series: int | None = None, channel: int | None = None,
                   timepoint: int | None = None, every_timepoint: bool = False,
                   segmentation: bool = False) -> OmeZarrSource:
-    """The OME-Zarr image at the local directory ``path`` (see the module), at time point
-    ``timepoint`` (a time series needs one unless ``every_timepoint``: then time point 0),
-    with all channels or ``channel``; ``series`` picks one image of a bioformats2raw group.
+    """The OME-Zarr image at ``path`` (a local directory, or the URL of a prefix in a bucket; see
+    the module), at time point ``timepoint`` (a time series needs one unless
+    ``every_timepoint``: then time point 0), with all channels or ``channel``; ``series``
+    picks one image of a bioformats2raw group.
     Any metadata it cannot use, or a data type a ``segmentation`` (or an image) cannot have,
     is a user error naming the file."""
-    path = os.path.abspath(path)
-    ome = _ngff(group_attributes(path) or {})
-    if "multiscales" in ome:
-        image, images = "", [""]
+    path = path if is_bucket_url(path) else os.path.abspath(path)
+    images = image_paths(path)
+    if images == [""]:
+        image = ""
         if series not in (None, 0):
             raise PrecomputedTifError(f"{setting('series', series)} is out of range: {path} is one image "
                                       "(series 0)")
     else:
-        images = _series_paths(path, ome)
-        if not images:
-            raise PrecomputedTifError(f"{path} is a bioformats2raw group with no image in it")
         if series is None and len(images) > 1:
             listed = "; ".join(f"{i}: {_describe(path, p)}" for i, p in enumerate(images))
             raise PrecomputedTifError(f"{path} holds {len(images)} images ({listed}); pick one with "
@@ -238,6 +297,21 @@ def open_ome_zarr(path: str, series: int | None = None, channel: int | None = No
     source = _open_image(path, image, channel, timepoint, every_timepoint)
     supported_dtype(source.stored_dtype, segmentation)
     return source
+
+
+def image_paths(path: str) -> list[str]:
+    """The images of the OME-Zarr at ``path`` (a local directory or a bucket's URL), as keys
+    below it in order of series: ``[""]`` for one image at the root, the series of a
+    bioformats2raw group (a user error when it holds none)."""
+    path = path if is_bucket_url(path) else os.path.abspath(path)
+    storage = _storage(path)
+    ome = _ngff(group_attributes(storage) or {})
+    if "multiscales" in ome:
+        return [""]
+    images = [p.strip("/") for p in _series_paths(storage, ome)]
+    if not images:
+        raise PrecomputedTifError(f"{path} is a bioformats2raw group with no image in it")
+    return images
 
 
 def _describe(path: str, image: str) -> str:
@@ -252,9 +326,9 @@ def _describe(path: str, image: str) -> str:
 
 
 def _open_image(path: str, image: str, channel, timepoint, every_timepoint: bool) -> OmeZarrSource:
-    group = os.path.join(path, *image.split("/")) if image else path
-    attrs = group_attributes(group)
-    meta_name = os.path.join(group, "zarr.json" if os.path.exists(os.path.join(group, "zarr.json")) else ".zattrs")
+    storage = _storage(path)
+    attrs, meta_key = _group(storage, image)
+    meta_name = storage.location(meta_key)
     ome = _ngff(attrs or {})
     multiscales = ome.get("multiscales")
     try:
@@ -272,7 +346,7 @@ def _open_image(path: str, image: str, channel, timepoint, every_timepoint: bool
             not axes_text.endswith("yx") or axes_text != "".join(a for a in AXES if a in axes_text):
         raise PrecomputedTifError(f"{meta_name}: axes {axes} are not ones it reads (t, c, z, y, x in that order, "
                                   "with y and x)")
-    shape, dtype = _array_header(os.path.join(group, *array_path.split("/")))
+    shape, dtype = _array_header(storage, _key(image, array_path))
     if len(shape) != len(axes_text):
         raise PrecomputedTifError(f"{meta_name}: {len(axes_text)} axes, but the array {array_path} has "
                                   f"{len(shape)} dimensions")
@@ -347,15 +421,16 @@ def _scale_of(transforms, n: int) -> list[float]:
     return [1.0] * n
 
 
-def _array_header(directory: str) -> tuple[list[int], str]:
-    """(shape, dtype name) of the Zarr array at ``directory`` (v3 ``zarr.json`` or v2 ``.zarray``)."""
-    meta = _read_json(os.path.join(directory, "zarr.json"))
+def _array_header(storage: Storage, array: str) -> tuple[list[int], str]:
+    """(shape, dtype name) of the Zarr array at key ``array`` (v3 ``zarr.json`` or v2 ``.zarray``)."""
+    directory = storage.location(array)
+    meta = _read_json(storage, _key(array, "zarr.json"))
     try:
         if meta is not None:
             if meta.get("node_type") != "array":
                 raise ValueError("not an array")
             return [int(n) for n in meta["shape"]], np.dtype(meta["data_type"]).name
-        meta = _read_json(os.path.join(directory, ".zarray"))
+        meta = _read_json(storage, _key(array, ".zarray"))
         if meta is None:
             raise PrecomputedTifError(f"{directory} is not a Zarr array (no zarr.json or .zarray): the image's "
                                       "full-resolution level is missing")

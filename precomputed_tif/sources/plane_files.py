@@ -105,7 +105,8 @@ def _bucket_objects(url: str) -> list[str]:
         if not tiffs:
             raise PrecomputedTifError(
                 f"{param('source')} {url}: no object of that name, no TIFF objects (.tif, .tiff) directly below "
-                "it and no dataset (no info); give a dataset's URL, one TIFF object, or a glob like "
+                "it, no dataset (no info) and no OME-Zarr (no zarr.json or .zattrs); give the URL of a dataset or "
+                "an OME-Zarr, one TIFF object, or a glob like "
                 f"'{scheme}://{bucket}/planes/*.tif'")
         if len(tiffs) < len(found):
             log.info("%s: reading its %d TIFF objects, leaving out %d others", url, len(tiffs), len(found) - len(tiffs))
