@@ -61,7 +61,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/python -m precomputed_tif.cli.demo --dir demo
 
 test: $(STAMP) $(BIOFORMATS_JAR)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
