@@ -3,7 +3,9 @@ metadata only, writes nothing.
 
 For a file holding several images every image is described (or why it cannot be
 read), so the ``--series`` to give can be chosen; a time series is described at
-its first time point (or the one given), with how many it has.
+its first time point (or the one given), with how many it has. An image whose data
+is cut short or missing is listed as such, and then the inspection fails
+(:class:`DamagedImages`): a damaged file is never reported as fine.
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ from __future__ import annotations
 from .. import channels
 from ..errors import PrecomputedTifError
 from . import open_source, vendor
-from .vendor.base import MissingLibrary
+from .vendor import SeriesInfo
+from .vendor.base import DamagedFile, MissingLibrary
+
+
+class DamagedImages(DamagedFile):
+    """Some images of a file cannot be read: ``report`` holds the lines describing every image
+    (the damaged ones saying what is wrong), the message says which cannot be read."""
+
+    def __init__(self, message: str, report: str):
+        super().__init__(message)
+        self.report = report
 
 
 def inspect_source(source, series: int | None = None, channel: int | None = None,
@@ -22,28 +34,7 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
     lines = [f"source: {source}"]
     kind = vendor.kind_of(source)
     if kind is not None:
-        listing = vendor.list_series(source)
-        noun = vendor.NOUNS[kind]
-        if len(listing) > 1:
-            lines.append(f"{len(listing)} {noun}" + ("" if series is not None else "; convert one with --series N"))
-        chosen = [s for s in listing if series is None or s.index == series]
-        if not chosen:
-            vendor.open_vendor(source, series=series)  # the out-of-range error, listing them
-        for s in chosen:
-            if len(listing) > 1:
-                lines.append(f"{noun.rstrip('s')} {s.describe()}:")
-            try:
-                one = vendor.open_vendor(source, series=s.index if len(listing) > 1 else series,
-                                         channel=channel, timepoint=timepoint if timepoint is not None else 0,
-                                         segmentation=segmentation)
-            except MissingLibrary:
-                raise
-            except PrecomputedTifError as exc:
-                if len(chosen) == 1:  # the one image asked about: its error is the answer
-                    raise
-                lines.append(f"  not readable: {exc}")
-                continue
-            lines.extend("  " + line for line in describe(one))
+        lines.extend(_vendor_lines(source, kind, series, channel, timepoint, segmentation))
         return "\n".join(lines)
     try:
         src = open_source(source, segmentation=segmentation, channel=channel, timepoint=timepoint)
@@ -56,6 +47,45 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
             raise exc from None
     lines.extend(describe(src))
     return "\n".join(lines)
+
+
+def _vendor_lines(source, kind: str, series: int | None, channel: int | None, timepoint: int | None,
+                  segmentation: bool) -> list[str]:
+    """Lines describing the series of a microscope file; :class:`DamagedImages` (after them)
+    when the data of some cannot be read."""
+    lines = [f"source: {source}"]
+    listing = vendor.list_series(source)
+    noun = vendor.NOUNS[kind]
+    if len(listing) > 1:
+        lines.append(f"{len(listing)} {noun}" + ("" if series is not None else "; convert one with --series N"))
+    chosen = [s for s in listing if series is None or s.index == series]
+    damaged: list[tuple[SeriesInfo, DamagedFile]] = []
+    if not chosen:
+        vendor.open_vendor(source, series=series)  # the out-of-range error, listing them
+    for s in chosen:
+        if len(listing) > 1:
+            lines.append(f"{noun.rstrip('s')} {s.describe()}:")
+        try:
+            one = vendor.open_vendor(source, series=s.index if len(listing) > 1 else series,
+                                     channel=channel, timepoint=timepoint if timepoint is not None else 0,
+                                     segmentation=segmentation)
+        except MissingLibrary:
+            raise
+        except PrecomputedTifError as exc:
+            if len(chosen) == 1:  # the one image asked about: its error is the answer
+                raise
+            lines.append(f"  not readable: {exc}")
+            if isinstance(exc, DamagedFile):
+                damaged.append((s, exc))
+            continue
+        lines.extend("  " + line for line in describe(one))
+    if damaged:
+        which = ", ".join(f"{s.index}{f' {s.name!r}' if s.name else ''}" for s, _ in damaged)
+        first = str(damaged[0][1])
+        raise DamagedImages(first if len(damaged) == 1 else
+                            f"{len(damaged)} of the {len(listing)} {noun} cannot be read ({which}): {first}",
+                            "\n".join(lines))
+    return lines[1:]
 
 
 def describe(src) -> list[str]:
