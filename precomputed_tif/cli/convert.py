@@ -184,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(value, int) and value < 0:
                 raise PrecomputedTifError(f"{flag} must be 0 or more, got {value}")
         if args.inspect:
-            from ..sources.inspect import inspect_source
+            from ..sources.inspect import DamagedImages, inspect_source
 
-            print(inspect_source(args.source, series=args.series, channel=args.channel, timepoint=args.timepoint,
-                                 segmentation=args.segmentation))
+            try:
+                print(inspect_source(args.source, series=args.series, channel=args.channel,
+                                     timepoint=args.timepoint, segmentation=args.segmentation))
+            except DamagedImages as exc:  # what can be read is listed, then the error line
+                print(exc.report, flush=True)
+                raise
             return
         if args.dest is None:
             raise PrecomputedTifError("--dest is required (the output directory), unless --inspect is given")

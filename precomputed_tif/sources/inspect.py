@@ -3,7 +3,9 @@ metadata only, writes nothing.
 
 For a file holding several images every image is described (or why it cannot be
 read), so the ``--series`` to give can be chosen; a time series is described at
-its first time point (or the one given), with how many it has.
+its first time point (or the one given), with how many it has. An image whose data
+is cut short or missing is listed as such, and then the inspection fails
+(:class:`DamagedImages`): a damaged file is never reported as fine.
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ from ..errors import PrecomputedTifError
 from . import _dataset_storage, ome_zarr_location, open_source, vendor
 from .ome_zarr import image_paths, open_ome_zarr
 from .tiff_metadata import time_step_words
-from .vendor.base import MissingLibrary
+from .vendor import SeriesInfo
+from .vendor.base import DamagedFile, MissingLibrary
+
+
+class DamagedImages(DamagedFile):
+    """Some images of a file cannot be read: ``report`` holds the lines describing every image
+    (the damaged ones saying what is wrong), the message says which cannot be read."""
+
+    def __init__(self, message: str, report: str):
+        super().__init__(message)
+        self.report = report
 
 
 def inspect_source(source, series: int | None = None, channel: int | None = None,
@@ -24,7 +36,8 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
     lines = [f"source: {source}"]
     kind = vendor.kind_of(source)
     if kind is not None:
-        return "\n".join(lines + _vendor_series(source, kind, series, channel, timepoint, segmentation))
+        lines.extend(_vendor_lines(source, kind, series, channel, timepoint, segmentation))
+        return "\n".join(lines)
     if series is None:
         images = _ome_zarr_images(source, channel, timepoint, segmentation)
         if images is not None:
@@ -42,15 +55,17 @@ def inspect_source(source, series: int | None = None, channel: int | None = None
     return "\n".join(lines)
 
 
-def _vendor_series(source, kind: str, series: int | None, channel: int | None, timepoint: int | None,
-                   segmentation: bool) -> list[str]:
-    """Lines describing the series of a microscope file (all, or ``series``)."""
-    lines: list[str] = []
+def _vendor_lines(source, kind: str, series: int | None, channel: int | None, timepoint: int | None,
+                  segmentation: bool) -> list[str]:
+    """Lines describing the series of a microscope file; :class:`DamagedImages` (after them)
+    when the data of some cannot be read."""
+    lines = [f"source: {source}"]
     listing = vendor.list_series(source)
     noun = vendor.NOUNS[kind]
     if len(listing) > 1:
         lines.append(f"{len(listing)} {noun}" + ("" if series is not None else "; convert one with --series N"))
     chosen = [s for s in listing if series is None or s.index == series]
+    damaged: list[tuple[SeriesInfo, DamagedFile]] = []
     if not chosen:
         vendor.open_vendor(source, series=series)  # the out-of-range error, listing them
     for s in chosen:
@@ -66,9 +81,17 @@ def _vendor_series(source, kind: str, series: int | None, channel: int | None, t
             if len(chosen) == 1:  # the one image asked about: its error is the answer
                 raise
             lines.append(f"  not readable: {exc}")
+            if isinstance(exc, DamagedFile):
+                damaged.append((s, exc))
             continue
         lines.extend("  " + line for line in describe(one))
-    return lines
+    if damaged:
+        which = ", ".join(f"{s.index}{f' {s.name!r}' if s.name else ''}" for s, _ in damaged)
+        first = str(damaged[0][1])
+        raise DamagedImages(first if len(damaged) == 1 else
+                            f"{len(damaged)} of the {len(listing)} {noun} cannot be read ({which}): {first}",
+                            "\n".join(lines))
+    return lines[1:]
 
 
 def _ome_zarr_images(source, channel: int | None, timepoint: int | None, segmentation: bool) -> list[str] | None:

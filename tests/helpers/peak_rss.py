@@ -63,21 +63,32 @@ class PeakRSS:
         self._thread.join()
 
 
+# The peak is the process's own high-water mark (VmHWM): ru_maxrss would start from the RSS of
+# the process that started it (Linux carries it across fork and exec), here the test's.
 _MEASURE = """
-import resource, sys
+import sys
 from precomputed_tif import convert
 if __name__ == "__main__":
     convert(sys.argv[1], sys.argv[2], n_cores=1, block_bytes=2**20, **{options})
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    with open("/proc/self/status") as f:
+        print(next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")))
 """
+
+
+def source_conversion_peak_rss(source: str, dest: str, options: str = "{}") -> int:
+    """Peak RSS in bytes of a one-process conversion of ``source`` into ``dest``, in a fresh
+    interpreter; ``options`` is the text of a dict of further ``convert`` arguments."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEASURE.format(options=options), source, dest],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
 
 
 def conversion_peak_rss(tmp_path, n_planes: int, options: str) -> int:
     """Peak RSS in bytes of a one-process conversion, in a fresh interpreter, of ``n_planes``
     256 x 256 uint16 planes; ``options`` is the text of a dict of further ``convert`` arguments."""
-    import subprocess
-    import sys
-
     import numpy as np
     import tifffile
 
@@ -86,6 +97,4 @@ def conversion_peak_rss(tmp_path, n_planes: int, options: str) -> int:
     plane = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) * 2654435761 % 4099).astype(np.uint16)
     for z in range(n_planes):
         tifffile.imwrite(src / f"p{z:05d}.tif", plane + z)
-    out = subprocess.run([sys.executable, "-c", _MEASURE.format(options=options), str(src / "*.tif"),
-                          str(tmp_path / f"out{n_planes}")], capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1])
+    return source_conversion_peak_rss(str(src / "*.tif"), str(tmp_path / f"out{n_planes}"), options)

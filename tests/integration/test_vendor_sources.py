@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -299,6 +300,193 @@ def test_a_lif_time_series_has_the_interval_las_x_records():
     assert p.returncode == 0 and f"time points: 20, {src.time_interval:g} s apart (" in p.stdout, p.stdout
     # No time axis, no interval.
     assert (open_source(LIF_XZ, series=1).time_interval, open_source(LIF_XZ, series=1).time_unit) == (None, "")
+
+
+# Colour LIF images (written here from the format's layout: no public LAS X file holds one), read
+# back by liffile as the independent reader.
+
+
+def _liffile_colour(path: str) -> np.ndarray:
+    """Image 0 of a colour LIF as liffile reads it whole: (t, z, y, x, rgb)."""
+    import liffile
+
+    with liffile.LifFile(path) as lif:
+        im = lif.images[0]
+        dims = im.dims  # liffile learns of padded rows only once it has worked out the axes
+        data = im.asarray()
+    assert dims[-1] == "S"
+    return data if dims[0] == "T" else data[None]
+
+
+@pytest.mark.parametrize("dtype, shape, options", [
+    ("uint8", (1, 5, 19, 23), {}),  # stored blue first, as LAS X stores colour: reversed when read
+    ("uint8", (1, 5, 19, 23), {"order": "RGB"}),  # stored red first: read as it is
+    ("uint16", (2, 3, 17, 37), {"stored_width": 38, "resolution": 12}),  # 12-bit, rows padded, time points
+])
+def test_colour_lif_images_read_as_liffile_does(tmp_path, dtype, shape, options):
+    from tests.helpers.lif_files import write_rgb_lif
+
+    rng = np.random.default_rng(21)
+    truth = rng.integers(0, 4096 if dtype == "uint16" else 256, (*shape, 3)).astype(dtype)
+    path = str(tmp_path / "colour.lif")
+    write_rgb_lif(path, truth, spacing_um=(0.4, 0.45, 1.5), **options)
+    own = _liffile_colour(path)
+    np.testing.assert_array_equal(own, truth)  # the file says what was meant, as liffile reads it
+    for t in range(shape[0]):
+        src = open_source(path, timepoint=t if shape[0] > 1 else None)
+        assert src.rgb and src.channel_names == ("red", "green", "blue")
+        assert src.voxel_size == pytest.approx((0.4, 0.45, 1.5))
+        check_source(src, np.moveaxis(own[t], -1, 0))
+        blue = open_source(path, timepoint=t if shape[0] > 1 else None, channel=2)
+        check_source(blue, own[t][None, ..., 2])
+
+
+@pytest.mark.slow
+def test_converting_a_colour_lif_takes_memory_flat_in_its_size(tmp_path):
+    """Peak RSS of a one-process conversion of 32 and of 96 planes of 512 x 512 RGB: the 64 more
+    planes (48 MiB) add less than 8 MiB, as reading a region holds that region, never the image;
+    the conversion is read back by tensorstore."""
+    from tests.helpers.lif_files import write_rgb_lif
+    from tests.helpers.peak_rss import source_conversion_peak_rss
+
+    plane = (np.arange(512 * 512 * 3, dtype=np.uint32).reshape(512, 512, 3) * 2654435761 % 251).astype(np.uint8)
+    peaks = {}
+    for n in (32, 96):
+        path = str(tmp_path / f"colour{n}.lif")
+        write_rgb_lif(path, np.broadcast_to(plane, (n, 512, 512, 3)))
+        peaks[n] = source_conversion_peak_rss(path, str(tmp_path / f"out{n}"), '{"format": "precomputed"}')
+    print("peak RSS MiB by planes:", {n: round(p / 2**20, 1) for n, p in peaks.items()})
+    assert peaks[96] - peaks[32] < 8 * 2**20, {n: p / 2**20 for n, p in peaks.items()}
+    level0 = _tensorstore_level0(str(tmp_path / "out32"), "precomputed")
+    np.testing.assert_array_equal(level0, np.moveaxis(_liffile_colour(str(tmp_path / "colour32.lif"))[0], -1, 0))
+
+
+# --- damaged LIF files (copies of a real one, cut or spoiled) -----------------------------------
+
+_XZ_BLOCKS = (91117, 746521, 1500229)  # where the data blocks of images 0, 1, 2 of xz-example.lif begin
+
+
+def _damaged(kind: str) -> bytes:
+    """xz-example.lif damaged: cut, or with a byte changed."""
+    import struct
+
+    with open(LIF_XZ, "rb") as f:
+        data = bytearray(f.read())
+    if kind == "cut in image 2":
+        return bytes(data[:1_700_000])
+    if kind == "cut in a block header":
+        return bytes(data[:_XZ_BLOCKS[1] + 10])
+    if kind == "cut between images":
+        return bytes(data[:_XZ_BLOCKS[1]])
+    if kind == "cut in the XML":
+        return bytes(data[:50_000])
+    if kind == "cut in the header":
+        return bytes(data[:8])
+    if kind == "empty":
+        return b""
+    if kind == "block header spoiled":
+        data[_XZ_BLOCKS[1]] = 0
+    elif kind == "block too small":
+        struct.pack_into("<Q", data, _XZ_BLOCKS[2] + 9, 1000)
+    elif kind == "XML spoiled":
+        at = data.index("<Dimensions>".encode("utf-16-le"))
+        data[at:at + 2] = b"x\0"
+    elif kind == "not a LIF":
+        data[0] = 0x71
+    return bytes(data)
+
+
+# kind of damage: words of the one line (besides the file's name), the images --inspect can still
+# describe (None: none, the file as a whole cannot be read).
+DAMAGES = {
+    "cut in image 2": (r"cannot be read: the file is truncated: image 2 'xz' needs 324563 bytes beyond its end",
+                       (0, 1)),
+    "cut in a block header": (r"the file is truncated: it ends \(at 746531 bytes\) before the data of image "
+                              r"[12] '\w+' \(\d+ bytes\)", (0,)),
+    "cut between images": (r"the file is truncated: it ends \(at 746521 bytes\) before the data of image [12]", (0,)),
+    "cut in the XML": (r"the file is truncated: its description of the images \(XML\) needs 41073 bytes beyond "
+                       r"its end", None),
+    "cut in the header": (r"the file is truncated: it ends within its 13-byte header", None),
+    "empty": (r"cannot be read: the file is empty", None),
+    "block header spoiled": (r"is damaged: the data of image [12] '\w+' cannot be found \(the file cannot be "
+                             r"read beyond byte 746521 of 2024563\)", (0,)),
+    "block too small": (r"is damaged: image 2 'xz' holds 1000 bytes of data where its dimensions need 524288",
+                        (0, 1)),
+    "XML spoiled": (r"is not a readable Leica LIF file: its description of the images \(XML\) is damaged", None),
+    "not a LIF": (r"is not a Leica LIF or LOF file \(it does not begin as one\)", None),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_a_damaged_lif_is_one_line_saying_what_is_wrong_and_nothing_is_written(tmp_path, kind):
+    words, readable = DAMAGES[kind]
+    path = tmp_path / "damaged.lif"
+    path.write_bytes(_damaged(kind))
+    dest = tmp_path / "out"
+    p = run_command("--source", str(path), "--series", "2", "--dest", str(dest))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"precomputed-tif: error: {path}") and re.search(words, lines[0]), lines[0]
+    assert not dest.exists()
+    # --inspect lists what can be read, says which images cannot, and fails.
+    p = run_command("--source", str(path), "--inspect")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and re.search(words, lines[0]), p.stderr
+    if readable is None:
+        assert p.stdout == ""
+        return
+    for image, name in enumerate(("xzt", "xzy", "xz")):
+        heading = f"image {image} '{name}' ("
+        assert heading in p.stdout, p.stdout
+        described = p.stdout.split(heading, 1)[1].splitlines()[1]
+        if image in readable:
+            assert described.startswith("  axes: "), p.stdout
+        else:
+            assert described.startswith(f"  not readable: {path}") and re.search(words.replace("[12]", str(image))
+                                                                                 .replace("'\\w+'", f"'{name}'"),
+                                                                                 described), described
+    assert not dest.exists()
+    # The images the file still holds whole are read as liffile reads them from the intact file.
+    for image in readable:
+        expected = _lif_expected(LIF_XZ, image, 0 if image == 0 else None)[0]
+        check_source(open_source(str(path), series=image, timepoint=0 if image == 0 else None), expected)
+
+
+def test_a_lof_file_reads_as_liffile_does_and_cut_short_is_one_line(tmp_path):
+    """A single-image .lof file (its data before its XML): read whole as liffile reads it; cut in
+    its data or in its XML, one line and status 2 from the command, as for a LIF file."""
+    from tests.helpers.lif_files import write_rgb_lif
+
+    truth = np.random.default_rng(5).integers(0, 256, (3, 11, 13, 3)).astype(np.uint8)
+    path = tmp_path / "colour.lof"
+    write_rgb_lif(str(path), truth, lof=True)
+    own = _liffile_colour(str(path))
+    np.testing.assert_array_equal(own, truth[None])
+    check_source(open_source(str(path)), np.moveaxis(own[0], -1, 0))
+    whole = path.read_bytes()
+    data_end = 13 + 2 * len("LMS_Object_File") + 10 + 9 + truth.nbytes
+    for n, words in ((data_end - 500, "its image data needs 500 bytes beyond its end"),
+                     (len(whole) - 200, r"its description of the image \(XML\) needs 200 bytes beyond its end")):
+        cut = tmp_path / f"cut{n}.lof"
+        cut.write_bytes(whole[:n])
+        for args in (["--dest", str(tmp_path / "out")], ["--inspect"]):
+            p = run_command("--source", str(cut), *args)
+            lines = p.stderr.strip().splitlines()
+            assert p.returncode == 2 and len(lines) == 1, p.stderr
+            assert re.search(f"{cut} cannot be read: the file is truncated: {words}", lines[0]), lines[0]
+        assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_lif_cut_short_after_it_was_opened_is_one_line_not_a_crash(tmp_path):
+    path = tmp_path / "cut.lif"
+    with open(LIF_XZ, "rb") as f:
+        path.write_bytes(f.read())
+    src = open_source(str(path), series=2)
+    z, y, x = src.shape
+    src.read(Box(0, x, 0, y, 0, 1))  # opened and read once in this process
+    os.truncate(path, _XZ_BLOCKS[2] + 100_000)
+    with pytest.raises(PrecomputedTifError, match=r"the file is truncated: image 2 'xz' needs \d+ bytes beyond"):
+        src.read(Box(0, x, 0, y, z - 1, z))
 
 
 def test_a_truncated_nd2_is_one_line(tmp_path):

@@ -49,6 +49,12 @@ class MissingLibrary(PrecomputedTifError):
     """A reader's library is not installed (the message names the extra that installs it)."""
 
 
+class DamagedFile(PrecomputedTifError):
+    """A file, or one of the images it holds, cannot be read because its bytes are cut short,
+    missing or damaged (the message says which image and what is wrong). ``--inspect`` reports
+    such images and then fails, where an image it merely cannot convert is only described."""
+
+
 def require(module: str, extra: str, path: str, what: str) -> Any:
     """``module`` imported, or one line saying which extra of this package installs it."""
     try:
