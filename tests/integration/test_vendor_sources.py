@@ -164,7 +164,7 @@ def _frame_chunk(data: bytes, frame: int) -> tuple[int, int]:
     return header, entry
 
 
-def _damaged(data: bytes, how: str) -> bytes:
+def _damaged_nd2(data: bytes, how: str) -> bytes:
     out = bytearray(data)
     if how == "cut in the frames' pixels":
         header, _ = _frame_chunk(data, 7)
@@ -199,7 +199,7 @@ def _damaged(data: bytes, how: str) -> bytes:
 def test_a_damaged_nd2_is_one_line_naming_the_frame_and_nothing_is_written(tmp_path, how):
     with open(ND2_ZSTACK, "rb") as f:
         bad = tmp_path / "bad.nd2"
-        bad.write_bytes(_damaged(f.read(), how))
+        bad.write_bytes(_damaged_nd2(f.read(), how))
     words = [str(bad), "damaged or truncated"]
     if not how.startswith("cut"):  # a cut file has lost its index: no frame can be named
         words.append("the frame at z 7, time point 0, position 0 cannot be read")
@@ -366,7 +366,7 @@ def test_converting_a_colour_lif_takes_memory_flat_in_its_size(tmp_path):
 _XZ_BLOCKS = (91117, 746521, 1500229)  # where the data blocks of images 0, 1, 2 of xz-example.lif begin
 
 
-def _damaged(kind: str) -> bytes:
+def _damaged_lif(kind: str) -> bytes:
     """xz-example.lif damaged: cut, or with a byte changed."""
     import struct
 
@@ -421,7 +421,7 @@ DAMAGES = {
 def test_a_damaged_lif_is_one_line_saying_what_is_wrong_and_nothing_is_written(tmp_path, kind):
     words, readable = DAMAGES[kind]
     path = tmp_path / "damaged.lif"
-    path.write_bytes(_damaged(kind))
+    path.write_bytes(_damaged_lif(kind))
     dest = tmp_path / "out"
     p = run_command("--source", str(path), "--series", "2", "--dest", str(dest))
     lines = p.stderr.strip().splitlines()
