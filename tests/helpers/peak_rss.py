@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import psutil
@@ -69,15 +70,16 @@ _MEASURE = """
 import sys
 from precomputed_tif import convert
 if __name__ == "__main__":
-    convert(sys.argv[1], sys.argv[2], n_cores=1, block_bytes=2**20, **{options})
+    convert(sys.argv[1], sys.argv[2], **{{"n_cores": 1, **{options}}})
     with open("/proc/self/status") as f:
         print(next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")))
 """
 
 
 def source_conversion_peak_rss(source: str, dest: str, options: str = "{}") -> int:
-    """Peak RSS in bytes of a one-process conversion of ``source`` into ``dest``, in a fresh
-    interpreter; ``options`` is the text of a dict of further ``convert`` arguments."""
+    """Peak RSS in bytes of a conversion of ``source`` into ``dest`` (``dest`` may be a bucket
+    URL) in a fresh interpreter, one process unless ``options`` (the text of a dict of further
+    ``convert`` arguments) says otherwise."""
     import subprocess
     import sys
 
@@ -86,15 +88,23 @@ def source_conversion_peak_rss(source: str, dest: str, options: str = "{}") -> i
     return int(out.stdout.split()[-1])
 
 
-def conversion_peak_rss(tmp_path, n_planes: int, options: str) -> int:
-    """Peak RSS in bytes of a one-process conversion, in a fresh interpreter, of ``n_planes``
-    256 x 256 uint16 planes; ``options`` is the text of a dict of further ``convert`` arguments."""
+def pattern_planes(directory, n_planes: int) -> str:
+    """``n_planes`` 256 x 256 uint16 planes of a pattern that compresses poorly, as TIFF files in
+    ``directory`` (made); their glob."""
     import numpy as np
     import tifffile
 
-    src = tmp_path / f"src{n_planes}"
-    src.mkdir()
+    os.makedirs(directory)
     plane = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) * 2654435761 % 4099).astype(np.uint16)
     for z in range(n_planes):
-        tifffile.imwrite(src / f"p{z:05d}.tif", plane + z)
-    return source_conversion_peak_rss(str(src / "*.tif"), str(tmp_path / f"out{n_planes}"), options)
+        tifffile.imwrite(os.path.join(directory, f"p{z:05d}.tif"), plane + z)
+    return os.path.join(str(directory), "*.tif")
+
+
+def conversion_peak_rss(tmp_path, n_planes: int, options: str) -> int:
+    """Peak RSS in bytes of a one-process conversion, in a fresh interpreter, of ``n_planes``
+    planes of :func:`pattern_planes` in blocks of 1 MiB; ``options`` is the text of a dict of
+    further ``convert`` arguments."""
+    source = pattern_planes(tmp_path / f"src{n_planes}", n_planes)
+    dest = str(tmp_path / f"out{n_planes}")
+    return source_conversion_peak_rss(source, dest, f'{{"block_bytes": 2**20, **{options}}}')

@@ -22,6 +22,7 @@ from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DONE_OBJECTS
 from precomputed_tif.storage.objects import PART_SIZE
 from tests.helpers.full_disk import small_disk
+from tests.helpers.peak_rss import pattern_planes, source_conversion_peak_rss
 from tests.helpers.readback import ome_tiff_levels
 from tests.helpers.stacks import make_volume, reference_downsample, write_planes
 
@@ -154,30 +155,15 @@ def test_a_full_temporary_directory_is_one_line(tmp_path, s3):
     assert server.multipart_uploads(bucket) == []
 
 
-MEASURE = textwrap.dedent("""
-    import resource, sys
-    from precomputed_tif import convert
-    if __name__ == "__main__":
-        convert(sys.argv[1], sys.argv[2], format="ome-tiff", tile_size=64, compression="none", n_cores=1,
-                block_bytes=2**20)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-""")
-
-
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_file(tmp_path, s3):
     server, bucket = s3
 
     def peak(n_planes: int) -> int:
-        # Plane by plane: a child's peak RSS starts from this process's when it forks.
-        plane = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) * 2654435761 % 4099).astype(np.uint16)
-        os.makedirs(tmp_path / f"src{n_planes}")
-        for z in range(n_planes):
-            tifffile.imwrite(tmp_path / f"src{n_planes}" / f"p{z:05d}.tif", plane + z)
-        source = str(tmp_path / f"src{n_planes}" / "*.tif")
-        out = subprocess.run([sys.executable, "-c", MEASURE, source, f"s3://{bucket}/out{n_planes}"],
-                             capture_output=True, text=True, check=True)
-        return int(out.stdout.split()[-1])
+        source = pattern_planes(tmp_path / f"src{n_planes}", n_planes)
+        return source_conversion_peak_rss(source, f"s3://{bucket}/out{n_planes}",
+                                          '{"format": "ome-tiff", "tile_size": 64, "compression": "none", '
+                                          '"block_bytes": 2**20}')
 
     # Files of about 22 and 88 MB, uploaded in 8 MiB parts, a few in flight: past the first few
     # parts memory stays flat; were the file held in memory, the second run would need some 66 MiB more.

@@ -23,6 +23,7 @@ from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DoneLog
 from precomputed_tif.viewer.links import zarr_link
 from tests.helpers import DATA
+from tests.helpers.peak_rss import source_conversion_peak_rss
 
 T, Z, C, Y, X = 3, 13, 2, 45, 71
 CHUNK = (16, 16, 8)
@@ -216,18 +217,6 @@ def test_a_time_series_killed_then_rerun_is_the_same_dataset(tmp_path, version):
     assert _files(dest) == _files(whole)
 
 
-# The peak is the process's own high-water mark (VmHWM): ru_maxrss would start from the RSS of
-# the process that started it (Linux carries it across exec), here the test's.
-MEASURE = textwrap.dedent("""
-    import sys
-    from precomputed_tif import convert
-    if __name__ == "__main__":
-        convert(sys.argv[1], sys.argv[2], format="ome-zarr", n_cores=1, block_bytes=2**20)
-        with open("/proc/self/status") as f:
-            print(next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")))
-""")
-
-
 @pytest.mark.slow
 def test_memory_is_flat_in_the_number_of_time_points(tmp_path):
     """Peak RSS of a one-process conversion of 2 and of 6 time points of 32 x 256 x 256 uint16
@@ -235,9 +224,8 @@ def test_memory_is_flat_in_the_number_of_time_points(tmp_path):
     peaks = {}
     for n in (2, 6):
         src, _ = imagej_hyperstack(tmp_path / f"h{n}.tif", t=n, z=32, c=1, y=256, x=256)
-        out = subprocess.run([sys.executable, "-c", MEASURE, src, str(tmp_path / f"out{n}")],
-                             capture_output=True, text=True, check=True)
-        peaks[n] = int(out.stdout.split()[-1])
+        peaks[n] = source_conversion_peak_rss(src, str(tmp_path / f"out{n}"),
+                                              '{"format": "ome-zarr", "block_bytes": 2**20}')
     per_timepoint = 32 * 256 * 256 * 2
     print("peak RSS MiB by time points:", {n: round(p / 2**20, 1) for n, p in peaks.items()})
     assert peaks[6] - peaks[2] < per_timepoint, {n: p / 2**20 for n, p in peaks.items()}
