@@ -5,20 +5,14 @@ import sys as _sys
 
 __version__ = "2.0.0"
 
-try:
-    from .convert import convert
-    from .errors import PrecomputedTifError
-    from .formats.volume import Volume, open_volume
-    from .geometry import Box, Geometry
-    from .meshing import mesh_dataset
-except KeyboardInterrupt:
-    # Ctrl-C while a command's modules load (a second or more from a cold disk) is one line,
-    # as at any later moment, rather than a traceback from inside an import. Only for the
-    # commands themselves: a program importing the package gets its KeyboardInterrupt.
-    _prog = _os.path.basename(_sys.argv[0]) if _sys.argv else ""
-    if _prog.startswith(("precomputed-", "blockfs")):
-        print(f"{_prog}: interrupted (SIGINT)", file=_sys.stderr)
-        _sys.exit(130)
-    raise
+from .process import interrupt_while_loading  # noqa: E402 (first: before the slow imports)
+
+interrupt_while_loading(_os.path.basename(_sys.argv[0]) if _sys.argv else "")
+
+from .convert import convert  # noqa: E402
+from .errors import PrecomputedTifError  # noqa: E402
+from .formats.volume import Volume, open_volume  # noqa: E402
+from .geometry import Box, Geometry  # noqa: E402
+from .meshing import mesh_dataset  # noqa: E402
 
 __all__ = ["convert", "mesh_dataset", "open_volume", "Volume", "Geometry", "Box", "PrecomputedTifError"]

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 
@@ -86,3 +88,36 @@ def die_with_parent() -> None:
     included: prctl PR_SET_PDEATHSIG). Elsewhere nothing is asked; callers check getppid."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: no prctl
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+_loading: list = []  # the handler interrupt_while_loading installed, while it is in place
+
+
+def interrupt_while_loading(prog: str) -> None:
+    """For a command ``prog`` (``precomputed-*``, ``blockfs*``): Ctrl-C while its modules load
+    (a second or more from a cold disk) is the one line it prints at any later moment, not a
+    traceback from inside an import. Until :func:`loaded`, SIGINT prints that line and ends the
+    process, which has nothing to clean up yet. A program importing the package keeps its
+    KeyboardInterrupt."""
+    if not prog.startswith(("precomputed-", "blockfs")):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def interrupted(signum, frame):
+        print(f"{prog}: interrupted (SIGINT)", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, interrupted)
+    _loading.append(interrupted)
+
+
+def loaded() -> None:
+    """A command's modules are loaded: SIGINT is KeyboardInterrupt again, which the command
+    answers by stopping its workers and saying how to resume."""
+    if _loading and threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is _loading[0]:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        _loading.clear()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from .. import errors
 from ..errors import PrecomputedTifError, for_command_line
-from ..process import STOP_SIGNALS, Interrupted, ignore_signals, interrupt
+from ..process import STOP_SIGNALS, Interrupted, ignore_signals, interrupt, loaded
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -38,6 +38,7 @@ def announce_bucket(prog: str, storage, info, fmt, points: bool = False) -> None
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, where a Ctrl-C (the command started and stopped at once)
     is the same one line as later on, status 130, not a traceback."""
+    loaded()
     try:
         return parser.parse_args(argv)
     except KeyboardInterrupt:
@@ -63,6 +64,16 @@ def _drop_sibling_write_errors(record: logging.LogRecord) -> bool:
         ("Task exception was never retrieved", "Future exception was never retrieved")))
 
 
+def quiet_resource_tracker() -> None:
+    """Keep multiprocessing's resource tracker from adding lines to a command's one: when the
+    run ends by an error or a signal it may report semaphores a stopped worker made (a
+    library's lock) as leaked while it removes them, in warnings around the command's line.
+    The tracker is started with this process's ``-W`` options, so this must come before it."""
+    option = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+
+
 def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> int:
     """Run a command's body; a user error becomes one line on stderr and status 2, naming
     parameters by their flags (:func:`~precomputed_tif.errors.for_command_line`).
@@ -76,6 +87,8 @@ def run_main(prog: str, body: Callable[[], None], resumable: bool = False) -> in
     """
     # Handlers can be set only in the main thread; elsewhere (a caller's thread) leave them.
     main_thread = threading.current_thread() is threading.main_thread()
+    loaded()
+    quiet_resource_tracker()
     saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main_thread else {}
     errors.speak_command_line(True)  # log lines name flags, as the error line does
     try:

@@ -152,6 +152,55 @@ def test_a_signal_while_starting_is_one_line(wide, tmp_path, name, to_group):
         assert len(err.splitlines()) == 1 and err.startswith("precomputed-tif: interrupted"), (fraction, err)
 
 
+# The console script's own first lines, with a pause where the command's modules load.
+LOADING = """
+import sys, time
+sys.argv[0] = sys.argv[1]
+import precomputed_tif
+print("loading", flush=True)
+time.sleep(30)  # as when a cold disk makes the command's modules load slowly
+from precomputed_tif.cli.convert import main
+"""
+
+
+@pytest.mark.parametrize("prog, one_line", [(os.path.join(BIN, "precomputed-tif"), True), ("my-script.py", False)])
+def test_ctrl_c_while_the_modules_load_is_one_line(prog, one_line):
+    """Ctrl-C after the package has loaded but before the command's module has: the command's
+    one line and 130; a program of the user's that imports the package gets its
+    KeyboardInterrupt as ever."""
+    proc = subprocess.Popen([sys.executable, "-c", LOADING, prog], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "loading\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    if one_line:
+        assert (proc.returncode, err) == (130, "precomputed-tif: interrupted (SIGINT)\n")
+    else:
+        assert proc.returncode == -signal.SIGINT and err.rstrip().endswith("KeyboardInterrupt"), err
+
+
+def test_the_resource_tracker_of_a_command_adds_no_lines(stack, tmp_path):
+    """multiprocessing's resource tracker, started by the command, would report a semaphore a
+    stopped worker made as leaked, in warnings around the command's one line (seen when a disk
+    filled): it runs with those warnings off."""
+    glob, _ = stack
+    proc = subprocess.Popen([os.path.join(BIN, "precomputed-tif"), "--source", glob, "--dest", str(tmp_path / "out"),
+                             *OPTIONS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tracker = None
+    deadline = time.monotonic() + 60
+    while tracker is None and proc.poll() is None and time.monotonic() < deadline:
+        for child in psutil.Process(proc.pid).children():
+            try:
+                if "resource_tracker" in " ".join(child.cmdline()):
+                    tracker = child.cmdline()
+            except psutil.Error:
+                pass
+        time.sleep(0.01)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert tracker is not None and "-Wignore::UserWarning:multiprocessing.resource_tracker" in tracker, tracker
+
+
 def test_dask_run_interrupted_leaves_the_cluster_idle(stack, tmp_path):
     distributed = pytest.importorskip("distributed")
     glob, clean = stack
