@@ -417,7 +417,18 @@ def restart(server):
     again = type(server)(proc, server.port, log)
     again.grpc_ports = server.grpc_ports
     object_servers._wait_http(again, "/")
-    return again
+    # Answering HTTP is not serving data yet: SeaweedFS answers InternalError to reads until its
+    # volumes are loaded again. Ready when an object written before the stop reads back.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            first = again.client.list_objects_v2(Bucket=BUCKET, MaxKeys=1)["Contents"][0]["Key"]
+            again.client.get_object(Bucket=BUCKET, Key=first)["Body"].read()
+            return again
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.mark.slow
