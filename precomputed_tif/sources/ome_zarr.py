@@ -353,7 +353,7 @@ def _open_image(path: str, image: str, channel, timepoint, every_timepoint: bool
     sizes = dict(zip(axes_text, shape))
     steps = [s * o for s, o in zip(scale, overall)]
     voxel, unitless = _voxel_size(axes_text, units, steps)
-    origin = f"OME-Zarr metadata of {path}"
+    origin = f"OME-Zarr metadata of {path}" + (f" (image {image})" if image else "")
     if unitless:
         # NGFF says a unit SHOULD be given: without one the numbers are read as micrometres
         # (what ome-zarr-py and ngff-zarr mean when no unit is given), and the provenance says so.

@@ -256,6 +256,27 @@ def test_bioformats2raw_series_are_picked_with_series(tmp_path, capsys, listed):
     assert code == 2 and "--series 2" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_inspect_lists_the_series_of_a_bioformats2raw_group_and_describes_the_one_picked(tmp_path, capsys):
+    first, second = _data(seed=5), _data((1, 7, 33, 29), seed=6)
+    src = tmp_path / "plate.zarr"
+    bioformats2raw(str(src), [first, second], listed=True)
+    code = main(["--source", str(src), "--inspect"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "", err
+    assert "2 images; convert one with --series N" in out, out
+    assert "image 0 '0' (C 2, Z 13, Y 45, X 71):" in out and "image 1 '1' (Z 7, Y 33, X 29):" in out, out
+    assert "size x, y, z: 71, 45, 13;" in out and "size x, y, z: 29, 33, 7;" in out, out
+    # With --series, the image a conversion with that --series reads, and only it.
+    code = main(["--source", str(src), "--inspect", "--series", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "", err
+    assert "size x, y, z: 29, 33, 7;" in out and "71, 45, 13" not in out and "channels: 1:" in out, out
+    assert not os.path.exists(tmp_path / "x")
+    code = main(["--source", str(src), "--inspect", "--series", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--series 2 is out of range" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_series_of_a_tiff_is_refused(tmp_path, capsys):
     import tifffile
 
