@@ -105,6 +105,30 @@ def test_nd2_reads_as_nd2_does_with_its_channels_and_calibration(path, names, xy
     assert one.channel_names == names[1:2]
 
 
+def test_an_uncalibrated_nd2_has_no_voxel_size(tmp_path):
+    """NIS-Elements' ``bCalibrated`` (a CLX-Lite boolean: type 1, the name's length, the name in
+    UTF-16, its value byte) turned off in a copy of a real file: what NIS-Elements writes for an
+    image taken without a calibration, keeping a number of µm per pixel beside it."""
+    import nd2
+
+    data = bytearray(open(ND2_YEAST, "rb").read())
+    name = "bCalibrated\0".encode("utf-16-le")
+    at = data.index(name) + len(name)
+    assert data.count(name) == 1 and data[at] == 1
+    data[at] = 0
+    path = tmp_path / "uncalibrated.nd2"
+    path.write_bytes(bytes(data))
+    with nd2.ND2File(str(path)) as f:  # nd2 reads it so: uncalibrated, the number still there
+        assert f.metadata.channels[0].volume.axesCalibrated == (False, False, False)
+        assert f.voxel_size().x == pytest.approx(0.10833, rel=1e-4)
+        expected = f.asarray()[:, None]
+    src = open_source(str(path))
+    check_source(src, expected)
+    assert (src.voxel_size, src.voxel_size_origin) == ((None, None, None), "")
+    p = run_command("--source", str(path), "--inspect")
+    assert p.returncode == 0 and "voxel size: not recorded" in p.stdout, p.stdout
+
+
 def test_an_nd2_z_stack_reads_as_nd2_does_with_the_z_loop_step(tmp_path):
     import nd2
 
