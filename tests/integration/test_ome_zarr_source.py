@@ -208,6 +208,30 @@ def test_axes_without_a_unit_are_taken_as_micrometres_and_the_provenance_says_so
     np.testing.assert_array_equal(zarr.open_group(str(dest), mode="r")["0"][:], data)
 
 
+def test_every_length_unit_ngff_allows_is_read_and_any_other_is_said(tmp_path, caplog):
+    """ngff-zarr writes any UDUNITS length NGFF allows: picometres and inches read as what they
+    are; a unit that is no length (written into the metadata by hand: the writers refuse it) gives
+    no voxel size along that axis and a warning naming it, never the default taken silently."""
+    import json
+
+    data = _data()
+    import ngff_zarr as nz
+
+    src = tmp_path / "units.ome.zarr"
+    image = nz.to_ngff_image(data, dims=["c", "z", "y", "x"], scale={"z": 0.5, "y": 250000.0, "x": 2e-5},
+                             axes_units={"z": "inch", "y": "picometer", "x": "kilometer"})
+    nz.to_ngff_zarr(str(src), nz.to_multiscales(image, scale_factors=[2]), version="0.5")
+    assert [a.get("unit") for a in _multiscale_of(src)["axes"]][-3:] == ["inch", "picometer", "kilometer"]
+    assert open_source(str(src)).voxel_size == pytest.approx((20000.0, 0.25, 12700.0))
+    meta = json.loads((src / "zarr.json").read_text())
+    meta["attributes"]["ome"]["multiscales"][0]["axes"][1]["unit"] = "furlongs"
+    (src / "zarr.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        source = open_source(str(src))
+    assert source.voxel_size == pytest.approx((20000.0, 0.25, None))
+    assert "axis z has the unit 'furlongs', which is not a unit of length" in caplog.text, caplog.text
+
+
 def _multiscale_of(path) -> dict:
     import zarr
 
