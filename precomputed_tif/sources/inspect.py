@@ -16,7 +16,7 @@ from . import _dataset_storage, ome_zarr_location, open_source, vendor
 from .ome_zarr import image_paths, open_ome_zarr
 from .tiff_metadata import time_step_words
 from .vendor import SeriesInfo
-from .vendor.base import DamagedFile, MissingLibrary
+from .vendor.base import DamagedFile, MissingLibrary, dims_text
 
 
 class DamagedImages(DamagedFile):
@@ -105,13 +105,15 @@ def _ome_zarr_images(source, channel: int | None, timepoint: int | None, segment
         return None
     lines = [f"{len(images)} images; convert one with --series N"]
     for i, image in enumerate(images):
-        lines.append(f"image {i} ({image}):")
         try:
             one = open_ome_zarr(location, series=i, channel=channel,
                                 timepoint=timepoint if timepoint is not None else 0, segmentation=segmentation)
         except PrecomputedTifError as exc:
-            lines.append(f"  not readable: {exc}")
+            lines += [f"image {i} {image!r}:", f"  not readable: {exc}"]
             continue
+        (z, y, x), t, c = one.shape, one.n_timepoints, one.n_channels
+        dims = dims_text((a, n) for a, n in (("T", t), ("C", c), ("Z", z), ("Y", y), ("X", x)) if n > 1 or a in "YX")
+        lines.append(f"image {SeriesInfo(i, image, dims).describe()}:")
         lines.extend("  " + line for line in describe(one))
     return lines
 

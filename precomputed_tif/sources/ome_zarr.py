@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from ..geometry import Box
 from ..storage import LocalStorage, Storage, StorageError, is_bucket_url, open_storage
 from . import tiff_metadata
 from .tiff import supported_dtype
+
+log = logging.getLogger(__name__)
 
 LAYOUT = "bioformats2raw.layout"
 AXES = "tczyx"  # the order NGFF keeps axes in: time, channel, then space
@@ -352,8 +355,8 @@ def _open_image(path: str, image: str, channel, timepoint, every_timepoint: bool
                                   f"{len(shape)} dimensions")
     sizes = dict(zip(axes_text, shape))
     steps = [s * o for s, o in zip(scale, overall)]
-    voxel, unitless = _voxel_size(axes_text, units, steps)
-    origin = f"OME-Zarr metadata of {path}"
+    voxel, unitless = _voxel_size(axes_text, units, steps, meta_name)
+    origin = f"OME-Zarr metadata of {path}" + (f" (image {image})" if image else "")
     if unitless:
         # NGFF says a unit SHOULD be given: without one the numbers are read as micrometres
         # (what ome-zarr-py and ngff-zarr mean when no unit is given), and the provenance says so.
@@ -391,10 +394,11 @@ def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
-def _voxel_size(axes: str, units: list, steps: list[float]) -> tuple[tuple, list[str]]:
+def _voxel_size(axes: str, units: list, steps: list[float], where: str) -> tuple[tuple, list[str]]:
     """(x, y, z) µm of the spatial ``axes`` (their ``units`` and per-axis ``steps``), None for
-    an axis the image lacks or whose unit is no length; and the axes (of x, y, z) that have no
-    unit, whose steps are taken as micrometres."""
+    an axis the image lacks or whose unit is no length (a warning naming the unit and
+    ``where``, so that the default size is never silently taken for the file's); and the axes
+    (of x, y, z) that have no unit, whose steps are taken as micrometres."""
     voxel: list[float | None] = []
     unitless = []
     for a in "xyz":
@@ -403,7 +407,10 @@ def _voxel_size(axes: str, units: list, steps: list[float]) -> tuple[tuple, list
             continue
         i = axes.index(a)
         unit = units[i]
-        factor = 1.0 if unit is None else tiff_metadata.unit_to_um(unit)
+        factor = 1.0 if unit is None else tiff_metadata.unit_to_um(unit, ngff=True)
+        if factor is None:
+            log.warning("%s: axis %s has the unit %r, which is not a unit of length; its voxel size is not "
+                        "taken from the file (give --voxel-size X,Y,Z)", where, a, unit)
         voxel.append(steps[i] * factor if factor is not None and _positive(steps[i]) else None)
         if unit is None and voxel[-1] is not None:
             unitless.append(a)

@@ -25,16 +25,29 @@ _UNIT_UM = {
     "pm": 1e-6, "Å": 1e-4, "\u212b": 1e-4, "angstrom": 1e-4, "nm": 1e-3, "nanometer": 1e-3,
     "µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
     "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6,
+    # The rest of the metric lengths NGFF allows (its axis units are UDUNITS-2 names).
+    "yoctometer": 1e-18, "zeptometer": 1e-15, "attometer": 1e-12, "femtometer": 1e-9, "picometer": 1e-6,
+    "decimeter": 1e5, "dekameter": 1e7, "decameter": 1e7, "hectometer": 1e8, "kilometer": 1e9,
+    "megameter": 1e12, "gigameter": 1e15, "terameter": 1e18, "petameter": 1e21, "exameter": 1e24,
+    "zettameter": 1e27, "yottameter": 1e30,
 }
+# Lengths NGFF allows that are no microscope's: only where a file names its unit in words
+# (an OME-Zarr axis), never for a TIFF's resolution unit, where "inch" is a scanner's dots per inch.
+_NGFF_ONLY_UM = {"inch": 25400.0, "foot": 304800.0, "yard": 914400.0, "mile": 1.609344e9,
+                 "parsec": 3.0856775814913673e22}
 
 
-def unit_to_um(unit: str | None) -> float | None:
+def unit_to_um(unit: str | None, ngff: bool = False) -> float | None:
     """Microns per ``unit``, or None for a unit that is not a length (``pixel``, ``inch`` from
-    a scanner's dots-per-inch, unknown names)."""
+    a scanner's dots-per-inch, unknown names). With ``ngff``, every length unit NGFF allows for
+    an axis is one, inch, foot, yard, mile and parsec included."""
     if unit is None:
         return None
     key = str(unit).strip().replace("\\u00B5", "\u00b5").replace("\\u00b5", "\u00b5")
-    return _UNIT_UM.get(key, _UNIT_UM.get(key.lower()))
+    found = _UNIT_UM.get(key, _UNIT_UM.get(key.lower()))
+    if found is None and ngff:
+        found = _NGFF_ONLY_UM.get(key.lower())
+    return found
 
 
 def _positive(v) -> float | None:

@@ -172,12 +172,12 @@ def test_bioformats2raw_series_and_inspect_from_a_bucket(tmp_path, s3, capsys):
     assert main(["--source", url, "--inspect"]) == 0
     out = capsys.readouterr().out
     assert "2 images; convert one with --series N" in out, out
-    assert "image 0 (0):" in out and "size x, y, z: 71, 45, 13" in out, out
-    assert "image 1 (1):" in out and "size x, y, z: 29, 33, 7" in out, out
+    assert "image 0 '0' (C 2, Z 13, Y 45, X 71):" in out and "size x, y, z: 71, 45, 13" in out, out
+    assert "image 1 '1' (C 2, Z 7, Y 33, X 29):" in out and "size x, y, z: 29, 33, 7" in out, out
     assert main(["--source", url, "--series", "1", "--inspect"]) == 0
     out = capsys.readouterr().out
     assert "size x, y, z: 29, 33, 7; uint16" in out and "71, 45, 13" not in out, out
-    assert f"0.4, 0.5, 2 µm, from the OME-Zarr metadata of {url}" in out, out
+    assert f"0.4, 0.5, 2 µm, from the OME-Zarr metadata of {url} (image 1)" in out, out
     assert "'DAPI'" in out and "'GFP'" in out, out
 
     dest = tmp_path / "s1"  # two worker processes, each opening the image again by its URL

@@ -208,6 +208,30 @@ def test_axes_without_a_unit_are_taken_as_micrometres_and_the_provenance_says_so
     np.testing.assert_array_equal(zarr.open_group(str(dest), mode="r")["0"][:], data)
 
 
+def test_every_length_unit_ngff_allows_is_read_and_any_other_is_said(tmp_path, caplog):
+    """ngff-zarr writes any UDUNITS length NGFF allows: picometres and inches read as what they
+    are; a unit that is no length (written into the metadata by hand: the writers refuse it) gives
+    no voxel size along that axis and a warning naming it, never the default taken silently."""
+    import json
+
+    data = _data()
+    import ngff_zarr as nz
+
+    src = tmp_path / "units.ome.zarr"
+    image = nz.to_ngff_image(data, dims=["c", "z", "y", "x"], scale={"z": 0.5, "y": 250000.0, "x": 2e-5},
+                             axes_units={"z": "inch", "y": "picometer", "x": "kilometer"})
+    nz.to_ngff_zarr(str(src), nz.to_multiscales(image, scale_factors=[2]), version="0.5")
+    assert [a.get("unit") for a in _multiscale_of(src)["axes"]][-3:] == ["inch", "picometer", "kilometer"]
+    assert open_source(str(src)).voxel_size == pytest.approx((20000.0, 0.25, 12700.0))
+    meta = json.loads((src / "zarr.json").read_text())
+    meta["attributes"]["ome"]["multiscales"][0]["axes"][1]["unit"] = "furlongs"
+    (src / "zarr.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        source = open_source(str(src))
+    assert source.voxel_size == pytest.approx((20000.0, 0.25, None))
+    assert "axis z has the unit 'furlongs', which is not a unit of length" in caplog.text, caplog.text
+
+
 def _multiscale_of(path) -> dict:
     import zarr
 
@@ -254,6 +278,27 @@ def test_bioformats2raw_series_are_picked_with_series(tmp_path, capsys, listed):
     code = main(["--no-progress", "--source", str(src), "--dest", str(tmp_path / "y"), "--series", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "--series 2" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_inspect_lists_the_series_of_a_bioformats2raw_group_and_describes_the_one_picked(tmp_path, capsys):
+    first, second = _data(seed=5), _data((1, 7, 33, 29), seed=6)
+    src = tmp_path / "plate.zarr"
+    bioformats2raw(str(src), [first, second], listed=True)
+    code = main(["--source", str(src), "--inspect"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "", err
+    assert "2 images; convert one with --series N" in out, out
+    assert "image 0 '0' (C 2, Z 13, Y 45, X 71):" in out and "image 1 '1' (Z 7, Y 33, X 29):" in out, out
+    assert "size x, y, z: 71, 45, 13;" in out and "size x, y, z: 29, 33, 7;" in out, out
+    # With --series, the image a conversion with that --series reads, and only it.
+    code = main(["--source", str(src), "--inspect", "--series", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "", err
+    assert "size x, y, z: 29, 33, 7;" in out and "71, 45, 13" not in out and "channels: 1:" in out, out
+    assert not os.path.exists(tmp_path / "x")
+    code = main(["--source", str(src), "--inspect", "--series", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--series 2 is out of range" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_series_of_a_tiff_is_refused(tmp_path, capsys):

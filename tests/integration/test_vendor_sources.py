@@ -105,6 +105,30 @@ def test_nd2_reads_as_nd2_does_with_its_channels_and_calibration(path, names, xy
     assert one.channel_names == names[1:2]
 
 
+def test_an_uncalibrated_nd2_has_no_voxel_size(tmp_path):
+    """NIS-Elements' ``bCalibrated`` (a CLX-Lite boolean: type 1, the name's length, the name in
+    UTF-16, its value byte) turned off in a copy of a real file: what NIS-Elements writes for an
+    image taken without a calibration, keeping a number of µm per pixel beside it."""
+    import nd2
+
+    data = bytearray(open(ND2_YEAST, "rb").read())
+    name = "bCalibrated\0".encode("utf-16-le")
+    at = data.index(name) + len(name)
+    assert data.count(name) == 1 and data[at] == 1
+    data[at] = 0
+    path = tmp_path / "uncalibrated.nd2"
+    path.write_bytes(bytes(data))
+    with nd2.ND2File(str(path)) as f:  # nd2 reads it so: uncalibrated, the number still there
+        assert f.metadata.channels[0].volume.axesCalibrated == (False, False, False)
+        assert f.voxel_size().x == pytest.approx(0.10833, rel=1e-4)
+        expected = f.asarray()[:, None]
+    src = open_source(str(path))
+    check_source(src, expected)
+    assert (src.voxel_size, src.voxel_size_origin) == ((None, None, None), "")
+    p = run_command("--source", str(path), "--inspect")
+    assert p.returncode == 0 and "voxel size: not recorded" in p.stdout, p.stdout
+
+
 def test_an_nd2_z_stack_reads_as_nd2_does_with_the_z_loop_step(tmp_path):
     import nd2
 
@@ -656,6 +680,62 @@ def test_czi_scenes_are_series(tmp_path):
         np.testing.assert_array_equal(expected, data)
         check_source(src, expected)
         assert src.voxel_size_origin == f"CZI metadata of {path} (scene {s})"
+
+
+def _czi_with_a_pyramid_tile(path: str, layer0: np.ndarray, tile: np.ndarray) -> None:
+    """A CZI of one plane: ``layer0`` (y, x) at the origin, and ``tile`` a subblock of ZEN's
+    pyramid covering twice its size from the origin, beyond ``layer0``. libCZI's writer has no
+    pyramid: both are written as layer 0 tiles, then the second's entries (in the subblock
+    directory and in its own segment) are made what ZEN writes for a 2x pyramid tile: a logical
+    size twice the stored one, pyramid type "single subblock"."""
+    import struct
+
+    from pylibCZIrw import czi
+
+    with czi.create_czi(path, exist_ok=True) as w:
+        w.write(layer0[..., None], plane={"Z": 0}, location=(0, 0))
+        w.write(tile[..., None], plane={"Z": 0}, location=(0, 0))
+        w.write_metadata("pyramid", scale_x=0.5e-6, scale_y=0.5e-6, scale_z=1e-6)
+    data = bytearray(open(path, "rb").read())
+    patched, at = 0, data.find(b"DV")
+    # A directory entry: "DV", pixel type, file position, file part, compression (int32, int64,
+    # int32, int32), pyramid type (uint8), 5 spare bytes, the number of dimensions (int32), then
+    # per dimension its name (4 bytes), start, size (int32), start coordinate (float32), stored size.
+    while at >= 0 and at + 32 <= len(data):
+        n_dims = struct.unpack_from("<i", data, at + 28)[0]
+        dims = {}
+        for k in range(n_dims if 0 < n_dims < 16 else 0):
+            off = at + 32 + 20 * k
+            _, size, _, stored = struct.unpack_from("<iifi", data, off + 4)
+            dims[bytes(data[off:off + 4]).rstrip(b"\0")] = (off, size, stored)
+        (_, x, x_stored), (_, y, y_stored) = dims.get(b"X", (0, 0, 0)), dims.get(b"Y", (0, 0, 0))
+        if (x, x_stored, y, y_stored) == (tile.shape[1],) * 2 + (tile.shape[0],) * 2:
+            struct.pack_into("<i", data, dims[b"X"][0] + 8, 2 * tile.shape[1])
+            struct.pack_into("<i", data, dims[b"Y"][0] + 8, 2 * tile.shape[0])
+            data[at + 22] = 1
+            patched += 1
+        at = data.find(b"DV", at + 2)
+    assert patched == 2  # the directory's entry and the subblock's own
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_a_czi_pyramid_is_neither_read_nor_counted_in_the_image_size(tmp_path):
+    from pylibCZIrw import czi
+
+    rng = np.random.default_rng(11)
+    layer0 = rng.integers(1, 255, (30, 41), dtype=np.uint8)
+    path = str(tmp_path / "slide.czi")
+    _czi_with_a_pyramid_tile(path, layer0, rng.integers(1, 255, (17, 25), dtype=np.uint8))
+    with czi.open_czi(path) as r:  # libCZI: a pyramid tile reaching beyond the acquired image
+        assert (r.total_bounding_rectangle.w, r.total_bounding_rectangle.h) == (50, 34)
+        own = r.read(plane={"Z": 0}, roi=(0, 0, 41, 30))[..., 0]
+    np.testing.assert_array_equal(own, layer0)
+    src = open_source(path)
+    assert src.shape == (1, 30, 41)
+    check_source(src, own[None, None])
+    p = run_command("--source", path, "--inspect")
+    assert p.returncode == 0 and "size x, y, z: 41, 30, 1;" in p.stdout, p.stdout
 
 
 # ZEN's forms of the time axis in Information/Image/Dimensions/T (as libCZI reads them): an interval

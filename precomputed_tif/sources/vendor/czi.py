@@ -8,7 +8,9 @@ project supports, while czifile's current release needs Python 3.12. Its licence
 is the LGPL (a dynamically loaded library, installed only with the extra).
 
 Axes: scenes (``S``) are the series ``--series`` picks, each read within its
-own bounding rectangle; ``Z`` is z, ``C`` channels, ``T`` time points; mosaic
+own bounding rectangle at full resolution (pyramid layer 0: the coarser layers ZEN
+stores, whose subblocks may reach beyond the acquired image, are neither read nor
+counted in its size); ``Z`` is z, ``C`` channels, ``T`` time points; mosaic
 tiles (``M``) are composed by libCZI into one plane. Any other dimension with
 more than one index (phases ``H``, rotations ``R``, illuminations ``I``, views
 ``V``, blocks ``B``) is refused, naming it. Colour pixel types (Bgr24, Bgr48)
@@ -47,8 +49,10 @@ class _Handle:
         czi = require("pylibCZIrw.czi", "czi", path, "CZI")
         try:
             self.reader = czi.CziReader(path)
-            self.box = dict(self.reader.total_bounding_box)
-            self.scenes = dict(self.reader.scenes_bounding_rectangle)
+            # Layer 0 only: the subblocks of a pyramid (ZEN keeps one for every large mosaic) may
+            # reach beyond the acquired image, which would add a border of background to it.
+            self.box = dict(self.reader.total_bounding_box_no_pyramid)
+            self.scenes = dict(self.reader.scenes_bounding_rectangle_no_pyramid)
             self.metadata = self.reader.metadata
             self.pixel_types = dict(self.reader.pixel_types)
         except Exception as exc:
@@ -85,7 +89,7 @@ def _scene_list(h: _Handle) -> list[tuple[int | None, Any]]:
     """(scene index or None, its bounding rectangle)."""
     if h.scenes:
         return sorted(h.scenes.items())
-    return [(None, h.reader.total_bounding_rectangle)]
+    return [(None, h.reader.total_bounding_rectangle_no_pyramid)]
 
 
 def _as_list(v) -> list:

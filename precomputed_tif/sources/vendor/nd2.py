@@ -9,7 +9,8 @@ frames are memory-mapped, so only their rows are touched).
 
 Voxel size: x and y from the image calibration (µm per pixel), z the step of
 the z stack loop -- what ``nd2`` and Bio-Formats report; an image without a z
-loop has no z size (NIS-Elements marks that axis uncalibrated). Channel names
+loop has no z size, and an image NIS-Elements marks uncalibrated (``bCalibrated``
+false: shown in pixels) no x and y size. Channel names
 and colours are those NIS-Elements shows (``Channel.name``, ``colorRGBA``).
 The interval between time points is the time loop's: the average period
 NIS-Elements measured while acquiring, else the period it was set to, in
@@ -242,8 +243,10 @@ def _describe(path: str, f) -> tuple[list[SeriesInfo], Any]:
     per_position = [(a, n) for a, n in sizes.items() if a != "P"]
     listing = [SeriesInfo(p, names[p], dims_text(per_position)) for p in range(n_p)]
     vx = f.voxel_size()
-    calibrated = _z_calibrated(f)
-    voxel = (float(vx.x) or None, float(vx.y) or None, float(vx.z) if "Z" in sizes and calibrated else None)
+    x_calibrated, y_calibrated = _xy_calibrated(f)
+    calibrated = (x_calibrated, y_calibrated, "Z" in sizes and _z_calibrated(f))
+    # None for an axis without a (positive) calibration.
+    voxel = tuple(float(v) or None if c else None for v, c in zip((vx.x, vx.y, vx.z), calibrated))
     if rgb:
         from ... import channels
 
@@ -293,6 +296,17 @@ def _period_ms(phase) -> float | None:
         if math.isfinite(v) and v > 0:
             return v
     return None
+
+
+def _xy_calibrated(f) -> tuple[bool, bool]:
+    """Whether x and y have a calibration (NIS-Elements' ``bCalibrated``): an image taken without
+    one keeps a number of µm per pixel in its metadata that NIS-Elements does not use, showing
+    pixels instead; so does ``nd2``, placing it on the stage only when calibrated."""
+    try:
+        calibrated = f.metadata.channels[0].volume.axesCalibrated
+        return bool(calibrated[0]), bool(calibrated[1])
+    except (AttributeError, IndexError, TypeError):
+        return True, True  # no per-channel metadata to say otherwise: the calibration nd2 gives
 
 
 def _z_calibrated(f) -> bool:
