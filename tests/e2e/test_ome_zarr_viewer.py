@@ -97,12 +97,13 @@ def zarr_state(url: str, name: str, scale: float) -> dict:
 def opened(browser, state) -> list[dict]:  # noqa: F811
     """Show ``state`` and wait until Neuroglancer has made its "auto" layer into image layers
     (one per channel) set up from the OME metadata; returns those layers."""
-    for _attempt in range(3):
+    for _attempt in range(5):
         # Opening an "auto" layer now and then does not finish in the viewer (it stays "auto"
-        # with its data loaded); showing it afresh does.
+        # with its data loaded); showing it afresh does. One that finishes does so within a
+        # second or so: waiting longer for one that has not only wastes time.
         browser.show({"layers": []})
         browser.show(state)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             now = browser.viewer.state.to_json()
             layers = now.get("layers", [])

@@ -20,7 +20,7 @@ import tifffile
 from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.pipeline.progress import DONE_OBJECTS
-from precomputed_tif.storage.objects import PART_SIZE
+from precomputed_tif.storage.objects import PART_SIZE, PARTS_IN_FLIGHT
 from tests.helpers.full_disk import small_disk
 from tests.helpers.peak_rss import pattern_planes, source_conversion_peak_rss
 from tests.helpers.readback import ome_tiff_levels
@@ -165,7 +165,37 @@ def test_peak_memory_does_not_grow_with_the_file(tmp_path, s3):
                                           '{"format": "ome-tiff", "tile_size": 64, "compression": "none", '
                                           '"block_bytes": 2**20}')
 
-    # Files of about 22 and 88 MB, uploaded in 8 MiB parts, a few in flight: past the first few
-    # parts memory stays flat; were the file held in memory, the second run would need some 66 MiB more.
-    small, large = peak(128), peak(512)
-    assert large - small < 16 * 2**20, (small / 2**20, large / 2**20)
+    # Files of about 11 and 46 MiB, uploaded in parts of PART_SIZE (8 MiB), PARTS_IN_FLIGHT at
+    # once: the larger file fills the window the smaller does not, and no more. Were the file held
+    # in memory as it is uploaded, the larger would need its 46 MiB on top of the window.
+    small, large = peak(64), peak(320)
+    window = (PARTS_IN_FLIGHT + 1) * PART_SIZE
+    assert large - small < window, (small / 2**20, large / 2**20)
+
+
+STREAM = textwrap.dedent("""
+    import sys
+    from precomputed_tif.storage import open_storage
+    storage = open_storage(sys.argv[1])
+    piece = bytes(range(256)) * 4096  # 1 MiB
+    with storage.open_stream("big") as out:
+        for _ in range(int(sys.argv[2])):
+            out.write(piece)
+    with open("/proc/self/status") as f:
+        print(next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")))
+""")
+
+
+def test_a_stream_into_a_bucket_holds_a_few_parts_whatever_its_length(s3):
+    """An object streamed in 1 MiB writes (a shard, an OME-TIFF): peak memory is the same for
+    48 and 144 MiB, both past the window of parts in flight."""
+    server, bucket = s3
+
+    def peak(mib: int) -> int:
+        out = subprocess.run([sys.executable, "-c", STREAM, f"s3://{bucket}/s{mib}", str(mib)],
+                             capture_output=True, text=True, check=True)
+        assert server.client.head_object(Bucket=bucket, Key=f"s{mib}/big")["ContentLength"] == mib << 20
+        return int(out.stdout.split()[-1])
+
+    small, large = peak(48), peak(144)
+    assert abs(large - small) < 8 * 2**20, (small / 2**20, large / 2**20)
