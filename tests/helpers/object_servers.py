@@ -96,6 +96,9 @@ class ObjectServer:
     def remove_cors(self, bucket: str) -> None:
         raise NotImplementedError
 
+    def drop_bucket(self, name: str) -> None:
+        """Delete bucket ``name`` and whatever is in it, where the server needs the room back."""
+
     def put_object(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
                    content_encoding: str | None = None) -> None:
         """Store ``data`` as object ``key`` with the server's own API (not through obstore), as
@@ -200,6 +203,17 @@ class S3Server(ObjectServer):
     def multipart_uploads(self, bucket: str) -> list[dict]:
         """The multipart uploads begun and neither completed nor aborted in ``bucket``."""
         return self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+    def drop_bucket(self, name: str) -> None:
+        # SeaweedFS gives each bucket volumes of its own, a limited number in all: a session
+        # that kept every test's bucket would run out ("No writable volumes") and fail writes.
+        for upload in self.multipart_uploads(name):
+            self.client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        self.client.delete_bucket(Bucket=name)
 
 
 def weed() -> str:
@@ -469,7 +483,16 @@ def s3_server(request):
 @pytest.fixture
 def bucket():
     """Make a fresh bucket: ``bucket(server, public_read=False, cors=False)`` returns its name,
-    unique in the session (buckets outlive the test: the servers are thrown away whole)."""
+    unique in the session; dropped with what it holds after the test (where the server is still
+    up)."""
+    made: list[tuple[ObjectServer, str]] = []
+
     def make(server: ObjectServer, public_read: bool = False, cors: bool = False) -> str:
-        return server.make_bucket(unique_bucket_name(), public_read=public_read, cors=cors)
-    return make
+        name = server.make_bucket(unique_bucket_name(), public_read=public_read, cors=cors)
+        made.append((server, name))
+        return name
+    yield make
+    for server, name in made:
+        if server.proc.poll() is None:
+            with contextlib.suppress(Exception):  # a test that stopped or broke its server
+                server.drop_bucket(name)
