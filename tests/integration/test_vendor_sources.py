@@ -501,6 +501,29 @@ def test_a_lof_file_reads_as_liffile_does_and_cut_short_is_one_line(tmp_path):
         assert not os.path.exists(tmp_path / "out")
 
 
+def test_a_lif_image_whose_data_is_larger_than_its_dimensions_say_is_refused_not_misread(tmp_path):
+    """One channel of 5 rows of 7 bytes, each row stored 8 bytes apart (40 bytes of data): liffile
+    refuses it (its data is not the size its dimensions give), and so does the command, in one
+    line, rather than reading the rows as if they followed each other."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    rows = np.zeros((5, 8), np.uint8)
+    rows[:, :7] = np.arange(1, 36, dtype=np.uint8).reshape(5, 7)
+    path = tmp_path / "padded.lif"
+    write_lif_image(str(path), rows.tobytes(), [("X", 7, 1), ("Y", 5, 8)], [(0, 0, 8)])
+    with liffile.LifFile(str(path)) as lif, pytest.raises(ValueError, match="35 != self.size=40"):
+        lif.images[0].asarray()
+    words = "is damaged: image 0 'image' holds 40 bytes of data where its dimensions need 35"
+    with pytest.raises(PrecomputedTifError, match=words):
+        open_source(str(path))
+    dest = tmp_path / "out"
+    for args in (["--dest", str(dest)], ["--inspect"]):
+        assert re.search(words, one_line_error(run_command("--source", str(path), *args)))
+    assert not dest.exists()
+
+
 def test_a_lif_cut_short_after_it_was_opened_is_one_line_not_a_crash(tmp_path):
     path = tmp_path / "cut.lif"
     with open(LIF_XZ, "rb") as f:

@@ -40,8 +40,8 @@ tagged, whatever their bit depth), without touching the rest of the image.
 A damaged file is refused in one line saying what is wrong, before anything is
 written: a file cut short (its header, its description of the images, or an
 image's data ending past the end of the file -- checked from the data blocks'
-offsets and sizes, without reading them), a data block missing or smaller than
-its image needs, an image description that cannot be read.
+offsets and sizes, without reading them), a data block missing or of another size
+than its image needs, an image description that cannot be read.
 """
 
 from __future__ import annotations
@@ -313,7 +313,10 @@ def _data(path: str, h: _Handle, i: int, im, described: dict[str, ET.Element]) -
     need = math.prod(stored) * dtype.itemsize
     if block.offset + need > h.size:
         raise DamagedFile(_truncated(path, i, im.name, block.offset + need - h.size))
-    if need > block.size:
+    if need != block.size:
+        # Fewer bytes cannot hold the image; more mean a layout (rows or planes padded, samples
+        # skipped) its dimensions do not describe, which liffile refuses too: read as described, the
+        # voxels would be the wrong ones.
         raise DamagedFile(f"{path} is damaged: {where} holds {block.size} bytes of data where its dimensions "
                           f"need {need}")
     return block.offset, tuple(stored), dtype.str, _stored_blue_first(im, dims)
