@@ -536,6 +536,41 @@ def test_a_lif_cut_short_after_it_was_opened_is_one_line_not_a_crash(tmp_path):
         src.read(Box(0, x, 0, y, z - 1, z))
 
 
+def test_a_lif_saved_again_while_it_is_read_is_one_line_not_other_voxels(tmp_path):
+    """The file is replaced, between reads, by the same file saved again with image 0 renamed: its
+    description of the images is longer, so every image's data lies further on. A region read
+    after that (here, or by a worker given the source pickled) is one line asking to start
+    again, never the bytes now at the old place; the file as it now is reads as liffile reads it."""
+    import struct
+
+    import liffile
+
+    path = tmp_path / "resaved.lif"
+    with open(LIF_XZ, "rb") as f:
+        data = f.read()
+    path.write_bytes(data)
+    src = open_source(str(path), series=2)
+    z, y, x = src.shape
+    whole = Box(0, x, 0, y, 0, z)
+    before = src.read(whole)
+    sent = pickle.dumps(src)
+    n = struct.unpack_from("<I", data, 9)[0]
+    xml = data[13:13 + 2 * n].decode("utf-16-le").replace('Name="xzt"', 'Name="xzt renamed"')
+    assert len(xml) > n
+    (tmp_path / "new.lif").write_bytes(struct.pack("<IIBI", 0x70, 2 * len(xml) + 5, 0x2A, len(xml))
+                                       + xml.encode("utf-16-le") + data[13 + 2 * n:])
+    os.replace(tmp_path / "new.lif", path)
+    for source in (src, pickle.loads(sent)):
+        with pytest.raises(PrecomputedTifError, match=r"resaved.lif changed while it was being read \(the data of "
+                                                      r"image 2 'xz' is no longer where it was\); start again"):
+            source.read(whole)
+    with liffile.LifFile(str(path)) as lif:
+        assert lif.images[0].name == "xzt renamed"
+        expected = lif.images[2].asarray()[:, :, None]
+    np.testing.assert_array_equal(before, expected)
+    np.testing.assert_array_equal(open_source(str(path), series=2).read(whole), expected)
+
+
 def test_a_truncated_nd2_is_one_line(tmp_path):
     with open(ND2_PBMC, "rb") as f:
         data = f.read()

@@ -41,7 +41,10 @@ A damaged file is refused in one line saying what is wrong, before anything is
 written: a file cut short (its header, its description of the images, or an
 image's data ending past the end of the file -- checked from the data blocks'
 offsets and sizes, without reading them), a data block missing or of another size
-than its image needs, an image description that cannot be read.
+than its image needs, an image description that cannot be read. A file saved again while it
+is being converted (its images' data moved) is one line asking to start again, never the bytes
+now where the data was: each process opening the file checks that the image's data block is
+still where it was described.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ class _Handle:
         try:
             self.file = liffile.LifFile(path)
             self.images = list(self.file.images)
+            self.lof = self.file.type == liffile.LifFileType.LOF
         except Exception as exc:
             raise DamagedFile(f"{path} is not a readable Leica LIF file: its description of the images (XML) "
                               f"is damaged or not LIF ({exc})") from None
@@ -146,12 +150,29 @@ class LifSource(ArraySource):
     label = "LIF"
 
     def _open(self) -> Any:
-        return open(self.path, "rb")  # kept open per process by handle(), closed at exit
+        """The file, open (kept per process by handle(), closed at exit), once it is known to still
+        hold the image's data where it was described: a file saved again since (LAS X rewrites
+        the whole file, its data blocks moved by a longer description of the images) would
+        otherwise give whatever bytes now lie there."""
+        index, _, _, offset, stored, dtype, _, head = self.image.key
+        f = open(self.path, "rb")  # noqa: SIM115 -- returned open, closed by handle()
+        try:
+            size = os.fstat(f.fileno()).st_size
+            end = offset + math.prod(stored) * np.dtype(dtype).itemsize
+            if end > size:
+                raise DamagedFile(_truncated(self.path, index, self.series_name, end - size))
+            if os.pread(f.fileno(), len(head), offset - len(head)) != head:
+                raise PrecomputedTifError(f"{self.path} changed while it was being read (the data of image {index} "
+                                          f"{self.series_name!r} is no longer where it was); start again")
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     def _read(self, f: Any, box: Box) -> np.ndarray:
         """(channels, z, y, x) of ``box``, read with :func:`_read_block` (only the bytes of the
         region's rows: memory bounded by the box, whatever the image's size)."""
-        index, dims, channel_axis, offset, stored, dtype, bgr = self.image.key
+        index, dims, channel_axis, offset, stored, dtype, bgr, _ = self.image.key
         n_stored = stored[dims.index(channel_axis)] if channel_axis in dims else 1
         # Colour stored blue first: liffile reverses the samples (its ``data[..., ::-1]``).
         wanted = [n_stored - 1 - c if bgr else c for c in self.channels]
@@ -319,7 +340,16 @@ def _data(path: str, h: _Handle, i: int, im, described: dict[str, ET.Element]) -
         # voxels would be the wrong ones.
         raise DamagedFile(f"{path} is damaged: {where} holds {block.size} bytes of data where its dimensions "
                           f"need {need}")
-    return block.offset, tuple(stored), dtype.str, _stored_blue_first(im, dims)
+    return block.offset, tuple(stored), dtype.str, _stored_blue_first(im, dims), _block_head(path, h, block)
+
+
+def _block_head(path: str, h: _Handle, block) -> bytes:
+    """The header of the data block ``block`` (the bytes just before its data: its size, and in a
+    LIF file its id), as the file holds it now: what tells, when a process opens the file again,
+    that the data is still there."""
+    n = _LOF_BLOCK.size if h.lof else _BLOCK.get(h.file.version, _BLOCK[2]).size + 2 * len(block.id)
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), n, block.offset - n)
 
 
 def _nbytes(im) -> int | str:
