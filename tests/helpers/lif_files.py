@@ -59,16 +59,17 @@ def write_rgb_lif(path, rgb: np.ndarray, *, order: str = "BGR", stored_width: in
     _write(path, _image_xml(name, channels, dims, len(data)), data, lof)
 
 
-def write_lif_image(path, data: bytes, dims: list[tuple[str, int, int]], channels: list[tuple[int, int, int]],
+def write_lif_image(path, data: bytes, dims: list[tuple[str, int, int]], channels: list[tuple[int, int, int, str]],
                     *, spacing_um: float = 0.5, name: str = "image") -> None:
     """Write ``data`` as the one image ``name`` of a LIF file described exactly as given, for
     layouts :func:`write_rgb_lif` does not make: ``dims`` are (axis letter X/Y/Z/T, number of
-    elements, BytesInc), ``channels`` (ChannelTag, BytesInc, bits per sample) of unsigned samples;
+    elements, BytesInc), ``channels`` (ChannelTag, BytesInc, bits per sample, LUTName) of unsigned
+    samples, in the order they are listed;
     ``spacing_um`` µm between voxels on every spatial axis (T: seconds)."""
     chans = "".join(
         f'<ChannelDescription DataType="0" ChannelTag="{tag}" Resolution="{bits}" NameOfMeasuredQuantity="" '
-        f'Min="0.000000e+000" Max="{2 ** bits - 1:.6e}" Unit="" LUTName="Gray" IsLUTInverted="0" '
-        f'BytesInc="{inc}" BitInc="0"></ChannelDescription>' for tag, inc, bits in channels)
+        f'Min="0.000000e+000" Max="{2 ** bits - 1:.6e}" Unit="" LUTName="{lut}" IsLUTInverted="0" '
+        f'BytesInc="{inc}" BitInc="0"></ChannelDescription>' for tag, inc, bits, lut in channels)
     dd = "".join(
         f'<DimensionDescription DimID="{_DIM_ID[a]}" NumberOfElements="{n}" Origin="0.000000e+000" '
         f'Length="{(1 if a == "T" else spacing_um * 1e-6) * (n - 1):.6e}" Unit="{"s" if a == "T" else "m"}" '

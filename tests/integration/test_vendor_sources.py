@@ -501,6 +501,28 @@ def test_a_lof_file_reads_as_liffile_does_and_cut_short_is_one_line(tmp_path):
         assert not os.path.exists(tmp_path / "out")
 
 
+def test_lif_channel_colours_follow_the_channels_data_not_the_order_they_are_listed_in(tmp_path):
+    """Two channels of 3 planes, the red-LUT one stored first, but described after the green one:
+    channel 0 is the data stored first (as liffile numbers channels, by their BytesInc), and is red."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    truth = np.random.default_rng(7).integers(0, 4096, (3, 2, 5, 7)).astype(np.uint16)  # z, c, y, x
+    path = tmp_path / "listed.lif"
+    write_lif_image(str(path), truth.tobytes(), [("X", 7, 2), ("Y", 5, 14), ("Z", 3, 140)],
+                    [(0, 70, 12, "Green"), (0, 0, 12, "Red")])
+    with liffile.LifFile(str(path)) as lif:
+        im = lif.images[0]
+        assert im.dims == ("Z", "C", "Y", "X")
+        expected = np.moveaxis(im.asarray(), 1, 0)
+    np.testing.assert_array_equal(expected, np.moveaxis(truth, 1, 0))
+    src = open_source(str(path))
+    check_source(src, expected)
+    assert src.channel_colors == ("#ff0000", "#00ff00")
+    assert open_source(str(path), channel=1).channel_colors == ("#00ff00",)
+
+
 def test_a_lif_image_whose_data_is_larger_than_its_dimensions_say_is_refused_not_misread(tmp_path):
     """One channel of 5 rows of 7 bytes, each row stored 8 bytes apart (40 bytes of data): liffile
     refuses it (its data is not the size its dimensions give), and so does the command, in one
@@ -512,7 +534,7 @@ def test_a_lif_image_whose_data_is_larger_than_its_dimensions_say_is_refused_not
     rows = np.zeros((5, 8), np.uint8)
     rows[:, :7] = np.arange(1, 36, dtype=np.uint8).reshape(5, 7)
     path = tmp_path / "padded.lif"
-    write_lif_image(str(path), rows.tobytes(), [("X", 7, 1), ("Y", 5, 8)], [(0, 0, 8)])
+    write_lif_image(str(path), rows.tobytes(), [("X", 7, 1), ("Y", 5, 8)], [(0, 0, 8, "Gray")])
     with liffile.LifFile(str(path)) as lif, pytest.raises(ValueError, match="35 != self.size=40"):
         lif.images[0].asarray()
     words = "is damaged: image 0 'image' holds 40 bytes of data where its dimensions need 35"

@@ -366,8 +366,7 @@ def _stored_blue_first(im, dims: tuple) -> bool:
     which liffile reverses them."""
     if "S" not in dims or dims[-1] != "S" or im.sizes["S"] != 3:
         return False
-    channels = sorted(_channel_descriptions(im), key=lambda el: int(el.get("BytesInc", "0")))
-    tags = [el.get("ChannelTag") for el in channels]
+    tags = [el.get("ChannelTag") for el in _channel_descriptions(im)]
     return len(tags) >= 2 and tags[0] == "3" and tags[1] == "2"
 
 
@@ -462,7 +461,9 @@ def _time_step(el: ET.Element | None) -> tuple[float | None, str]:
 
 
 def _channel_descriptions(im) -> list[ET.Element]:
-    return list(_element(im).iter("ChannelDescription"))
+    """The ``ChannelDescription`` elements in the order of the channels' data (by ``BytesInc``,
+    as liffile numbers the channels), whatever order the file lists them in."""
+    return sorted(_element(im).iter("ChannelDescription"), key=lambda el: int(el.get("BytesInc", "0")))
 
 
 def _spacing(el: ET.Element | None) -> float | None:
