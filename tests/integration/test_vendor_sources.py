@@ -523,6 +523,27 @@ def test_lif_channel_colours_follow_the_channels_data_not_the_order_they_are_lis
     assert open_source(str(path), channel=1).channel_colors == ("#00ff00",)
 
 
+def test_lif_channels_stored_side_by_side_are_colour_only_when_tagged_red_green_blue(tmp_path):
+    """Two channels stored sample by sample in each pixel (liffile's ``S`` axis) but not tagged as
+    colours: channels coloured by their LUTs, not a colour image's red and green."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    truth = np.random.default_rng(8).integers(0, 256, (3, 5, 7, 2)).astype(np.uint8)  # z, y, x, c
+    path = tmp_path / "interleaved.lif"
+    write_lif_image(str(path), truth.tobytes(), [("X", 7, 2), ("Y", 5, 14), ("Z", 3, 70)],
+                    [(0, 0, 8, "Cyan"), (0, 1, 8, "Magenta")])
+    with liffile.LifFile(str(path)) as lif:
+        im = lif.images[0]
+        assert im.dims == ("Z", "Y", "X", "S")
+        expected = np.moveaxis(im.asarray(), -1, 0)
+    np.testing.assert_array_equal(expected, np.moveaxis(truth, -1, 0))
+    src = open_source(str(path))
+    check_source(src, expected)
+    assert not src.rgb and src.channel_names == () and src.channel_colors == ("#00ffff", "#ff00ff")
+
+
 def test_a_lif_image_whose_data_is_larger_than_its_dimensions_say_is_refused_not_misread(tmp_path):
     """One channel of 5 rows of 7 bytes, each row stored 8 bytes apart (40 bytes of data): liffile
     refuses it (its data is not the size its dimensions give), and so does the command, in one

@@ -403,6 +403,10 @@ def _image(path: str, h: _Handle, i: int) -> Image:
     voxel = tuple(_spacing(described.get(a)) for a in "XYZ")
     names: tuple = ()
     colors: tuple = ()
+    # Samples side by side in each pixel are a colour image's when tagged red, green and blue
+    # (ChannelTag 1, 2, 3); other channels stored so are channels like any others.
+    tags = sorted(el.get("ChannelTag", "") for el in _channel_descriptions(im))
+    colour = channel_axis == "S" and tags == ["1", "2", "3"]
     if channel_axis in _SPECTRAL:
         waves = im.coords.get(channel_axis)
         if waves is not None and len(waves) == n_c:
@@ -410,7 +414,7 @@ def _image(path: str, h: _Handle, i: int) -> Image:
 
             names = tuple(f"{channel_axis} {float(w) * 1e9:.4g} nm" for w in waves)
             colors = tuple(from_wavelength(float(w) * 1e9) for w in waves)
-    elif channel_axis == "S":
+    elif colour:
         from ... import channels
 
         names, colors = channels.RGB_NAMES[:n_c], channels.RGB_COLORS[:n_c]
@@ -420,7 +424,7 @@ def _image(path: str, h: _Handle, i: int) -> Image:
             colors = tuple(_LUT.get(lut) for lut in luts)
     interval, time_unit = _time_step(_time_description(im))
     return Image(shape, np.dtype(im.dtype).name, n_c, sizes.get("T", 1), voxel, names, colors,
-                 channel_axis == "S", (i, dims, channel_axis, *data), interval, time_unit)
+                 colour, (i, dims, channel_axis, *data), interval, time_unit)
 
 
 def _element(im) -> ET.Element:
