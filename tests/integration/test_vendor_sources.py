@@ -544,6 +544,25 @@ def test_lif_channels_stored_side_by_side_are_colour_only_when_tagged_red_green_
     assert not src.rgb and src.channel_names == () and src.channel_colors == ("#00ffff", "#ff00ff")
 
 
+def test_a_flim_lif_image_is_refused_in_one_line_never_read_as_pixels(tmp_path):
+    """A FLIM/TCSPC acquisition (LAS X's ``SingleMoleculeDetection``), which liffile lists as a
+    FLIM image: its bytes are photon arrival times, so it is refused, by --inspect too, and
+    nothing is written."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    path = tmp_path / "flim.lif"
+    write_lif_image(str(path), bytes(5 * 7 * 2), [("X", 7, 2), ("Y", 5, 14)], [(0, 0, 16, "Gray")], flim=True)
+    with liffile.LifFile(str(path)) as lif:
+        assert lif.images[0].is_flim
+    for argv in (["--dest", str(tmp_path / "out")], ["--inspect"]):
+        p = run_command("--source", str(path), *argv)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "FLIM" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_a_lif_image_whose_data_is_larger_than_its_dimensions_say_is_refused_not_misread(tmp_path):
     """One channel of 5 rows of 7 bytes, each row stored 8 bytes apart (40 bytes of data): liffile
     refuses it (its data is not the size its dimensions give), and so does the command, in one

@@ -375,6 +375,10 @@ def _image(path: str, h: _Handle, i: int) -> Image:
     sizes = dict(im.sizes)
     dims = tuple(im.dims)
     where = f"{path}, image {i} {im.name!r}"
+    if getattr(im, "is_flim", False):
+        # Photon arrival-time histograms, which liffile lists but cannot decode: never read as pixels.
+        raise PrecomputedTifError(f"{where} is a FLIM (TCSPC) acquisition of photon arrival times, not an "
+                                  "intensity image; export its intensity image from LAS X first")
     described = _dimension_descriptions(im)
     try:
         data = _data(path, h, i, im, described)
