@@ -1,5 +1,5 @@
 """Leica LIF files written from the format's layout, for cases no public file covers (colour
-images): the same structure as the LAS X files in tests/data/vendor.
+images, layouts described exactly as a test needs them): the same structure as the LAS X files in tests/data/vendor.
 
 A LIF file is a header (``0x70``, the header's size, ``0x2A``, the XML's length in characters)
 and the XML describing the images in UTF-16, then one memory block per element (``0x70``, the
@@ -56,10 +56,44 @@ def write_rgb_lif(path, rgb: np.ndarray, *, order: str = "BGR", stored_width: in
         f'Length="{steps[a] * (sizes[a] - 1):.6e}" Unit="{"s" if a == "T" else "m"}" BitInc="0" '
         f'BytesInc="{strides[a]}"></DimensionDescription>'
         for a in "XYZT" if a in "XY" or sizes[a] > 1)
-    image = (f'<Element Name="{name}" Visibility="1" CopyOption="1" UniqueID="00000000-0000-0000-0000-000000000002">'
-             f'<Data><Image TextDescription=""><ImageDescription><Channels>{channels}</Channels>'
-             f'<Dimensions>{dims}</Dimensions></ImageDescription></Image></Data>'
-             f'<Memory Size="{len(data)}" MemoryBlockID="MemBlock_2"/><Children/></Element>')
+    _write(path, _image_xml(name, channels, dims, len(data)), data, lof)
+
+
+def write_lif_image(path, data: bytes, dims: list[tuple[str, int, int]], channels: list[tuple[int, int, int, str]],
+                    *, spacing_um: float = 0.5, name: str = "image", flim: bool = False) -> None:
+    """Write ``data`` as the one image ``name`` of a LIF file described exactly as given, for
+    layouts :func:`write_rgb_lif` does not make: ``dims`` are (axis letter X/Y/Z/T, number of
+    elements, BytesInc), ``channels`` (ChannelTag, BytesInc, bits per sample, LUTName) of unsigned
+    samples, in the order they are listed;
+    ``spacing_um`` µm between voxels on every spatial axis (T: seconds). With ``flim``, the image
+    is marked as LAS X marks a FLIM/TCSPC acquisition (a ``SingleMoleculeDetection`` element)."""
+    chans = "".join(
+        f'<ChannelDescription DataType="0" ChannelTag="{tag}" Resolution="{bits}" NameOfMeasuredQuantity="" '
+        f'Min="0.000000e+000" Max="{2 ** bits - 1:.6e}" Unit="" LUTName="{lut}" IsLUTInverted="0" '
+        f'BytesInc="{inc}" BitInc="0"></ChannelDescription>' for tag, inc, bits, lut in channels)
+    dd = "".join(
+        f'<DimensionDescription DimID="{_DIM_ID[a]}" NumberOfElements="{n}" Origin="0.000000e+000" '
+        f'Length="{(1 if a == "T" else spacing_um * 1e-6) * (n - 1):.6e}" Unit="{"s" if a == "T" else "m"}" '
+        f'BitInc="0" BytesInc="{inc}"></DimensionDescription>' for a, n, inc in dims)
+    flim_xml = ""
+    if flim:  # an 80 MHz laser, a 97.7 ps clock: 128 time bins per pixel
+        axes = "".join(f"<Dimension><DimensionIdentifier>{a}</DimensionIdentifier><Size>{n}</Size></Dimension>"
+                       for a, n, _ in dims)
+        flim_xml = ("<SingleMoleculeDetection><Dataset><RawData><LaserPulseFrequency>80000000</LaserPulseFrequency>"
+                    "<ClockPeriod>9.765625e-11</ClockPeriod><PixelTime>1e-06</PixelTime>"
+                    f"<Dimensions>{axes}</Dimensions></RawData></Dataset></SingleMoleculeDetection>")
+    _write(path, _image_xml(name, chans, dd, len(data), flim_xml), data, False)
+
+
+def _image_xml(name: str, channels: str, dims: str, size: int, more: str = "") -> str:
+    return (f'<Element Name="{name}" Visibility="1" CopyOption="1" UniqueID="00000000-0000-0000-0000-000000000002">'
+            f'<Data>{more}<Image TextDescription=""><ImageDescription><Channels>{channels}</Channels>'
+            f'<Dimensions>{dims}</Dimensions></ImageDescription></Image></Data>'
+            f'<Memory Size="{size}" MemoryBlockID="MemBlock_2"/><Children/></Element>')
+
+
+def _write(path, image: str, data: bytes, lof: bool) -> None:
+    """A LIF file holding the one image of XML ``image`` and its ``data``; with ``lof``, a LOF file."""
     if lof:
         mark, xml = "LMS_Object_File", f'<LMSDataContainerHeader Version="2">{image}</LMSDataContainerHeader>'
         with open(path, "wb") as f:

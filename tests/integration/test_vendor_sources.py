@@ -501,6 +501,91 @@ def test_a_lof_file_reads_as_liffile_does_and_cut_short_is_one_line(tmp_path):
         assert not os.path.exists(tmp_path / "out")
 
 
+def test_lif_channel_colours_follow_the_channels_data_not_the_order_they_are_listed_in(tmp_path):
+    """Two channels of 3 planes, the red-LUT one stored first, but described after the green one:
+    channel 0 is the data stored first (as liffile numbers channels, by their BytesInc), and is red."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    truth = np.random.default_rng(7).integers(0, 4096, (3, 2, 5, 7)).astype(np.uint16)  # z, c, y, x
+    path = tmp_path / "listed.lif"
+    write_lif_image(str(path), truth.tobytes(), [("X", 7, 2), ("Y", 5, 14), ("Z", 3, 140)],
+                    [(0, 70, 12, "Green"), (0, 0, 12, "Red")])
+    with liffile.LifFile(str(path)) as lif:
+        im = lif.images[0]
+        assert im.dims == ("Z", "C", "Y", "X")
+        expected = np.moveaxis(im.asarray(), 1, 0)
+    np.testing.assert_array_equal(expected, np.moveaxis(truth, 1, 0))
+    src = open_source(str(path))
+    check_source(src, expected)
+    assert src.channel_colors == ("#ff0000", "#00ff00")
+    assert open_source(str(path), channel=1).channel_colors == ("#00ff00",)
+
+
+def test_lif_channels_stored_side_by_side_are_colour_only_when_tagged_red_green_blue(tmp_path):
+    """Two channels stored sample by sample in each pixel (liffile's ``S`` axis) but not tagged as
+    colours: channels coloured by their LUTs, not a colour image's red and green."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    truth = np.random.default_rng(8).integers(0, 256, (3, 5, 7, 2)).astype(np.uint8)  # z, y, x, c
+    path = tmp_path / "interleaved.lif"
+    write_lif_image(str(path), truth.tobytes(), [("X", 7, 2), ("Y", 5, 14), ("Z", 3, 70)],
+                    [(0, 0, 8, "Cyan"), (0, 1, 8, "Magenta")])
+    with liffile.LifFile(str(path)) as lif:
+        im = lif.images[0]
+        assert im.dims == ("Z", "Y", "X", "S")
+        expected = np.moveaxis(im.asarray(), -1, 0)
+    np.testing.assert_array_equal(expected, np.moveaxis(truth, -1, 0))
+    src = open_source(str(path))
+    check_source(src, expected)
+    assert not src.rgb and src.channel_names == () and src.channel_colors == ("#00ffff", "#ff00ff")
+
+
+def test_a_flim_lif_image_is_refused_in_one_line_never_read_as_pixels(tmp_path):
+    """A FLIM/TCSPC acquisition (LAS X's ``SingleMoleculeDetection``), which liffile lists as a
+    FLIM image: its bytes are photon arrival times, so it is refused, by --inspect too, and
+    nothing is written."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    path = tmp_path / "flim.lif"
+    write_lif_image(str(path), bytes(5 * 7 * 2), [("X", 7, 2), ("Y", 5, 14)], [(0, 0, 16, "Gray")], flim=True)
+    with liffile.LifFile(str(path)) as lif:
+        assert lif.images[0].is_flim
+    for argv in (["--dest", str(tmp_path / "out")], ["--inspect"]):
+        p = run_command("--source", str(path), *argv)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "FLIM" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_lif_image_whose_data_is_larger_than_its_dimensions_say_is_refused_not_misread(tmp_path):
+    """One channel of 5 rows of 7 bytes, each row stored 8 bytes apart (40 bytes of data): liffile
+    refuses it (its data is not the size its dimensions give), and so does the command, in one
+    line, rather than reading the rows as if they followed each other."""
+    import liffile
+
+    from tests.helpers.lif_files import write_lif_image
+
+    rows = np.zeros((5, 8), np.uint8)
+    rows[:, :7] = np.arange(1, 36, dtype=np.uint8).reshape(5, 7)
+    path = tmp_path / "padded.lif"
+    write_lif_image(str(path), rows.tobytes(), [("X", 7, 1), ("Y", 5, 8)], [(0, 0, 8, "Gray")])
+    with liffile.LifFile(str(path)) as lif, pytest.raises(ValueError, match="35 != self.size=40"):
+        lif.images[0].asarray()
+    words = "is damaged: image 0 'image' holds 40 bytes of data where its dimensions need 35"
+    with pytest.raises(PrecomputedTifError, match=words):
+        open_source(str(path))
+    dest = tmp_path / "out"
+    for args in (["--dest", str(dest)], ["--inspect"]):
+        assert re.search(words, one_line_error(run_command("--source", str(path), *args)))
+    assert not dest.exists()
+
+
 def test_a_lif_cut_short_after_it_was_opened_is_one_line_not_a_crash(tmp_path):
     path = tmp_path / "cut.lif"
     with open(LIF_XZ, "rb") as f:
@@ -511,6 +596,41 @@ def test_a_lif_cut_short_after_it_was_opened_is_one_line_not_a_crash(tmp_path):
     os.truncate(path, _XZ_BLOCKS[2] + 100_000)
     with pytest.raises(PrecomputedTifError, match=r"the file is truncated: image 2 'xz' needs \d+ bytes beyond"):
         src.read(Box(0, x, 0, y, z - 1, z))
+
+
+def test_a_lif_saved_again_while_it_is_read_is_one_line_not_other_voxels(tmp_path):
+    """The file is replaced, between reads, by the same file saved again with image 0 renamed: its
+    description of the images is longer, so every image's data lies further on. A region read
+    after that (here, or by a worker given the source pickled) is one line asking to start
+    again, never the bytes now at the old place; the file as it now is reads as liffile reads it."""
+    import struct
+
+    import liffile
+
+    path = tmp_path / "resaved.lif"
+    with open(LIF_XZ, "rb") as f:
+        data = f.read()
+    path.write_bytes(data)
+    src = open_source(str(path), series=2)
+    z, y, x = src.shape
+    whole = Box(0, x, 0, y, 0, z)
+    before = src.read(whole)
+    sent = pickle.dumps(src)
+    n = struct.unpack_from("<I", data, 9)[0]
+    xml = data[13:13 + 2 * n].decode("utf-16-le").replace('Name="xzt"', 'Name="xzt renamed"')
+    assert len(xml) > n
+    (tmp_path / "new.lif").write_bytes(struct.pack("<IIBI", 0x70, 2 * len(xml) + 5, 0x2A, len(xml))
+                                       + xml.encode("utf-16-le") + data[13 + 2 * n:])
+    os.replace(tmp_path / "new.lif", path)
+    for source in (src, pickle.loads(sent)):
+        with pytest.raises(PrecomputedTifError, match=r"resaved.lif changed while it was being read \(the data of "
+                                                      r"image 2 'xz' is no longer where it was\); start again"):
+            source.read(whole)
+    with liffile.LifFile(str(path)) as lif:
+        assert lif.images[0].name == "xzt renamed"
+        expected = lif.images[2].asarray()[:, :, None]
+    np.testing.assert_array_equal(before, expected)
+    np.testing.assert_array_equal(open_source(str(path), series=2).read(whole), expected)
 
 
 def test_a_truncated_nd2_is_one_line(tmp_path):

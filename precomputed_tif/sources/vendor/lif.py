@@ -40,8 +40,11 @@ tagged, whatever their bit depth), without touching the rest of the image.
 A damaged file is refused in one line saying what is wrong, before anything is
 written: a file cut short (its header, its description of the images, or an
 image's data ending past the end of the file -- checked from the data blocks'
-offsets and sizes, without reading them), a data block missing or smaller than
-its image needs, an image description that cannot be read.
+offsets and sizes, without reading them), a data block missing or of another size
+than its image needs, an image description that cannot be read. A file saved again while it
+is being converted (its images' data moved) is one line asking to start again, never the bytes
+now where the data was: each process opening the file checks that the image's data block is
+still where it was described.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ class _Handle:
         try:
             self.file = liffile.LifFile(path)
             self.images = list(self.file.images)
+            self.lof = self.file.type == liffile.LifFileType.LOF
         except Exception as exc:
             raise DamagedFile(f"{path} is not a readable Leica LIF file: its description of the images (XML) "
                               f"is damaged or not LIF ({exc})") from None
@@ -146,12 +150,29 @@ class LifSource(ArraySource):
     label = "LIF"
 
     def _open(self) -> Any:
-        return open(self.path, "rb")  # kept open per process by handle(), closed at exit
+        """The file, open (kept per process by handle(), closed at exit), once it is known to still
+        hold the image's data where it was described: a file saved again since (LAS X rewrites
+        the whole file, its data blocks moved by a longer description of the images) would
+        otherwise give whatever bytes now lie there."""
+        index, _, _, offset, stored, dtype, _, head = self.image.key
+        f = open(self.path, "rb")  # noqa: SIM115 -- returned open, closed by handle()
+        try:
+            size = os.fstat(f.fileno()).st_size
+            end = offset + math.prod(stored) * np.dtype(dtype).itemsize
+            if end > size:
+                raise DamagedFile(_truncated(self.path, index, self.series_name, end - size))
+            if os.pread(f.fileno(), len(head), offset - len(head)) != head:
+                raise PrecomputedTifError(f"{self.path} changed while it was being read (the data of image {index} "
+                                          f"{self.series_name!r} is no longer where it was); start again")
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     def _read(self, f: Any, box: Box) -> np.ndarray:
         """(channels, z, y, x) of ``box``, read with :func:`_read_block` (only the bytes of the
         region's rows: memory bounded by the box, whatever the image's size)."""
-        index, dims, channel_axis, offset, stored, dtype, bgr = self.image.key
+        index, dims, channel_axis, offset, stored, dtype, bgr, _ = self.image.key
         n_stored = stored[dims.index(channel_axis)] if channel_axis in dims else 1
         # Colour stored blue first: liffile reverses the samples (its ``data[..., ::-1]``).
         wanted = [n_stored - 1 - c if bgr else c for c in self.channels]
@@ -313,10 +334,22 @@ def _data(path: str, h: _Handle, i: int, im, described: dict[str, ET.Element]) -
     need = math.prod(stored) * dtype.itemsize
     if block.offset + need > h.size:
         raise DamagedFile(_truncated(path, i, im.name, block.offset + need - h.size))
-    if need > block.size:
+    if need != block.size:
+        # Fewer bytes cannot hold the image; more mean a layout (rows or planes padded, samples
+        # skipped) its dimensions do not describe, which liffile refuses too: read as described, the
+        # voxels would be the wrong ones.
         raise DamagedFile(f"{path} is damaged: {where} holds {block.size} bytes of data where its dimensions "
                           f"need {need}")
-    return block.offset, tuple(stored), dtype.str, _stored_blue_first(im, dims)
+    return block.offset, tuple(stored), dtype.str, _stored_blue_first(im, dims), _block_head(path, h, block)
+
+
+def _block_head(path: str, h: _Handle, block) -> bytes:
+    """The header of the data block ``block`` (the bytes just before its data: its size, and in a
+    LIF file its id), as the file holds it now: what tells, when a process opens the file again,
+    that the data is still there."""
+    n = _LOF_BLOCK.size if h.lof else _BLOCK.get(h.file.version, _BLOCK[2]).size + 2 * len(block.id)
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), n, block.offset - n)
 
 
 def _nbytes(im) -> int | str:
@@ -333,8 +366,7 @@ def _stored_blue_first(im, dims: tuple) -> bool:
     which liffile reverses them."""
     if "S" not in dims or dims[-1] != "S" or im.sizes["S"] != 3:
         return False
-    channels = sorted(_channel_descriptions(im), key=lambda el: int(el.get("BytesInc", "0")))
-    tags = [el.get("ChannelTag") for el in channels]
+    tags = [el.get("ChannelTag") for el in _channel_descriptions(im)]
     return len(tags) >= 2 and tags[0] == "3" and tags[1] == "2"
 
 
@@ -343,6 +375,10 @@ def _image(path: str, h: _Handle, i: int) -> Image:
     sizes = dict(im.sizes)
     dims = tuple(im.dims)
     where = f"{path}, image {i} {im.name!r}"
+    if getattr(im, "is_flim", False):
+        # Photon arrival-time histograms, which liffile lists but cannot decode: never read as pixels.
+        raise PrecomputedTifError(f"{where} is a FLIM (TCSPC) acquisition of photon arrival times, not an "
+                                  "intensity image; export its intensity image from LAS X first")
     described = _dimension_descriptions(im)
     try:
         data = _data(path, h, i, im, described)
@@ -371,6 +407,10 @@ def _image(path: str, h: _Handle, i: int) -> Image:
     voxel = tuple(_spacing(described.get(a)) for a in "XYZ")
     names: tuple = ()
     colors: tuple = ()
+    # Samples side by side in each pixel are a colour image's when tagged red, green and blue
+    # (ChannelTag 1, 2, 3); other channels stored so are channels like any others.
+    tags = sorted(el.get("ChannelTag", "") for el in _channel_descriptions(im))
+    colour = channel_axis == "S" and tags == ["1", "2", "3"]
     if channel_axis in _SPECTRAL:
         waves = im.coords.get(channel_axis)
         if waves is not None and len(waves) == n_c:
@@ -378,7 +418,7 @@ def _image(path: str, h: _Handle, i: int) -> Image:
 
             names = tuple(f"{channel_axis} {float(w) * 1e9:.4g} nm" for w in waves)
             colors = tuple(from_wavelength(float(w) * 1e9) for w in waves)
-    elif channel_axis == "S":
+    elif colour:
         from ... import channels
 
         names, colors = channels.RGB_NAMES[:n_c], channels.RGB_COLORS[:n_c]
@@ -388,7 +428,7 @@ def _image(path: str, h: _Handle, i: int) -> Image:
             colors = tuple(_LUT.get(lut) for lut in luts)
     interval, time_unit = _time_step(_time_description(im))
     return Image(shape, np.dtype(im.dtype).name, n_c, sizes.get("T", 1), voxel, names, colors,
-                 channel_axis == "S", (i, dims, channel_axis, *data), interval, time_unit)
+                 colour, (i, dims, channel_axis, *data), interval, time_unit)
 
 
 def _element(im) -> ET.Element:
@@ -429,7 +469,9 @@ def _time_step(el: ET.Element | None) -> tuple[float | None, str]:
 
 
 def _channel_descriptions(im) -> list[ET.Element]:
-    return list(_element(im).iter("ChannelDescription"))
+    """The ``ChannelDescription`` elements in the order of the channels' data (by ``BytesInc``,
+    as liffile numbers the channels), whatever order the file lists them in."""
+    return sorted(_element(im).iter("ChannelDescription"), key=lambda el: int(el.get("BytesInc", "0")))
 
 
 def _spacing(el: ET.Element | None) -> float | None:
