@@ -4,21 +4,32 @@ come through the same client, environment and one-line errors (:class:`~.objects
 as everything else this project reads from it.
 
 Reads only: zarr-python's writes, deletes and listings for writing are refused. Every
-request is one of the storage's: a whole object (``get``), a byte range (``get_range``), or
-the last bytes of an object (a shard's index: its size, then a range of that version). The
-storage's blocking calls run in threads, so zarr-python fetches the chunks of one read
+request is one of the storage's: a whole object (``get``), or byte ranges of one version of
+an object (:meth:`Storage.open_reader`). A shard's index and the chunks it points to are
+such ranges, read by separate requests: on a bucket, where a reader cannot keep an old
+version, the version an object's first range came from is kept (for the last
+:data:`PINNED` objects read by range), and a later range of another version is an
+:class:`~.base.ObjectChanged` -- never an old index applied to new bytes.
+
+The storage's blocking calls run in threads, so zarr-python fetches the chunks of one read
 concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 
-from .base import Storage, check_prefix
+from .base import ObjectChanged, ObjectReader, Storage, check_prefix
+
+# How many objects' versions a store keeps (a reader holds a key and its stat, nothing open):
+# far more than the shards one read of zarr-python has in flight.
+PINNED = 4096
 
 
 class StorageZarrStore(Store):
@@ -31,6 +42,8 @@ class StorageZarrStore(Store):
     def __init__(self, storage: Storage):
         super().__init__(read_only=True)
         self.storage = storage
+        self._pinned: OrderedDict[str, ObjectReader] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __eq__(self, value: object) -> bool:
         return isinstance(value, StorageZarrStore) and value.storage.location() == self.storage.location()
@@ -46,22 +59,52 @@ class StorageZarrStore(Store):
         is no such object."""
         if byte_range is None:
             return self.storage.get(key)
-        if isinstance(byte_range, RangeByteRequest):
-            return self.storage.get_range(key, byte_range.start, max(0, byte_range.end - byte_range.start))
-        if isinstance(byte_range, OffsetByteRequest):
-            size = self.storage.size(key)
-            return None if size is None else self.storage.get_range(key, byte_range.offset,
-                                                                    max(0, size - byte_range.offset))
-        if isinstance(byte_range, SuffixByteRequest):
-            # The size and the bytes of one version (a shard replaced meanwhile is ObjectChanged).
-            reader = self.storage.open_reader(key)
+        if not isinstance(byte_range, (RangeByteRequest, OffsetByteRequest, SuffixByteRequest)):
+            raise TypeError(f"unexpected byte range {byte_range!r}")
+        if self.storage.readers_keep_versions:
+            reader = self.storage.open_reader(key)  # one open file: one version, whatever happens
             if reader is None:
                 return None
             with reader:
-                size = reader.stat.size
-                start = max(0, size - byte_range.suffix)
-                return reader.read(start, size - start)
-        raise TypeError(f"unexpected byte range {byte_range!r}")
+                return self._read_range(key, reader, byte_range)
+        reader = self._pinned_reader(key)
+        if reader is None:
+            return None
+        try:
+            return self._read_range(key, reader, byte_range)
+        except ObjectChanged:
+            with self._lock:  # a later read (a command run again in this process) takes the new one
+                if self._pinned.get(key) is reader:
+                    del self._pinned[key]
+            raise
+
+    def _pinned_reader(self, key: str) -> ObjectReader | None:
+        """The reader of the version of ``key`` this store reads (see the module), None when
+        there is no such object."""
+        with self._lock:
+            reader = self._pinned.get(key)
+            if reader is not None:
+                self._pinned.move_to_end(key)
+                return reader
+        reader = self.storage.open_reader(key)  # (outside the lock: a request)
+        if reader is None:
+            return None
+        with self._lock:
+            reader = self._pinned.setdefault(key, reader)  # another thread's, if it was first
+            self._pinned.move_to_end(key)
+            while len(self._pinned) > PINNED:
+                self._pinned.popitem(last=False)
+        return reader
+
+    def _read_range(self, key: str, reader: ObjectReader, byte_range: ByteRequest) -> bytes:
+        """The bytes of ``key`` that ``byte_range`` asks for, of the version ``reader`` reads."""
+        size = reader.stat.size
+        if isinstance(byte_range, SuffixByteRequest):
+            start = max(0, size - byte_range.suffix)
+            return reader.read(start, size - start)
+        if isinstance(byte_range, OffsetByteRequest):
+            return reader.read(byte_range.offset, max(0, size - byte_range.offset))
+        return reader.read(byte_range.start, max(0, byte_range.end - byte_range.start))
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:

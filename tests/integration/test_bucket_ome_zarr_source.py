@@ -22,6 +22,7 @@ from precomputed_tif.geometry import Box
 from precomputed_tif.sources import OmeZarrSource, open_source
 from precomputed_tif.storage import ObjectStorage
 from precomputed_tif.storage.base import media_type
+from precomputed_tif.storage.zarr_store import StorageZarrStore
 from tests.helpers.object_servers import SECRET_KEY
 from tests.integration.test_bucket_sources import same_conversion
 from tests.integration.test_ome_zarr_source import (
@@ -247,3 +248,50 @@ def test_a_chunk_the_bucket_cannot_give_is_one_line_naming_it(tmp_path, s3, caps
     err = _one_line(capsys, ["--source", f"s3://{bucket}/in.ome.zarr", "--dest", str(tmp_path / "out"),
                              "--n-cores", "1"])
     assert f"s3://{bucket}/{chunk}: stored with Content-Encoding compress" in err, err
+
+
+def _sharded(root, data, index_location="end", compressors=None):
+    """A Zarr v3 OME-Zarr image of ``data`` (z, y, x) written by zarr-python: shards of 8 x 32 x 32
+    holding chunks of 4 x 16 x 16, the shard index where ``index_location`` says."""
+    import zarr
+    from zarr.codecs import BytesCodec, ShardingCodec
+
+    group = zarr.open_group(str(root), mode="w", zarr_format=3)
+    group.create_array("0", shape=data.shape, chunks=(8, 32, 32), dtype=data.dtype, serializer=ShardingCodec(
+        chunk_shape=(4, 16, 16), codecs=[BytesCodec(), *(compressors or [])], index_location=index_location),
+        compressors=None)[:] = data
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}]}]}
+
+
+def test_a_shard_replaced_between_its_index_and_its_chunk_is_one_line_not_a_mix(tmp_path, s3, capsys, monkeypatch):
+    # The new shard lacks its first chunk (all zeros: zarr-python stores no chunk of fill values),
+    # so every other chunk moved: the old index applied to the new bytes would read the wrong
+    # chunk, and decode it without complaint (no compression).
+    server, bucket = s3
+    old = np.random.default_rng(11).integers(1, 60000, (8, 32, 32), dtype=np.uint16)
+    new = old.copy()
+    new[:4, :16, :16] = 0
+    _sharded(tmp_path / "old.zarr", old)
+    _sharded(tmp_path / "new.zarr", new)
+    upload_tree(server, bucket, tmp_path / "old.zarr", "img.zarr")
+    replacement = (tmp_path / "new.zarr" / "0" / "c" / "0" / "0" / "0").read_bytes()
+    url = f"s3://{bucket}/img.zarr"
+
+    read, replaced = StorageZarrStore._read, []
+
+    def replace_after_the_index(self, key, byte_range):
+        got = read(self, key, byte_range)
+        if key == "0/c/0/0/0" and byte_range is not None and not replaced:  # the shard's index
+            server.put_object(bucket, "img.zarr/0/c/0/0/0", replacement)
+            replaced.append(key)
+        return got
+
+    monkeypatch.setattr(StorageZarrStore, "_read", replace_after_the_index)
+    source = open_source(url)
+    with pytest.raises(PrecomputedTifError, match="was replaced while it was read") as changed:
+        source.read(Box(20, 30, 3, 13, 1, 3))  # one chunk of the shard, not the whole shard
+    assert replaced and f"{url}/0/c/0/0/0" in str(changed.value), changed.value
+    # The next read takes the new version, whole: what zarr-python reads of it.
+    np.testing.assert_array_equal(source.read(Box(20, 30, 3, 13, 1, 3)), new[1:3, 3:13, 20:30])
