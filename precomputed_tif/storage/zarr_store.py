@@ -9,7 +9,9 @@ an object (:meth:`Storage.open_reader`). A shard's index and the chunks it point
 such ranges, read by separate requests: on a bucket, where a reader cannot keep an old
 version, the version an object's first range came from is kept (for the last
 :data:`PINNED` objects read by range), and a later range of another version is an
-:class:`~.base.ObjectChanged` -- never an old index applied to new bytes.
+:class:`~.base.ObjectChanged` -- never an old index applied to new bytes. A range that
+the object ends before (a truncated shard whose index points past its end) is
+:class:`~..errors.DamagedData`, not a chunk zarr-python would take for missing and fill.
 
 The storage's blocking calls run in threads, so zarr-python fetches the chunks of one read
 concurrently.
@@ -25,6 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from ..errors import DamagedData
 from .base import ObjectChanged, ObjectReader, Storage, check_prefix
 
 # How many objects' versions a store keeps (a reader holds a key and its stat, nothing open):
@@ -104,7 +107,15 @@ class StorageZarrStore(Store):
             return reader.read(start, size - start)
         if isinstance(byte_range, OffsetByteRequest):
             return reader.read(byte_range.offset, max(0, size - byte_range.offset))
-        return reader.read(byte_range.start, max(0, byte_range.end - byte_range.start))
+        start, end = byte_range.start, byte_range.end
+        data = reader.read(start, max(0, end - start))
+        if len(data) < end - start:
+            # zarr-python asks for exact ranges (a shard's index, a chunk the index locates):
+            # fewer bytes, or none, would be a chunk taken for missing and filled.
+            raise DamagedData(f"{self.storage.location(key)} is {size} bytes long, so its bytes {start} to {end} "
+                              "(a shard's index, or a chunk the index points to) are missing: a truncated or "
+                              "damaged object")
+        return data
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:

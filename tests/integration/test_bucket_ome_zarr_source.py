@@ -295,3 +295,27 @@ def test_a_shard_replaced_between_its_index_and_its_chunk_is_one_line_not_a_mix(
     assert replaced and f"{url}/0/c/0/0/0" in str(changed.value), changed.value
     # The next read takes the new version, whole: what zarr-python reads of it.
     np.testing.assert_array_equal(source.read(Box(20, 30, 3, 13, 1, 3)), new[1:3, 3:13, 20:30])
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_a_truncated_shard_is_an_error_not_chunks_of_fill_value(tmp_path, s3, where):
+    # The index at the start survives the cut; the chunks it points past the end would come back
+    # as no bytes, which zarr-python takes for chunks never written (its fill value, zeros).
+    import tensorstore as ts
+
+    server, bucket = s3
+    data = np.random.default_rng(12).integers(1, 60000, (8, 32, 32), dtype=np.uint16)
+    local = tmp_path / "img.zarr"
+    _sharded(local, data, index_location="start")
+    shard = local / "0" / "c" / "0" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    with pytest.raises(ValueError, match="DATA_LOSS"):  # an independent reader says so too
+        ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(local / "0")}}).result().read().result()
+    source = str(local)
+    if where == "bucket":
+        upload_tree(server, bucket, local, "img.zarr")
+        source = f"s3://{bucket}/img.zarr"
+    with pytest.raises(PrecomputedTifError) as damaged:  # a chunk past the cut, read alone
+        open_source(source).read(Box(20, 25, 20, 25, 5, 7))
+    message = str(damaged.value)
+    assert f"{source}/0/c/0/0/0 is 3000 bytes long" in message and "truncated or damaged" in message, message
