@@ -13,16 +13,21 @@ version, the version an object's first range came from is kept (for the last
 the object ends before (a truncated shard whose index points past its end) is
 :class:`~..errors.DamagedData`, not a chunk zarr-python would take for missing and fill.
 
-The storage's blocking calls run in threads, so zarr-python fetches the chunks of one read
-concurrently.
+The storage's blocking calls run in daemon threads, so zarr-python fetches the chunks of one
+read concurrently, and a request hanging on the network never holds the process at its exit
+(as the threads of ``asyncio.to_thread`` would, joined when the interpreter ends).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
+import queue
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TypeVar
 
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
@@ -30,9 +35,61 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from ..errors import DamagedData
 from .base import ObjectChanged, ObjectReader, Storage, check_prefix
 
+T = TypeVar("T")
+
 # How many objects' versions a store keeps (a reader holds a key and its stat, nothing open):
 # far more than the shards one read of zarr-python has in flight.
 PINNED = 4096
+
+
+class _DaemonThreads:
+    """Up to ``size`` daemon threads running blocking calls: unlike the threads of
+    ``asyncio.to_thread`` (joined when the interpreter ends), one blocked on a request to a
+    server that does not answer never holds the process at its exit. Started as needed; a
+    forked child starts its own."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the parent's threads are not the child's
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # Threads started, and threads waiting for a job less jobs waiting for a thread.
+        self._threads = self._idle = 0
+
+    def submit(self, fn: Callable[..., T], *args) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            self._queue.put((future, fn, args))
+            if self._idle <= 0 and self._threads < self.size:
+                self._threads += 1
+                threading.Thread(target=self._work, args=(self._queue,), name="zarr store request",
+                                 daemon=True).start()
+            else:
+                self._idle -= 1  # a waiting thread takes it, or the next one free
+        return future
+
+    def _work(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            future, fn, args = jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the awaiting coroutine, which raises it
+                    future.set_exception(exc)
+            del future, fn, args  # (no reference kept to the last job while waiting)
+            with self._lock:
+                self._idle += 1
+
+
+_THREADS = _DaemonThreads(16)
+
+
+async def _in_thread(fn: Callable[..., T], *args) -> T:
+    """``fn(*args)`` in one of the daemon threads, awaited."""
+    return await asyncio.wrap_future(_THREADS.submit(fn, *args))
 
 
 class StorageZarrStore(Store):
@@ -119,7 +176,7 @@ class StorageZarrStore(Store):
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        data = await asyncio.to_thread(self._read, key, byte_range)
+        data = await _in_thread(self._read, key, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
 
     async def get_partial_values(self, prototype: BufferPrototype,
@@ -127,7 +184,7 @@ class StorageZarrStore(Store):
         return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self.storage.exists, key)
+        return await _in_thread(self.storage.exists, key)
 
     async def set(self, key: str, value: Buffer) -> None:
         self._check_writable()
@@ -142,18 +199,18 @@ class StorageZarrStore(Store):
         return [k for k in self.storage.list(check_prefix(folder)) if k.startswith(prefix)]
 
     async def list(self) -> AsyncIterator[str]:
-        for key in await asyncio.to_thread(self._keys, ""):
+        for key in await _in_thread(self._keys, ""):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        for key in await asyncio.to_thread(self._keys, prefix):
+        for key in await _in_thread(self._keys, prefix):
             yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         prefix = prefix.rstrip("/")
         start = prefix + "/" if prefix else ""
         seen: set[str] = set()
-        for key in await asyncio.to_thread(self._keys, start):
+        for key in await _in_thread(self._keys, start):
             name = key[len(start):].split("/", 1)[0]
             if name not in seen:
                 seen.add(name)

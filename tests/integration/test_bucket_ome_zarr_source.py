@@ -5,12 +5,18 @@ from the bucket's URL; the dataset equals the one the local copy gives, file for
 zarr-python's own read of the local copy voxel for voxel, with the voxel size and channel names
 of the local case. bioformats2raw's layout with ``--series`` and ``--inspect``; a region read
 fetches its chunks only; a missing prefix, a Zarr that is no OME-Zarr, an endpoint with nothing
-listening, refused credentials and an object that cannot be decoded are one line each."""
+listening, refused credentials and an object that cannot be decoded are one line each; a shard
+replaced between its index and its chunk, and a truncated shard, are errors, never other voxels;
+a signal while the server stops answering ends the command at once."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,11 +25,13 @@ from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.errors import PrecomputedTifError
 from precomputed_tif.geometry import Box
+from precomputed_tif.pipeline.progress import DoneLog
 from precomputed_tif.sources import OmeZarrSource, open_source
 from precomputed_tif.storage import ObjectStorage
 from precomputed_tif.storage.base import media_type
 from precomputed_tif.storage.zarr_store import StorageZarrStore
 from tests.helpers.object_servers import SECRET_KEY
+from tests.helpers.tcp_proxy import Proxy
 from tests.integration.test_bucket_sources import same_conversion
 from tests.integration.test_ome_zarr_source import (
     CASES,
@@ -319,3 +327,41 @@ def test_a_truncated_shard_is_an_error_not_chunks_of_fill_value(tmp_path, s3, wh
         open_source(source).read(Box(20, 25, 20, 25, 5, 7))
     message = str(damaged.value)
     assert f"{source}/0/c/0/0/0 is 3000 bytes long" in message and "truncated or damaged" in message, message
+
+
+def test_a_signal_while_the_bucket_stops_answering_ends_the_command_at_once(tmp_path, s3):
+    # The reads of one process (--n-cores 1) wait on the server in threads of their own: a signal
+    # ends the command at once, not when the hanging request gives up (a minute and retries).
+    server, bucket = s3
+    data = np.random.default_rng(13).integers(0, 60000, (33, 71, 59), dtype=np.uint16)
+    _sharded(tmp_path / "img.zarr", data, compressors=None)
+    upload_tree(server, bucket, tmp_path / "img.zarr", "img.zarr")
+    dest = str(tmp_path / "out")
+    with Proxy(server.port) as proxy:
+        env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": proxy.endpoint}
+        proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "precomputed-tif"), "--source",
+                                 f"s3://{bucket}/img.zarr", "--dest", dest, "--chunk-size", "8,8,8", "--n-cores", "1",
+                                 "--no-progress", "--format", "precomputed"], env=env, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not DoneLog(dest).load() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            proxy.hold.set()  # the server stops answering
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(1)  # the next reads are waiting for it
+            os.kill(proc.pid, signal.SIGTERM)
+            start = time.monotonic()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the command did not end within 20 s of SIGTERM")
+            err = proc.stderr.read().decode()
+            assert proc.returncode == 143 and err.count("\n") == 1 and "interrupted (SIGTERM)" in err, err
+            assert time.monotonic() - start < 10
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stderr.close()
+    assert not os.path.exists(os.path.join(dest, "info"))
