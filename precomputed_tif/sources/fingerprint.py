@@ -204,13 +204,16 @@ def first_change(recorded: list | None, now: list) -> str:
             break
         if old[0] != new[0]:
             return f"{new[0]} is not the file it was ({old[0]})"
+        if old[1:] == new[1:]:
+            continue  # (a file absent then as now, too: a metadata file of the other Zarr version)
         if new[1] is None:
             return f"{new[0]} is missing"
-        if old[1:] != new[1:]:
-            what = "is another size" if old[1] != new[1] else "was modified"
-            if os.path.basename(new[0]) in (INFO, JOB_RECORD):
-                what = "changed"  # a dataset's metadata, identified by content
-            return f"{new[0]} {what} since then"
+        if old[1] is None:
+            return f"{new[0]} was added since then"
+        what = "is another size" if old[1] != new[1] else "was modified"
+        if os.path.basename(new[0]) in (INFO, JOB_RECORD):
+            what = "changed"  # a dataset's metadata, identified by content
+        return f"{new[0]} {what} since then"
     if len(recorded) != len(now):
         return f"it had {len(recorded)} files and has {len(now)} now"
     return "the layout of its planes, or the dataset's full-resolution files, changed"

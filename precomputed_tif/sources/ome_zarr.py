@@ -10,10 +10,10 @@ time points and interval.
 
 A directory -- or a prefix in a bucket, ``s3://BUCKET/PREFIX`` or ``gs://BUCKET/PREFIX`` -- is
 taken for one when it has no ``info`` (this project's own datasets are read as datasets) and its
-root group's attributes hold ``multiscales`` or ``bioformats2raw.layout``. A bucket's metadata
-and chunks are read through this project's storage (the same client, environment and one-line
-errors as its other bucket reads; :mod:`~precomputed_tif.storage.zarr_store`), a worker opening
-the image again by its URL.
+root group's attributes hold ``multiscales`` or ``bioformats2raw.layout``. Metadata and chunks
+are read through this project's storage (for a bucket, the same client, environment and
+one-line errors as its other bucket reads; :mod:`~precomputed_tif.storage.zarr_store`), a
+worker opening the image again by its path or URL.
 bioformats2raw's layout (https://ngff.openmicroscopy.org/0.4/#bf2raw) holds one image per
 series: at the paths the ``OME`` group's ``series`` attribute lists, else at ``0``, ``1``, ...;
 ``series`` picks one when there are several.
@@ -252,22 +252,24 @@ _arrays: dict = {}
 
 
 def _array(path: str, array: str):
-    """The zarr-python array at ``array`` (a ``/``-separated key) of the image at ``path``: a
-    local directory's through zarr-python's own store, a bucket's through this project's
-    storage (:mod:`~precomputed_tif.storage.zarr_store`)."""
+    """The zarr-python array at ``array`` (a ``/``-separated key) of the image at ``path``,
+    read through this project's storage (:mod:`~precomputed_tif.storage.zarr_store`): a
+    bucket's with its client, environment and one-line errors, and in either place a shard
+    whose index points past its end an error rather than chunks filled in (zarr-python's own
+    store gives it fill values)."""
     opened = _arrays.get((path, array))
     if opened is None:
         import zarr
 
-        if is_bucket_url(path):
-            try:
-                from ..storage.zarr_store import StorageZarrStore
-            except ImportError:  # zarr-python 2 has no store interface to build on
+        try:
+            from ..storage.zarr_store import StorageZarrStore
+        except ImportError:  # zarr-python 2 has no store interface to build on
+            if is_bucket_url(path):
                 raise PrecomputedTifError(f"{path}: reading an OME-Zarr from a bucket needs zarr-python 3 (Python "
                                           "3.11 or newer): pip install 'zarr>=3'") from None
-            opened = zarr.open_array(store=StorageZarrStore(_storage(path)), path=array, mode="r")
-        else:
             opened = zarr.open_array(store=os.path.join(path, *array.split("/")), mode="r")
+        else:
+            opened = zarr.open_array(store=StorageZarrStore(_storage(path)), path=array, mode="r")
         _arrays[(path, array)] = opened
     return opened
 

@@ -20,6 +20,8 @@ class Proxy:
     for the first ``cuts`` such connections (``cuts=-1``: every one); ``self.cut`` counts them.
     ``rate``: bytes per second towards the server, each connection (None: as fast as it goes).
     ``watch``: ``self.seen`` is set once those bytes passed towards the server.
+    ``self.hold``: while it is set, nothing more is carried towards the server (requests sent
+    meanwhile wait, unanswered: a server that stopped answering).
     """
 
     def __init__(self, target_port: int, *, cut_after: int | None = None, cuts: int = 0,
@@ -28,6 +30,7 @@ class Proxy:
             target_port, cut_after, cuts, rate, watch
         self.cut = 0
         self.seen = threading.Event()
+        self.hold = threading.Event()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -88,6 +91,8 @@ class Proxy:
             if not data:
                 _close(server)
                 return
+            while self.hold.is_set() and not self._closed:
+                time.sleep(0.05)
             if self.watch and self.watch in tail + data:
                 self.seen.set()
             tail = data[-len(self.watch):] if self.watch else b""

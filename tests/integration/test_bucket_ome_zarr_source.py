@@ -5,12 +5,18 @@ from the bucket's URL; the dataset equals the one the local copy gives, file for
 zarr-python's own read of the local copy voxel for voxel, with the voxel size and channel names
 of the local case. bioformats2raw's layout with ``--series`` and ``--inspect``; a region read
 fetches its chunks only; a missing prefix, a Zarr that is no OME-Zarr, an endpoint with nothing
-listening, refused credentials and an object that cannot be decoded are one line each."""
+listening, refused credentials and an object that cannot be decoded are one line each; a shard
+replaced between its index and its chunk, and a truncated shard, are errors, never other voxels;
+a signal while the server stops answering ends the command at once."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,10 +25,13 @@ from precomputed_tif import convert
 from precomputed_tif.cli.convert import main
 from precomputed_tif.errors import PrecomputedTifError
 from precomputed_tif.geometry import Box
+from precomputed_tif.pipeline.progress import DoneLog
 from precomputed_tif.sources import OmeZarrSource, open_source
 from precomputed_tif.storage import ObjectStorage
 from precomputed_tif.storage.base import media_type
+from precomputed_tif.storage.zarr_store import StorageZarrStore
 from tests.helpers.object_servers import SECRET_KEY
+from tests.helpers.tcp_proxy import Proxy
 from tests.integration.test_bucket_sources import same_conversion
 from tests.integration.test_ome_zarr_source import (
     CASES,
@@ -99,9 +108,11 @@ def test_an_ome_zarr_in_a_bucket_converts_as_the_local_copy(tmp_path, s3, kind, 
     key = next(o["Key"] for o in server.client.list_objects_v2(Bucket=bucket, Prefix=level)["Contents"]
                if not o["Key"].endswith(("zarr.json", ".zarray", ".zattrs")))
     server.put_object(bucket, key, server.client.get_object(Bucket=bucket, Key=key)["Body"].read() + b"\0")
-    with pytest.raises(PrecomputedTifError, match="source changed since"):
+    with pytest.raises(PrecomputedTifError, match="source changed since") as refused:
         convert(url, str(tmp_path / "from-bucket" / "out"), chunk_size=(16, 16, 8), n_cores=1, block_bytes=1,
                 format="precomputed")
+    # (not a metadata file of the other Zarr version, absent then as now, named as the change)
+    assert "is missing" not in str(refused.value) and "full-resolution files" in str(refused.value), refused.value
 
 
 def test_a_sharded_ome_zarr_in_a_gcs_bucket_and_on_moto(tmp_path, fake_gcs, moto_s3, bucket, monkeypatch):
@@ -245,3 +256,112 @@ def test_a_chunk_the_bucket_cannot_give_is_one_line_naming_it(tmp_path, s3, caps
     err = _one_line(capsys, ["--source", f"s3://{bucket}/in.ome.zarr", "--dest", str(tmp_path / "out"),
                              "--n-cores", "1"])
     assert f"s3://{bucket}/{chunk}: stored with Content-Encoding compress" in err, err
+
+
+def _sharded(root, data, index_location="end", compressors=None):
+    """A Zarr v3 OME-Zarr image of ``data`` (z, y, x) written by zarr-python: shards of 8 x 32 x 32
+    holding chunks of 4 x 16 x 16, the shard index where ``index_location`` says."""
+    import zarr
+    from zarr.codecs import BytesCodec, ShardingCodec
+
+    group = zarr.open_group(str(root), mode="w", zarr_format=3)
+    group.create_array("0", shape=data.shape, chunks=(8, 32, 32), dtype=data.dtype, serializer=ShardingCodec(
+        chunk_shape=(4, 16, 16), codecs=[BytesCodec(), *(compressors or [])], index_location=index_location),
+        compressors=None)[:] = data
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}]}]}
+
+
+def test_a_shard_replaced_between_its_index_and_its_chunk_is_one_line_not_a_mix(tmp_path, s3, capsys, monkeypatch):
+    # The new shard lacks its first chunk (all zeros: zarr-python stores no chunk of fill values),
+    # so every other chunk moved: the old index applied to the new bytes would read the wrong
+    # chunk, and decode it without complaint (no compression).
+    server, bucket = s3
+    old = np.random.default_rng(11).integers(1, 60000, (8, 32, 32), dtype=np.uint16)
+    new = old.copy()
+    new[:4, :16, :16] = 0
+    _sharded(tmp_path / "old.zarr", old)
+    _sharded(tmp_path / "new.zarr", new)
+    upload_tree(server, bucket, tmp_path / "old.zarr", "img.zarr")
+    replacement = (tmp_path / "new.zarr" / "0" / "c" / "0" / "0" / "0").read_bytes()
+    url = f"s3://{bucket}/img.zarr"
+
+    read, replaced = StorageZarrStore._read, []
+
+    def replace_after_the_index(self, key, byte_range):
+        got = read(self, key, byte_range)
+        if key == "0/c/0/0/0" and byte_range is not None and not replaced:  # the shard's index
+            server.put_object(bucket, "img.zarr/0/c/0/0/0", replacement)
+            replaced.append(key)
+        return got
+
+    monkeypatch.setattr(StorageZarrStore, "_read", replace_after_the_index)
+    source = open_source(url)
+    with pytest.raises(PrecomputedTifError, match="was replaced while it was read") as changed:
+        source.read(Box(20, 30, 3, 13, 1, 3))  # one chunk of the shard, not the whole shard
+    assert replaced and f"{url}/0/c/0/0/0" in str(changed.value), changed.value
+    # The next read takes the new version, whole: what zarr-python reads of it.
+    np.testing.assert_array_equal(source.read(Box(20, 30, 3, 13, 1, 3)), new[1:3, 3:13, 20:30])
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_a_truncated_shard_is_an_error_not_chunks_of_fill_value(tmp_path, s3, where):
+    # The index at the start survives the cut; the chunks it points past the end would come back
+    # as no bytes, which zarr-python takes for chunks never written (its fill value, zeros).
+    import tensorstore as ts
+
+    server, bucket = s3
+    data = np.random.default_rng(12).integers(1, 60000, (8, 32, 32), dtype=np.uint16)
+    local = tmp_path / "img.zarr"
+    _sharded(local, data, index_location="start")
+    shard = local / "0" / "c" / "0" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    with pytest.raises(ValueError, match="DATA_LOSS"):  # an independent reader says so too
+        ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(local / "0")}}).result().read().result()
+    source = str(local)
+    if where == "bucket":
+        upload_tree(server, bucket, local, "img.zarr")
+        source = f"s3://{bucket}/img.zarr"
+    with pytest.raises(PrecomputedTifError) as damaged:  # a chunk past the cut, read alone
+        open_source(source).read(Box(20, 25, 20, 25, 5, 7))
+    message = str(damaged.value)
+    assert f"{source}/0/c/0/0/0 is 3000 bytes long" in message and "truncated or damaged" in message, message
+
+
+def test_a_signal_while_the_bucket_stops_answering_ends_the_command_at_once(tmp_path, s3):
+    # The reads of one process (--n-cores 1) wait on the server in threads of their own: a signal
+    # ends the command at once, not when the hanging request gives up (a minute and retries).
+    server, bucket = s3
+    data = np.random.default_rng(13).integers(0, 60000, (33, 71, 59), dtype=np.uint16)
+    _sharded(tmp_path / "img.zarr", data, compressors=None)
+    upload_tree(server, bucket, tmp_path / "img.zarr", "img.zarr")
+    dest = str(tmp_path / "out")
+    with Proxy(server.port) as proxy:
+        env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": proxy.endpoint}
+        proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "precomputed-tif"), "--source",
+                                 f"s3://{bucket}/img.zarr", "--dest", dest, "--chunk-size", "8,8,8", "--n-cores", "1",
+                                 "--no-progress", "--format", "precomputed"], env=env, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not DoneLog(dest).load() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            proxy.hold.set()  # the server stops answering
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(1)  # the next reads are waiting for it
+            os.kill(proc.pid, signal.SIGTERM)
+            start = time.monotonic()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the command did not end within 20 s of SIGTERM")
+            err = proc.stderr.read().decode()
+            assert proc.returncode == 143 and err.count("\n") == 1 and "interrupted (SIGTERM)" in err, err
+            assert time.monotonic() - start < 10
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stderr.close()
+    assert not os.path.exists(os.path.join(dest, "info"))
