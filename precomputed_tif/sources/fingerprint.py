@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import NamedTuple
 
 from ..errors import PrecomputedTifError
 from ..info import INFO, JOB_RECORD
-from ..storage import ObjectStat, Storage, is_bucket_url, object_at, open_storage
+from ..storage import AccessDenied, ObjectStat, Storage, is_bucket_url, object_at, open_storage
 from ..storage.regular_files import open_regular
 from .ome_zarr import OmeZarrSource
+
+log = logging.getLogger(__name__)
 
 # Which way of identifying a source a recorded digest was made by ("1:<sha256>"): a version that
 # identifies sources otherwise cannot compare, and says so rather than call the source changed.
@@ -126,12 +129,24 @@ def identify(source) -> Identity:
         level = source.volume_info.keys[0]
         # In the order of a walk of the level's directory (a directory's files, then its
         # subdirectories, each sorted), which digests made before the storage seam followed.
-        entries = sorted(storage.list_stats(level), key=lambda e: _walk_order(e[0][len(level) + 1:]))
+        entries = sorted(_listed(storage, level), key=lambda e: _walk_order(e[0][len(level) + 1:]))
         for key, st in entries:
             name = key.rsplit("/", 1)[-1]
             if not name.startswith("."):  # the store's own records (checksums) say nothing new
                 digest.update(json.dumps([st.size, st.mtime_ns, name]).encode())
     return Identity(f"{SCHEME}:{digest.hexdigest()}", files)
+
+
+def _listed(storage: Storage, level: str) -> list[tuple[str, ObjectStat]]:
+    """``storage.list_stats(level)``; empty, with a warning, where a bucket lets its objects be
+    read but not listed: the source is then known by its metadata alone."""
+    try:
+        return list(storage.list_stats(level))
+    except AccessDenied:
+        log.warning("%s cannot be listed (its bucket lets objects be read, not listed): the source is known by "
+                    "its metadata alone, so were its voxels replaced between this run and a rerun, the rerun "
+                    "would not notice", storage.location(level))
+        return []
 
 
 def _identify_ome_zarr(source: OmeZarrSource, digest) -> list:
@@ -143,7 +158,7 @@ def _identify_ome_zarr(source: OmeZarrSource, digest) -> list:
         files = [_content(storage, name) for name in _ome_zarr_metadata(source)]
         digest.update(json.dumps(files, separators=(",", ":")).encode())
         level = source.array
-        for key, stat in sorted(storage.list_stats(level)):
+        for key, stat in sorted(_listed(storage, level)):
             digest.update(json.dumps([stat.size, _object_version(stat), key[len(level) + 1:]]).encode())
         return files
     files = [_file_content(source.path, name) for name in _ome_zarr_metadata(source)]

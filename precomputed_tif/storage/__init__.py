@@ -10,11 +10,11 @@ import urllib.parse
 from ..errors import PrecomputedTifError, param
 from .base import ObjectChanged, ObjectReader, ObjectStat, ReaderFile, Storage, StreamWriter, check_key, open_file
 from .local import LocalStorage
-from .objects import SCHEMES, ObjectStorage, StorageError, object_at, parse_url
+from .objects import SCHEMES, AccessDenied, ObjectStorage, StorageError, object_at, parse_url
 
 __all__ = ["ObjectChanged", "ObjectReader", "ObjectStat", "Storage", "StreamWriter", "LocalStorage", "StorageLike",
-           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "is_bucket_url", "nested",
-           "absolute", "ReaderFile", "open_file", "object_at", "parse_url"]
+           "open_storage", "local_path", "check_key", "ObjectStorage", "StorageError", "AccessDenied", "is_bucket_url",
+           "nested", "absolute", "ReaderFile", "open_file", "object_at", "parse_url"]
 
 StorageLike = Storage | str | os.PathLike
 

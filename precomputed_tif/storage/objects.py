@@ -68,6 +68,10 @@ class StorageError(PrecomputedTifError):
     """An object store refused or failed a request: one line naming the object and the reason."""
 
 
+class AccessDenied(StorageError):
+    """The object store refused the request for want of rights (or of credentials)."""
+
+
 def parse_url(url: str, what: str = "the location") -> tuple[str, str, str]:
     """(scheme, bucket, prefix) of ``s3://BUCKET/PREFIX`` or ``gs://BUCKET/PREFIX``: the prefix
     without leading or trailing ``/`` (``""`` for the whole bucket). A URL without a valid
@@ -342,7 +346,7 @@ class ObjectStorage(Storage):
         if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or any(
                 code in text for code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                                           "403 Forbidden", "401 Unauthorized", "InvalidToken", "ExpiredToken")):
-            return StorageError(f"{where}: access denied ({self._credentials_hint()})")
+            return AccessDenied(f"{where}: access denied ({self._credentials_hint()})")
         kind, cause, tries = _http_failure(text)
         if kind == "Connect" or "dns error" in text:
             return StorageError(f"{where}: cannot connect to {endpoint} ({cause}{tries}); {self._network_hint()}")
@@ -383,7 +387,14 @@ class ObjectStorage(Storage):
         def first_page():
             return next(iter(obstore.list(probe, prefix, chunk_size=1)), [])
 
-        self._call("", first_page)
+        try:
+            self._call("", first_page)
+        except AccessDenied:
+            if writing:
+                raise
+            # A published bucket may let anyone read its objects but not list them (a policy
+            # granting s3:GetObject alone, as the publishing commands print): reading the
+            # dataset's own objects, which the next request does, tells whether reads are allowed.
         if writing and self._signed is False:
             raise StorageError(f"{self.location()}: cannot write without credentials ({self._credentials_hint()})")
         if writing and self.prefix:

@@ -196,3 +196,41 @@ def test_reads_are_ranges_of_the_object_not_whole_downloads(tmp_path, s3):
     assert np.array_equal(corner[0], plane[:16, :16])
     size = os.path.getsize(tmp_path / "big.tif")
     assert fetched and sum(fetched) < size / 4, (fetched, size)
+
+
+@pytest.mark.parametrize("fmt", ["precomputed", "ome-zarr"])
+def test_a_published_dataset_is_a_source_to_anyone_though_the_bucket_cannot_be_listed(tmp_path, seaweedfs, bucket,
+                                                                                       fmt):
+    """A dataset published as the commands advise (anonymous s3:GetObject, no listing): a
+    collaborator without credentials converts from it, with one warning that a rerun could not
+    notice changed voxels; without that grant, one line saying access is denied."""
+    import subprocess
+
+    from precomputed_tif import open_volume
+
+    volume = make_volume(SHAPE, "uint16", seed=17)
+    planes = write_planes(str(tmp_path / "planes"), volume)
+    public, private = bucket(seaweedfs, public_read=True), bucket(seaweedfs)
+    env = {**os.environ, **seaweedfs.env()}
+    for name in (public, private):
+        done = subprocess.run([EXE, "--source", planes, "--dest", f"s3://{name}/brain", "--format", fmt,
+                               "--chunk-size", "16,16,8", "--no-progress"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    anonymous = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # the server does refuse an anonymous listing
+        urllib.request.urlopen(f"{seaweedfs.endpoint}/{public}?list-type=2")
+    dest = tmp_path / "copy"
+    done = subprocess.run([EXE, "--source", f"s3://{public}/brain", "--dest", str(dest), "--format", "zarr",
+                           "--no-progress"], env=anonymous, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "cannot be listed" in warnings[0], done.stderr
+    np.testing.assert_array_equal(open_volume(str(dest)).read("1_1_1"), volume)
+    done = subprocess.run([EXE, "--source", f"s3://{private}/brain", "--dest", str(tmp_path / "no"), "--format",
+                           "zarr", "--no-progress"], env=anonymous, capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "access denied" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "no").exists()

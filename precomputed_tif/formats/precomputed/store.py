@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import DamagedData, PrecomputedTifError
 from ...geometry import Box
 from ...info import VolumeInfo
-from ...storage import Storage, StorageLike
+from ...storage import AccessDenied, Storage, StorageLike
 from ..store import ChunkStore, ShardOwningWriter
 from .encodings import Raw, from_scale_info
 from .shards import ShardReader, ShardWriter, chunk_key, shard_key, shard_of
@@ -52,12 +52,17 @@ class PrecomputedStore(ChunkStore):
     @classmethod
     def holds_objects(cls, storage: Storage, level_key: str) -> bool:
         # A shard, a chunk, or a chunk's lossless copy among the level's first few objects.
-        for k in itertools.islice(storage.list(level_key), _HOLDS_LOOKS_AT):
-            name = k[len(level_key) + 1:]
-            if "/" not in name and name.endswith(".shard"):
-                return True
-            if _CHUNK_FILE.match(name.removeprefix(LOSSLESS_DIR + "/")):
-                return True
+        try:
+            for k in itertools.islice(storage.list(level_key), _HOLDS_LOOKS_AT):
+                name = k[len(level_key) + 1:]
+                if "/" not in name and name.endswith(".shard"):
+                    return True
+                if _CHUNK_FILE.match(name.removeprefix(LOSSLESS_DIR + "/")):
+                    return True
+        except AccessDenied:
+            # A published bucket that lets its objects be read but not listed: of the formats
+            # that keep objects in buckets, the others have a metadata object in each level.
+            return not any(storage.exists(f"{level_key}/{name}") for name in (".zarray", "zarr.json"))
         return False
 
     def create(self, n_writers: int = 1) -> None:
