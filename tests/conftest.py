@@ -3,7 +3,7 @@ import os
 import pytest
 
 # The real object-store servers (SeaweedFS, moto, fake-gcs-server) and buckets, for every test folder.
-from tests.helpers.object_servers import bucket, fake_gcs, moto_s3, s3_server, seaweedfs  # noqa: F401
+from tests.helpers.object_servers import bucket, fake_gcs, moto_s3, s3, s3_server, seaweedfs  # noqa: F401
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # The folder a test is in says what kind it is: one marker each, so ``-m unit`` runs the fast ones.

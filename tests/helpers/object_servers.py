@@ -496,3 +496,12 @@ def bucket():
         if server.proc.poll() is None:
             with contextlib.suppress(Exception):  # a test that stopped or broke its server
                 server.drop_bucket(name)
+
+
+@pytest.fixture
+def s3(seaweedfs, bucket, monkeypatch):
+    """(SeaweedFS, a fresh bucket on it), with this process's environment (and so its workers'
+    and children's) pointing at the server."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return seaweedfs, bucket(seaweedfs)

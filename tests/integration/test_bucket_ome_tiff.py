@@ -29,14 +29,6 @@ from tests.helpers.stacks import make_volume, reference_downsample, write_planes
 EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 
 
-@pytest.fixture
-def s3(seaweedfs, bucket, monkeypatch):
-    """(server, a fresh bucket), with this process's environment (and its children's) pointing at it."""
-    for name, value in seaweedfs.env().items():
-        monkeypatch.setenv(name, value)
-    return seaweedfs, bucket(seaweedfs)
-
-
 def keys(server, bucket: str, prefix: str = "") -> list[str]:
     pages = server.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))

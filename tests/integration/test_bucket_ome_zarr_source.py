@@ -45,14 +45,6 @@ from tests.integration.test_ome_zarr_source import (
 )
 
 
-@pytest.fixture
-def s3(seaweedfs, bucket, monkeypatch):
-    """(server, a fresh bucket), with this process's environment (and its workers') pointing at it."""
-    for name, value in seaweedfs.env().items():
-        monkeypatch.setenv(name, value)
-    return seaweedfs, bucket(seaweedfs)
-
-
 def upload_tree(server, bucket: str, folder, prefix: str) -> int:
     """Every file below ``folder`` as the object ``prefix/RELATIVE/PATH`` (the way ``aws s3 sync``
     would put it); the number of bytes uploaded."""

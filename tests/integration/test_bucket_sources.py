@@ -23,14 +23,6 @@ SHAPE = (11, 45, 71)  # z, y, x: odd, no multiple of the chunk size
 CHUNK = (16, 16, 8)
 
 
-@pytest.fixture
-def s3(seaweedfs, bucket, monkeypatch):
-    """(server, a fresh bucket), with this process's environment (and its workers') pointing at it."""
-    for name, value in seaweedfs.env().items():
-        monkeypatch.setenv(name, value)
-    return seaweedfs, bucket(seaweedfs)
-
-
 def upload(server, bucket: str, folder, prefix: str) -> None:
     """Every file of ``folder`` as an object ``prefix/NAME``."""
     for name in sorted(os.listdir(folder)):
