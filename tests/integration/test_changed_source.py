@@ -26,11 +26,12 @@ EXE = os.path.join(os.path.dirname(sys.executable), "precomputed-tif")
 SHAPE = (33, 71, 59)
 
 
-def killed_run(args, dest):
-    """Start the command and SIGKILL all its processes once a task is recorded done."""
+def killed_run(args, dest, until=bool):
+    """Start the command and SIGKILL all its processes once ``until`` holds of the ids of the
+    tasks recorded done (by default: once one is)."""
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not DoneLog(dest).load() and proc.poll() is None and time.monotonic() < deadline:
+    while not until(DoneLog(dest).load()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

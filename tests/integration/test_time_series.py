@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.parse
 
 import numpy as np
@@ -24,6 +22,8 @@ from precomputed_tif.pipeline.progress import DoneLog
 from precomputed_tif.viewer.links import zarr_link
 from tests.helpers import DATA
 from tests.helpers.peak_rss import source_conversion_peak_rss
+from tests.helpers.readback import files_of
+from tests.integration.test_changed_source import killed_run
 
 T, Z, C, Y, X = 3, 13, 2, 45, 71
 CHUNK = (16, 16, 8)
@@ -172,49 +172,35 @@ def test_timepoint_all_writes_one_dataset_per_time_point(tmp_path, capsys, fmt):
 
 
 KILLED = textwrap.dedent("""
-    import sys
+    import json, sys
     from precomputed_tif import convert
     if __name__ == "__main__":
-        convert(sys.argv[1], sys.argv[2], format="ome-zarr", ngff_version=sys.argv[3], chunk_size=(8, 8, 8),
-                n_cores=2, block_bytes=16 * 16 * 16 * 4)
+        convert(sys.argv[1], sys.argv[2], format="ome-zarr", chunk_size=(8, 8, 8), n_cores=2,
+                block_bytes=16 * 16 * 16 * 4, **json.loads(sys.argv[3]))
 """)
 
 
-def _files(root) -> dict[str, bytes]:
-    """Every file of a dataset but the conversion's own records, by relative path."""
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            if n.startswith(".precomputed-tif"):
-                continue
-            path = os.path.join(dirpath, n)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
+def killed_then_rerun(source: str, tmp_path, name: str, options: dict, after: str) -> set:
+    """Convert ``source`` with ``options`` once whole, and once killed (kill -9 of every process)
+    when a task of time point ``after`` (``"t1"``) is done, then run again; the two datasets are
+    the same files. Returns the ids of the tasks the killed run had done."""
+    command = [sys.executable, "-c", KILLED, source]
+    whole, dest = tmp_path / "whole" / name, tmp_path / "killed" / name  # the root metadata names it
+    subprocess.run([*command, str(whole), json.dumps(options)], check=True)
+    killed_run([*command, str(dest), json.dumps(options)], str(dest),
+               until=lambda done: any(i.startswith(f"{after}/") for i in done))
+    done = DoneLog(str(dest)).load()
+    subprocess.run([*command, str(dest), json.dumps(options)], check=True)
+    assert files_of(dest) == files_of(whole)
+    return done
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
 def test_a_time_series_killed_then_rerun_is_the_same_dataset(tmp_path, version):
     src, _ = imagej_hyperstack(tmp_path / "h.tif", t=4, z=21, y=61, x=53)
-    # The same name: the root metadata names the dataset.
-    whole = tmp_path / "whole" / "movie.zarr"
-    subprocess.run([sys.executable, "-c", KILLED, src, str(whole), version], check=True)
-    dest = tmp_path / "killed" / "movie.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, src, str(dest), version], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    # Killed once the first time point's tasks are done and later ones are under way.
-    while time.monotonic() < deadline and proc.poll() is None and not any(
-            i.startswith("t1/") for i in DoneLog(str(dest)).load()):
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(dest / "info"), "killed too late: the conversion had finished"
-    done = DoneLog(str(dest)).load()
+    done = killed_then_rerun(src, tmp_path, "movie.zarr", {"ngff_version": version}, after="t1")
     assert done and {i.split("/")[0] for i in done} <= {"t0", "t1", "t2", "t3"}
-    subprocess.run([sys.executable, "-c", KILLED, src, str(dest), version], check=True)
-    assert _files(dest) == _files(whole)
 
 
 @pytest.mark.slow
@@ -281,31 +267,9 @@ def test_timepoint_all_of_a_lif_time_series_writes_each_as_liffile_reads_it(tmp_
         np.testing.assert_array_equal(got, want[t], err_msg=f"time point {t}")
 
 
-KILLED_LIF = textwrap.dedent("""
-    import sys
-    from precomputed_tif import convert
-    if __name__ == "__main__":
-        convert(sys.argv[1], sys.argv[2], format="ome-zarr", series=0, chunk_size=(8, 8, 8), n_cores=2,
-                block_bytes=16 * 16 * 16 * 4)
-""")
-
-
 @pytest.mark.slow
 def test_a_lif_time_series_killed_then_rerun_is_the_same_dataset(tmp_path):
-    whole = tmp_path / "whole" / "xzt.zarr"
-    subprocess.run([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(whole)], check=True)
-    dest = tmp_path / "killed" / "xzt.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(dest)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None and not any(
-            i.startswith("t3/") for i in DoneLog(str(dest)).load()):
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(dest / "info"), "killed too late: the conversion had finished"
-    subprocess.run([sys.executable, "-c", KILLED_LIF, LIF_XZT, str(dest)], check=True)
-    assert _files(dest) == _files(whole)
+    killed_then_rerun(LIF_XZT, tmp_path, "xzt.zarr", {"series": 0}, after="t3")
 
 
 # --- a CZI time-lapse (written by Zeiss's libCZI, ZEN's interval in its metadata) --------------
