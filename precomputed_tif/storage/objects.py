@@ -232,6 +232,8 @@ class ObjectStorage(Storage):
         self.cache_control = check_cache_control(cache_control)
         self._store: Any = None
         self._signed: bool | None = None
+        # The bucket refused to list (reads): S3 then answers 403, not 404, for a missing object.
+        self._unlisted = False
 
     def __getstate__(self):
         # Each process builds its own client from its own environment.
@@ -395,6 +397,7 @@ class ObjectStorage(Storage):
             # A published bucket may let anyone read its objects but not list them (a policy
             # granting s3:GetObject alone, as the publishing commands print): reading the
             # dataset's own objects, which the next request does, tells whether reads are allowed.
+            self._unlisted = True
         if writing and self._signed is False:
             raise StorageError(f"{self.location()}: cannot write without credentials ({self._credentials_hint()})")
         if writing and self.prefix:
@@ -518,6 +521,12 @@ class ObjectStorage(Storage):
             meta = self._call(key, lambda: obstore.head(self.store, path))
         except FileNotFoundError:
             return None
+        except AccessDenied:
+            # Where listing is refused, S3 answers a missing object with 403 (so as not to tell
+            # which keys exist): to a probe, absent. Reading an object still fails in one line.
+            if self._unlisted:
+                return None
+            raise
         return _stat(meta)
 
     def open_reader(self, key: str) -> ObjectReader | None:

@@ -209,9 +209,23 @@ def test_a_published_dataset_is_a_source_to_anyone_though_the_bucket_cannot_be_l
                                "--chunk-size", "16,16,8", "--no-progress"], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     anonymous = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    # S3 answers a missing object with 403, not 404, where listing is not granted; SeaweedFS
+    # answers 404. Keys the reader may probe for and the dataset lacks are denied explicitly, so
+    # that the server answers them as S3 would.
+    absent = [f"brain/{level}/{name}" for level in ("1_1_1", "0") for name in (".zarray", "zarr.json")]
+    absent += ["brain/.zattrs", "brain/zarr.json", "brain/.zgroup"]
+    import json
+
+    seaweedfs.client.put_bucket_policy(Bucket=public, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{public}/*"]},
+        {"Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{public}/{key}" for key in absent
+                      if seaweedfs.client.list_objects_v2(Bucket=public, Prefix=key).get("KeyCount", 0) == 0]}]}))
     import urllib.error
     import urllib.request
 
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # a probe for an absent key, as S3 answers it
+        urllib.request.urlopen(f"{seaweedfs.endpoint}/{public}/brain/1_1_1/.zarray")
     with pytest.raises(urllib.error.HTTPError, match="403"):  # the server does refuse an anonymous listing
         urllib.request.urlopen(f"{seaweedfs.endpoint}/{public}?list-type=2")
     dest = tmp_path / "copy"
